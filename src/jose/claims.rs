@@ -1,0 +1,186 @@
+//! Claim checks on a verified payload, and the typed session they produce.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::error::JoseError;
+
+/// What a session token must satisfy besides its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Longest token accepted, in bytes.
+    pub max_token_bytes: usize,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_s: i64,
+    /// When set, `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When set, `aud` (a string or an array of strings) must contain it.
+    pub audience: Option<String>,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        TokenPolicy {
+            max_token_bytes: 8192,
+            leeway_s: 30,
+            issuer: None,
+            audience: None,
+        }
+    }
+}
+
+/// Who a verified session token speaks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub tenant_slug: String,
+    /// `exp` rounded up to whole seconds: for a whole-second `now`,
+    /// `now < exp + leeway` holds exactly when `now < expires_at + leeway`.
+    pub expires_at: i64,
+    /// Every claim of the payload, for `[ingress.claim_headers]`.
+    pub claims: Map<String, Value>,
+}
+
+impl Session {
+    /// True once `now` (Unix seconds) is past `exp` plus `leeway_s`.
+    pub fn is_expired(&self, now: i64, leeway_s: i64) -> bool {
+        is_past_expiry(self.expires_at, now, leeway_s)
+    }
+}
+
+fn is_past_expiry(expires_at: i64, now: i64, leeway_s: i64) -> bool {
+    now >= expires_at.saturating_add(leeway_s)
+}
+
+impl TokenPolicy {
+    /// Checks the claims of a payload whose signature has been verified, at time `now`
+    /// (Unix seconds), and returns the session.
+    pub fn session_from(&self, claims: Map<String, Value>, now: i64) -> Result<Session, JoseError> {
+        let expires_at = whole_seconds(&claims, "exp")?.ok_or(JoseError::MissingClaim("exp"))?;
+        if is_past_expiry(expires_at, now, self.leeway_s) {
+            return Err(JoseError::Expired);
+        }
+        if let Some(not_before) = whole_seconds(&claims, "nbf")? {
+            if now < not_before.saturating_sub(self.leeway_s) {
+                return Err(JoseError::NotYetValid);
+            }
+        }
+        if let Some(issued_at) = whole_seconds(&claims, "iat")? {
+            if issued_at > now.saturating_add(self.leeway_s) {
+                return Err(JoseError::IssuedInFuture);
+            }
+        }
+        if let Some(issuer) = &self.issuer {
+            match claims.get("iss") {
+                None => return Err(JoseError::MissingClaim("iss")),
+                Some(Value::String(iss)) if iss == issuer => {}
+                Some(_) => return Err(JoseError::WrongIssuer),
+            }
+        }
+        if let Some(audience) = &self.audience {
+            let matches = |value: &Value| value.as_str() == Some(audience.as_str());
+            match claims.get("aud") {
+                None => return Err(JoseError::MissingClaim("aud")),
+                Some(Value::Array(values)) if values.iter().any(matches) => {}
+                Some(value) if matches(value) => {}
+                Some(_) => return Err(JoseError::WrongAudience),
+            }
+        }
+        let tenant_id = uuid_claim(&claims, "tenantId")?;
+        let user_id = uuid_claim(&claims, "userId")?;
+        let tenant_slug = slug_claim(&claims)?;
+        Ok(Session {
+            tenant_id,
+            user_id,
+            tenant_slug,
+            expires_at,
+            claims,
+        })
+    }
+}
+
+/// A NumericDate claim rounded up to whole seconds (`None` when absent). Rounding up
+/// keeps every comparison with a whole-second `now` exact.
+fn whole_seconds(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, JoseError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(number)) => {
+            if let Some(seconds) = number.as_i64() {
+                Ok(Some(seconds))
+            } else if let Some(seconds) = number.as_f64() {
+                // Saturating float-to-int cast; serde_json never yields NaN or infinity.
+                Ok(Some(seconds.ceil() as i64))
+            } else {
+                Err(JoseError::InvalidClaim {
+                    claim: name,
+                    reason: "is not a number",
+                })
+            }
+        }
+        Some(_) => Err(JoseError::InvalidClaim {
+            claim: name,
+            reason: "is not a number",
+        }),
+    }
+}
+
+/// A UUID claim in its hyphenated form (any case); other UUID spellings are refused so
+/// that one tenant has one spelling.
+fn uuid_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Uuid, JoseError> {
+    let text = match claims.get(name) {
+        None => return Err(JoseError::MissingClaim(name)),
+        Some(Value::String(text)) => text,
+        Some(_) => {
+            return Err(JoseError::InvalidClaim {
+                claim: name,
+                reason: "is not a string",
+            })
+        }
+    };
+    let not_a_uuid = JoseError::InvalidClaim {
+        claim: name,
+        reason: "is not a UUID",
+    };
+    if text.len() != 36 {
+        return Err(not_a_uuid);
+    }
+    Uuid::try_parse(text).map_err(|_| not_a_uuid)
+}
+
+fn slug_claim(claims: &Map<String, Value>) -> Result<String, JoseError> {
+    const NAME: &str = "tenantSlug";
+    let slug = match claims.get(NAME) {
+        None => return Err(JoseError::MissingClaim(NAME)),
+        Some(Value::String(slug)) => slug,
+        Some(_) => {
+            return Err(JoseError::InvalidClaim {
+                claim: NAME,
+                reason: "is not a string",
+            })
+        }
+    };
+    let length = slug.chars().count();
+    if length == 0 {
+        return Err(JoseError::InvalidClaim {
+            claim: NAME,
+            reason: "is empty",
+        });
+    }
+    if length > 255 {
+        return Err(JoseError::InvalidClaim {
+            claim: NAME,
+            reason: "is longer than 255 characters",
+        });
+    }
+    if slug.chars().any(char::is_control) {
+        return Err(JoseError::InvalidClaim {
+            claim: NAME,
+            reason: "contains a control character",
+        });
+    }
+    Ok(slug.clone())
+}
