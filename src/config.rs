@@ -255,11 +255,12 @@ impl RawConfig {
 
 fn redact_url_password(text: &str) -> String {
     match Url::parse(text) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some(REDACTED));
-            url.to_string()
-        }
-        _ => text.to_owned(),
+        Ok(url) => match url.password() {
+            // `password()` is the text as written in the URL, so it can be replaced in place.
+            Some(password) => text.replacen(&format!(":{password}@"), &format!(":{REDACTED}@"), 1),
+            None => text.to_owned(),
+        },
+        Err(_) => text.to_owned(),
     }
 }
 
