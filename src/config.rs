@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::jose::TokenPolicy;
+pub use crate::secrets::Secret;
+use crate::secrets::REDACTED;
 
 /// Environment variables starting with this override config keys.
 pub const ENV_PREFIX: &str = "JTL_SIDECAR_";
@@ -23,8 +25,6 @@ pub const ENV_PREFIX: &str = "JTL_SIDECAR_";
 pub const CONFIG_PATH_ENV: &str = "JTL_SIDECAR_CONFIG";
 /// Issuer of app tokens when `session.issuer` is empty in the app-token flow.
 pub const DEFAULT_APP_TOKEN_ISSUER: &str = "https://id.jtl-cloud.com";
-
-const REDACTED: &str = "<redacted>";
 
 // ---------------------------------------------------------------------------------------
 // The raw file: exactly the keys of SPEC §3, with their defaults.
@@ -253,14 +253,49 @@ impl RawConfig {
     }
 }
 
+/// A URL with any password (in the user info or a `password=`-like query parameter)
+/// replaced by `<redacted>`. Text that does not parse as a URL loses everything between
+/// `://` and the last `@`, where credentials would be.
 fn redact_url_password(text: &str) -> String {
-    match Url::parse(text) {
-        Ok(url) => match url.password() {
-            // `password()` is the text as written in the URL, so it can be replaced in place.
-            Some(password) => text.replacen(&format!(":{password}@"), &format!(":{REDACTED}@"), 1),
-            None => text.to_owned(),
-        },
-        Err(_) => text.to_owned(),
+    let Ok(url) = Url::parse(text) else {
+        return strip_userinfo(text);
+    };
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let lower = name.to_ascii_lowercase();
+                let hidden = lower.contains("password") || lower.contains("secret");
+                (
+                    name.into_owned(),
+                    if hidden {
+                        REDACTED.to_owned()
+                    } else {
+                        value.into_owned()
+                    },
+                )
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    let mut shown = shown.to_string().replace("%3Credacted%3E", REDACTED);
+    if url.password().is_some() {
+        // Put the marker where the password was: scheme://user:<redacted>@host
+        let user_end = format!("://{}@", url.username());
+        shown = shown.replacen(&user_end, &format!("://{}:{REDACTED}@", url.username()), 1);
+    }
+    shown
+}
+
+/// Removes `user:password@` from URL-like text for error messages.
+fn strip_userinfo(text: &str) -> String {
+    match (text.find("://"), text.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            format!("{}://{REDACTED}@{}", &text[..start], &text[at + 1..])
+        }
+        _ => text.to_owned(),
     }
 }
 
@@ -325,25 +360,6 @@ pub struct EgressConfig {
     pub allow_non_loopback: bool,
     pub retry_on_401: bool,
     pub max_retry_body_bytes: u64,
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -488,8 +504,30 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
             format!("cannot read {}: {error}", path.display()),
         )])
     })?;
-    load_str(&text, std::env::vars())
+    load_str(&text, process_env())
 }
+
+/// The process environment, without panicking on values that are not UTF-8: a
+/// `JTL_SIDECAR_` variable whose value is not UTF-8 is kept with a marker value that
+/// validation reports by name (never by value); other variables are not our business.
+fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| {
+            let name = name.into_string().ok()?;
+            if !name.starts_with(ENV_PREFIX) {
+                return None;
+            }
+            Some(match value.into_string() {
+                Ok(value) => (name, value),
+                Err(_) => (name, NOT_UTF8.to_owned()),
+            })
+        })
+        .collect()
+}
+
+/// Stands for an environment value that is not UTF-8 (it contains a NUL, which no real
+/// environment value can).
+const NOT_UTF8: &str = "\0not-utf-8";
 
 /// Loads a TOML document with overrides from `env` (name, value pairs; only the ones
 /// starting with [`ENV_PREFIX`] are read).
@@ -507,22 +545,37 @@ pub fn load_str(
         .merge(Toml::string(toml_text))
         .merge(Serialized::defaults(overrides));
 
-    let merged = match figment.extract::<Dict>() {
+    let mut merged = match figment.extract::<Dict>() {
         Ok(merged) => merged,
         Err(error) => {
             problems.extend(error.into_iter().map(|e| figment_problem(&e)));
             return Err(ConfigErrors(problems));
         }
     };
-    check_shape(&merged, &schema, "", &mut problems);
-    if !problems.is_empty() {
-        return Err(ConfigErrors(problems));
-    }
-    let mut effective: RawConfig = figment
+    // Unknown keys and ill-typed values are reported and dropped (their defaults stand
+    // in), so the checks below still run and every problem is reported at once.
+    check_shape(&mut merged, &schema, "", &mut problems);
+    let shape_problems = problems.len();
+    let mut effective: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+        .merge(Serialized::defaults(merged))
         .extract()
-        .map_err(|error| ConfigErrors(error.into_iter().map(|e| figment_problem(&e)).collect()))?;
+        .map_err(|error| {
+            problems.extend(error.into_iter().map(|e| figment_problem(&e)));
+            ConfigErrors(problems.clone())
+        })?;
     let mut warnings = Vec::new();
     let config = validate(&effective, &mut problems, &mut warnings);
+    // A key already reported for its type stands at its default now: say nothing more
+    // about it (a wrongly typed secret is not also "missing").
+    let reported: Vec<String> = problems[..shape_problems]
+        .iter()
+        .map(|p| p.key.clone())
+        .collect();
+    let mut index = 0;
+    problems.retain(|problem| {
+        index += 1;
+        index <= shape_problems || !reported.contains(&problem.key)
+    });
     match config {
         Some(config) if problems.is_empty() => {
             effective.jtl.jwks_url = config.jtl.jwks_url.to_string();
@@ -590,7 +643,11 @@ fn env_overrides(
                 path[2] = claim.to_owned();
             }
         }
-        let dotted = path.join(".");
+        let dotted = path
+            .iter()
+            .map(|segment| printable_key(segment))
+            .collect::<Vec<_>>()
+            .join(".");
         let value = if is_claim_header {
             Value::from(raw)
         } else {
@@ -648,67 +705,115 @@ fn insert(dict: &mut Dict, path: &[String], value: Value) {
 
 /// Reports every unknown key and every value of the wrong type, comparing the merged
 /// config against the shape of the defaults.
-fn check_shape(given: &Dict, schema: &Dict, prefix: &str, problems: &mut Vec<ConfigProblem>) {
-    for (name, value) in given {
+fn check_shape(given: &mut Dict, schema: &Dict, prefix: &str, problems: &mut Vec<ConfigProblem>) {
+    given.retain(|name, value| {
         let key = if prefix.is_empty() {
-            name.clone()
+            printable_key(name)
         } else {
-            format!("{prefix}.{name}")
+            format!("{prefix}.{}", printable_key(name))
         };
         let Some(expected) = schema.get(name) else {
             problems.push(ConfigProblem::new(key, "unknown key"));
-            continue;
+            return false;
         };
         if key == "ingress.claim_headers" {
-            match value {
-                Value::Dict(_, entries) => {
-                    for (claim, header) in entries {
-                        if !matches!(header, Value::String(..)) {
-                            problems.push(ConfigProblem::new(
-                                format!("{key}.{claim}"),
-                                format!(
-                                    "expected a header name (a string), found {}",
-                                    kind(header)
-                                ),
-                            ));
-                        }
-                    }
-                }
-                other => problems.push(ConfigProblem::new(
+            let Value::Dict(_, entries) = value else {
+                let found = kind(value, false);
+                problems.push(ConfigProblem::new(
                     key,
-                    format!(
-                        "expected a table of claim = \"Header-Name\", found {}",
-                        kind(other)
-                    ),
-                )),
-            }
-            continue;
+                    format!("expected a table of claim = \"Header-Name\", found {found}"),
+                ));
+                return false;
+            };
+            entries.retain(|claim, header| {
+                let is_string = matches!(header, Value::String(..));
+                if !is_string {
+                    problems.push(ConfigProblem::new(
+                        format!("{key}.{}", printable_key(claim)),
+                        format!(
+                            "expected a header name (a string), found {}",
+                            kind(header, false)
+                        ),
+                    ));
+                }
+                is_string
+            });
+            return true;
         }
-        let wrong = |expected: &str| {
-            ConfigProblem::new(&key, format!("expected {expected}, found {}", kind(value)))
+        let secret = SECRET_KEYS.contains(&key.as_str());
+        let found = kind(value, secret);
+        let mut wrong = |expected: &str| {
+            problems.push(ConfigProblem::new(
+                &key,
+                format!("expected {expected}, found {found}"),
+            ));
+            false
         };
-        match (expected, value) {
+        match (expected, &mut *value) {
             (Value::Dict(_, inner_schema), Value::Dict(_, inner)) => {
-                check_shape(inner, inner_schema, &key, problems)
+                check_shape(inner, inner_schema, &key, problems);
+                true
             }
-            (Value::Dict(..), _) => problems.push(wrong("a table")),
-            (Value::String(..), Value::String(..)) | (Value::Bool(..), Value::Bool(..)) => {}
-            (Value::String(..), _) => problems.push(wrong("a string")),
-            (Value::Bool(..), _) => problems.push(wrong("true or false")),
+            (Value::Dict(..), _) => wrong("a table"),
+            (_, Value::String(_, text)) if text == NOT_UTF8 => {
+                problems.push(ConfigProblem::new(
+                    &key,
+                    "the environment variable's value is not UTF-8",
+                ));
+                false
+            }
+            (Value::String(..), Value::String(..)) | (Value::Bool(..), Value::Bool(..)) => true,
+            (Value::String(..), _) => wrong("a string"),
+            (Value::Bool(..), _) => wrong("true or false"),
             (Value::Num(..), Value::Num(_, number))
                 if number
                     .to_u128_lossy()
-                    .is_some_and(|n| n <= u128::from(u64::MAX)) => {}
-            (Value::Num(..), _) => problems.push(wrong("a whole number, 0 or more")),
+                    .is_some_and(|n| n <= u128::from(u64::MAX)) =>
+            {
+                true
+            }
+            (Value::Num(..), _) => wrong("a whole number, 0 or more"),
             (Value::Array(..), Value::Array(_, items))
-                if items.iter().all(|item| matches!(item, Value::String(..))) => {}
-            (Value::Array(..), _) => problems.push(wrong("an array of strings")),
-            (_, _) => {}
+                if items.iter().all(|item| matches!(item, Value::String(..))) =>
+            {
+                true
+            }
+            (Value::Array(..), _) => wrong("an array of strings"),
+            (_, _) => true,
         }
+    });
+}
+
+/// Keys whose values are never shown, not even in an error.
+const SECRET_KEYS: &[&str] = &["jtl.client_secret", "tenants.database_url"];
+
+/// A key as shown in a problem line: as written when it is plain, else quoted with
+/// escapes, so a key holding a newline cannot forge another line.
+fn printable_key(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if plain {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
     }
 }
 
-fn kind(value: &Value) -> String {
+/// What was found, for a type error; the value itself only when it is not a secret.
+fn kind(value: &Value, secret: bool) -> String {
+    if secret {
+        return match value {
+            Value::String(..) => "a string",
+            Value::Num(..) => "a number",
+            Value::Bool(..) => "a boolean",
+            Value::Dict(..) => "a table",
+            Value::Array(..) => "an array",
+            _ => "another type",
+        }
+        .to_owned();
+    }
     match value {
         Value::String(_, text) => format!("the string {text:?}"),
         Value::Char(_, c) => format!("the character {c:?}"),
@@ -764,7 +869,10 @@ impl Checker<'_> {
         let url = match Url::parse(text) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
             _ => {
-                self.problem(key, format!("not an http(s) URL: {text:?}"));
+                self.problem(
+                    key,
+                    format!("not an http(s) URL: {:?}", strip_userinfo(text)),
+                );
                 return None;
             }
         };
@@ -992,6 +1100,15 @@ fn validate_ingress(raw: &RawIngress, check: &mut Checker) -> Option<IngressConf
             {
                 check.problem(&key, format!("{text:?} is listed twice"))
             }
+            Ok(name)
+                if name != http::header::AUTHORIZATION
+                    && RESERVED_HEADERS.contains(&name.as_str()) =>
+            {
+                check.problem(
+                    &key,
+                    format!("{text:?} is a header the proxy manages itself"),
+                )
+            }
             Ok(name) => token_headers.push(name),
             Err(_) => check.problem(&key, format!("not a valid header name: {text:?}")),
         }
@@ -1014,7 +1131,7 @@ fn validate_ingress(raw: &RawIngress, check: &mut Checker) -> Option<IngressConf
 
     let mut claim_headers = Vec::new();
     for (claim, header) in &raw.claim_headers {
-        let key = format!("ingress.claim_headers.{claim}");
+        let key = format!("ingress.claim_headers.{}", printable_key(claim));
         if claim.is_empty() {
             check.problem(&key, "the claim name is empty");
             continue;
@@ -1238,6 +1355,15 @@ fn validate_jtl(
     };
     let token_url = check.http_url("jtl.token_url", &raw.token_url);
     let api_base_url = check.http_url("jtl.api_base_url", &raw.api_base_url);
+    if api_base_url
+        .as_ref()
+        .is_some_and(|url| url.query().is_some())
+    {
+        check.problem(
+            "jtl.api_base_url",
+            "must not contain a query (paths are appended to it)",
+        );
+    }
     let jwks_url = if raw.jwks_url.is_empty() {
         match (
             flow,
@@ -1360,7 +1486,15 @@ fn validate_session(raw: &RawSession, check: &mut Checker) -> Option<SessionConf
             );
         }
         if let Some(issuer) = &issuer {
-            check.http_url("session.issuer", issuer);
+            if check
+                .http_url("session.issuer", issuer)
+                .is_some_and(|url| url.query().is_some())
+            {
+                check.problem(
+                    "session.issuer",
+                    "must not contain a query (paths are appended to it)",
+                );
+            }
         }
     }
     if check.problems.len() != problems_before {

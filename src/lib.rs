@@ -1,5 +1,13 @@
 //! jtl-auth-sidecar: a reverse proxy that does all JTL Cloud App authentication for a
 //! backend written in any language. See README.md for what it does and how to run it.
+//!
+//! Dependencies point one way: `jose` knows nothing; `jtl` knows `jose`; `verify` knows
+//! both; `emulator` stands in for JTL in `dev` mode and in the tests.
 
+pub mod clock;
 pub mod config;
+pub mod emulator;
 pub mod jose;
+pub mod jtl;
+pub mod secrets;
+pub mod verify;

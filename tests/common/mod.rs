@@ -85,3 +85,5 @@ pub fn session_claims() -> Value {
         "kid": "customer-4711",
     })
 }
+
+pub mod harness;

@@ -1,0 +1,129 @@
+//! Wall-clock time through a handle, so tests move time instead of sleeping.
+//!
+//! Schedules (token refresh, key-set refresh, backoff, rate limits) and token lifetimes
+//! use this clock. Network timeouts do not: they are real time by nature.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct Clock(Arc<Source>);
+
+enum Source {
+    System,
+    Manual { now_ms: AtomicI64, moved: Notify },
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Source::System => f.write_str("Clock::System"),
+            Source::Manual { now_ms, .. } => {
+                write!(f, "Clock::Manual({})", now_ms.load(Ordering::SeqCst))
+            }
+        }
+    }
+}
+
+impl Clock {
+    /// The real clock.
+    pub fn system() -> Self {
+        Clock(Arc::new(Source::System))
+    }
+
+    /// A clock that stands still at `start_unix_ms` until [`Clock::advance`] moves it.
+    pub fn manual(start_unix_ms: i64) -> Self {
+        Clock(Arc::new(Source::Manual {
+            now_ms: AtomicI64::new(start_unix_ms),
+            moved: Notify::new(),
+        }))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        match &*self.0 {
+            Source::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            Source::Manual { now_ms, .. } => now_ms.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whole seconds since the Unix epoch (JWT NumericDate).
+    pub fn now_s(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
+
+    /// Moves a manual clock forward and wakes everything sleeping on it. Does nothing
+    /// to the system clock.
+    pub fn advance(&self, by: Duration) {
+        if let Source::Manual { now_ms, moved } = &*self.0 {
+            now_ms.fetch_add(duration_ms(by), Ordering::SeqCst);
+            moved.notify_waiters();
+        }
+    }
+
+    /// Sleeps until this clock reads at least `deadline_ms`.
+    pub async fn sleep_until(&self, deadline_ms: i64) {
+        match &*self.0 {
+            Source::System => {
+                let wait = deadline_ms.saturating_sub(self.now_ms());
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+                }
+            }
+            Source::Manual { now_ms, moved } => loop {
+                let notified = moved.notified();
+                if now_ms.load(Ordering::SeqCst) >= deadline_ms {
+                    return;
+                }
+                notified.await;
+            },
+        }
+    }
+
+    pub async fn sleep(&self, duration: Duration) {
+        self.sleep_until(self.now_ms().saturating_add(duration_ms(duration)))
+            .await
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn manual_clock_sleepers_wake_only_when_advanced_far_enough() {
+        let clock = Clock::manual(1_000);
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep(Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        clock.advance(Duration::from_secs(5));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        clock.advance(Duration::from_secs(5));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("woken")
+            .expect("no panic");
+        assert_eq!(clock.now_ms(), 11_000);
+        assert_eq!(clock.now_s(), 11);
+    }
+
+    #[test]
+    fn system_clock_is_near_now() {
+        let now = Clock::system().now_s();
+        assert!(now > 1_700_000_000);
+    }
+}

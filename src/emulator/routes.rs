@@ -1,0 +1,245 @@
+//! The emulator's endpoints: token, JWKS, and an API echo for everything else.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+
+use super::{lock, Failure, State, JWKS_PATH, TOKEN_PATH};
+
+type Reply = Response<Full<Bytes>>;
+
+/// Request bodies the emulator reads at most (the API echo returns them).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+pub(super) async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Reply, Infallible> {
+    let path = request.uri().path().to_owned();
+    let reply = if path == TOKEN_PATH {
+        state.counters.token_requests.fetch_add(1, Ordering::SeqCst);
+        let failure = lock(&state.token_failure).clone();
+        match misbehave(failure).await {
+            Some(reply) => reply,
+            None => token_endpoint(&state, request).await,
+        }
+    } else if path == JWKS_PATH {
+        state.counters.jwks_requests.fetch_add(1, Ordering::SeqCst);
+        let failure = lock(&state.jwks_failure).clone();
+        match misbehave(failure).await {
+            Some(reply) => reply,
+            None => jwks_endpoint(&state, &request),
+        }
+    } else {
+        state.counters.api_requests.fetch_add(1, Ordering::SeqCst);
+        let failure = lock(&state.api_failure).clone();
+        match misbehave(failure).await {
+            Some(reply) => reply,
+            None => api_echo(&state, request).await,
+        }
+    };
+    Ok(reply)
+}
+
+async fn misbehave(failure: Failure) -> Option<Reply> {
+    match failure {
+        Failure::None => None,
+        Failure::Status(status) => Some(json_reply(
+            status_or_500(status),
+            &json!({"error": "emulated_failure", "error_description": "failure switched on in the JTL emulator"}),
+        )),
+        Failure::StatusRetryAfter(status, seconds) => {
+            let mut reply = json_reply(
+                status_or_500(status),
+                &json!({"error": "temporarily_unavailable"}),
+            );
+            reply
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            Some(reply)
+        }
+        Failure::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        Failure::Oversize => Some(json_reply(
+            StatusCode::OK,
+            &json!({"padding": "x".repeat(70 * 1024)}),
+        )),
+    }
+}
+
+fn status_or_500(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn token_endpoint(state: &State, request: Request<Incoming>) -> Reply {
+    if request.method() != Method::POST {
+        return json_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "invalid_request"}),
+        );
+    }
+    let authenticated = basic_credentials(&request).is_some_and(|(id, secret)| {
+        id == *lock(&state.client_id) && secret == *lock(&state.client_secret)
+    });
+    if !authenticated {
+        let mut reply = json_reply(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "invalid_client", "error_description": "Client authentication failed"}),
+        );
+        reply.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"jtl\""),
+        );
+        return reply;
+    }
+    let Some(body) = read_body(request).await else {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_request"}),
+        );
+    };
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    match field("grant_type").as_deref() {
+        Some("client_credentials") => {}
+        Some(_) => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "unsupported_grant_type"}),
+            )
+        }
+        None => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "invalid_request"}),
+            )
+        }
+    }
+    let expires_in = *lock(&state.expires_in);
+    let access_token = state.issue_access_token(expires_in.unwrap_or(3600));
+    let mut answer = json!({"access_token": access_token, "token_type": "Bearer"});
+    if let Some(expires_in) = expires_in {
+        answer["expires_in"] = json!(expires_in);
+    }
+    let scope = field("scope");
+    if let Some(scope) = &scope {
+        answer["scope"] = json!(scope);
+    }
+    *lock(&state.last_scope) = scope;
+    json_reply(StatusCode::OK, &answer)
+}
+
+fn basic_credentials(request: &Request<Incoming>) -> Option<(String, String)> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+fn bearer_is_valid(state: &State, request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|token| state.is_valid_access_token(token))
+}
+
+fn unauthorized_bearer() -> Reply {
+    let mut reply = json_reply(
+        StatusCode::UNAUTHORIZED,
+        &json!({"error": "invalid_token", "error_description": "The access token is missing, expired or revoked"}),
+    );
+    reply.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    reply
+}
+
+fn jwks_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
+    if !bearer_is_valid(state, request) {
+        return unauthorized_bearer();
+    }
+    json_reply(StatusCode::OK, &state.jwks())
+}
+
+/// Answers with the request it received, as JSON, like a JTL API that reflects what the
+/// sidecar sent: method, path, query, headers and body.
+async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
+    if !bearer_is_valid(state, &request) {
+        return unauthorized_bearer();
+    }
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let mut headers = Map::new();
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                headers.insert(name.as_str().to_owned(), Value::String(value));
+            }
+        }
+    }
+    let Some(body) = read_body(request).await else {
+        return json_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"error": "body too large"}),
+        );
+    };
+    let mut reply = json_reply(
+        StatusCode::OK,
+        &json!({
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        }),
+    );
+    reply
+        .headers_mut()
+        .insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
+    reply
+        .headers_mut()
+        .insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
+    reply
+}
+
+async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
+    Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .ok()
+        .map(|collected| collected.to_bytes())
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+    *reply.status_mut() = status;
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply
+}

@@ -1,0 +1,539 @@
+//! The app's OAuth2 client-credentials access token (SPEC §6): obtained from JTL's token
+//! endpoint, cached, refreshed in the background before it expires, one request in flight
+//! at a time, and never handed out once expired.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::backoff::Backoff;
+use super::http::{CallError, JtlHttp};
+use crate::clock::{duration_ms, Clock};
+use crate::config::{ClientSecret, JtlConfig};
+use crate::secrets::{fingerprint, Secret};
+
+/// A token this close to its expiry is no longer handed out: it could expire while the
+/// request that carries it is on its way.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+
+/// `invalid_client` is not retried faster than this (SPEC §6).
+pub const INVALID_CLIENT_RETRY: Duration = Duration::from_secs(60);
+
+/// One access token and when to replace it.
+pub struct AccessToken {
+    value: Secret,
+    header: HeaderValue,
+    expires_at_ms: i64,
+    refresh_at_ms: i64,
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("fingerprint", &self.fingerprint)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+impl AccessToken {
+    pub fn value(&self) -> &str {
+        self.value.expose()
+    }
+
+    /// `Bearer <token>`, marked sensitive so HTTP/2 never indexes it.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    pub fn expires_at_ms(&self) -> i64 {
+        self.expires_at_ms
+    }
+
+    /// When the background refresher replaces this token.
+    pub fn refresh_at_ms(&self) -> i64 {
+        self.refresh_at_ms
+    }
+
+    /// First 8 hex digits of the token's SHA-256, for logs.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn is_usable_at(&self, now_ms: i64) -> bool {
+        now_ms
+            < self
+                .expires_at_ms
+                .saturating_sub(duration_ms(EXPIRY_MARGIN))
+    }
+}
+
+/// Why the token endpoint gave no token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("JTL rejected the app's credentials (invalid_client): check jtl.client_id and jtl.client_secret (or the content of jtl.client_secret_file): a wrong or swapped value, or stray whitespace or a newline")]
+    InvalidClient,
+    #[error("the token endpoint answered HTTP {status}{}", oauth_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    Status {
+        status: u16,
+        oauth_error: Option<String>,
+    },
+    #[error("the token endpoint could not be reached: {0}")]
+    Call(CallError),
+    #[error("the token endpoint's answer is unusable: {0}")]
+    BadResponse(&'static str),
+    #[error("jtl.client_secret_file cannot be read: {0}")]
+    SecretFile(String),
+}
+
+/// No valid access token can be had now; the caller answers 503 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no valid JTL access token is available ({cause})")]
+pub struct TokenUnavailable {
+    /// Seconds until the next attempt, at least 1.
+    pub retry_after_s: u64,
+    pub cause: TokenError,
+}
+
+/// Counts of token requests by outcome, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct TokenFetchCounts {
+    pub succeeded: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+/// A cheap handle to the access token; clones share one token and one refresher.
+#[derive(Clone)]
+pub struct AccessTokens {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: JtlHttp,
+    clock: Clock,
+    token_url: String,
+    client_id: String,
+    secret_source: ClientSecret,
+    secret: Mutex<Secret>,
+    scope: Option<String>,
+    refresh_before_ms: i64,
+    current: ArcSwapOption<AccessToken>,
+    /// Held while a token request is in flight: the single flight.
+    flight: tokio::sync::Mutex<Flight>,
+    /// When the next request may be made, readable without the lock.
+    next_attempt_ms: std::sync::atomic::AtomicI64,
+    wake_refresher: Notify,
+    counts: TokenFetchCounts,
+}
+
+#[derive(Default)]
+struct Flight {
+    backoff: Backoff,
+    last_error: Option<TokenError>,
+}
+
+/// What a caller needs from [`AccessTokens::obtain`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Any usable token.
+    Usable,
+    /// A token that is not yet due for refresh (the background refresher).
+    Fresh,
+}
+
+impl AccessTokens {
+    /// Reads `client_secret_file` when configured; the first token is fetched by the
+    /// refresher or by the first caller.
+    pub fn new(config: &JtlConfig, http: JtlHttp, clock: Clock) -> Result<Self, TokenError> {
+        let secret = match &config.client_secret {
+            ClientSecret::Inline(secret) => secret.clone(),
+            ClientSecret::File(path) => read_secret_file(path)?,
+        };
+        Ok(AccessTokens {
+            inner: Arc::new(Inner {
+                http,
+                clock,
+                token_url: config.token_url.to_string(),
+                client_id: config.client_id.clone(),
+                secret_source: config.client_secret.clone(),
+                secret: Mutex::new(secret),
+                scope: config.scope.clone(),
+                refresh_before_ms: duration_ms(config.refresh_before_expiry),
+                current: ArcSwapOption::empty(),
+                flight: tokio::sync::Mutex::new(Flight::default()),
+                next_attempt_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+                wake_refresher: Notify::new(),
+                counts: TokenFetchCounts::default(),
+            }),
+        })
+    }
+
+    /// The current token when it is usable; never waits and never returns an expired
+    /// token. This is what the hot path calls.
+    pub fn current(&self) -> Option<Arc<AccessToken>> {
+        let now = self.inner.clock.now_ms();
+        self.inner
+            .current
+            .load_full()
+            .filter(|token| token.is_usable_at(now))
+    }
+
+    /// The current token, or a new one when none is usable. Concurrent callers share
+    /// one request; after a failure, callers get [`TokenUnavailable`] at once until the
+    /// backoff has passed.
+    pub async fn get(&self) -> Result<Arc<AccessToken>, TokenUnavailable> {
+        if let Some(token) = self.current() {
+            return Ok(token);
+        }
+        self.obtain(Need::Usable).await
+    }
+
+    /// Drops `token` because JTL refused it (a 401). A newer token is left alone.
+    pub fn invalidate(&self, token: &Arc<AccessToken>) {
+        let previous = self
+            .inner
+            .current
+            .compare_and_swap(&Some(Arc::clone(token)), None);
+        if previous
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, token))
+        {
+            tracing::info!(token = %token.fingerprint(), "access token refused by JTL; dropped");
+            self.inner.wake_refresher.notify_one();
+        }
+    }
+
+    pub fn counts(&self) -> &TokenFetchCounts {
+        &self.inner.counts
+    }
+
+    /// Refreshes the token ahead of expiry until `shutdown` completes.
+    pub async fn run_refresher(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let due_ms = self
+                .inner
+                .current
+                .load()
+                .as_ref()
+                .map(|token| token.refresh_at_ms)
+                .unwrap_or(i64::MIN);
+            let next_attempt_ms = self
+                .inner
+                .next_attempt_ms
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let wake_at = due_ms.max(next_attempt_ms);
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.inner.wake_refresher.notified() => continue,
+                _ = self.inner.clock.sleep_until(wake_at) => {}
+            }
+            // Errors are logged and scheduled for retry inside.
+            let _ = self.obtain(Need::Fresh).await;
+        }
+    }
+
+    async fn obtain(&self, need: Need) -> Result<Arc<AccessToken>, TokenUnavailable> {
+        let inner = &self.inner;
+        let mut flight = inner.flight.lock().await;
+        let now = inner.clock.now_ms();
+        // Another caller may have fetched while this one waited for the lock.
+        if let Some(token) = self.current() {
+            if need == Need::Usable || now < token.refresh_at_ms {
+                return Ok(token);
+            }
+        }
+        if now < flight.backoff.next_attempt_ms() {
+            return self.current().ok_or_else(|| self.unavailable(&flight, now));
+        }
+        let result = self.request_token().await;
+        let now = inner.clock.now_ms();
+        match result {
+            Ok(token) => {
+                inner
+                    .counts
+                    .succeeded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    token = %token.fingerprint(),
+                    expires_in_s = (token.expires_at_ms - now) / 1000,
+                    "obtained a JTL access token"
+                );
+                flight.backoff.succeeded();
+                flight.last_error = None;
+                let token = Arc::new(token);
+                inner.current.store(Some(Arc::clone(&token)));
+                inner
+                    .next_attempt_ms
+                    .store(i64::MIN, std::sync::atomic::Ordering::SeqCst);
+                Ok(token)
+            }
+            Err((error, retry_after)) => {
+                inner
+                    .counts
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let minimum = match (&error, retry_after) {
+                    (TokenError::InvalidClient, _) => Some(INVALID_CLIENT_RETRY),
+                    (_, retry_after) => retry_after,
+                };
+                let next = flight.backoff.failed(now, minimum);
+                inner
+                    .next_attempt_ms
+                    .store(next, std::sync::atomic::Ordering::SeqCst);
+                let retry_in_s = (next - now).max(0) / 1000;
+                match error {
+                    TokenError::InvalidClient => tracing::error!(
+                        client_id = %inner.client_id,
+                        retry_in_s,
+                        "{error}"
+                    ),
+                    _ => tracing::warn!(retry_in_s, "access token request failed: {error}"),
+                }
+                flight.last_error = Some(error);
+                self.current().ok_or_else(|| self.unavailable(&flight, now))
+            }
+        }
+    }
+
+    fn unavailable(&self, flight: &Flight, now: i64) -> TokenUnavailable {
+        let wait_ms = flight.backoff.next_attempt_ms().saturating_sub(now).max(0);
+        TokenUnavailable {
+            retry_after_s: (wait_ms.unsigned_abs().div_ceil(1000)).max(1),
+            cause: flight
+                .last_error
+                .clone()
+                .unwrap_or(TokenError::BadResponse("no token has been obtained yet")),
+        }
+    }
+
+    /// One request to the token endpoint. On failure, also the `Retry-After` it asked for.
+    async fn request_token(&self) -> Result<AccessToken, (TokenError, Option<Duration>)> {
+        let inner = &self.inner;
+        let secret = self.secret_for_request().map_err(|e| (e, None))?;
+        let credentials = STANDARD.encode(format!("{}:{}", inner.client_id, secret.expose()));
+        let mut authorization =
+            HeaderValue::from_str(&format!("Basic {credentials}")).map_err(|_| {
+                (
+                    TokenError::BadResponse("credentials are not header-safe"),
+                    None,
+                )
+            })?;
+        authorization.set_sensitive(true);
+        let form = form_body(inner.scope.as_deref());
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(inner.token_url.as_str())
+            .header(AUTHORIZATION, authorization)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|_| {
+                (
+                    TokenError::BadResponse("jtl.token_url is not a valid URI"),
+                    None,
+                )
+            })?;
+
+        let response = inner
+            .http
+            .call(request)
+            .await
+            .map_err(|e| (TokenError::Call(e), None))?;
+        let now = inner.clock.now_ms();
+        if response.status != StatusCode::OK {
+            let oauth_error = serde_json::from_slice::<Value>(&response.body)
+                .ok()
+                .and_then(|body| body.get("error").and_then(Value::as_str).map(str::to_owned));
+            let error = if oauth_error.as_deref() == Some("invalid_client") {
+                TokenError::InvalidClient
+            } else {
+                TokenError::Status {
+                    status: response.status.as_u16(),
+                    oauth_error: oauth_error
+                        .map(|e| e.chars().filter(|c| !c.is_control()).take(80).collect()),
+                }
+            };
+            return Err((error, retry_after(&response.headers)));
+        }
+        parse_token_response(&response.body, now, inner.refresh_before_ms).map_err(|e| (e, None))
+    }
+
+    /// The secret to send. A secret file is read again before every token request (a few
+    /// per hour), so a corrected or rotated Kubernetes Secret is picked up after an
+    /// `invalid_client` without a restart.
+    fn secret_for_request(&self) -> Result<Secret, TokenError> {
+        let inner = &self.inner;
+        let mut secret = inner
+            .secret
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let ClientSecret::File(path) = &inner.secret_source {
+            match read_secret_file(path) {
+                Ok(fresh) => {
+                    if fresh != *secret {
+                        tracing::info!(file = %path.display(), "read a changed client secret from jtl.client_secret_file");
+                    }
+                    *secret = fresh;
+                }
+                Err(error) => tracing::warn!("{error}; using the secret read before"),
+            }
+        }
+        Ok(secret.clone())
+    }
+}
+
+/// `grant_type=client_credentials`, plus `scope` when configured.
+fn form_body(scope: Option<&str>) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "client_credentials");
+    if let Some(scope) = scope {
+        form.append_pair("scope", scope);
+    }
+    form.finish()
+}
+
+fn read_secret_file(path: &std::path::Path) -> Result<Secret, TokenError> {
+    // Used byte for byte: a trailing newline is part of the secret, as JTL will see it.
+    std::fs::read_to_string(path)
+        .map(Secret::new)
+        .map_err(|e| TokenError::SecretFile(format!("{}: {e}", path.display())))
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by token endpoints).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|seconds| Duration::from_secs(seconds.min(3600)))
+}
+
+/// Reads `access_token` and the lifetime: `expires_in`, or else the token's own `exp`
+/// (read without verifying: it only decides when to refresh).
+fn parse_token_response(
+    body: &[u8],
+    now_ms: i64,
+    refresh_before_ms: i64,
+) -> Result<AccessToken, TokenError> {
+    let body: Value =
+        serde_json::from_slice(body).map_err(|_| TokenError::BadResponse("not JSON"))?;
+    let value = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|token| !token.is_empty())
+        .ok_or(TokenError::BadResponse("no access_token"))?;
+    let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
+        .map_err(|_| TokenError::BadResponse("access_token is not header-safe"))?;
+    header.set_sensitive(true);
+    let expires_at_ms = match body.get("expires_in").and_then(Value::as_f64) {
+        Some(seconds) if seconds > 0.0 => now_ms.saturating_add((seconds * 1000.0) as i64),
+        Some(_) => return Err(TokenError::BadResponse("expires_in is not positive")),
+        None => jwt_exp_ms(value).ok_or(TokenError::BadResponse(
+            "neither expires_in nor a JWT exp tells the token's lifetime",
+        ))?,
+    };
+    let lifetime_ms = expires_at_ms - now_ms;
+    if lifetime_ms <= duration_ms(EXPIRY_MARGIN) {
+        return Err(TokenError::BadResponse("the token expires at once"));
+    }
+    // Refresh `refresh_before` ahead, or at half-life for tokens shorter than twice that.
+    let refresh_at_ms = expires_at_ms - refresh_before_ms.min(lifetime_ms / 2);
+    Ok(AccessToken {
+        fingerprint: fingerprint(value),
+        value: Secret::new(value),
+        header,
+        expires_at_ms,
+        refresh_at_ms,
+    })
+}
+
+fn jwt_exp_ms(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    Some((exp * 1000.0) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_comes_from_expires_in() {
+        let token = parse_token_response(br#"{"access_token":"abc","expires_in":3600}"#, 0, 60_000)
+            .unwrap();
+        assert_eq!(token.expires_at_ms(), 3_600_000);
+        assert_eq!(token.refresh_at_ms(), 3_540_000);
+        assert_eq!(token.authorization(), "Bearer abc");
+    }
+
+    #[test]
+    fn short_tokens_refresh_at_half_life() {
+        let token =
+            parse_token_response(br#"{"access_token":"abc","expires_in":60}"#, 0, 60_000).unwrap();
+        assert_eq!(token.refresh_at_ms(), 30_000);
+    }
+
+    #[test]
+    fn lifetime_falls_back_to_the_jwt_exp() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1000}"#);
+        let body = format!(r#"{{"access_token":"eyJhbGciOiJFZERTQSJ9.{payload}.c2ln"}}"#);
+        let token = parse_token_response(body.as_bytes(), 100_000, 60_000).unwrap();
+        assert_eq!(token.expires_at_ms(), 1_000_000);
+    }
+
+    #[test]
+    fn unusable_answers_are_errors() {
+        for body in [
+            &b"not json"[..],
+            br#"{"expires_in":10}"#,
+            br#"{"access_token":"","expires_in":10}"#,
+            br#"{"access_token":"a\nb","expires_in":10}"#,
+            br#"{"access_token":"opaque"}"#,
+            br#"{"access_token":"opaque","expires_in":0}"#,
+            br#"{"access_token":"opaque","expires_in":2}"#,
+        ] {
+            assert!(
+                parse_token_response(body, 0, 60_000).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn token_is_unusable_within_the_expiry_margin() {
+        let token =
+            parse_token_response(br#"{"access_token":"abc","expires_in":100}"#, 0, 60_000).unwrap();
+        assert!(token.is_usable_at(94_999));
+        assert!(!token.is_usable_at(95_000));
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let token = parse_token_response(
+            br#"{"access_token":"top-secret-token","expires_in":100}"#,
+            0,
+            0,
+        )
+        .unwrap();
+        assert!(!format!("{token:?}").contains("top-secret-token"));
+    }
+}

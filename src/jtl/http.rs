@@ -1,0 +1,168 @@
+//! The HTTPS client for every call to JTL: rustls with the webpki roots plus
+//! `jtl.ca_file`, HTTP/1.1 and HTTP/2, pooled connections, `jtl.timeout_ms` on every call.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// Token and JWKS responses larger than this are errors (SPEC §6).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Idle pooled connections are closed after this long; below typical server keep-alive
+/// timeouts, so a connection the server already closed is not reused.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("jtl.ca_file: cannot read {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("jtl.ca_file: {path} holds no PEM certificate")]
+    CaFileEmpty { path: String },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// Why a call to JTL produced no usable response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no response within {0} ms")]
+    Timeout(u128),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("the response body is larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
+    #[error("reading the response failed: {0}")]
+    Body(String),
+}
+
+/// A buffered response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+#[derive(Clone)]
+pub struct JtlHttp {
+    client: HttpsClient,
+    timeout: Duration,
+}
+
+impl JtlHttp {
+    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, SetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = ca_file {
+            for certificate in read_pem_certificates(path)? {
+                roots
+                    .add(certificate)
+                    .map_err(|e| SetupError::Tls(format!("jtl.ca_file {}: {e}", path.display())))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SetupError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Ok(JtlHttp { client, timeout })
+    }
+
+    /// The pooled client, for callers that stream (egress).
+    pub fn client(&self) -> &HttpsClient {
+        &self.client
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `request` and buffers a response of at most [`MAX_RESPONSE_BYTES`], all
+    /// within the configured timeout.
+    pub async fn call(&self, request: Request<Full<Bytes>>) -> Result<Response, CallError> {
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| CallError::Connect(describe_client_error(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        CallError::TooLarge
+                    } else {
+                        CallError::Body(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(CallError::Timeout(self.timeout.as_millis())))
+    }
+}
+
+/// The innermost cause of a client error: "connection refused", "invalid peer
+/// certificate: UnknownIssuer", rather than hyper's generic wrapper text.
+fn describe_client_error(error: &hyper_util::client::legacy::Error) -> String {
+    let mut source: &dyn std::error::Error = error;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    source.to_string()
+}
+
+fn read_pem_certificates(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SetupError> {
+    let shown = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| SetupError::CaFile {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let certificates: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(file))
+        .collect::<Result<_, _>>()
+        .map_err(|e| SetupError::CaFile {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    if certificates.is_empty() {
+        return Err(SetupError::CaFileEmpty { path: shown });
+    }
+    Ok(certificates)
+}

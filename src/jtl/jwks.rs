@@ -1,0 +1,247 @@
+//! The session-token key set (SPEC §6 "JWKS"): fetched from JTL with the access token,
+//! swapped atomically so the hot path reads it without locking, refreshed in the
+//! background, refetched at most once per `jwks_min_refetch_interval_s` for unknown keys,
+//! and kept for up to `jwks_max_stale_s` while fetches fail.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+
+use super::access_token::{AccessToken, AccessTokens, TokenUnavailable};
+use super::backoff::Backoff;
+use super::http::{CallError, JtlHttp, Response};
+use crate::clock::{duration_ms, Clock};
+use crate::jose::{JwkSet, JwksError};
+
+/// A key set as loaded at one time. Generation 0 is the empty set before the first
+/// successful fetch; each successful fetch adds one.
+#[derive(Debug, Default)]
+pub struct LoadedKeys {
+    pub set: JwkSet,
+    pub generation: u64,
+    pub fetched_at_ms: i64,
+}
+
+/// Why a key-set fetch failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysError {
+    #[error("{0}")]
+    Token(TokenUnavailable),
+    #[error("the JWKS endpoint could not be reached: {0}")]
+    Call(CallError),
+    #[error("the JWKS endpoint did not accept the access token (HTTP 401), even a fresh one")]
+    Unauthorized,
+    #[error("the JWKS endpoint answered HTTP 404: check jtl.api_base_url / jtl.jwks_url")]
+    NotFound,
+    #[error("the JWKS endpoint answered HTTP {0}")]
+    Status(u16),
+    #[error("the JWKS document is unusable: {0}")]
+    Document(JwksError),
+    #[error("the JWKS document holds no usable Ed25519 signing key ({skipped} skipped)")]
+    NoUsableKeys { skipped: usize },
+}
+
+/// Counts of key-set fetches by outcome.
+#[derive(Debug, Default)]
+pub struct KeyFetchCounts {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Settings of the key set, from `[session]` and `jtl.jwks_url`.
+#[derive(Debug, Clone)]
+pub struct KeySetOptions {
+    pub url: String,
+    pub refresh_interval: Duration,
+    pub min_refetch_interval: Duration,
+    pub max_stale: Duration,
+}
+
+/// A cheap handle to the key set; clones share one set and one refresher.
+#[derive(Clone)]
+pub struct KeySet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: JtlHttp,
+    tokens: AccessTokens,
+    clock: Clock,
+    options: KeySetOptions,
+    current: ArcSwap<LoadedKeys>,
+    /// Held while a fetch is in flight: concurrent refetches share one.
+    flight: tokio::sync::Mutex<Backoff>,
+    /// Earliest time of the next fetch (rate limit and backoff), readable without the lock.
+    next_fetch_ms: AtomicI64,
+    last_fetch_failed: AtomicBool,
+    counts: KeyFetchCounts,
+}
+
+impl KeySet {
+    pub fn new(options: KeySetOptions, http: JtlHttp, tokens: AccessTokens, clock: Clock) -> Self {
+        let backoff = Backoff::new(options.min_refetch_interval, options.refresh_interval);
+        KeySet {
+            inner: Arc::new(Inner {
+                http,
+                tokens,
+                clock,
+                options,
+                current: ArcSwap::from_pointee(LoadedKeys::default()),
+                flight: tokio::sync::Mutex::new(backoff),
+                next_fetch_ms: AtomicI64::new(i64::MIN),
+                last_fetch_failed: AtomicBool::new(false),
+                counts: KeyFetchCounts::default(),
+            }),
+        }
+    }
+
+    /// The keys as last loaded, however old (generation 0: none yet).
+    pub fn current(&self) -> Arc<LoadedKeys> {
+        self.inner.current.load_full()
+    }
+
+    /// The keys when some have been loaded and the last successful fetch is at most
+    /// `jwks_max_stale_s` old. The hot path's read: no lock, no wait.
+    pub fn usable(&self) -> Option<Arc<LoadedKeys>> {
+        let loaded = self.current();
+        let age = self.inner.clock.now_ms() - loaded.fetched_at_ms;
+        (loaded.generation > 0 && age <= duration_ms(self.inner.options.max_stale))
+            .then_some(loaded)
+    }
+
+    /// True when the latest fetch failed (the set in use, if any, is stale).
+    pub fn is_failing(&self) -> bool {
+        self.inner.last_fetch_failed.load(Ordering::SeqCst)
+    }
+
+    pub fn counts(&self) -> &KeyFetchCounts {
+        &self.inner.counts
+    }
+
+    /// Fetches the set again unless that happened since `seen_generation` was read, or
+    /// the rate limit (`jwks_min_refetch_interval_s`) or the backoff after failures says
+    /// not yet. Concurrent callers share one fetch. Returns the keys now current.
+    pub async fn refetch(&self, seen_generation: u64) -> Arc<LoadedKeys> {
+        let mut backoff = self.inner.flight.lock().await;
+        let current = self.current();
+        if current.generation != seen_generation {
+            return current;
+        }
+        let now = self.inner.clock.now_ms();
+        if now < self.inner.next_fetch_ms.load(Ordering::SeqCst) {
+            return current;
+        }
+        let result = self.fetch().await;
+        let now = self.inner.clock.now_ms();
+        let min_interval = duration_ms(self.inner.options.min_refetch_interval);
+        match result {
+            Ok(set) => {
+                self.inner.counts.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.inner.last_fetch_failed.store(false, Ordering::SeqCst);
+                backoff.succeeded();
+                let loaded = Arc::new(LoadedKeys {
+                    set,
+                    generation: current.generation + 1,
+                    fetched_at_ms: now,
+                });
+                tracing::info!(
+                    keys = loaded.set.len(),
+                    generation = loaded.generation,
+                    "loaded the JTL session-token key set"
+                );
+                self.inner.current.store(Arc::clone(&loaded));
+                self.inner
+                    .next_fetch_ms
+                    .store(now.saturating_add(min_interval), Ordering::SeqCst);
+                loaded
+            }
+            Err(error) => {
+                self.inner.counts.failed.fetch_add(1, Ordering::Relaxed);
+                self.inner.last_fetch_failed.store(true, Ordering::SeqCst);
+                let next = backoff
+                    .failed(now, Some(self.inner.options.min_refetch_interval))
+                    .max(now.saturating_add(min_interval));
+                self.inner.next_fetch_ms.store(next, Ordering::SeqCst);
+                let stale_for_s =
+                    (current.generation > 0).then(|| (now - current.fetched_at_ms) / 1000);
+                tracing::warn!(
+                    retry_in_s = (next - now) / 1000,
+                    stale_for_s,
+                    usable = self.usable().is_some(),
+                    "JTL key set fetch failed: {error}"
+                );
+                current
+            }
+        }
+    }
+
+    /// Refreshes the set every `jwks_refresh_interval_s` (sooner while none is loaded,
+    /// with backoff while fetches fail) until `shutdown` completes.
+    pub async fn run_refresher(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let current = self.current();
+            let due_ms = if current.generation == 0 || self.is_failing() {
+                i64::MIN
+            } else {
+                current
+                    .fetched_at_ms
+                    .saturating_add(duration_ms(self.inner.options.refresh_interval))
+            };
+            let wake_at = due_ms.max(self.inner.next_fetch_ms.load(Ordering::SeqCst));
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.inner.clock.sleep_until(wake_at) => {}
+            }
+            self.refetch(current.generation).await;
+        }
+    }
+
+    /// One fetch with the access token; a 401 invalidates that token and the fetch is
+    /// made once more with a fresh one.
+    async fn fetch(&self) -> Result<JwkSet, KeysError> {
+        let tokens = &self.inner.tokens;
+        let token = tokens.get().await.map_err(KeysError::Token)?;
+        let mut response = self.get_with(&token).await?;
+        if response.status == StatusCode::UNAUTHORIZED {
+            tokens.invalidate(&token);
+            let fresh = tokens.get().await.map_err(KeysError::Token)?;
+            response = self.get_with(&fresh).await?;
+        }
+        match response.status {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED => return Err(KeysError::Unauthorized),
+            StatusCode::NOT_FOUND => return Err(KeysError::NotFound),
+            other => return Err(KeysError::Status(other.as_u16())),
+        }
+        let (set, skipped) = JwkSet::from_json(&response.body).map_err(KeysError::Document)?;
+        for key in &skipped {
+            tracing::warn!(index = key.index, kid = ?key.kid, "skipped a key of the JTL key set: {}", key.reason);
+        }
+        if set.is_empty() {
+            // Replacing a good set with an empty one would refuse every user; treat it as
+            // a failed fetch and keep the last good set.
+            return Err(KeysError::NoUsableKeys {
+                skipped: skipped.len(),
+            });
+        }
+        Ok(set)
+    }
+
+    async fn get_with(&self, token: &AccessToken) -> Result<Response, KeysError> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(self.inner.options.url.as_str())
+            .header(AUTHORIZATION, token.authorization().clone())
+            .header(ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| KeysError::Status(0))?;
+        self.inner.http.call(request).await.map_err(KeysError::Call)
+    }
+}

@@ -1,0 +1,337 @@
+//! The key set and `SessionVerifier` against the JTL emulator (SPEC §5 caching, §6 JWKS).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::harness::{eventually, settle, Extra, Harness, TENANT, USER};
+use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
+use jtl_auth_sidecar::jose::JoseError;
+use jtl_auth_sidecar::verify::VerifyError;
+use serde_json::json;
+
+fn hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+#[tokio::test]
+async fn cold_start_200_concurrent_verifications_make_one_token_and_one_jwks_request() {
+    let h = Harness::default().await;
+    let tokens: Vec<String> = (0..200).map(|n| h.token_for(n)).collect();
+    let mut checks = Vec::new();
+    for token in tokens {
+        let verifier = h.verifier.clone();
+        checks.push(tokio::spawn(async move { verifier.verify(&token).await }));
+    }
+    for (n, check) in checks.into_iter().enumerate() {
+        let session = check
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("token {n}: {e}"));
+        assert_eq!(session.tenant_id.to_string(), TENANT);
+    }
+    assert_eq!(h.emulator.token_requests(), 1);
+    assert_eq!(h.emulator.jwks_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_verified_token_is_served_from_the_cache() {
+    let h = Harness::default().await;
+    let token = h.token_for(1);
+    h.verifier.verify(&token).await.unwrap();
+    h.verifier.verify(&token).await.unwrap();
+    let counts = h.verifier.cache_counts();
+    assert_eq!(counts.misses.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_cached_token_still_expires() {
+    let h = Harness::default().await;
+    let claims = h
+        .emulator
+        .session_claims(TENANT, USER, "acme", Duration::from_secs(60));
+    let token = h
+        .emulator
+        .mint(&claims, &h.emulator.default_kid().unwrap(), false)
+        .unwrap();
+    h.verifier.verify(&token).await.unwrap();
+    // leeway_s defaults to 30: the token is refused from exp + 30 s, cache or not.
+    h.clock.advance(Duration::from_secs(89));
+    assert!(h.verifier.verify(&token).await.is_ok());
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.verifier.verify(&token).await.unwrap_err(),
+        VerifyError::Rejected(JoseError::Expired)
+    );
+}
+
+#[tokio::test]
+async fn the_cache_can_be_turned_off() {
+    let h = Harness::start(
+        EmulatorOptions::default(),
+        Extra {
+            session: "verified_cache_entries = 0",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let token = h.token_for(1);
+    for _ in 0..3 {
+        h.verifier.verify(&token).await.unwrap();
+    }
+    assert_eq!(h.verifier.cache_counts().hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unknown_kid_storm_makes_at_most_one_jwks_fetch_per_interval() {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    assert_eq!(h.emulator.jwks_requests(), 1);
+    // A real key signs, but every token names a random kid that is not in the set.
+    let kid = h.emulator.default_kid().unwrap();
+    let storm = |h: &Harness| -> Vec<String> {
+        (0..500)
+            .map(|n| {
+                let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": format!("random-{n}-{}", rand_suffix())});
+                let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
+                h.emulator.mint_with_header(&header, &claims, &kid).unwrap()
+            })
+            .collect()
+    };
+
+    for round in 1..=2u64 {
+        // jwks_min_refetch_interval_s defaults to 10.
+        h.clock.advance(Duration::from_secs(10));
+        let mut checks = Vec::new();
+        for token in storm(&h) {
+            let verifier = h.verifier.clone();
+            checks.push(tokio::spawn(async move { verifier.verify(&token).await }));
+        }
+        for check in checks {
+            let error = check.await.unwrap().unwrap_err();
+            assert!(
+                matches!(error, VerifyError::Rejected(JoseError::UnknownKey { .. })),
+                "{error:?}"
+            );
+        }
+        assert_eq!(
+            h.emulator.jwks_requests(),
+            1 + round,
+            "one fetch in round {round}"
+        );
+    }
+}
+
+fn rand_suffix() -> u32 {
+    rand::random()
+}
+
+#[tokio::test]
+async fn a_new_kid_verifies_on_first_sight() {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    h.emulator.add_key("rotated-key-2");
+    h.clock.advance(Duration::from_secs(10));
+    let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
+    let named = h.emulator.mint(&claims, "rotated-key-2", true).unwrap();
+    assert!(h.verifier.verify(&named).await.is_ok());
+    assert_eq!(h.emulator.jwks_requests(), 2);
+
+    // Without a header kid (JTL's documented form) the new key is found the same way.
+    h.emulator.add_key("rotated-key-3");
+    h.clock.advance(Duration::from_secs(10));
+    let claims = h.emulator.session_claims(
+        TENANT,
+        "00000000-0000-4000-8000-000000000003",
+        "acme",
+        hour(),
+    );
+    let unnamed = h.emulator.mint(&claims, "rotated-key-3", false).unwrap();
+    assert!(h.verifier.verify(&unnamed).await.is_ok());
+    assert_eq!(h.emulator.jwks_requests(), 3);
+}
+
+#[tokio::test]
+async fn a_removed_key_stops_verifying_after_the_next_refresh_cached_tokens_included() {
+    let h = Harness::default().await;
+    let old_kid = h.emulator.default_kid().unwrap();
+    let token = h.token_for(1);
+    h.verifier.verify(&token).await.unwrap();
+    assert!(
+        h.verifier.verify(&token).await.is_ok(),
+        "served from the cache"
+    );
+
+    h.emulator.add_key("successor");
+    h.emulator.remove_key(&old_kid);
+    h.spawn_key_refresher();
+    // jwks_refresh_interval_s defaults to 300.
+    h.clock.advance(Duration::from_secs(300));
+    eventually("the key set is refreshed", || {
+        h.jtl.keys.current().generation == 2
+    })
+    .await;
+
+    let error = h.verifier.verify(&token).await.unwrap_err();
+    assert!(
+        matches!(error, VerifyError::Rejected(JoseError::NoKeyMatches { .. })),
+        "{error:?}"
+    );
+    // The successor's tokens verify.
+    let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
+    let fresh = h.emulator.mint(&claims, "successor", false).unwrap();
+    assert!(h.verifier.verify(&fresh).await.is_ok());
+}
+
+#[tokio::test]
+async fn jwks_down_stale_keys_keep_verifying_until_max_stale() {
+    let h = Harness::start(
+        EmulatorOptions::default(),
+        Extra {
+            session: "jwks_max_stale_s = 900",
+            ..Extra::default()
+        },
+    )
+    .await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    h.emulator.set_jwks_failure(Failure::Status(500));
+    h.spawn_key_refresher();
+    h.clock.advance(Duration::from_secs(300));
+    eventually("the refresh fails", || {
+        h.jtl.keys.counts().failed.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    assert!(h.jtl.keys.is_failing());
+    // A token never seen before still verifies against the stale keys.
+    assert!(h.verifier.verify(&h.token_for(1)).await.is_ok());
+
+    // Past jwks_max_stale_s the keys are no longer used: 503, not 401.
+    h.clock.advance(Duration::from_secs(601));
+    assert_eq!(
+        h.verifier.verify(&h.token_for(2)).await.unwrap_err(),
+        VerifyError::KeysUnavailable
+    );
+
+    // The endpoint comes back and the refresher recovers by itself.
+    h.emulator.set_jwks_failure(Failure::None);
+    h.clock.advance(Duration::from_secs(300));
+    eventually("the key set is loaded again", || {
+        h.jtl.keys.usable().is_some()
+    })
+    .await;
+    assert!(h.verifier.verify(&h.token_for(3)).await.is_ok());
+}
+
+#[tokio::test]
+async fn unknown_key_while_jwks_is_down_is_temporarily_unavailable() {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    h.emulator.add_key("new-key");
+    h.emulator.set_jwks_failure(Failure::Status(502));
+    h.clock.advance(Duration::from_secs(10));
+    let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
+    let token = h.emulator.mint(&claims, "new-key", true).unwrap();
+    assert_eq!(
+        h.verifier.verify(&token).await.unwrap_err(),
+        VerifyError::KeysUnavailable
+    );
+}
+
+#[tokio::test]
+async fn no_keys_at_all_is_unavailable_not_invalid() {
+    let h = Harness::default().await;
+    h.emulator.set_jwks_failure(Failure::Status(503));
+    assert_eq!(
+        h.verifier.verify(&h.token_for(0)).await.unwrap_err(),
+        VerifyError::KeysUnavailable
+    );
+    // A malformed token is still a plain rejection.
+    assert!(matches!(
+        h.verifier.verify("not-a-token").await.unwrap_err(),
+        VerifyError::Rejected(_)
+    ));
+}
+
+#[tokio::test]
+async fn jwks_401_refreshes_the_access_token_and_retries_once() {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    let first_token = h.jtl.tokens.current().unwrap();
+    h.emulator.revoke_access_tokens();
+    h.clock.advance(Duration::from_secs(10));
+    let loaded = h.jtl.keys.refetch(h.jtl.keys.current().generation).await;
+    assert_eq!(loaded.generation, 2);
+    assert_eq!(h.emulator.token_requests(), 2);
+    assert_eq!(
+        h.emulator.jwks_requests(),
+        3,
+        "first load, the 401, the retry"
+    );
+    assert_ne!(h.jtl.tokens.current().unwrap().value(), first_token.value());
+}
+
+#[tokio::test]
+async fn an_empty_key_set_does_not_replace_a_good_one() {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    h.emulator
+        .set_published(&h.emulator.default_kid().unwrap(), false);
+    h.clock.advance(Duration::from_secs(10));
+    let loaded = h.jtl.keys.refetch(1).await;
+    assert_eq!(loaded.generation, 1);
+    assert!(h.jtl.keys.is_failing());
+    assert!(h.verifier.verify(&h.token_for(1)).await.is_ok());
+}
+
+#[tokio::test]
+async fn refetches_are_rate_limited_even_when_they_fail() {
+    let h = Harness::default().await;
+    h.emulator.set_jwks_failure(Failure::Status(500));
+    for _ in 0..20 {
+        assert_eq!(
+            h.verifier.verify(&h.token_for(0)).await.unwrap_err(),
+            VerifyError::KeysUnavailable
+        );
+    }
+    assert_eq!(h.emulator.jwks_requests(), 1);
+    settle().await;
+    h.clock.advance(Duration::from_secs(10));
+    let _ = h.verifier.verify(&h.token_for(0)).await;
+    assert_eq!(h.emulator.jwks_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_kid_that_now_names_other_key_material_ends_cached_verifications() {
+    let h = Harness::default().await;
+    let kid = h.emulator.default_kid().unwrap();
+    let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
+    let token = h.emulator.mint(&claims, &kid, true).unwrap();
+    h.verifier.verify(&token).await.unwrap();
+    // JTL re-publishes the old key under another kid and a new key under the old kid.
+    h.emulator.rename_key(&kid, "retired");
+    h.emulator.add_key(&kid);
+    h.clock.advance(Duration::from_secs(10));
+    h.jtl.keys.refetch(1).await;
+    assert_eq!(h.jtl.keys.current().generation, 2);
+    assert_eq!(
+        h.verifier.verify(&token).await.unwrap_err(),
+        VerifyError::Rejected(JoseError::BadSignature)
+    );
+}
+
+#[tokio::test]
+async fn a_token_with_a_far_future_exp_is_cached_without_overflow() {
+    let h = Harness::default().await;
+    let mut claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
+    claims["exp"] = json!(1e300);
+    let token = h
+        .emulator
+        .mint(&claims, &h.emulator.default_kid().unwrap(), false)
+        .unwrap();
+    let session = h.verifier.verify(&token).await.unwrap();
+    assert_eq!(session.expires_at, i64::MAX);
+    assert!(h.verifier.verify(&token).await.is_ok());
+    assert_eq!(h.verifier.cache_counts().hits.load(Ordering::SeqCst), 1);
+}
