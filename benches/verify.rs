@@ -1,23 +1,34 @@
 //! Session-token verification against raw ring Ed25519 on the same signing input.
 //!
-//! `cargo bench --bench verify` — the ratio full/raw shows what parsing, key selection
-//! and claim checks add on top of the one signature check that cannot be avoided.
+//! `cargo bench --bench verify`. The ratios to `raw_ring_ed25519_verify` show what
+//! parsing, key selection, claim checks and the verified cache add to (or save from) the
+//! one signature check that a cache miss cannot avoid.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use jtl_auth_sidecar::clock::Clock;
+use jtl_auth_sidecar::config::load_str;
+use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jose::{
     base64url_encode, verify_session_token, CompactJws, Ed25519Key, JwkSet, TokenPolicy,
 };
+use jtl_auth_sidecar::jtl::Jtl;
+use jtl_auth_sidecar::verify::SessionVerifier;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 
 const NOW: i64 = 1_790_000_000;
+const TENANT: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+const USER: &str = "2f1b8d2c-5c1e-4a7e-9b3f-1d2e3f4a5b6c";
 
 /// A token shaped like JTL's: documented header without `kid`, the usual claims.
 fn realistic_token(pair: &Ed25519KeyPair) -> String {
     let header = r#"{"alg":"EdDSA","typ":"JWT"}"#;
     let payload = format!(
-        r#"{{"exp":{},"iat":{},"userId":"2f1b8d2c-5c1e-4a7e-9b3f-1d2e3f4a5b6c","tenantId":"7c9e6679-7425-40de-944b-e07fc1f90ae7","tenantSlug":"acme-gmbh","kid":"customer-4711"}}"#,
+        r#"{{"exp":{},"iat":{},"userId":"{USER}","tenantId":"{TENANT}","tenantSlug":"acme-gmbh","kid":"customer-4711"}}"#,
         NOW + 300,
         NOW - 5
     );
@@ -30,7 +41,7 @@ fn realistic_token(pair: &Ed25519KeyPair) -> String {
     format!("{signing_input}.{}", base64url_encode(signature.as_ref()))
 }
 
-fn bench_verify(c: &mut Criterion) {
+fn bench_jose(c: &mut Criterion) {
     let pair = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).expect("seed");
     let public = pair.public_key().as_ref().to_vec();
     let token = realistic_token(&pair);
@@ -66,5 +77,114 @@ fn bench_verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_verify);
+/// The emulator and a `SessionVerifier` with its key set loaded, on a manual clock.
+struct Setup {
+    _emulator: Emulator,
+    clock: Clock,
+    jtl: Jtl,
+    verifier: Arc<SessionVerifier>,
+    token: String,
+}
+
+async fn setup(cache_entries: u64) -> Setup {
+    let clock = Clock::manual(NOW * 1000);
+    let emulator = Emulator::start(EmulatorOptions::default(), clock.clone())
+        .await
+        .expect("emulator");
+    let toml = format!(
+        "[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = {:?}\napi_base_url = {:?}\n[session]\nverified_cache_entries = {cache_entries}\njwks_min_refetch_interval_s = 1\n",
+        emulator.token_url(),
+        emulator.api_base_url()
+    );
+    let config = load_str(&toml, Vec::new()).expect("config").config;
+    let jtl = Jtl::from_config(&config, clock.clone()).expect("jtl");
+    let verifier = Arc::new(SessionVerifier::new(
+        jtl.keys.clone(),
+        config.session.token_policy(),
+        clock.clone(),
+        cache_entries,
+    ));
+    let token = emulator
+        .mint_session_token(TENANT, USER, "acme-gmbh", Duration::from_secs(3600))
+        .expect("token");
+    verifier.verify(&token).await.expect("verifies");
+    Setup {
+        _emulator: emulator,
+        clock,
+        jtl,
+        verifier,
+        token,
+    }
+}
+
+fn bench_verifier(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cached = runtime.block_on(setup(100_000));
+    let uncached = runtime.block_on(setup(0));
+
+    let mut group = c.benchmark_group("session_verifier");
+    group.bench_function("cache_hit", |b| {
+        b.to_async(&runtime).iter(|| async {
+            cached
+                .verifier
+                .verify(black_box(&cached.token))
+                .await
+                .is_ok()
+        })
+    });
+    group.bench_function("cache_off_full_verification", |b| {
+        b.to_async(&runtime).iter(|| async {
+            uncached
+                .verifier
+                .verify(black_box(&uncached.token))
+                .await
+                .is_ok()
+        })
+    });
+    group.bench_function("key_set_lookup", |b| {
+        b.iter(|| {
+            uncached
+                .jtl
+                .keys
+                .usable()
+                .is_some_and(|loaded| black_box(loaded.set.get("emulator-key-1")).is_some())
+        })
+    });
+
+    // The key set is swapped as fast as the emulator serves it while verifications run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = runtime.spawn({
+        let keys = uncached.jtl.keys.clone();
+        let clock = uncached.clock.clone();
+        let stop = Arc::clone(&stop);
+        async move {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                clock.advance(Duration::from_secs(1));
+                keys.refetch(keys.current().generation).await;
+                swaps += 1;
+            }
+            swaps
+        }
+    });
+    group.bench_function("cache_off_under_concurrent_key_set_refresh", |b| {
+        b.to_async(&runtime).iter(|| async {
+            uncached
+                .verifier
+                .verify(black_box(&uncached.token))
+                .await
+                .is_ok()
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    let swaps = runtime.block_on(refresher).expect("refresher");
+    eprintln!("key set swapped {swaps} times during the concurrent-refresh benchmark");
+    group.finish();
+}
+
+criterion_group!(benches, bench_jose, bench_verifier);
 criterion_main!(benches);

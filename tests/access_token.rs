@@ -332,6 +332,21 @@ async fn tls_to_jtl_uses_ca_file_roots() {
     assert!(trusted.emulator.token_url().starts_with("https://"));
     assert!(trusted.jtl.tokens.get().await.is_ok());
 
+    // The connection negotiates HTTP/2 through ALPN.
+    let token = trusted.jtl.tokens.get().await.unwrap();
+    let http = jtl_auth_sidecar::jtl::JtlHttp::new(
+        Duration::from_secs(5),
+        trusted.config.jtl.ca_file.as_deref(),
+    )
+    .unwrap();
+    let request = http::Request::get(format!("{}/echo", trusted.emulator.api_base_url()))
+        .header("authorization", token.authorization().clone())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let echo: serde_json::Value =
+        serde_json::from_slice(&http.call(request).await.unwrap().body).unwrap();
+    assert_eq!(echo["version"], "HTTP/2.0");
+
     let untrusted = Harness::start(tls, Extra::default()).await;
     let error = untrusted.jtl.tokens.get().await.unwrap_err();
     assert!(

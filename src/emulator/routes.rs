@@ -187,6 +187,7 @@ async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
         return unauthorized_bearer();
     }
     let method = request.method().to_string();
+    let version = format!("{:?}", request.version());
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     let mut headers = Map::new();
@@ -212,6 +213,7 @@ async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
         StatusCode::OK,
         &json!({
             "method": method,
+            "version": version,
             "path": path,
             "query": query,
             "headers": headers,
