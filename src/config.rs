@@ -507,6 +507,12 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
     load_str(&text, process_env())
 }
 
+/// Loads a TOML document (an embedded config) with overrides from the process
+/// environment.
+pub fn load_str_with_process_env(toml_text: &str) -> Result<LoadedConfig, ConfigErrors> {
+    load_str(toml_text, process_env())
+}
+
 /// The process environment, without panicking on values that are not UTF-8: a
 /// `JTL_SIDECAR_` variable whose value is not UTF-8 is kept with a marker value that
 /// validation reports by name (never by value); other variables are not our business.

@@ -4,10 +4,15 @@
 //! Dependencies point one way: `jose` knows nothing; `jtl` knows `jose`; `verify` knows
 //! both; `emulator` stands in for JTL in `dev` mode and in the tests.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod dev;
 pub mod emulator;
 pub mod jose;
 pub mod jtl;
+pub mod proxy;
 pub mod secrets;
+pub mod server;
+pub mod telemetry;
 pub mod verify;

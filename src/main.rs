@@ -1,13 +1,20 @@
 //! Command line: parses arguments, runs the command, maps the outcome to an exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config;
+use jtl_auth_sidecar::dev::{self, DevError};
+use jtl_auth_sidecar::server::Server;
+use jtl_auth_sidecar::telemetry;
+use url::Url;
 
 /// Exit code for an invalid configuration (SPEC §2).
 const EXIT_INVALID_CONFIG: u8 = 2;
+/// Exit code for any other start-up failure (a port taken...).
+const EXIT_START_FAILURE: u8 = 1;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +29,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the proxy. Exit 0 after a graceful shutdown (SIGTERM, SIGINT), 2 for an invalid
+    /// config, 1 for another start-up failure.
+    Run {
+        /// The TOML config file.
+        #[arg(long, value_name = "FILE", env = config::CONFIG_PATH_ENV)]
+        config: PathBuf,
+    },
     /// Validate a config file and print the effective config, secrets redacted.
     /// Exit 0 when valid, 2 when not (one line per problem, naming the key).
     Check {
@@ -29,16 +43,25 @@ enum Command {
         #[arg(long, value_name = "FILE", env = config::CONFIG_PATH_ENV)]
         config: PathBuf,
     },
+    /// Run the proxy against a built-in JTL emulator with an embedded config, and print a
+    /// ready-to-paste curl command with a fresh session token.
+    Dev {
+        /// Your backend; without it a built-in echo backend answers with the request it got.
+        #[arg(long, value_name = "URL")]
+        upstream: Option<Url>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Dev { upstream } => run_dev(upstream),
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &Path) -> ExitCode {
     match config::load_file(path) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
@@ -49,14 +72,105 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprintln!(
-                "{}: invalid config ({} problem{}):",
-                path.display(),
-                errors.0.len(),
-                if errors.0.len() == 1 { "" } else { "s" }
-            );
-            eprintln!("{errors}");
+            report_invalid(path, &errors);
             ExitCode::from(EXIT_INVALID_CONFIG)
         }
+    }
+}
+
+fn report_invalid(path: &Path, errors: &config::ConfigErrors) {
+    eprintln!(
+        "{}: invalid config ({} problem{}):",
+        path.display(),
+        errors.0.len(),
+        if errors.0.len() == 1 { "" } else { "s" }
+    );
+    eprintln!("{errors}");
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn run(path: &Path) -> ExitCode {
+    let loaded = match config::load_file(path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            report_invalid(path, &errors);
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    telemetry::init_logging(&loaded.config.log, false);
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_START_FAILURE);
+        }
+    };
+    runtime.block_on(async {
+        match Server::bind(loaded.config, Clock::system()).await {
+            Ok(server) => {
+                server.run(shutdown_signal()).await;
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!("cannot start: {error}");
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_START_FAILURE)
+            }
+        }
+    })
+}
+
+fn run_dev(upstream: Option<Url>) -> ExitCode {
+    let config = match dev::dev_config() {
+        Ok(config) => config,
+        Err(DevError::Config(errors)) => {
+            report_invalid(Path::new("config/dev.toml (embedded)"), &errors);
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_START_FAILURE);
+        }
+    };
+    telemetry::init_logging(&config.log, true);
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_START_FAILURE);
+        }
+    };
+    runtime.block_on(async {
+        match dev::run(config, upstream, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_START_FAILURE)
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
     }
 }

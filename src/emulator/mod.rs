@@ -23,8 +23,17 @@ pub use server::EmulatorError;
 
 /// Path of the token endpoint on the emulator (JTL: `https://auth.jtl-cloud.com/oauth2/token`).
 pub const TOKEN_PATH: &str = "/oauth2/token";
+/// Path of the emulator's own minting endpoint (no JTL counterpart): `GET` with the
+/// query parameters `tenantId`, `userId`, `tenantSlug`, `lifetime_s` (3600) and `count`
+/// (1) answers fresh session tokens, one per line.
+pub const MINT_PATH: &str = "/_emulator/session-token";
 /// Path of the key set (JTL: `{api_base}/account/.well-known/jwks.json`).
 pub const JWKS_PATH: &str = "/account/.well-known/jwks.json";
+
+/// The identity `dev` mints tokens for when none is asked for.
+pub const DEV_TENANT_ID: &str = "4f6a3e2c-1b7d-4c9e-8a5f-2d3c4b5a6e7f";
+pub const DEV_USER_ID: &str = "9b8a7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d";
+pub const DEV_TENANT_SLUG: &str = "demo-shop";
 
 /// How an endpoint misbehaves.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -289,7 +298,7 @@ impl Emulator {
 
     /// The kid of the first key, which [`Emulator::mint_session_token`] signs with.
     pub fn default_kid(&self) -> Option<String> {
-        lock(&self.state.keys).first().map(|key| key.kid.clone())
+        self.state.default_kid()
     }
 
     /// Claims of a session token for this tenant and user, valid for `lifetime` from now
@@ -351,6 +360,39 @@ impl Emulator {
 }
 
 impl State {
+    fn session_claims(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        tenant_slug: &str,
+        lifetime: Duration,
+    ) -> Value {
+        let now = self.clock.now_s();
+        json!({
+            "exp": now + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2),
+            "iat": now,
+            "userId": user_id,
+            "tenantId": tenant_id,
+            "tenantSlug": tenant_slug,
+            "kid": "emulated-customer",
+        })
+    }
+
+    fn default_kid(&self) -> Option<String> {
+        lock(&self.keys).first().map(|key| key.kid.clone())
+    }
+
+    fn mint_with_header(
+        &self,
+        header: &Value,
+        claims: &Value,
+        signing_kid: &str,
+    ) -> Option<String> {
+        let keys = lock(&self.keys);
+        let key = keys.iter().find(|key| key.kid == signing_kid)?;
+        Some(sign_compact(&key.pair, header, claims))
+    }
+
     fn jwks(&self) -> Value {
         let keys: Vec<Value> = lock(&self.keys)
             .iter()

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
-use super::{lock, Failure, State, JWKS_PATH, TOKEN_PATH};
+use super::{lock, Failure, State, JWKS_PATH, MINT_PATH, TOKEN_PATH};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -39,6 +39,8 @@ pub(super) async fn handle(
             Some(reply) => reply,
             None => jwks_endpoint(&state, &request),
         }
+    } else if path == MINT_PATH {
+        mint_endpoint(&state, &request)
     } else {
         state.counters.api_requests.fetch_add(1, Ordering::SeqCst);
         let failure = lock(&state.api_failure).clone();
@@ -142,6 +144,61 @@ async fn token_endpoint(state: &State, request: Request<Incoming>) -> Reply {
     }
     *lock(&state.last_scope) = scope;
     json_reply(StatusCode::OK, &answer)
+}
+
+/// Most tokens one mint request answers (the load benchmark asks for 20 000).
+const MAX_MINTED: usize = 100_000;
+
+fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let tenant_id = param("tenantId").unwrap_or(super::DEV_TENANT_ID);
+    let user_id = param("userId").unwrap_or(super::DEV_USER_ID);
+    let slug = param("tenantSlug").unwrap_or(super::DEV_TENANT_SLUG);
+    let lifetime = param("lifetime_s")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3600u64);
+    let count = param("count")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .clamp(1, MAX_MINTED);
+    let Some(kid) = state.default_kid() else {
+        return json_reply(
+            StatusCode::CONFLICT,
+            &json!({"error": "the emulator has no signing key"}),
+        );
+    };
+    let header = json!({"alg": "EdDSA", "typ": "JWT"});
+    let mut tokens = String::new();
+    for n in 0..count {
+        let mut claims = state.session_claims(
+            tenant_id,
+            user_id,
+            slug,
+            std::time::Duration::from_secs(lifetime),
+        );
+        if count > 1 {
+            // Distinct tokens for the same identity: a nonce claim.
+            claims["nonce"] = json!(n);
+        }
+        if let Some(token) = state.mint_with_header(&header, &claims, &kid) {
+            tokens.push_str(&token);
+            tokens.push('\n');
+        }
+    }
+    let mut reply = Response::new(Full::new(Bytes::from(tokens)));
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    reply
 }
 
 fn basic_credentials(request: &Request<Incoming>) -> Option<(String, String)> {

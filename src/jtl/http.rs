@@ -61,22 +61,7 @@ pub struct JtlHttp {
 
 impl JtlHttp {
     pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, SetupError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            for certificate in read_pem_certificates(path)? {
-                roots
-                    .add(certificate)
-                    .map_err(|e| SetupError::Tls(format!("jtl.ca_file {}: {e}", path.display())))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| SetupError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-
+        let tls = client_tls_config(ca_file)?;
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
@@ -135,6 +120,25 @@ impl JtlHttp {
             .await
             .unwrap_or(Err(CallError::Timeout(self.timeout.as_millis())))
     }
+}
+
+/// rustls with ring, the webpki roots and the certificates of `ca_file`.
+pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for certificate in read_pem_certificates(path)? {
+            roots
+                .add(certificate)
+                .map_err(|e| SetupError::Tls(format!("jtl.ca_file {}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The innermost cause of a client error: "connection refused", "invalid peer

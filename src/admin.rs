@@ -1,0 +1,97 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (SPEC §9).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::jtl::Jtl;
+use crate::proxy::{full_body, ProxyBody};
+use crate::telemetry::Metrics;
+
+/// What `/readyz` looks at.
+pub struct Readiness {
+    jtl: Jtl,
+    shutting_down: AtomicBool,
+}
+
+impl Readiness {
+    pub fn new(jtl: Jtl) -> Arc<Readiness> {
+        Arc::new(Readiness {
+            jtl,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// From now on `/readyz` answers 503, whatever else holds.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// The names of what is missing; empty when ready.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.shutting_down.load(Ordering::SeqCst) {
+            missing.push("shutting_down");
+        }
+        if self.jtl.tokens.current().is_none() {
+            missing.push("access_token");
+        }
+        if self.jtl.keys.usable().is_none() {
+            missing.push("jwks");
+        }
+        missing
+    }
+}
+
+pub struct Admin {
+    pub readiness: Arc<Readiness>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    pub fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method_not_allowed"}),
+            );
+        }
+        match request.uri().path() {
+            "/healthz" => json(StatusCode::OK, &json!({"status": "ok"})),
+            "/readyz" => {
+                let missing = self.readiness.missing();
+                if missing.is_empty() {
+                    json(StatusCode::OK, &json!({"status": "ready"}))
+                } else {
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"status": "not_ready", "missing": missing}),
+                    )
+                }
+            }
+            "/metrics" => {
+                let mut response = Response::new(full_body(self.metrics.encode()));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            _ => json(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+        }
+    }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(full_body(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

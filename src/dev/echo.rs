@@ -1,0 +1,115 @@
+//! The built-in echo backend of `dev`: answers every request with the request it
+//! received, as JSON, so the first `curl` shows exactly what a backend behind the
+//! sidecar gets. The tests use it as their backend too.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use ring::digest;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Bodies up to this size are echoed in full; larger ones by length and digest only.
+const ECHOED_BODY_MAX: usize = 64 * 1024;
+
+/// A running echo backend; stops when dropped.
+pub struct EchoBackend {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl EchoBackend {
+    pub async fn start(addr: SocketAddr) -> std::io::Result<EchoBackend> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = stopped.changed() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service_fn(echo))
+                        .await;
+                });
+            }
+        });
+        Ok(EchoBackend { addr, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = request.method().to_string();
+    let version = format!("{:?}", request.version());
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let mut headers = Map::new();
+    for (name, value) in request.headers() {
+        let value = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        match headers.get_mut(name.as_str()) {
+            Some(Value::Array(values)) => values.push(value),
+            _ => {
+                headers.insert(name.as_str().to_owned(), Value::Array(vec![value]));
+            }
+        }
+    }
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let sha256: String = digest::digest(&digest::SHA256, &body)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let echoed_body =
+        (body.len() <= ECHOED_BODY_MAX).then(|| String::from_utf8_lossy(&body).into_owned());
+    let answer = json!({
+        "method": method,
+        "version": version,
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "body": echoed_body,
+        "body_length": body.len(),
+        "body_sha256": sha256,
+    });
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::to_string_pretty(&answer).unwrap_or_default() + "\n",
+    )));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}

@@ -1,0 +1,168 @@
+//! `jtl-auth-sidecar dev`: the proxy against the built-in JTL emulator, with an embedded
+//! config and (without `--upstream`) the built-in echo backend, so the whole flow runs on
+//! a laptop with no JTL account and no network.
+
+pub mod echo;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::clock::Clock;
+use crate::config::{Config, ConfigErrors};
+use crate::emulator::{
+    Emulator, EmulatorOptions, DEV_TENANT_ID, DEV_TENANT_SLUG, DEV_USER_ID, MINT_PATH,
+};
+use crate::server::{Server, StartError};
+use echo::EchoBackend;
+
+/// The config `dev` runs with (`config/dev.toml`).
+pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("{what}: {reason}")]
+    Start { what: &'static str, reason: String },
+    #[error(transparent)]
+    Server(#[from] StartError),
+}
+
+/// The loaded dev config (embedded file plus environment overrides).
+pub fn dev_config() -> Result<Config, DevError> {
+    crate::config::load_str_with_process_env(DEV_CONFIG)
+        .map(|loaded| loaded.config)
+        .map_err(DevError::Config)
+}
+
+/// Starts the emulator, the echo backend (unless `upstream` is given) and the proxy;
+/// prints how to try it; serves until `shutdown`.
+pub async fn run(
+    mut config: Config,
+    upstream: Option<Url>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DevError> {
+    let clock = Clock::system();
+    let emulator_addr = socket_addr_of(&config.jtl.token_url).ok_or(DevError::Start {
+        what: "jtl.token_url",
+        reason: "dev needs an http://IP:port URL for the emulator".into(),
+    })?;
+    let emulator = Emulator::start_on(
+        EmulatorOptions {
+            client_id: config.jtl.client_id.clone(),
+            client_secret: match &config.jtl.client_secret {
+                crate::config::ClientSecret::Inline(secret) => secret.expose().to_owned(),
+                crate::config::ClientSecret::File(path) => {
+                    std::fs::read_to_string(path).unwrap_or_default()
+                }
+            },
+            ..EmulatorOptions::default()
+        },
+        clock.clone(),
+        emulator_addr,
+    )
+    .await
+    .map_err(|e| DevError::Start {
+        what: "JTL emulator",
+        reason: e.to_string(),
+    })?;
+    let emulator_url = |path: &str| Url::parse(&format!("{}{path}", emulator.base_url()));
+    if let (Ok(token_url), Ok(api_base_url), Ok(jwks_url)) = (
+        emulator_url(crate::emulator::TOKEN_PATH),
+        emulator_url(""),
+        emulator_url(crate::emulator::JWKS_PATH),
+    ) {
+        config.jtl.token_url = token_url;
+        config.jtl.api_base_url = api_base_url;
+        config.jtl.jwks_url = jwks_url;
+    }
+
+    let _echo = match upstream {
+        Some(url) => {
+            config.ingress.upstream = url;
+            None
+        }
+        None => {
+            let addr = socket_addr_of(&config.ingress.upstream).ok_or(DevError::Start {
+                what: "ingress.upstream",
+                reason: "dev needs an http://IP:port URL for the echo backend".into(),
+            })?;
+            let echo = EchoBackend::start(addr)
+                .await
+                .map_err(|e| DevError::Start {
+                    what: "echo backend",
+                    reason: format!("cannot listen on {addr}: {e}"),
+                })?;
+            if let Ok(url) = Url::parse(&echo.url()) {
+                config.ingress.upstream = url;
+            }
+            Some(echo)
+        }
+    };
+
+    let upstream_shown = config.ingress.upstream.to_string();
+    let server = Server::bind(config, clock).await?;
+    let addresses = server.addresses();
+    let token = emulator
+        .mint_session_token(
+            DEV_TENANT_ID,
+            DEV_USER_ID,
+            DEV_TENANT_SLUG,
+            Duration::from_secs(3600),
+        )
+        .unwrap_or_default();
+    print_instructions(
+        &emulator,
+        &upstream_shown,
+        addresses.ingress,
+        addresses.admin,
+        &token,
+    );
+    server.run(shutdown).await;
+    Ok(())
+}
+
+fn socket_addr_of(url: &Url) -> Option<SocketAddr> {
+    let host: std::net::IpAddr = url.host_str()?.trim_matches(['[', ']']).parse().ok()?;
+    Some(SocketAddr::new(host, url.port_or_known_default()?))
+}
+
+fn print_instructions(
+    emulator: &Emulator,
+    upstream: &str,
+    ingress: SocketAddr,
+    admin: SocketAddr,
+    token: &str,
+) {
+    let base = format!("http://{ingress}");
+    println!("jtl-auth-sidecar dev is running.");
+    println!("  ingress  {base}  ->  backend {upstream}");
+    println!("  admin    http://{admin}  (/healthz /readyz /metrics)");
+    println!("  JTL      {}  (built-in emulator)", emulator.base_url());
+    println!();
+    println!(
+        "A request with a fresh session token (valid for 1 hour) for tenant {DEV_TENANT_SLUG}:"
+    );
+    println!();
+    println!("  curl -s {base}/hello -H 'Authorization: Bearer {token}'");
+    println!();
+    println!("A spoofed X-Tenant-ID is stripped; the backend sees only the verified one:");
+    println!();
+    println!("  curl -s {base}/hello -H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: 00000000-0000-4000-8000-000000000000'");
+    println!();
+    println!("Without a token the sidecar answers 401 and the backend sees nothing:");
+    println!();
+    println!("  curl -si {base}/hello");
+    println!();
+    println!("Mint more tokens (any tenant, user and slug; count= for many):");
+    println!();
+    println!(
+        "  curl -s '{}{MINT_PATH}?tenantId={DEV_TENANT_ID}&userId={DEV_USER_ID}&tenantSlug={DEV_TENANT_SLUG}'",
+        emulator.base_url()
+    );
+    println!();
+    println!("Stop with Ctrl-C.");
+}

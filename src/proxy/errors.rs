@@ -1,0 +1,111 @@
+//! The JSON error responses of SPEC §4, built in one place.
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use super::{full_body, ProxyBody};
+
+/// The `error` codes the sidecar answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MissingToken,
+    InvalidToken,
+    TemporarilyUnavailable,
+    BadGateway,
+    GatewayTimeout,
+    InvalidRequest,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MissingToken => "missing_token",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::BadGateway => "bad_gateway",
+            ErrorCode::GatewayTimeout => "gateway_timeout",
+            ErrorCode::InvalidRequest => "invalid_request",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::MissingToken | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::BadGateway => StatusCode::BAD_GATEWAY,
+            ErrorCode::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// `{"error": code, "error_description": description}` with the status of the code, and
+/// the `WWW-Authenticate` challenge of RFC 6750 on a 401.
+pub fn error_response(code: ErrorCode, description: &str) -> Response<ProxyBody> {
+    let body = json!({"error": code.as_str(), "error_description": description});
+    let mut response = Response::new(full_body(body.to_string()));
+    *response.status_mut() = code.status();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let challenge = match code {
+        ErrorCode::MissingToken => Some("Bearer".to_owned()),
+        ErrorCode::InvalidToken => Some(format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            quoted_string_safe(description)
+        )),
+        _ => None,
+    };
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// A 503 that tells the client when to come back.
+pub fn unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody> {
+    let mut response = error_response(ErrorCode::TemporarilyUnavailable, description);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
+    response
+}
+
+/// Text that can stand inside a quoted-string: printable ASCII without `"` and `\`.
+fn quoted_string_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_token_carries_the_rfc6750_challenge() {
+        let response = error_response(ErrorCode::InvalidToken, "The session token has expired.");
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers()[WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\", error_description=\"The session token has expired.\""
+        );
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn missing_token_challenge_has_no_error() {
+        let response = error_response(ErrorCode::MissingToken, "x");
+        assert_eq!(response.headers()[WWW_AUTHENTICATE], "Bearer");
+    }
+
+    #[test]
+    fn descriptions_cannot_break_out_of_the_quoted_string() {
+        assert_eq!(quoted_string_safe("a\"b\\c\r\nd`é"), "a'b'c??d`?");
+    }
+}

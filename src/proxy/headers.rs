@@ -1,0 +1,143 @@
+//! Header rules of SPEC §4: identity headers stripped however they are spelled,
+//! hop-by-hop headers removed, forwarding headers set.
+
+use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 and the legacy ones proxies still see).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A header name as identity headers are compared: lowercase, `_` read as `-` (CGI,
+/// WSGI, Rack and PHP turn both into the same variable).
+pub fn folded(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Removes every header whose folded name is in `folded_names`, all occurrences.
+pub fn strip_folded(headers: &mut HeaderMap, folded_names: &[String]) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            if name.contains('_') {
+                folded_names.iter().any(|f| *f == folded(name))
+            } else {
+                folded_names.iter().any(|f| f == name)
+            }
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Removes the headers named in `Connection` and the fixed hop-by-hop set, keeping
+/// `TE: trailers`. Returns the `Upgrade` value when the message asked for an upgrade,
+/// so the caller can carry it to the next hop on purpose.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut wants_upgrade = false;
+    for value in headers.get_all(CONNECTION) {
+        let Ok(text) = value.to_str() else { continue };
+        for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if token.eq_ignore_ascii_case("upgrade") {
+                wants_upgrade = true;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    let upgrade = if wants_upgrade {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    };
+    let keeps_trailers = headers.get_all(TE).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    if keeps_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    upgrade
+}
+
+/// Puts `Connection: upgrade` and `Upgrade` back for the next hop of an upgrade.
+pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, upgrade);
+    headers.remove(TRANSFER_ENCODING);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn identity_headers_go_however_spelled() {
+        let mut headers = map(&[
+            ("x-tenant-id", "a"),
+            ("X_Tenant_ID", "b"),
+            ("x-tenant-id", "c"),
+            ("x_tenant-id", "d"),
+            ("x-tenant-idx", "keep"),
+        ]);
+        strip_folded(&mut headers, &[folded("X-Tenant-ID")]);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-tenant-idx"], "keep");
+    }
+
+    #[test]
+    fn connection_named_and_fixed_hop_by_hop_headers_go() {
+        let mut headers = map(&[
+            ("connection", "close, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers, gzip"),
+            ("proxy-authorization", "Basic x"),
+            ("x-other", "stays"),
+        ]);
+        assert_eq!(remove_hop_by_hop(&mut headers), None);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers["x-other"], "stays");
+        assert_eq!(headers["te"], "trailers");
+    }
+
+    #[test]
+    fn an_upgrade_is_reported() {
+        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(remove_hop_by_hop(&mut headers).unwrap(), "websocket");
+        assert!(headers.is_empty());
+    }
+}

@@ -1,0 +1,570 @@
+//! The ingress listener's request handling, step by step as in SPEC §4: strip identity
+//! headers, answer or pass preflights and public paths, read and verify the session
+//! token, forward with the verified identity, stream the answer back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use super::errors::{error_response, unavailable, ErrorCode};
+use super::headers::{folded, remove_hop_by_hop, restore_upgrade, strip_folded};
+use super::upstream::{Upstream, UpstreamError};
+use super::{cors, paths, streamed_body, ProxyBody};
+use crate::config::IngressConfig;
+use crate::jose::Session;
+use crate::jtl::{AccessToken, AccessTokens};
+use crate::telemetry::{Listener, Metrics};
+use crate::verify::{SessionVerifier, VerifyError};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `Retry-After` when no signing key can be had: the key set is refetched at most this
+/// often by default, so asking sooner is pointless.
+const KEYS_RETRY_AFTER_S: u64 = 10;
+
+pub struct Ingress {
+    settings: IngressConfig,
+    /// Folded names of every header the sidecar sets from the token.
+    identity_folded: Vec<String>,
+    /// Folded names of the token headers: removed before forwarding however spelled.
+    token_folded: Vec<String>,
+    verifier: Arc<SessionVerifier>,
+    tokens: AccessTokens,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+}
+
+/// What happened to a request, for the log line and the metrics.
+struct Handled {
+    response: Response<ProxyBody>,
+    outcome: &'static str,
+    session: Option<Arc<Session>>,
+}
+
+impl Handled {
+    fn new(response: Response<ProxyBody>, outcome: &'static str) -> Self {
+        Handled {
+            response,
+            outcome,
+            session: None,
+        }
+    }
+}
+
+impl Ingress {
+    pub fn new(
+        settings: IngressConfig,
+        verifier: Arc<SessionVerifier>,
+        tokens: AccessTokens,
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+    ) -> Ingress {
+        let identity = &settings.identity_headers;
+        let mut identity_folded: Vec<String> = [
+            &identity.tenant_id,
+            &identity.user_id,
+            &identity.tenant_slug,
+        ]
+        .iter()
+        .map(|name| folded(name.as_str()))
+        .collect();
+        identity_folded.extend(
+            settings
+                .claim_headers
+                .iter()
+                .map(|c| folded(c.header.as_str())),
+        );
+        let token_folded = settings
+            .token_headers
+            .iter()
+            .map(|name| folded(name.as_str()))
+            .collect();
+        Ingress {
+            settings,
+            identity_folded,
+            token_folded,
+            verifier,
+            tokens,
+            upstream,
+            metrics,
+        }
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight(Listener::Ingress);
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let request_id = ensure_request_id(request.headers_mut());
+        let cors_origin = if self.settings.cors_allowed_origins.is_empty() {
+            None
+        } else {
+            cors::allowed_origin(request.headers(), &self.settings.cors_allowed_origins)
+        };
+
+        let Handled {
+            mut response,
+            outcome,
+            session,
+        } = self.route(request, peer).await;
+
+        if let Some(origin) = cors_origin {
+            cors::add_cors_headers(response.headers_mut(), origin);
+        }
+        let status = response.status().as_u16();
+        self.metrics
+            .count_request(Listener::Ingress, outcome, status);
+        tracing::info!(
+            listener = "ingress",
+            method = %method,
+            path = %path,
+            status,
+            latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            tenant_id = session.as_ref().map(|s| s.tenant_id.to_string()),
+            request_id = %request_id,
+            outcome,
+            "request"
+        );
+        response
+    }
+
+    async fn route(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Handled {
+        // 1. Identity headers from the client never survive, on any path.
+        strip_folded(request.headers_mut(), &self.identity_folded);
+
+        // 3. Preflights and public paths pass without a token.
+        if cors::is_preflight(request.method(), request.headers()) {
+            if !self.settings.cors_allowed_origins.is_empty() {
+                let response = cors::preflight_response(
+                    request.headers(),
+                    &self.settings.cors_allowed_origins,
+                );
+                return Handled::new(response, "preflight_answered");
+            }
+            if self.settings.allow_cors_preflight {
+                return self
+                    .forward(request, peer, None)
+                    .await
+                    .with_outcome("preflight");
+            }
+        }
+        if paths::is_public(request.uri().path(), &self.settings.public_paths) {
+            return self
+                .forward(request, peer, None)
+                .await
+                .with_outcome("public");
+        }
+
+        // 4. The token.
+        let token = match read_token(request.headers(), &self.settings.token_headers) {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                let response = error_response(
+                    ErrorCode::MissingToken,
+                    "A session token is required: send it as Authorization: Bearer <token>.",
+                );
+                return Handled::new(response, "missing_token");
+            }
+            Err(reason) => {
+                return Handled::new(
+                    error_response(ErrorCode::InvalidToken, reason),
+                    "invalid_token",
+                )
+            }
+        };
+
+        // 5. Verification.
+        let verify_started = Instant::now();
+        let verified = self.verifier.verify(&token).await;
+        self.metrics
+            .observe_verification(verify_started.elapsed().as_secs_f64());
+        let session = match verified {
+            Ok(session) => session,
+            Err(VerifyError::Rejected(error)) => {
+                let response = error_response(ErrorCode::InvalidToken, &error.to_string());
+                return Handled::new(response, "invalid_token");
+            }
+            Err(error @ VerifyError::KeysUnavailable) => {
+                return Handled::new(
+                    unavailable(&error.to_string(), KEYS_RETRY_AFTER_S),
+                    "keys_unavailable",
+                );
+            }
+        };
+        let access_token = if self.settings.forward_access_token {
+            match self.tokens.get().await {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    let response = unavailable(
+                        "The app's JTL access token is unavailable right now; try again shortly.",
+                        error.retry_after_s,
+                    );
+                    return Handled {
+                        session: Some(session),
+                        ..Handled::new(response, "access_token_unavailable")
+                    };
+                }
+            }
+        } else {
+            None
+        };
+
+        // 6. Forward with the verified identity.
+        let verified = Verified {
+            session: &session,
+            access_token: access_token.as_deref(),
+        };
+        let mut handled = self.forward(request, peer, Some(verified)).await;
+        handled.session = Some(session);
+        handled
+    }
+
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        verified: Option<Verified<'_>>,
+    ) -> Handled {
+        let client_upgrade = (request.version() == Version::HTTP_11
+            && request.headers().contains_key(http::header::UPGRADE))
+        .then(|| hyper::upgrade::on(&mut request));
+        let (parts, body) = request.into_parts();
+        let mut headers = parts.headers;
+
+        let upgrade = remove_hop_by_hop(&mut headers);
+        strip_folded(&mut headers, &self.token_folded);
+        if let Some(verified) = &verified {
+            self.set_identity(&mut headers, verified);
+        }
+        set_forwarding_headers(&mut headers, &parts.uri, peer);
+        if let (Some(upgrade), Some(_)) = (upgrade, &client_upgrade) {
+            restore_upgrade(&mut headers, upgrade);
+        }
+
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        let uri = match self.upstream.uri_for(path_and_query) {
+            Ok(uri) => uri,
+            Err(error) => {
+                return Handled::new(
+                    error_response(ErrorCode::InvalidRequest, &error.to_string()),
+                    "invalid_request",
+                )
+            }
+        };
+        let mut outgoing = Request::new(streamed_body(body));
+        *outgoing.method_mut() = parts.method;
+        *outgoing.uri_mut() = uri;
+        *outgoing.version_mut() = Version::HTTP_11;
+        *outgoing.headers_mut() = headers;
+
+        let started = Instant::now();
+        let result = self.upstream.send(outgoing).await;
+        self.metrics
+            .observe_upstream(Listener::Ingress, started.elapsed().as_secs_f64());
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error @ UpstreamError::Unreachable(_)) => {
+                tracing::warn!("{error}");
+                let response = error_response(
+                    ErrorCode::BadGateway,
+                    "The app backend could not be reached.",
+                );
+                return Handled::new(response, "bad_gateway");
+            }
+            Err(error @ UpstreamError::Timeout(_)) => {
+                tracing::warn!("{error}");
+                let response = error_response(
+                    ErrorCode::GatewayTimeout,
+                    "The app backend did not answer in time.",
+                );
+                return Handled::new(response, "gateway_timeout");
+            }
+            Err(error @ UpstreamError::BadPath) => {
+                return Handled::new(
+                    error_response(ErrorCode::InvalidRequest, &error.to_string()),
+                    "invalid_request",
+                );
+            }
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client, upstream)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut upstream = TokioIo::new(upstream);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                        Err(error) => tracing::debug!("upgrade failed: {error}"),
+                    }
+                });
+            }
+        } else {
+            // 7. The answer, unchanged apart from hop-by-hop headers.
+            remove_hop_by_hop(response.headers_mut());
+        }
+        Handled::new(response.map(streamed_body), "forwarded")
+    }
+
+    fn set_identity(&self, headers: &mut HeaderMap, verified: &Verified<'_>) {
+        let names = &self.settings.identity_headers;
+        let session = verified.session;
+        let mut set = |name: &HeaderName, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name.clone(), value);
+            }
+        };
+        set(
+            &names.tenant_id,
+            &session.tenant_id.hyphenated().to_string(),
+        );
+        set(&names.user_id, &session.user_id.hyphenated().to_string());
+        set(&names.tenant_slug, &session.tenant_slug);
+        for claim_header in &self.settings.claim_headers {
+            if let Some(value) = claim_value(session.claims.get(&claim_header.claim)) {
+                set(&claim_header.header, &value);
+            }
+        }
+        if let Some(access_token) = verified.access_token {
+            headers.insert(AUTHORIZATION, access_token.authorization().clone());
+        }
+    }
+}
+
+struct Verified<'a> {
+    session: &'a Session,
+    access_token: Option<&'a AccessToken>,
+}
+
+impl Handled {
+    fn with_outcome(mut self, outcome: &'static str) -> Self {
+        if self.outcome == "forwarded" {
+            self.outcome = outcome;
+        }
+        self
+    }
+}
+
+/// A claim forwarded as a header: a string or a number, free of control characters.
+fn claim_value(claim: Option<&Value>) -> Option<String> {
+    let text = match claim? {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        _ => return None,
+    };
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+/// The session token from the first of `token_headers` present. `Authorization` counts
+/// only with the `Bearer` scheme. The same header twice, or two different tokens, is an
+/// error (which one would the client have meant?).
+fn read_token(
+    headers: &HeaderMap,
+    token_headers: &[HeaderName],
+) -> Result<Option<String>, &'static str> {
+    let mut found: Option<&str> = None;
+    for name in token_headers {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { continue };
+        if values.next().is_some() {
+            return Err("The request carries the session token header more than once.");
+        }
+        let Ok(text) = value.to_str() else {
+            return Err("The session token header is not valid text.");
+        };
+        let token = if *name == AUTHORIZATION {
+            match bearer_token(text) {
+                Some(token) => token,
+                None => continue,
+            }
+        } else {
+            text.trim()
+        };
+        if token.is_empty() {
+            return Err("The session token header is empty.");
+        }
+        match found {
+            None => found = Some(token),
+            Some(previous) if previous == token => {}
+            Some(_) => return Err("The request carries two different session tokens."),
+        }
+    }
+    Ok(found.map(str::to_owned))
+}
+
+/// The credentials of `Bearer <token>` (scheme case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' ').trim_end())
+}
+
+/// `X-Request-ID` from the client, or a new one; returned for the log line.
+fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        return id.to_owned();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(X_REQUEST_ID, value);
+    }
+    id
+}
+
+/// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, `Host`
+/// kept (taken from `:authority` for HTTP/2 clients, which send no `Host`).
+fn set_forwarding_headers(headers: &mut HeaderMap, uri: &http::Uri, peer: SocketAddr) {
+    let earlier: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    let mut chain = earlier.join(", ");
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    chain.push_str(&peer.ip().to_string());
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if !headers.contains_key(HOST) {
+        if let Some(authority) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(HOST, authority);
+        }
+    }
+    match headers.get(HOST).cloned() {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn names() -> Vec<HeaderName> {
+        vec![AUTHORIZATION, HeaderName::from_static("x-session-token")]
+    }
+
+    #[test]
+    fn token_comes_from_the_first_header_present() {
+        assert_eq!(
+            read_token(&headers(&[("authorization", "Bearer abc")]), &names()),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(
+            read_token(&headers(&[("authorization", "bearer  abc")]), &names()),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(
+            read_token(&headers(&[("x-session-token", "abc")]), &names()),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(read_token(&headers(&[]), &names()), Ok(None));
+    }
+
+    #[test]
+    fn authorization_without_bearer_is_not_a_token() {
+        assert_eq!(
+            read_token(&headers(&[("authorization", "Basic eDp5")]), &names()),
+            Ok(None)
+        );
+        assert_eq!(
+            read_token(
+                &headers(&[("authorization", "Basic eDp5"), ("x-session-token", "t")]),
+                &names()
+            ),
+            Ok(Some("t".into()))
+        );
+    }
+
+    #[test]
+    fn duplicates_and_conflicts_are_refused() {
+        assert!(read_token(
+            &headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
+            &names()
+        )
+        .is_err());
+        assert!(read_token(
+            &headers(&[("authorization", "Bearer a"), ("x-session-token", "b")]),
+            &names()
+        )
+        .is_err());
+        assert_eq!(
+            read_token(
+                &headers(&[("authorization", "Bearer a"), ("x-session-token", "a")]),
+                &names()
+            ),
+            Ok(Some("a".into()))
+        );
+        assert!(read_token(&headers(&[("authorization", "Bearer ")]), &names()).is_err());
+    }
+
+    #[test]
+    fn claims_become_headers_only_when_plain() {
+        assert_eq!(claim_value(Some(&Value::from("c-1"))), Some("c-1".into()));
+        assert_eq!(claim_value(Some(&Value::from(42))), Some("42".into()));
+        assert_eq!(claim_value(Some(&Value::from("a\r\nb"))), None);
+        assert_eq!(claim_value(Some(&serde_json::json!({"a": 1}))), None);
+        assert_eq!(claim_value(None), None);
+    }
+
+    #[test]
+    fn forwarding_headers_append_and_set() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("host", "app.example"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarding_headers(
+            &mut map,
+            &"/x".parse().unwrap(),
+            "127.0.0.9:5000".parse().unwrap(),
+        );
+        assert_eq!(map["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-host"], "app.example");
+        assert_eq!(map["host"], "app.example");
+    }
+}

@@ -1,0 +1,107 @@
+//! The client to the app backend: pooled keep-alive connections with an idle timeout
+//! below typical backend keep-alives, `nodelay`, a connect timeout, and a deadline for
+//! the response headers.
+
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use url::Url;
+
+use super::ProxyBody;
+
+/// Pooled connections idle longer than this are closed. Node's default keep-alive
+/// timeout is 5 s; reusing a connection the backend already closed fails the request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the upstream sent no response headers within {0} ms")]
+    Timeout(u128),
+    #[error("the request path cannot be forwarded")]
+    BadPath,
+}
+
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    /// `scheme://authority` of the upstream.
+    origin: String,
+    /// The upstream URL's path without its trailing `/`, put before every request path.
+    path_prefix: String,
+    request_timeout: Duration,
+}
+
+impl Upstream {
+    /// `tls` is used for an `https://` upstream (a backend reached through TLS).
+    pub fn new(
+        url: &Url,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        tls: rustls::ClientConfig,
+    ) -> Upstream {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        let origin = match url.port() {
+            Some(port) => format!(
+                "{}://{}:{port}",
+                url.scheme(),
+                url.host_str().unwrap_or_default()
+            ),
+            None => format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default()),
+        };
+        Upstream {
+            client,
+            origin,
+            path_prefix: url.path().trim_end_matches('/').to_owned(),
+            request_timeout,
+        }
+    }
+
+    /// The upstream URI for a request's path and query, byte for byte.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        if !path_and_query.starts_with('/') {
+            return Err(UpstreamError::BadPath);
+        }
+        format!("{}{}{path_and_query}", self.origin, self.path_prefix)
+            .parse()
+            .map_err(|_| UpstreamError::BadPath)
+    }
+
+    /// Sends the request; fails when the upstream cannot be reached or sends no response
+    /// headers within `request_timeout_ms`.
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(UpstreamError::Unreachable(innermost(&error))),
+            Err(_) => Err(UpstreamError::Timeout(self.request_timeout.as_millis())),
+        }
+    }
+}
+
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = error;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    source.to_string()
+}

@@ -1,0 +1,241 @@
+//! Binds the listeners, runs them and the background tasks, and shuts down gracefully:
+//! readiness fails at once, the traffic listeners stop accepting, in-flight requests get
+//! up to `shutdown_grace_s`, background tasks stop.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{Admin, Readiness};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::jtl::{self, Jtl};
+use crate::proxy::ingress::Ingress;
+use crate::proxy::upstream::Upstream;
+use crate::telemetry::Metrics;
+use crate::verify::SessionVerifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Jtl(#[from] jtl::SetupError),
+}
+
+/// The addresses actually bound (ports chosen by the system when configured as 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub ingress: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// A server whose listeners are bound and whose parts are built, not yet running.
+pub struct Server {
+    config: Config,
+    ingress_listener: TcpListener,
+    admin_listener: TcpListener,
+    addresses: Addresses,
+    jtl: Jtl,
+    ingress: Arc<Ingress>,
+    admin: Arc<Admin>,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+impl Server {
+    pub async fn bind(config: Config, clock: Clock) -> Result<Server, StartError> {
+        let jtl = Jtl::from_config(&config, clock.clone())?;
+        let verifier = Arc::new(SessionVerifier::new(
+            jtl.keys.clone(),
+            config.session.token_policy(),
+            clock,
+            config.session.verified_cache_entries,
+        ));
+        let metrics = Metrics::new(&jtl, &verifier);
+        let upstream_tls = jtl::http::client_tls_config(None).map_err(jtl::SetupError::Http)?;
+        let upstream = Upstream::new(
+            &config.ingress.upstream,
+            config.ingress.connect_timeout,
+            config.ingress.request_timeout,
+            upstream_tls,
+        );
+        let ingress = Arc::new(Ingress::new(
+            config.ingress.clone(),
+            verifier,
+            jtl.tokens.clone(),
+            upstream,
+            Arc::clone(&metrics),
+        ));
+        let admin = Arc::new(Admin {
+            readiness: Readiness::new(jtl.clone()),
+            metrics,
+        });
+        let ingress_listener = bind("ingress.listen", config.ingress.listen).await?;
+        let admin_listener = bind("admin.listen", config.admin.listen).await?;
+        let addresses = Addresses {
+            ingress: local_addr("ingress.listen", &ingress_listener)?,
+            admin: local_addr("admin.listen", &admin_listener)?,
+        };
+        Ok(Server {
+            config,
+            ingress_listener,
+            admin_listener,
+            addresses,
+            jtl,
+            ingress,
+            admin,
+        })
+    }
+
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let background = CancellationToken::new();
+        tokio::spawn(
+            self.jtl
+                .tokens
+                .clone()
+                .run_refresher(background.clone().cancelled_owned()),
+        );
+        tokio::spawn(
+            self.jtl
+                .keys
+                .clone()
+                .run_refresher(background.clone().cancelled_owned()),
+        );
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.server.header_read_timeout);
+        let builder = Arc::new(builder);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let stop_traffic = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+
+        let ingress = Arc::clone(&self.ingress);
+        let traffic = tokio::spawn(accept_loop(
+            self.ingress_listener,
+            Arc::clone(&builder),
+            Arc::clone(&graceful),
+            stop_traffic.clone(),
+            move |request: Request<Incoming>, peer: SocketAddr| {
+                let ingress = Arc::clone(&ingress);
+                async move { Ok::<_, Infallible>(ingress.handle(request, peer).await) }
+            },
+        ));
+        let admin = Arc::clone(&self.admin);
+        // The admin listener keeps answering during the drain, so `/readyz` can say 503.
+        let admin_loop = tokio::spawn(accept_loop(
+            self.admin_listener,
+            Arc::clone(&builder),
+            Arc::new(GracefulShutdown::new()),
+            stop_admin.clone(),
+            move |request: Request<Incoming>, _peer: SocketAddr| {
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(admin.handle(&request)) }
+            },
+        ));
+        tracing::info!(
+            ingress = %self.addresses.ingress,
+            admin = %self.addresses.admin,
+            upstream = %self.config.ingress.upstream,
+            "jtl-auth-sidecar is listening"
+        );
+
+        shutdown.await;
+        tracing::info!(
+            grace_s = self.config.server.shutdown_grace.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
+        self.admin.readiness.begin_shutdown();
+        stop_traffic.cancel();
+        let _ = traffic.await;
+        // The accept loop has ended and dropped its handle: this one is the last.
+        if let Ok(graceful) = Arc::try_unwrap(graceful) {
+            if tokio::time::timeout(self.config.server.shutdown_grace, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown grace period over; closing the connections still open");
+            }
+        }
+        stop_admin.cancel();
+        let _ = admin_loop.await;
+        background.cancel();
+        tracing::info!("stopped");
+    }
+}
+
+fn local_addr(key: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        key,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+/// Accepts connections until `stop`, serving each with HTTP/1.1 (upgrades included) or
+/// HTTP/2, watched by `graceful` so a drain can wait for it. Dropping the listener when
+/// this returns makes new connections fail at once.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: Arc<GracefulShutdown>,
+    stop: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<http::Response<crate::proxy::ProxyBody>, Infallible>>
+        + Send
+        + 'static,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!("accept failed: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = service_fn(move |request| handler(request, peer));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("connection from {peer} ended: {error}");
+            }
+        });
+    }
+}
