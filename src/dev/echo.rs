@@ -4,6 +4,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -24,6 +26,7 @@ const ECHOED_BODY_MAX: usize = 64 * 1024;
 /// A running echo backend; stops when dropped.
 pub struct EchoBackend {
     addr: SocketAddr,
+    requests: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
 }
 
@@ -38,6 +41,8 @@ impl EchoBackend {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&requests);
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -48,18 +53,32 @@ impl EchoBackend {
                     },
                 };
                 let _ = stream.set_nodelay(true);
+                let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        echo(request)
+                    });
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service_fn(echo))
+                        .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        Ok(EchoBackend { addr, stop })
+        Ok(EchoBackend {
+            addr,
+            requests,
+            stop,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {

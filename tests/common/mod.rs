@@ -87,3 +87,4 @@ pub fn session_claims() -> Value {
 }
 
 pub mod harness;
+pub mod proxy;

@@ -1,0 +1,213 @@
+//! The sidecar in-process (emulator + echo backend + server) for ingress tests, and small
+//! HTTP clients: a pooled hyper client and a raw-socket one for bytes hyper would refuse.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jtl_auth_sidecar::clock::Clock;
+use jtl_auth_sidecar::config::load_str;
+use jtl_auth_sidecar::dev::echo::EchoBackend;
+use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
+use jtl_auth_sidecar::server::{Addresses, Server};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::harness::{START_MS, TENANT, USER};
+
+pub struct Proxy {
+    pub emulator: Emulator,
+    pub clock: Clock,
+    pub addresses: Addresses,
+    pub backend: Option<EchoBackend>,
+    stop: Option<oneshot::Sender<()>>,
+    pub finished: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Proxy {
+    /// The sidecar in front of the echo backend; `toml` adds settings (any section).
+    pub async fn start(toml: &str) -> Proxy {
+        let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("echo backend");
+        let url = backend.url();
+        let mut proxy = Proxy::start_with_upstream(&url, toml).await;
+        proxy.backend = Some(backend);
+        proxy
+    }
+
+    pub async fn start_with_upstream(upstream: &str, toml: &str) -> Proxy {
+        Proxy::start_with(upstream, toml, EmulatorOptions::default()).await
+    }
+
+    pub async fn start_with(upstream: &str, toml: &str, options: EmulatorOptions) -> Proxy {
+        let clock = Clock::manual(START_MS);
+        let emulator = Emulator::start(options.clone(), clock.clone())
+            .await
+            .expect("emulator");
+        let env = vec![
+            (
+                "JTL_SIDECAR_INGRESS__LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+            (
+                "JTL_SIDECAR_ADMIN__LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+            ("JTL_SIDECAR_EGRESS__LISTEN".to_owned(), "".to_owned()),
+            (
+                "JTL_SIDECAR_INGRESS__UPSTREAM".to_owned(),
+                upstream.to_owned(),
+            ),
+            (
+                "JTL_SIDECAR_JTL__CLIENT_ID".to_owned(),
+                options.client_id.clone(),
+            ),
+            (
+                "JTL_SIDECAR_JTL__CLIENT_SECRET".to_owned(),
+                options.client_secret.clone(),
+            ),
+            (
+                "JTL_SIDECAR_JTL__TOKEN_URL".to_owned(),
+                emulator.token_url(),
+            ),
+            (
+                "JTL_SIDECAR_JTL__API_BASE_URL".to_owned(),
+                emulator.api_base_url(),
+            ),
+        ];
+        let config = load_str(toml, env)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"))
+            .config;
+        let server = Server::bind(config, clock.clone())
+            .await
+            .expect("server binds");
+        let addresses = server.addresses();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let finished = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            emulator,
+            clock,
+            addresses,
+            backend: None,
+            stop: Some(stop),
+            finished: Some(finished),
+        }
+    }
+
+    /// Begins the graceful shutdown.
+    pub fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addresses.ingress)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addresses.admin)
+    }
+
+    /// Requests that reached the echo backend.
+    pub fn backend_hits(&self) -> u64 {
+        self.backend
+            .as_ref()
+            .map(EchoBackend::requests)
+            .unwrap_or(0)
+    }
+
+    /// A session token for the test tenant and user, valid for an hour.
+    pub fn token(&self) -> String {
+        self.emulator
+            .mint_session_token(TENANT, USER, "acme", Duration::from_secs(3600))
+            .expect("token")
+    }
+}
+
+/// A finished response: status, headers, body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The values of one request header as the echo backend received it.
+    pub fn echoed(&self, header: &str) -> Vec<String> {
+        self.json()["headers"][header]
+            .as_array()
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub async fn send(request: Request<Full<Bytes>>) -> Answer {
+    let response: Response<_> = client().request(request).await.expect("request sent");
+    collect(response).await
+}
+
+pub async fn collect(response: Response<hyper::body::Incoming>) -> Answer {
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(request.body(Full::new(Bytes::new())).expect("request")).await
+}
+
+/// Sends `raw` bytes as they are and reads until the server closes; returns the status
+/// code and the whole text.
+pub async fn raw(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(raw.as_bytes()).await.expect("write");
+    let mut text = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut text)).await;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}

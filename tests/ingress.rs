@@ -1,0 +1,677 @@
+//! Ingress (SPEC §4) end to end over real sockets: emulator + echo backend + sidecar.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::harness::{TENANT, USER};
+use common::proxy::{get, raw, send, Proxy};
+use http::Request;
+use http_body_util::Full;
+use jtl_auth_sidecar::emulator::Failure;
+use serde_json::json;
+
+const SPOOFED: &str = "00000000-0000-4000-8000-000000000666";
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+// ---- 1. identity headers ----------------------------------------------------------------
+
+#[tokio::test]
+async fn spoofed_identity_headers_are_removed_however_spelled() {
+    let proxy = Proxy::start("").await;
+    let token = proxy.token();
+    let answer = get(
+        &proxy.url("/orders"),
+        &[
+            ("authorization", &bearer(&token)),
+            ("X-Tenant-ID", SPOOFED),
+            ("x-tenant-id", SPOOFED),
+            ("X_Tenant_ID", SPOOFED),
+            ("X-TENANT-ID", SPOOFED),
+            ("x_user_id", SPOOFED),
+            ("X-Tenant-Slug", "evil"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.echoed("x-tenant-id"), [TENANT]);
+    assert_eq!(answer.echoed("x-user-id"), [USER]);
+    assert_eq!(answer.echoed("x-tenant-slug"), ["acme"]);
+    assert!(answer.echoed("x_tenant_id").is_empty());
+    assert!(answer.echoed("x_user_id").is_empty());
+}
+
+#[tokio::test]
+async fn identity_headers_are_stripped_on_public_paths_too() {
+    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/public/*\"]").await;
+    let answer = get(
+        &proxy.url("/public/a"),
+        &[("X-Tenant-ID", SPOOFED), ("X_Tenant_ID", SPOOFED)],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.echoed("x-tenant-id").is_empty());
+    assert!(answer.echoed("x_tenant_id").is_empty());
+}
+
+#[tokio::test]
+async fn connection_header_cannot_remove_the_injected_identity() {
+    let proxy = Proxy::start("").await;
+    let (status, text) = raw(
+        proxy.addresses.ingress,
+        &format!(
+            "GET /x HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer {}\r\nConnection: close, X-Tenant-ID, X-User-ID\r\nX-Tenant-ID: {SPOOFED}\r\n\r\n",
+            proxy.token()
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(TENANT) && text.contains(USER), "{text}");
+    assert!(!text.contains(SPOOFED));
+}
+
+// ---- 3. public paths and preflights ----------------------------------------------------------------
+
+#[tokio::test]
+async fn public_paths_match_the_path_only_and_never_ambiguous_ones() {
+    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]").await;
+    for (path, public) in [
+        ("/health", true),
+        ("/health?probe=1", true),
+        ("/public/app.js", true),
+        ("/healthz", false),
+        ("/health/x", false),
+        ("/public", false),
+        ("/secret?x=/public/a", false),
+        ("/public/../secret", false),
+        ("/public/%2e%2e/secret", false),
+        ("/public/%2E%2E/secret", false),
+        ("/public/a%2Fb", false),
+        ("/public/a%5cb", false),
+    ] {
+        let answer = get(&proxy.url(path), &[]).await;
+        let expected = if public { 200 } else { 401 };
+        assert_eq!(answer.status, expected, "{path}");
+    }
+    let (status, _) = raw(
+        proxy.addresses.ingress,
+        "GET /public/a\\..\\secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_ne!(status, 200, "a raw backslash never matches");
+}
+
+#[tokio::test]
+async fn preflights_pass_without_a_token_only_when_they_are_preflights() {
+    let proxy = Proxy::start("").await;
+    let preflight = Request::options(proxy.url("/orders"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(preflight).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["method"], "OPTIONS");
+
+    let not_preflight = Request::options(proxy.url("/orders"))
+        .header("origin", "https://app.example")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(not_preflight).await.status, 401);
+}
+
+#[tokio::test]
+async fn preflights_need_a_token_when_not_allowed() {
+    let proxy = Proxy::start("[ingress]\nallow_cors_preflight = false").await;
+    let preflight = Request::options(proxy.url("/orders"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(preflight).await.status, 401);
+}
+
+#[tokio::test]
+async fn configured_origins_get_preflights_answered_and_cors_headers_on_401s() {
+    let proxy = Proxy::start("[ingress]\ncors_allowed_origins = [\"https://app.example\"]").await;
+    let preflight = Request::options(proxy.url("/orders"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(preflight).await;
+    assert_eq!(answer.status, 204);
+    assert_eq!(
+        answer.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(answer.headers["access-control-allow-methods"], "POST");
+    assert_eq!(
+        answer.headers["access-control-allow-headers"],
+        "authorization, content-type"
+    );
+    assert!(
+        answer.body.is_empty(),
+        "answered by the sidecar, not the backend"
+    );
+
+    let unauthorized = get(&proxy.url("/orders"), &[("origin", "https://app.example")]).await;
+    assert_eq!(unauthorized.status, 401);
+    assert_eq!(
+        unauthorized.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(unauthorized.headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("WWW-Authenticate"));
+
+    let other = get(&proxy.url("/orders"), &[("origin", "https://evil.example")]).await;
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+
+    let token = proxy.token();
+    let ok = get(
+        &proxy.url("/orders"),
+        &[
+            ("origin", "https://app.example"),
+            ("authorization", &bearer(&token)),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
+
+// ---- 4. and 5. the token -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_missing_token_is_401_with_a_bare_challenge() {
+    let proxy = Proxy::start("").await;
+    let answer = get(&proxy.url("/orders"), &[]).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.headers["www-authenticate"], "Bearer");
+    assert_eq!(answer.headers["content-type"], "application/json");
+    assert_eq!(answer.json()["error"], "missing_token");
+    assert_eq!(proxy.backend_hits(), 0);
+}
+
+#[tokio::test]
+async fn an_invalid_token_is_401_and_says_why_without_echoing_it() {
+    let proxy = Proxy::start("").await;
+    let token = proxy.token();
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    let answer = get(
+        &proxy.url("/orders"),
+        &[("authorization", &bearer(&tampered))],
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    let body = answer.json();
+    assert_eq!(body["error"], "invalid_token");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(!description.is_empty());
+    let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""),
+        "{challenge}"
+    );
+    for segment in tampered.split('.') {
+        assert!(!String::from_utf8_lossy(&answer.body).contains(segment));
+        assert!(!challenge.contains(segment));
+    }
+
+    let claims = proxy
+        .emulator
+        .session_claims(TENANT, USER, "acme", Duration::from_secs(60));
+    let short = proxy
+        .emulator
+        .mint(&claims, &proxy.emulator.default_kid().unwrap(), false)
+        .unwrap();
+    proxy.clock.advance(Duration::from_secs(120));
+    let expired = get(&proxy.url("/orders"), &[("authorization", &bearer(&short))]).await;
+    assert_eq!(expired.status, 401);
+    assert_eq!(
+        expired.json()["error_description"],
+        "The session token has expired."
+    );
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let proxy = Proxy::start("").await;
+    let token = proxy.token();
+    let answer = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&token)),
+            ("authorization", &bearer(&token)),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+}
+
+#[tokio::test]
+async fn x_session_token_is_read_and_two_different_tokens_are_refused() {
+    let proxy = Proxy::start("").await;
+    let token = proxy.token();
+    let answer = get(&proxy.url("/x"), &[("x-session-token", &token)]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.echoed("x-tenant-id"), [TENANT]);
+
+    let other = proxy
+        .emulator
+        .mint_session_token(
+            TENANT,
+            "00000000-0000-4000-8000-000000000001",
+            "acme",
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let answer = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&token)),
+            ("x-session-token", &other),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+}
+
+#[tokio::test]
+async fn the_session_token_never_reaches_the_backend() {
+    let proxy = Proxy::start("").await;
+    let token = proxy.token();
+    for headers in [
+        vec![("authorization", bearer(&token))],
+        vec![("x-session-token", token.clone())],
+        vec![
+            ("authorization", bearer(&token)),
+            ("x_session_token", token.clone()),
+        ],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let answer = get(&proxy.url("/x"), &headers).await;
+        assert_eq!(answer.status, 200);
+        let text = String::from_utf8_lossy(&answer.body);
+        assert!(
+            !text.contains(&token),
+            "the backend saw the session token: {text}"
+        );
+    }
+}
+
+// ---- 6. forwarding ------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_backend_gets_the_access_token_and_forwarding_headers() {
+    let proxy = Proxy::start("").await;
+    let token = proxy.token();
+    let answer = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&token)),
+            ("host", "shop.example"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ],
+    )
+    .await;
+    let access = answer.echoed("authorization");
+    assert_eq!(access.len(), 1);
+    assert!(access[0].starts_with("Bearer ") && access[0] != bearer(&token));
+    assert_eq!(answer.echoed("host"), ["shop.example"]);
+    assert_eq!(answer.echoed("x-forwarded-host"), ["shop.example"]);
+    assert_eq!(answer.echoed("x-forwarded-proto"), ["http"]);
+    assert_eq!(answer.echoed("x-forwarded-for"), ["203.0.113.7, 127.0.0.1"]);
+    assert_eq!(answer.echoed("x-request-id").len(), 1);
+
+    let kept = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&token)),
+            ("x-request-id", "req-42"),
+        ],
+    )
+    .await;
+    assert_eq!(kept.echoed("x-request-id"), ["req-42"]);
+}
+
+#[tokio::test]
+async fn without_forward_access_token_no_authorization_reaches_the_backend() {
+    let proxy = Proxy::start("[ingress]\nforward_access_token = false").await;
+    let answer = get(
+        &proxy.url("/x"),
+        &[("authorization", &bearer(&proxy.token()))],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.echoed("authorization").is_empty());
+}
+
+#[tokio::test]
+async fn public_requests_carry_no_credentials() {
+    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\"]").await;
+    let answer = get(
+        &proxy.url("/health"),
+        &[("authorization", "Bearer whatever")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.echoed("authorization").is_empty());
+}
+
+#[tokio::test]
+async fn claim_headers_forward_plain_claims_only() {
+    let proxy =
+        Proxy::start("[ingress.claim_headers]\nkid = \"X-JTL-Customer-ID\"\nnote = \"X-Note\"")
+            .await;
+    let mut claims = proxy
+        .emulator
+        .session_claims(TENANT, USER, "acme", Duration::from_secs(600));
+    claims["note"] = json!("line\r\nX-Injected: 1");
+    let token = proxy
+        .emulator
+        .mint(&claims, &proxy.emulator.default_kid().unwrap(), false)
+        .unwrap();
+    let answer = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&token)),
+            ("x-jtl-customer-id", "spoofed"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.echoed("x-jtl-customer-id"), ["emulated-customer"]);
+    assert!(answer.echoed("x-note").is_empty());
+    assert!(answer.echoed("x-injected").is_empty());
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let proxy = Proxy::start("").await;
+    let answer = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&proxy.token())),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("te", "gzip"),
+            ("connection", "x-private"),
+            ("x-private", "1"),
+        ],
+    )
+    .await;
+    for name in ["keep-alive", "proxy-authorization", "te", "x-private"] {
+        assert!(answer.echoed(name).is_empty(), "{name} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn path_and_query_arrive_byte_for_byte() {
+    let proxy = Proxy::start("").await;
+    let path = "/a%20b/c%2Fd/%C3%A4/./x";
+    let query = "x=1&y=%2F&z&w=a+b&v=%252e";
+    let answer = get(
+        &proxy.url(&format!("{path}?{query}")),
+        &[("authorization", &bearer(&proxy.token()))],
+    )
+    .await;
+    assert_eq!(answer.json()["path"], path);
+    assert_eq!(answer.json()["query"], query);
+}
+
+#[tokio::test]
+async fn a_1_mib_body_arrives_intact() {
+    let proxy = Proxy::start("").await;
+    let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    let digest: String = ring::digest::digest(&ring::digest::SHA256, &body)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let request = Request::post(proxy.url("/upload"))
+        .header("authorization", bearer(&proxy.token()))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let answer = send(request).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["body_length"], 1024 * 1024);
+    assert_eq!(answer.json()["body_sha256"], digest);
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_and_host_comes_from_the_authority() {
+    let proxy = Proxy::start("").await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let request = Request::get(proxy.url("/h2"))
+        .header("authorization", bearer(&proxy.token()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let answer = common::proxy::collect(response).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.echoed("host"), [proxy.addresses.ingress.to_string()]);
+    assert_eq!(answer.echoed("x-tenant-id"), [TENANT]);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_json() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", unused.local_addr().unwrap());
+    drop(unused);
+    let proxy = Proxy::start_with_upstream(&dead, "").await;
+    let answer = get(
+        &proxy.url("/x"),
+        &[("authorization", &bearer(&proxy.token()))],
+    )
+    .await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.json()["error"], "bad_gateway");
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_json() {
+    // A backend that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let proxy = Proxy::start_with_upstream(
+        &format!("http://{addr}"),
+        "[ingress]\nrequest_timeout_ms = 300",
+    )
+    .await;
+    let answer = get(
+        &proxy.url("/x"),
+        &[("authorization", &bearer(&proxy.token()))],
+    )
+    .await;
+    assert_eq!(answer.status, 504);
+    assert_eq!(answer.json()["error"], "gateway_timeout");
+}
+
+#[tokio::test]
+async fn no_key_set_is_503_with_retry_after() {
+    let proxy = Proxy::start("").await;
+    proxy.emulator.set_jwks_failure(Failure::Status(500));
+    let answer = get(
+        &proxy.url("/x"),
+        &[("authorization", &bearer(&proxy.token()))],
+    )
+    .await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.json()["error"], "temporarily_unavailable");
+    assert!(answer.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn no_access_token_is_503_with_retry_after() {
+    let proxy = Proxy::start("").await;
+    // Keys are loaded with a first token; then the token is revoked and the endpoint fails.
+    let token = proxy.token();
+    assert_eq!(
+        get(&proxy.url("/x"), &[("authorization", &bearer(&token))])
+            .await
+            .status,
+        200
+    );
+    proxy.emulator.set_token_failure(Failure::Status(503));
+    proxy.clock.advance(Duration::from_secs(3600));
+    let fresh = proxy.token();
+    let answer = get(&proxy.url("/x"), &[("authorization", &bearer(&fresh))]).await;
+    assert_eq!(answer.status, 503);
+    assert!(answer.headers.contains_key("retry-after"));
+    assert_eq!(answer.json()["error"], "temporarily_unavailable");
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = socket.next().await {
+                    if message.is_text() || message.is_binary() {
+                        let _ = socket.send(message).await;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start_with_upstream(&format!("http://{addr}"), "").await;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/socket",
+            proxy.addresses.ingress
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", bearer(&proxy.token()).parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(response.status(), 101);
+    socket
+        .send(Message::text("hello through the sidecar"))
+        .await
+        .unwrap();
+    let echoed = socket.next().await.unwrap().unwrap();
+    assert_eq!(
+        echoed.into_text().unwrap().as_str(),
+        "hello through the sidecar"
+    );
+
+    // Without a token the handshake is refused before reaching the backend.
+    let unauthenticated =
+        tokio_tungstenite::connect_async(format!("ws://{}/socket", proxy.addresses.ingress)).await;
+    assert!(unauthenticated.is_err());
+}
+
+// ---- the HTTP layer ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let proxy = Proxy::start("[server]\nheader_read_timeout_ms = 300").await;
+    let started = std::time::Instant::now();
+    let (_, text) = raw(proxy.addresses.ingress, "GET /x HTTP/1.1\r\nHost: a\r\n").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the connection was closed by the sidecar"
+    );
+    assert!(!text.contains("200 OK"));
+}
+
+#[tokio::test]
+async fn malformed_http_is_refused_and_not_forwarded() {
+    let proxy = Proxy::start("").await;
+    let (status, _) = raw(
+        proxy.addresses.ingress,
+        "GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(proxy.backend_hits(), 0);
+}
+
+// ---- admin --------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let proxy = Proxy::start("").await;
+    assert_eq!(get(&proxy.admin_url("/healthz"), &[]).await.status, 200);
+    // The refreshers load a token and the keys on their own.
+    let mut ready = get(&proxy.admin_url("/readyz"), &[]).await;
+    for _ in 0..200 {
+        if ready.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ready = get(&proxy.admin_url("/readyz"), &[]).await;
+    }
+    assert_eq!(
+        ready.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
+
+    get(
+        &proxy.url("/x"),
+        &[("authorization", &bearer(&proxy.token()))],
+    )
+    .await;
+    get(&proxy.url("/x"), &[]).await;
+    let metrics =
+        String::from_utf8(get(&proxy.admin_url("/metrics"), &[]).await.body.to_vec()).unwrap();
+    for expected in [
+        "jtl_sidecar_requests_total{listener=\"ingress\",outcome=\"forwarded\",status=\"200\"} 1",
+        "jtl_sidecar_requests_total{listener=\"ingress\",outcome=\"missing_token\",status=\"401\"} 1",
+        "jtl_sidecar_verification_duration_seconds_count 1",
+        "jtl_sidecar_upstream_duration_seconds_count{listener=\"ingress\"} 1",
+        "jtl_sidecar_token_fetches_total{result=\"success\"} 1",
+        "jtl_sidecar_jwks_fetches_total{result=\"success\"} 1",
+        "jtl_sidecar_verified_cache_lookups_total{result=\"miss\"} 1",
+        "jtl_sidecar_requests_in_flight{listener=\"ingress\"} 0",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_names_what_is_missing() {
+    let proxy = Proxy::start("").await;
+    proxy.emulator.set_jwks_failure(Failure::Status(500));
+    proxy.emulator.set_token_failure(Failure::Status(500));
+    let answer = get(&proxy.admin_url("/readyz"), &[]).await;
+    assert_eq!(answer.status, 503);
+    let missing = answer.json()["missing"].clone();
+    assert_eq!(missing, json!(["access_token", "jwks"]));
+}

@@ -1,0 +1,298 @@
+//! The binary as an operator runs it: `run` (exit codes, SIGTERM drain) and `dev`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use jtl_auth_sidecar::clock::Clock;
+use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions, DEV_TENANT_ID};
+
+fn sidecar() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jtl-auth-sidecar"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("JTL_SIDECAR_") {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Lines of the child's stdout, read on a thread.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+fn next_line_matching(lines: &mpsc::Receiver<String>, what: impl Fn(&str) -> bool) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the sidecar printed the expected line");
+        if what(&line) {
+            return line;
+        }
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_for_exit(child: &mut Child) -> Option<i32> {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("the sidecar did not exit within 10 s");
+}
+
+/// A backend that answers after `delay`.
+async fn slow_backend(delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service =
+                    service_fn(move |_request: Request<hyper::body::Incoming>| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"done"),
+                        )))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn status_of(url: &str, token: Option<&str>) -> Result<(u16, Bytes), String> {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut request = Request::get(url);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
+    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
+        .await
+        .unwrap();
+    let backend = slow_backend(Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{backend}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[server]\nshutdown_grace_s = 10\n",
+            emulator.token_url(),
+            emulator.api_base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = sidecar()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let listening: serde_json::Value =
+        serde_json::from_str(&next_line_matching(&lines, |l| l.contains("is listening")))
+            .expect("JSON log line");
+    let ingress: SocketAddr = listening["ingress"].as_str().unwrap().parse().unwrap();
+    let admin: SocketAddr = listening["admin"].as_str().unwrap().parse().unwrap();
+
+    let readyz = format!("http://{admin}/readyz");
+    let mut ready = false;
+    for _ in 0..200 {
+        if status_of(&readyz, None)
+            .await
+            .is_ok_and(|(status, _)| status == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "the sidecar became ready");
+
+    let token = emulator
+        .mint_session_token(
+            DEV_TENANT_ID,
+            "9b8a7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d",
+            "shop",
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let in_flight = tokio::spawn({
+        let url = format!("http://{ingress}/slow");
+        async move { status_of(&url, Some(&token)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    terminate(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Readiness fails at once and new connections are refused during the drain.
+    let (status, body) = status_of(&readyz, None)
+        .await
+        .expect("admin answers during the drain");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("shutting_down"));
+    assert!(
+        tokio::net::TcpStream::connect(ingress).await.is_err(),
+        "new connections are refused"
+    );
+
+    // The request in flight completes.
+    let (status, body) = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!((status, body.as_ref()), (200, &b"done"[..]));
+    assert_eq!(wait_for_exit(&mut child), Some(0));
+}
+
+#[test]
+fn run_exits_2_for_an_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[ingress]\nupstream = \"nope\"\n").unwrap();
+    let output = sidecar()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("ingress.upstream: not an http(s) URL")
+    );
+}
+
+#[test]
+fn run_exits_1_when_a_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingress]\nlisten = \"{}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n",
+            taken.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let output = sidecar()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ingress.listen: cannot listen on"));
+}
+
+#[test]
+fn dev_prints_a_curl_command_that_works() {
+    let mut child = sidecar()
+        .arg("dev")
+        .env("JTL_SIDECAR_INGRESS__LISTEN", "127.0.0.1:0")
+        .env("JTL_SIDECAR_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("JTL_SIDECAR_EGRESS__LISTEN", "127.0.0.1:0")
+        .env("JTL_SIDECAR_INGRESS__UPSTREAM", "http://127.0.0.1:0")
+        .env(
+            "JTL_SIDECAR_JTL__TOKEN_URL",
+            "http://127.0.0.1:0/oauth2/token",
+        )
+        .env("JTL_SIDECAR_JTL__API_BASE_URL", "http://127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let first = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
+    let spoofed = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
+    let mint = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s 'http"));
+
+    let run = |command: &str| {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .output()
+            .expect("sh");
+        assert!(output.status.success(), "{command}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let mut answer = String::new();
+    for _ in 0..100 {
+        answer = run(first.trim());
+        if answer.contains("x-tenant-id") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let echoed: serde_json::Value =
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(
+        echoed["headers"]["x-tenant-id"],
+        serde_json::json!([DEV_TENANT_ID])
+    );
+    assert!(echoed["headers"].get("x-session-token").is_none());
+
+    let echoed: serde_json::Value = serde_json::from_str(&run(spoofed.trim())).unwrap();
+    assert_eq!(
+        echoed["headers"]["x-tenant-id"],
+        serde_json::json!([DEV_TENANT_ID])
+    );
+
+    let minted = run(mint.trim());
+    assert_eq!(
+        minted.trim().split('.').count(),
+        3,
+        "a fresh token: {minted}"
+    );
+
+    terminate(&child);
+    assert_eq!(wait_for_exit(&mut child), Some(0));
+}
