@@ -21,7 +21,6 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::jtl::{self, Jtl};
 use crate::proxy::ingress::Ingress;
-use crate::proxy::upstream::Upstream;
 use crate::telemetry::Metrics;
 use crate::verify::SessionVerifier;
 
@@ -72,17 +71,11 @@ impl Server {
         ));
         let metrics = Metrics::new(&jtl, &verifier);
         let upstream_tls = jtl::http::client_tls_config(None).map_err(jtl::SetupError::Http)?;
-        let upstream = Upstream::new(
-            &config.ingress.upstream,
-            config.ingress.connect_timeout,
-            config.ingress.request_timeout,
-            upstream_tls,
-        );
         let ingress = Arc::new(Ingress::new(
             config.ingress.clone(),
             verifier,
             jtl.tokens.clone(),
-            upstream,
+            upstream_tls,
             Arc::clone(&metrics),
         ));
         let admin = Arc::new(Admin {
@@ -136,17 +129,75 @@ impl Server {
         let stop_traffic = CancellationToken::new();
         let stop_admin = CancellationToken::new();
 
-        let ingress = Arc::clone(&self.ingress);
-        let traffic = tokio::spawn(accept_loop(
-            self.ingress_listener,
-            Arc::clone(&builder),
-            Arc::clone(&graceful),
-            stop_traffic.clone(),
-            move |request: Request<Incoming>, peer: SocketAddr| {
-                let ingress = Arc::clone(&ingress);
-                async move { Ok::<_, Infallible>(ingress.handle(request, peer).await) }
-            },
-        ));
+        // Thread per core for the ingress, like nginx's worker processes: each thread runs
+        // its own single-threaded runtime, accepts on the shared socket and keeps its own
+        // upstream pool, so a request never hops between threads (measured: see README).
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let (accepting_done, mut accept_loops_ended) = tokio::sync::mpsc::channel::<()>(workers);
+        let drained = CancellationToken::new();
+        let mut worker_threads = Vec::new();
+        let shared_listener = match self.ingress_listener.into_std() {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::error!("cannot hand the ingress socket to the workers: {error}");
+                None
+            }
+        };
+        for index in 0..workers {
+            let Some(listener) = shared_listener.as_ref().and_then(|l| l.try_clone().ok()) else {
+                break;
+            };
+            let ingress = Arc::new(self.ingress.for_worker());
+            let builder = Arc::clone(&builder);
+            let graceful = Arc::clone(&graceful);
+            let stop = stop_traffic.clone();
+            let drained = drained.clone();
+            let accepting_done = accepting_done.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ingress-{index}"))
+                .spawn(move || {
+                    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        tracing::error!("cannot start ingress worker {index}");
+                        return;
+                    };
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                accept_loop(
+                                    listener,
+                                    builder,
+                                    graceful,
+                                    stop,
+                                    move |request: Request<Incoming>, peer: SocketAddr| {
+                                        let ingress = Arc::clone(&ingress);
+                                        async move {
+                                            Ok::<_, Infallible>(ingress.handle(request, peer).await)
+                                        }
+                                    },
+                                )
+                                .await
+                            }
+                            Err(error) => tracing::error!("ingress worker {index}: {error}"),
+                        }
+                        let _ = accepting_done.send(()).await;
+                        drop(accepting_done);
+                        // Connections accepted here are served by this runtime: keep it
+                        // running until the drain is over.
+                        drained.cancelled().await;
+                    });
+                });
+            match spawned {
+                Ok(handle) => worker_threads.push(handle),
+                Err(error) => tracing::error!("cannot start ingress worker {index}: {error}"),
+            }
+        }
+        drop(accepting_done);
+        drop(shared_listener);
         let admin = Arc::clone(&self.admin);
         // The admin listener keeps answering during the drain, so `/readyz` can say 503.
         let admin_loop = tokio::spawn(accept_loop(
@@ -173,7 +224,8 @@ impl Server {
         );
         self.admin.readiness.begin_shutdown();
         stop_traffic.cancel();
-        let _ = traffic.await;
+        // Every accept loop has ended (and dropped its socket) when the channel closes.
+        while accept_loops_ended.recv().await.is_some() {}
         // The accept loop has ended and dropped its handle: this one is the last.
         if let Ok(graceful) = Arc::try_unwrap(graceful) {
             if tokio::time::timeout(self.config.server.shutdown_grace, graceful.shutdown())
@@ -182,6 +234,10 @@ impl Server {
             {
                 tracing::warn!("shutdown grace period over; closing the connections still open");
             }
+        }
+        drained.cancel();
+        for thread in worker_threads {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         stop_admin.cancel();
         let _ = admin_loop.await;

@@ -178,7 +178,7 @@ fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
     };
     let header = json!({"alg": "EdDSA", "typ": "JWT"});
     let mut tokens = String::new();
-    for n in 0..count {
+    for _ in 0..count {
         let mut claims = state.session_claims(
             tenant_id,
             user_id,
@@ -187,7 +187,7 @@ fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
         );
         if count > 1 {
             // Distinct tokens for the same identity: a nonce claim.
-            claims["nonce"] = json!(n);
+            claims["nonce"] = json!(uuid::Uuid::new_v4().to_string());
         }
         if let Some(token) = state.mint_with_header(&header, &claims, &kid) {
             tokens.push_str(&token);

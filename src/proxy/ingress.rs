@@ -39,6 +39,8 @@ pub struct Ingress {
     token_folded: Vec<String>,
     verifier: Arc<SessionVerifier>,
     tokens: AccessTokens,
+    /// TLS settings for an `https://` upstream; kept to build one pool per worker.
+    upstream_tls: rustls::ClientConfig,
     upstream: Upstream,
     metrics: Arc<Metrics>,
 }
@@ -65,9 +67,15 @@ impl Ingress {
         settings: IngressConfig,
         verifier: Arc<SessionVerifier>,
         tokens: AccessTokens,
-        upstream: Upstream,
+        upstream_tls: rustls::ClientConfig,
         metrics: Arc<Metrics>,
     ) -> Ingress {
+        let upstream = Upstream::new(
+            &settings.upstream,
+            settings.connect_timeout,
+            settings.request_timeout,
+            upstream_tls.clone(),
+        );
         let identity = &settings.identity_headers;
         let mut identity_folded: Vec<String> = [
             &identity.tenant_id,
@@ -94,9 +102,21 @@ impl Ingress {
             token_folded,
             verifier,
             tokens,
+            upstream_tls,
             upstream,
             metrics,
         }
+    }
+
+    /// The same ingress with a connection pool of its own, for one worker thread.
+    pub fn for_worker(&self) -> Ingress {
+        Ingress::new(
+            self.settings.clone(),
+            Arc::clone(&self.verifier),
+            self.tokens.clone(),
+            self.upstream_tls.clone(),
+            Arc::clone(&self.metrics),
+        )
     }
 
     pub async fn handle(
@@ -107,7 +127,8 @@ impl Ingress {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight(Listener::Ingress);
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // Cloning a Uri shares its bytes; the path is only formatted if the line is logged.
+        let uri = request.uri().clone();
         let request_id = ensure_request_id(request.headers_mut());
         let cors_origin = if self.settings.cors_allowed_origins.is_empty() {
             None
@@ -130,7 +151,7 @@ impl Ingress {
         tracing::info!(
             listener = "ingress",
             method = %method,
-            path = %path,
+            path = %uri.path(),
             status,
             latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             tenant_id = session.as_ref().map(|s| s.tenant_id.to_string()),
@@ -254,12 +275,7 @@ impl Ingress {
             restore_upgrade(&mut headers, upgrade);
         }
 
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        let uri = match self.upstream.uri_for(path_and_query) {
+        let uri = match self.upstream.uri_for(parts.uri.path_and_query()) {
             Ok(uri) => uri,
             Err(error) => {
                 return Handled::new(

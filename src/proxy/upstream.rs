@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -30,8 +31,8 @@ pub enum UpstreamError {
 
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
-    /// `scheme://authority` of the upstream.
-    origin: String,
+    scheme: Scheme,
+    authority: Authority,
     /// The upstream URL's path without its trailing `/`, put before every request path.
     path_prefix: String,
     request_timeout: Duration,
@@ -58,30 +59,45 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector);
-        let origin = match url.port() {
-            Some(port) => format!(
-                "{}://{}:{port}",
-                url.scheme(),
-                url.host_str().unwrap_or_default()
-            ),
-            None => format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default()),
+        let host = url.host_str().unwrap_or_default();
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
         };
         Upstream {
             client,
-            origin,
+            // A validated http(s) URL always has a parsable scheme and authority.
+            scheme: if url.scheme() == "https" {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            },
+            authority: authority
+                .parse()
+                .unwrap_or_else(|_| Authority::from_static("invalid.invalid")),
             path_prefix: url.path().trim_end_matches('/').to_owned(),
             request_timeout,
         }
     }
 
     /// The upstream URI for a request's path and query, byte for byte.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
-        if !path_and_query.starts_with('/') {
-            return Err(UpstreamError::BadPath);
-        }
-        format!("{}{}{path_and_query}", self.origin, self.path_prefix)
-            .parse()
-            .map_err(|_| UpstreamError::BadPath)
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, UpstreamError> {
+        let path_and_query = match path_and_query {
+            Some(pq) if pq.as_str().starts_with('/') => pq,
+            _ => return Err(UpstreamError::BadPath),
+        };
+        let path_and_query = if self.path_prefix.is_empty() {
+            path_and_query.clone()
+        } else {
+            format!("{}{path_and_query}", self.path_prefix)
+                .parse()
+                .map_err(|_| UpstreamError::BadPath)?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|_| UpstreamError::BadPath)
     }
 
     /// Sends the request; fails when the upstream cannot be reached or sends no response

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Load benchmark: the sidecar against nginx, over loopback, in one run.
+#
+#   bash benches/load.sh            (DURATION=10s CONNECTIONS=256 THREADS=2 TOKENS=20000)
+#
+# Measures against the same backend (nginx `return 200`):
+#   1. the backend direct
+#   2. nginx proxy_pass with upstream keep-alive (the floor any production proxy pays)
+#   3. the sidecar, one reused token (verified-cache hit on every request)
+#   4. the sidecar, cache on, TOKENS distinct tokens (the cache holds them all; peak RSS)
+#   5. the sidecar, cache off, TOKENS distinct tokens (full Ed25519 verification each time)
+# and prints requests/s, p50/p99 latency, the sidecar's peak RSS and the ratios.
+# The sidecar runs as `dev --upstream` (its JTL emulator in-process), logging warnings only.
+# Installs wrk and nginx from Debian when missing. Only 127.0.0.1 is used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-256}"
+THREADS="${THREADS:-2}"
+TOKENS="${TOKENS:-20000}"
+BACKEND_PORT=18080 NGINX_PROXY_PORT=18081 INGRESS_PORT=18082 ADMIN_PORT=18083 EMULATOR_PORT=18090
+
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+  echo "== installing wrk and nginx from Debian"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+fi
+
+echo "== building the release binary"
+cargo build --release --locked --quiet
+BIN="$PWD/target/release/jtl-auth-sidecar"
+
+WORK="$(mktemp -d)"
+SIDECAR_PID=""
+cleanup() {
+  [ -n "$SIDECAR_PID" ] && kill "$SIDECAR_PID" 2>/dev/null || true
+  nginx -p "$WORK" -c "$WORK/nginx.conf" -s stop 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 "ok\n"; } }
+  server {
+    listen 127.0.0.1:$NGINX_PROXY_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+nginx -p "$WORK" -c "$WORK/nginx.conf"
+
+cat > "$WORK/tokens.lua" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
+local i = math.random(#tokens)
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+
+# wrk_run NAME URL [TOKENS_FILE]: prints "NAME req/s p50 p99" into $WORK/results
+wrk_run() {
+  local name="$1" url="$2" tokens_file="${3:-}"
+  local out
+  if [ -n "$tokens_file" ]; then
+    out="$(TOKENS_FILE="$tokens_file" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")"
+  else
+    out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")"
+  fi
+  local rps p50 p99 non2xx
+  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
+  p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+  non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
+  if [ -n "$non2xx" ]; then
+    echo "error: $name answered $non2xx non-2xx responses" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  echo "$name $rps $p50 $p99" >> "$WORK/results"
+  printf '  %-34s %10s req/s   p50 %-9s p99 %s\n' "$name" "$rps" "$p50" "$p99"
+}
+
+# start_sidecar CACHE_ENTRIES: the sidecar in dev mode in front of the nginx backend
+start_sidecar() {
+  JTL_SIDECAR_INGRESS__LISTEN="127.0.0.1:$INGRESS_PORT" \
+  JTL_SIDECAR_ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
+  JTL_SIDECAR_EGRESS__LISTEN="" \
+  JTL_SIDECAR_JTL__TOKEN_URL="http://127.0.0.1:$EMULATOR_PORT/oauth2/token" \
+  JTL_SIDECAR_JTL__API_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
+  JTL_SIDECAR_SESSION__VERIFIED_CACHE_ENTRIES="$1" \
+  JTL_SIDECAR_LOG__LEVEL=warn \
+    "$BIN" dev --upstream "http://127.0.0.1:$BACKEND_PORT" > "$WORK/sidecar.out" 2> "$WORK/sidecar.err" &
+  SIDECAR_PID=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "error: the sidecar did not become ready" >&2; cat "$WORK/sidecar.err" >&2; exit 1
+}
+
+stop_sidecar() {
+  kill "$SIDECAR_PID"; wait "$SIDECAR_PID" 2>/dev/null || true; SIDECAR_PID=""
+}
+
+mint() { # mint COUNT FILE: tokens from the emulator, 1000 per request
+  : > "$2"
+  local left="$1"
+  while [ "$left" -gt 0 ]; do
+    local n=$(( left < 1000 ? left : 1000 ))
+    curl -sf "http://127.0.0.1:$EMULATOR_PORT/_emulator/session-token?count=$n&lifetime_s=7200" >> "$2"
+    left=$(( left - n ))
+  done
+}
+
+# Peak RSS of the sidecar since the last reset, in MB. clear_refs 5 resets the peak, so
+# the tokens minted before a run do not count.
+reset_peak() { echo 5 > "/proc/$SIDECAR_PID/clear_refs" 2>/dev/null || true; }
+peak_mb() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$SIDECAR_PID/status"; }
+
+echo "== $CONNECTIONS connections, $THREADS wrk threads, $DURATION per run, $(nproc) cores"
+: > "$WORK/results"
+wrk_run backend_direct "http://127.0.0.1:$BACKEND_PORT/bench"
+wrk_run nginx_proxy_pass "http://127.0.0.1:$NGINX_PROXY_PORT/bench"
+
+start_sidecar 100000
+mint 1 "$WORK/one.txt"
+mint "$TOKENS" "$WORK/many.txt"
+reset_peak
+wrk_run sidecar_cache_hit "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/one.txt"
+RSS_HIT="$(peak_mb)"
+reset_peak
+wrk_run sidecar_cache_on_many_tokens "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt"
+RSS_MANY="$(peak_mb)"
+CACHED="$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/verified_cache_lookups_total\{result="miss"\}/ {print $2}')"
+stop_sidecar
+
+start_sidecar 0
+mint "$TOKENS" "$WORK/many.txt"
+reset_peak
+wrk_run sidecar_full_verification "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt"
+RSS_FULL="$(peak_mb)"
+stop_sidecar
+
+rps() { awk -v n="$1" '$1 == n {print $2}' "$WORK/results"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo
+echo "== peak RSS of the sidecar (MB): cache hit $RSS_HIT, $TOKENS tokens cached $RSS_MANY (cache misses: $CACHED), cache off $RSS_FULL"
+echo "== ratios"
+echo "  sidecar cache hit / nginx proxy_pass:       $(ratio "$(rps sidecar_cache_hit)" "$(rps nginx_proxy_pass)")  (target >= 1.0)"
+echo "  sidecar cache hit / backend direct:         $(ratio "$(rps sidecar_cache_hit)" "$(rps backend_direct)")"
+echo "  nginx proxy_pass / backend direct:          $(ratio "$(rps nginx_proxy_pass)" "$(rps backend_direct)")"
+echo "  full verification / cache hit:              $(ratio "$(rps sidecar_full_verification)" "$(rps sidecar_cache_hit)")"
+echo "  full verification req/s vs one core of ring Ed25519 (RING_VERIFY_US=${RING_VERIFY_US:-29.6} µs):" \
+  "$(awk -v r="$(rps sidecar_full_verification)" -v us="${RING_VERIFY_US:-29.6}" 'BEGIN {printf "%.2f", r / (1e6 / us)}')  (target >= 0.80)"
