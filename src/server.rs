@@ -24,6 +24,9 @@ use crate::proxy::ingress::Ingress;
 use crate::telemetry::Metrics;
 use crate::verify::SessionVerifier;
 
+const HTTP2_KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const HTTP2_KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{key}: cannot listen on {addr}: {source}")]
@@ -124,7 +127,14 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.server.header_read_timeout);
+        // HTTP/2 clients that stop answering pings are dropped rather than held forever.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
         let builder = Arc::new(builder);
+        let first_request_deadline = self.config.server.header_read_timeout;
         let graceful = Arc::new(GracefulShutdown::new());
         let stop_traffic = CancellationToken::new();
         let stop_admin = CancellationToken::new();
@@ -173,6 +183,7 @@ impl Server {
                                     builder,
                                     graceful,
                                     stop,
+                                    first_request_deadline,
                                     move |request: Request<Incoming>, peer: SocketAddr| {
                                         let ingress = Arc::clone(&ingress);
                                         async move {
@@ -205,6 +216,7 @@ impl Server {
             Arc::clone(&builder),
             Arc::new(GracefulShutdown::new()),
             stop_admin.clone(),
+            first_request_deadline,
             move |request: Request<Incoming>, _peer: SocketAddr| {
                 let admin = Arc::clone(&admin);
                 async move { Ok::<_, Infallible>(admin.handle(&request)) }
@@ -262,6 +274,7 @@ async fn accept_loop<F, Fut>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     stop: CancellationToken,
+    first_request_deadline: std::time::Duration,
     handler: F,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -283,13 +296,36 @@ async fn accept_loop<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |request| handler(request, peer));
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let service = service_fn({
+            let started = Arc::clone(&started);
+            move |request| {
+                started.store(true, std::sync::atomic::Ordering::Relaxed);
+                handler(request, peer)
+            }
+        });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // A client must complete its first request head within header_read_timeout,
+            // whatever the protocol: hyper's own timeout covers HTTP/1 heads only, not the
+            // silence before the first byte or a slow HTTP/2 preface (slowloris).
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = &mut connection => Some(result),
+                _ = tokio::time::sleep(first_request_deadline) => None,
+            };
+            let result = match result {
+                Some(result) => result,
+                None if started.load(std::sync::atomic::Ordering::Relaxed) => connection.await,
+                None => {
+                    tracing::debug!("closed a connection from {peer}: no request within the header read timeout");
+                    return;
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!("connection from {peer} ended: {error}");
             }
         });

@@ -675,3 +675,99 @@ async fn readiness_names_what_is_missing() {
     let missing = answer.json()["missing"].clone();
     assert_eq!(missing, json!(["access_token", "jwks"]));
 }
+
+#[tokio::test]
+async fn silent_connections_and_slow_http2_prefaces_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start("[server]\nheader_read_timeout_ms = 300").await;
+    for opening in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addresses.ingress)
+            .await
+            .unwrap();
+        stream.write_all(opening).await.unwrap();
+        let mut buffer = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the sidecar closed the connection after {:?}",
+            String::from_utf8_lossy(opening)
+        );
+    }
+}
+
+#[tokio::test]
+async fn connection_cannot_remove_host_request_id_or_forwarding_headers() {
+    let proxy = Proxy::start("").await;
+    let (status, text) = raw(
+        proxy.addresses.ingress,
+        &format!(
+            "GET /x HTTP/1.1\r\nHost: shop.example\r\nAuthorization: Bearer {}\r\nX-Request-ID: req-7\r\nConnection: close, X-Request-ID, Host, X-Forwarded-Host, Content-Length\r\n\r\n",
+            proxy.token()
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let echo: serde_json::Value =
+        serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(echo["headers"]["host"], json!(["shop.example"]));
+    assert_eq!(echo["headers"]["x-request-id"], json!(["req-7"]));
+    assert_eq!(echo["headers"]["x-forwarded-host"], json!(["shop.example"]));
+}
+
+#[tokio::test]
+async fn underscore_spellings_of_forwarding_headers_are_dropped() {
+    let proxy = Proxy::start("").await;
+    let answer = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&proxy.token())),
+            ("X_Forwarded_Proto", "https"),
+            ("X_Forwarded_For", "10.9.9.9"),
+            ("X_Request_ID", "spoofed"),
+        ],
+    )
+    .await;
+    for name in ["x_forwarded_proto", "x_forwarded_for", "x_request_id"] {
+        assert!(answer.echoed(name).is_empty(), "{name} reached the backend");
+    }
+    assert_eq!(answer.echoed("x-forwarded-proto"), ["http"]);
+}
+
+#[tokio::test]
+async fn trace_and_connect_are_not_forwarded() {
+    let proxy = Proxy::start("").await;
+    let token = proxy.token();
+    let trace = Request::builder()
+        .method("TRACE")
+        .uri(proxy.url("/x"))
+        .header("authorization", bearer(&token))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(trace).await.status, 405);
+    let (status, _) = raw(
+        proxy.addresses.ingress,
+        &format!("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert_eq!(proxy.backend_hits(), 0);
+}
+
+#[tokio::test]
+async fn readiness_is_lost_when_the_access_token_expires_and_cannot_be_renewed() {
+    let proxy = Proxy::start("").await;
+    let ready = || async { get(&proxy.admin_url("/readyz"), &[]).await };
+    for _ in 0..200 {
+        if ready().await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ready().await.status, 200);
+    proxy.emulator.set_token_failure(Failure::Status(503));
+    proxy.clock.advance(Duration::from_secs(3600));
+    let answer = ready().await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.json()["missing"], json!(["access_token"]));
+}

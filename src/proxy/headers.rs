@@ -28,6 +28,19 @@ pub fn folded(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
+/// Removes the `_` spellings of headers the proxy sets itself (`X_Forwarded_For`...),
+/// which CGI-style backends would read as the real ones.
+pub fn strip_underscore_variants(headers: &mut HeaderMap, folded_names: &[String]) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_') && folded_names.contains(&folded(name.as_str())))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
 /// Removes every header whose folded name is in `folded_names`, all occurrences.
 pub fn strip_folded(headers: &mut HeaderMap, folded_names: &[String]) {
     let doomed: Vec<HeaderName> = headers
@@ -47,6 +60,18 @@ pub fn strip_folded(headers: &mut HeaderMap, folded_names: &[String]) {
     }
 }
 
+/// Headers a client's `Connection` may not name: dropping them would change the
+/// message (`Content-Length`) or the proxy's own forwarding headers.
+const NOT_HOP_BY_HOP: [&str; 7] = [
+    "host",
+    "content-length",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+];
+
 /// Removes the headers named in `Connection` and the fixed hop-by-hop set, keeping
 /// `TE: trailers`. Returns the `Upgrade` value when the message asked for an upgrade,
 /// so the caller can carry it to the next hop on purpose.
@@ -60,7 +85,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
                 wants_upgrade = true;
             }
             if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
-                named.push(name);
+                if !NOT_HOP_BY_HOP.contains(&name.as_str()) {
+                    named.push(name);
+                }
             }
         }
     }
@@ -137,6 +164,34 @@ mod tests {
         assert_eq!(headers.len(), 2);
         assert_eq!(headers["x-other"], "stays");
         assert_eq!(headers["te"], "trailers");
+    }
+
+    #[test]
+    fn connection_cannot_name_what_the_proxy_forwards() {
+        let mut headers = map(&[
+            (
+                "connection",
+                "Host, Content-Length, X-Request-ID, X-Forwarded-For",
+            ),
+            ("host", "a"),
+            ("content-length", "0"),
+            ("x-request-id", "r"),
+            ("x-forwarded-for", "1.2.3.4"),
+        ]);
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 4);
+    }
+
+    #[test]
+    fn underscore_spellings_of_forwarding_headers_go() {
+        let mut headers = map(&[
+            ("x_forwarded_proto", "https"),
+            ("x-forwarded-proto", "http"),
+            ("x_other", "1"),
+        ]);
+        strip_underscore_variants(&mut headers, &[folded("X-Forwarded-Proto")]);
+        assert_eq!(headers.len(), 2);
+        assert!(headers.contains_key("x-forwarded-proto") && headers.contains_key("x_other"));
     }
 
     #[test]

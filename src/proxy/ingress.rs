@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{AUTHORIZATION, HOST};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use super::errors::{error_response, unavailable, ErrorCode};
-use super::headers::{folded, remove_hop_by_hop, restore_upgrade, strip_folded};
+use super::headers::{
+    folded, remove_hop_by_hop, restore_upgrade, strip_folded, strip_underscore_variants,
+};
 use super::upstream::{Upstream, UpstreamError};
 use super::{cors, paths, streamed_body, ProxyBody};
 use crate::config::IngressConfig;
@@ -37,6 +39,8 @@ pub struct Ingress {
     identity_folded: Vec<String>,
     /// Folded names of the token headers: removed before forwarding however spelled.
     token_folded: Vec<String>,
+    /// Folded names of the forwarding headers the sidecar sets.
+    forwarding_folded: Vec<String>,
     verifier: Arc<SessionVerifier>,
     tokens: AccessTokens,
     /// TLS settings for an `https://` upstream; kept to build one pool per worker.
@@ -100,6 +104,15 @@ impl Ingress {
             settings,
             identity_folded,
             token_folded,
+            forwarding_folded: [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-request-id",
+                "forwarded",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             verifier,
             tokens,
             upstream_tls,
@@ -163,8 +176,20 @@ impl Ingress {
     }
 
     async fn route(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Handled {
-        // 1. Identity headers from the client never survive, on any path.
+        // 1. Identity headers from the client never survive, on any path; nor do `_`
+        // spellings of the forwarding headers the sidecar sets.
         strip_folded(request.headers_mut(), &self.identity_folded);
+        strip_underscore_variants(request.headers_mut(), &self.forwarding_folded);
+
+        // Methods that reflect or tunnel are never forwarded with credentials.
+        if request.method() == Method::TRACE || request.method() == Method::CONNECT {
+            let mut response = error_response(
+                ErrorCode::InvalidRequest,
+                "TRACE and CONNECT are not forwarded.",
+            );
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            return Handled::new(response, "method_not_allowed");
+        }
 
         // 3. Preflights and public paths pass without a token.
         if cors::is_preflight(request.method(), request.headers()) {
@@ -267,6 +292,9 @@ impl Ingress {
 
         let upgrade = remove_hop_by_hop(&mut headers);
         strip_folded(&mut headers, &self.token_folded);
+        if parts.version == Version::HTTP_2 {
+            join_cookies(&mut headers);
+        }
         if let Some(verified) = &verified {
             self.set_identity(&mut headers, verified);
         }
@@ -321,6 +349,9 @@ impl Ingress {
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(upgrade) = remove_hop_by_hop(response.headers_mut()) {
+                restore_upgrade(response.headers_mut(), upgrade);
+            }
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
                 tokio::spawn(async move {
@@ -433,6 +464,23 @@ fn bearer_token(value: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| rest.trim_start_matches(' ').trim_end())
+}
+
+/// HTTP/2 lets a client split `Cookie` into several fields; an HTTP/1.1 backend
+/// expects one, joined with `; ` (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(http::header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(http::header::COOKIE, value);
+    }
 }
 
 /// `X-Request-ID` from the client, or a new one; returned for the log line.
@@ -564,6 +612,14 @@ mod tests {
         assert_eq!(claim_value(Some(&Value::from("a\r\nb"))), None);
         assert_eq!(claim_value(Some(&serde_json::json!({"a": 1}))), None);
         assert_eq!(claim_value(None), None);
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined() {
+        let mut map = headers(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        join_cookies(&mut map);
+        assert_eq!(map.get_all("cookie").iter().count(), 1);
+        assert_eq!(map["cookie"], "a=1; b=2");
     }
 
     #[test]
