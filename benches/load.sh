@@ -34,21 +34,35 @@ WORK="$(mktemp -d)"
 SIDECAR_PID=""
 cleanup() {
   [ -n "$SIDECAR_PID" ] && kill "$SIDECAR_PID" 2>/dev/null || true
-  nginx -p "$WORK" -c "$WORK/nginx.conf" -s stop 2>/dev/null || true
+  nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" -s stop 2>/dev/null || true
+  nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" -s stop 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-cat > "$WORK/nginx.conf" <<NGINX
+# Two nginx instances, so that nginx-as-proxy runs in processes of its own, as the
+# sidecar does: the backend answers `return 200`, the proxy forwards to it with keep-alive.
+mkdir -p "$WORK/backend" "$WORK/proxy"
+cat > "$WORK/backend/nginx.conf" <<NGINX
 worker_processes auto;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log warn;
+pid $WORK/backend/nginx.pid;
+error_log $WORK/backend/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 "ok\n"; } }
+}
+NGINX
+cat > "$WORK/proxy/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/proxy/nginx.pid;
+error_log $WORK/proxy/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
-  server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 "ok\n"; } }
   server {
     listen 127.0.0.1:$NGINX_PROXY_PORT;
     location / {
@@ -59,7 +73,8 @@ http {
   }
 }
 NGINX
-nginx -p "$WORK" -c "$WORK/nginx.conf"
+nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf"
+nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
 
 cat > "$WORK/tokens.lua" <<'LUA'
 local tokens = {}
@@ -114,6 +129,7 @@ start_sidecar() {
 
 stop_sidecar() {
   kill "$SIDECAR_PID"; wait "$SIDECAR_PID" 2>/dev/null || true; SIDECAR_PID=""
+  while curl -s "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1; do sleep 0.2; done
 }
 
 mint() { # mint COUNT FILE: tokens from the emulator, 1000 per request

@@ -49,7 +49,9 @@ pub struct Addresses {
 /// A server whose listeners are bound and whose parts are built, not yet running.
 pub struct Server {
     config: Config,
-    ingress_listener: TcpListener,
+    /// One socket per worker thread, all on the ingress address (SO_REUSEPORT), so the
+    /// kernel spreads connections evenly over the workers.
+    ingress_listeners: Vec<std::net::TcpListener>,
     admin_listener: TcpListener,
     addresses: Addresses,
     jtl: Jtl,
@@ -66,12 +68,21 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 impl Server {
     pub async fn bind(config: Config, clock: Clock) -> Result<Server, StartError> {
         let jtl = Jtl::from_config(&config, clock.clone())?;
-        let verifier = Arc::new(SessionVerifier::new(
-            jtl.keys.clone(),
-            config.session.token_policy(),
-            clock,
-            config.session.verified_cache_entries,
-        ));
+        let forwarded_claims = config
+            .ingress
+            .claim_headers
+            .iter()
+            .map(|c| c.claim.clone())
+            .collect();
+        let verifier = Arc::new(
+            SessionVerifier::new(
+                jtl.keys.clone(),
+                config.session.token_policy(),
+                clock,
+                config.session.verified_cache_entries,
+            )
+            .keeping_claims(forwarded_claims),
+        );
         let metrics = Metrics::new(&jtl, &verifier);
         let upstream_tls = jtl::http::client_tls_config(None).map_err(jtl::SetupError::Http)?;
         let ingress = Arc::new(Ingress::new(
@@ -85,15 +96,27 @@ impl Server {
             readiness: Readiness::new(jtl.clone()),
             metrics,
         });
-        let ingress_listener = bind("ingress.listen", config.ingress.listen).await?;
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let first = bind_reuse_port("ingress.listen", config.ingress.listen)?;
+        let ingress_addr = first.local_addr().map_err(|source| StartError::Bind {
+            key: "ingress.listen",
+            addr: config.ingress.listen,
+            source,
+        })?;
+        let mut ingress_listeners = vec![first];
+        for _ in 1..workers {
+            ingress_listeners.push(bind_reuse_port("ingress.listen", ingress_addr)?);
+        }
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
         let addresses = Addresses {
-            ingress: local_addr("ingress.listen", &ingress_listener)?,
+            ingress: ingress_addr,
             admin: local_addr("admin.listen", &admin_listener)?,
         };
         Ok(Server {
             config,
-            ingress_listener,
+            ingress_listeners,
             admin_listener,
             addresses,
             jtl,
@@ -142,23 +165,11 @@ impl Server {
         // Thread per core for the ingress, like nginx's worker processes: each thread runs
         // its own single-threaded runtime, accepts on the shared socket and keeps its own
         // upstream pool, so a request never hops between threads (measured: see README).
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let workers = self.ingress_listeners.len();
         let (accepting_done, mut accept_loops_ended) = tokio::sync::mpsc::channel::<()>(workers);
         let drained = CancellationToken::new();
         let mut worker_threads = Vec::new();
-        let shared_listener = match self.ingress_listener.into_std() {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                tracing::error!("cannot hand the ingress socket to the workers: {error}");
-                None
-            }
-        };
-        for index in 0..workers {
-            let Some(listener) = shared_listener.as_ref().and_then(|l| l.try_clone().ok()) else {
-                break;
-            };
+        for (index, listener) in self.ingress_listeners.into_iter().enumerate() {
             let ingress = Arc::new(self.ingress.for_worker());
             let builder = Arc::clone(&builder);
             let graceful = Arc::clone(&graceful);
@@ -208,7 +219,6 @@ impl Server {
             }
         }
         drop(accepting_done);
-        drop(shared_listener);
         let admin = Arc::clone(&self.admin);
         // The admin listener keeps answering during the drain, so `/readyz` can say 503.
         let admin_loop = tokio::spawn(accept_loop(
@@ -256,6 +266,24 @@ impl Server {
         background.cancel();
         tracing::info!("stopped");
     }
+}
+
+/// A listening socket with SO_REUSEPORT (and SO_REUSEADDR), non-blocking, for one
+/// worker's runtime.
+fn bind_reuse_port(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<std::net::TcpListener, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let error = |source| StartError::Bind { key, addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(error)?;
+    socket.set_reuse_address(true).map_err(error)?;
+    socket.set_reuse_port(true).map_err(error)?;
+    socket.set_nonblocking(true).map_err(error)?;
+    socket.bind(&addr.into()).map_err(error)?;
+    socket.listen(1024).map_err(error)?;
+    Ok(socket.into())
 }
 
 fn local_addr(key: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {

@@ -38,16 +38,14 @@ const MAX_CACHE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The key that verified a token: its `kid` (when it has one) and its thumbprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SignerId {
-    kid: Option<String>,
-    thumbprint: String,
+    kid: Option<Arc<str>>,
+    thumbprint: Arc<str>,
 }
 
 impl SignerId {
     fn of(key: &crate::jose::Ed25519Key) -> Self {
-        SignerId {
-            kid: key.kid().map(str::to_owned),
-            thumbprint: key.thumbprint().to_owned(),
-        }
+        let (kid, thumbprint) = key.shared_ids();
+        SignerId { kid, thumbprint }
     }
 
     /// Whether the set still holds this key under the same `kid`: a key that left the
@@ -57,7 +55,7 @@ impl SignerId {
             Some(kid) => loaded
                 .set
                 .get(kid)
-                .is_some_and(|key| key.thumbprint() == self.thumbprint),
+                .is_some_and(|key| key.thumbprint() == &*self.thumbprint),
             None => loaded.set.contains_thumbprint(&self.thumbprint),
         }
     }
@@ -91,6 +89,8 @@ pub struct SessionVerifier {
     /// Keyed by the SHA-256 of the whole token, so memory stays small and the token
     /// itself is not kept.
     cache: Option<Cache<[u8; 32], Arc<CachedSession>>>,
+    /// Claims a session keeps (those of `[ingress.claim_headers]`); `None` keeps all.
+    kept_claims: Option<Vec<String>>,
     counts: CacheCounts,
 }
 
@@ -108,8 +108,16 @@ impl SessionVerifier {
             policy,
             clock,
             cache,
+            kept_claims: None,
             counts: CacheCounts::default(),
         }
+    }
+
+    /// Keeps only these claims in each session (besides the typed identity), so a cache
+    /// of many tokens holds only what the proxy forwards.
+    pub fn keeping_claims(mut self, names: Vec<String>) -> Self {
+        self.kept_claims = Some(names);
+        self
     }
 
     pub fn keys(&self) -> &KeySet {
@@ -200,10 +208,17 @@ impl SessionVerifier {
             }
             Err(error) => return Err(VerifyError::Rejected(error)),
         };
-        let session = self
+        let mut session = self
             .policy
             .session_from(jws.into_payload(), self.clock.now_s())
             .map_err(VerifyError::Rejected)?;
+        if let Some(kept) = &self.kept_claims {
+            if kept.is_empty() {
+                session.claims = serde_json::Map::new();
+            } else {
+                session.claims.retain(|name, _| kept.contains(name));
+            }
+        }
         Ok((Arc::new(session), signer))
     }
 }

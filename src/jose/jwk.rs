@@ -1,5 +1,7 @@
 //! Ed25519 public keys from JWKs (RFC 8037), and the key set a token is checked against.
 
+use std::sync::Arc;
+
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use ring::digest;
 use ring::signature::{UnparsedPublicKey, ED25519};
@@ -13,9 +15,10 @@ use super::json;
 /// prime-order subgroup (neither small-order nor mixed-order).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Ed25519Key {
-    kid: Option<String>,
+    /// Shared, so that cached verifications can name their key without copying.
+    kid: Option<Arc<str>>,
     public: [u8; 32],
-    thumbprint: String,
+    thumbprint: Arc<str>,
 }
 
 impl std::fmt::Debug for Ed25519Key {
@@ -51,9 +54,9 @@ impl Ed25519Key {
         if !point.is_torsion_free() {
             return Err(KeyError::MixedOrder);
         }
-        let thumbprint = thumbprint_of(&public);
+        let thumbprint = thumbprint_of(&public).into();
         Ok(Ed25519Key {
-            kid,
+            kid: kid.map(Arc::from),
             public,
             thumbprint,
         })
@@ -106,6 +109,11 @@ impl Ed25519Key {
     /// The RFC 7638 JWK thumbprint: names the key material itself, whatever its `kid`.
     pub fn thumbprint(&self) -> &str {
         &self.thumbprint
+    }
+
+    /// The `kid` and thumbprint as shared strings (cheap to keep per cached token).
+    pub fn shared_ids(&self) -> (Option<Arc<str>>, Arc<str>) {
+        (self.kid.clone(), Arc::clone(&self.thumbprint))
     }
 
     /// Ed25519 verification with ring. `signature` must be exactly 64 bytes.
