@@ -771,3 +771,46 @@ async fn readiness_is_lost_when_the_access_token_expires_and_cannot_be_renewed()
     assert_eq!(answer.status, 503);
     assert_eq!(answer.json()["missing"], json!(["access_token"]));
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A backend that counts the connections it accepts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    let proxy = Proxy::start_with_upstream(&format!("http://{addr}"), "").await;
+    let token = proxy.token();
+    for _ in 0..30 {
+        let answer = get(&proxy.url("/x"), &[("authorization", &bearer(&token))]).await;
+        assert_eq!((answer.status, answer.body.as_ref()), (200, &b"ok"[..]));
+    }
+    // One pooled connection per worker thread at most, not one per request.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    assert!(
+        accepted.load(Ordering::SeqCst) <= workers,
+        "{} connections",
+        accepted.load(Ordering::SeqCst)
+    );
+}

@@ -369,7 +369,7 @@ impl Ingress {
             // 7. The answer, unchanged apart from hop-by-hop headers.
             remove_hop_by_hop(response.headers_mut());
         }
-        Handled::new(response.map(streamed_body), "forwarded")
+        Handled::new(response, "forwarded")
     }
 
     fn set_identity(&self, headers: &mut HeaderMap, verified: &Verified<'_>) {

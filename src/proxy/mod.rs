@@ -6,6 +6,7 @@ pub mod errors;
 pub mod headers;
 pub mod ingress;
 pub mod paths;
+pub mod pool;
 pub mod upstream;
 
 use bytes::Bytes;

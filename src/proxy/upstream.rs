@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
-use super::ProxyBody;
+use std::sync::Arc;
+
+use super::pool::Http1Pool;
+use super::{streamed_body, ProxyBody};
 
 /// Pooled connections idle longer than this are closed. Node's default keep-alive
 /// timeout is 5 s; reusing a connection the backend already closed fails the request.
@@ -30,6 +32,9 @@ pub enum UpstreamError {
 }
 
 pub struct Upstream {
+    /// For an `http://` backend (the usual sidecar case): the lean per-worker pool.
+    plain: Option<Arc<Http1Pool>>,
+    /// For an `https://` backend: hyper-util's client with rustls.
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     scheme: Scheme,
     authority: Authority,
@@ -64,7 +69,10 @@ impl Upstream {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         };
+        let plain = (url.scheme() == "http")
+            .then(|| Http1Pool::new(authority.clone(), connect_timeout, POOL_IDLE_TIMEOUT));
         Upstream {
+            plain,
             client,
             // A validated http(s) URL always has a parsable scheme and authority.
             scheme: if url.scheme() == "https" {
@@ -105,12 +113,23 @@ impl Upstream {
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(UpstreamError::Unreachable(innermost(&error))),
-            Err(_) => Err(UpstreamError::Timeout(self.request_timeout.as_millis())),
-        }
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let exchange = async {
+            match &self.plain {
+                Some(pool) => pool.send(request).await,
+                None => self
+                    .client
+                    .request(request)
+                    .await
+                    .map(|response| response.map(streamed_body))
+                    .map_err(|error| UpstreamError::Unreachable(innermost(&error))),
+            }
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(
+                self.request_timeout.as_millis(),
+            )))
     }
 }
 
