@@ -88,10 +88,19 @@ fn report_invalid(path: &Path, errors: &config::ConfigErrors) {
     eprintln!("{errors}");
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `work` on a multi-threaded runtime (background tasks, admin; the ingress has
+/// worker threads of its own).
+fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::from(EXIT_START_FAILURE)
+        }
+    }
 }
 
 fn run(path: &Path) -> ExitCode {
@@ -106,14 +115,7 @@ fn run(path: &Path) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_START_FAILURE);
-        }
-    };
-    runtime.block_on(async {
+    block_on(async {
         match Server::bind(loaded.config, Clock::system()).await {
             Ok(server) => {
                 server.run(shutdown_signal()).await;
@@ -141,14 +143,7 @@ fn run_dev(upstream: Option<Url>) -> ExitCode {
         }
     };
     telemetry::init_logging(&config.log, true);
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_START_FAILURE);
-        }
-    };
-    runtime.block_on(async {
+    block_on(async {
         match dev::run(config, upstream, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

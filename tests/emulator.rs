@@ -260,7 +260,7 @@ async fn api_echo_reflects_the_request_and_demands_a_bearer() {
     assert_eq!(echo["query"], "page=2&x=%2F");
     assert_eq!(
         echo["headers"]["x-tenant-id"],
-        "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+        serde_json::json!(["7c9e6679-7425-40de-944b-e07fc1f90ae7"])
     );
     assert_eq!(echo["body"], "{\"a\":1}");
     assert_eq!(response.headers["x-ratelimit-remaining"], "999");

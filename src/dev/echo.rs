@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::emulator::describe_request;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response};
@@ -15,13 +16,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use ring::digest;
-use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// Bodies up to this size are echoed in full; larger ones by length and digest only.
-const ECHOED_BODY_MAX: usize = 64 * 1024;
 
 /// A running echo backend; stops when dropped.
 pub struct EchoBackend {
@@ -87,43 +83,13 @@ impl EchoBackend {
 }
 
 async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let method = request.method().to_string();
-    let version = format!("{:?}", request.version());
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
-    let mut headers = Map::new();
-    for (name, value) in request.headers() {
-        let value = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
-        match headers.get_mut(name.as_str()) {
-            Some(Value::Array(values)) => values.push(value),
-            _ => {
-                headers.insert(name.as_str().to_owned(), Value::Array(vec![value]));
-            }
-        }
-    }
-    let body = request
-        .into_body()
+    let (parts, body) = request.into_parts();
+    let body = body
         .collect()
         .await
         .map(|collected| collected.to_bytes())
         .unwrap_or_default();
-    let sha256: String = digest::digest(&digest::SHA256, &body)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let echoed_body =
-        (body.len() <= ECHOED_BODY_MAX).then(|| String::from_utf8_lossy(&body).into_owned());
-    let answer = json!({
-        "method": method,
-        "version": version,
-        "path": path,
-        "query": query,
-        "headers": headers,
-        "body": echoed_body,
-        "body_length": body.len(),
-        "body_sha256": sha256,
-    });
+    let answer = describe_request(&parts, &body);
     let mut response = Response::new(Full::new(Bytes::from(
         serde_json::to_string_pretty(&answer).unwrap_or_default() + "\n",
     )));

@@ -4,8 +4,11 @@
 //! bearer), key rotation, an API echo, and minting of session tokens. Switches make each
 //! endpoint fail or slow down; counters tell how often each was called.
 
+mod describe;
 mod routes;
 mod server;
+
+pub use describe::describe_request;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -310,15 +313,8 @@ impl Emulator {
         tenant_slug: &str,
         lifetime: Duration,
     ) -> Value {
-        let now = self.state.clock.now_s();
-        json!({
-            "exp": now + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2),
-            "iat": now,
-            "userId": user_id,
-            "tenantId": tenant_id,
-            "tenantSlug": tenant_slug,
-            "kid": "emulated-customer",
-        })
+        self.state
+            .session_claims(tenant_id, user_id, tenant_slug, lifetime)
     }
 
     /// Signs `claims` with the key `kid`, as JTL does: header `{"alg":"EdDSA","typ":"JWT"}`,

@@ -11,9 +11,9 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::{lock, Failure, State, JWKS_PATH, MINT_PATH, TOKEN_PATH};
+use super::{describe_request, lock, Failure, State, JWKS_PATH, MINT_PATH, TOKEN_PATH};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -105,7 +105,7 @@ async fn token_endpoint(state: &State, request: Request<Incoming>) -> Reply {
         );
         return reply;
     }
-    let Some(body) = read_body(request).await else {
+    let Some(body) = read_body(request.into_body()).await else {
         return json_reply(
             StatusCode::BAD_REQUEST,
             &json!({"error": "invalid_request"}),
@@ -243,40 +243,14 @@ async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
     if !bearer_is_valid(state, &request) {
         return unauthorized_bearer();
     }
-    let method = request.method().to_string();
-    let version = format!("{:?}", request.version());
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
-    let mut headers = Map::new();
-    for (name, value) in request.headers() {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            _ => {
-                headers.insert(name.as_str().to_owned(), Value::String(value));
-            }
-        }
-    }
-    let Some(body) = read_body(request).await else {
+    let (parts, body) = request.into_parts();
+    let Some(body) = read_body(body).await else {
         return json_reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             &json!({"error": "body too large"}),
         );
     };
-    let mut reply = json_reply(
-        StatusCode::OK,
-        &json!({
-            "method": method,
-            "version": version,
-            "path": path,
-            "query": query,
-            "headers": headers,
-            "body": String::from_utf8_lossy(&body),
-        }),
-    );
+    let mut reply = json_reply(StatusCode::OK, &describe_request(&parts, &body));
     reply
         .headers_mut()
         .insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
@@ -286,8 +260,8 @@ async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
     reply
 }
 
-async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
-    Limited::new(request.into_body(), MAX_BODY)
+async fn read_body(body: Incoming) -> Option<Bytes> {
+    Limited::new(body, MAX_BODY)
         .collect()
         .await
         .ok()

@@ -1,0 +1,39 @@
+//! A request described as JSON: what the emulator's API echo and `dev`'s echo backend
+//! answer with, so a caller sees exactly what arrived.
+
+use http::request::Parts;
+use ring::digest;
+use serde_json::{json, Map, Value};
+
+/// Bodies up to this size are included in full; larger ones by length and digest only.
+const ECHOED_BODY_MAX: usize = 64 * 1024;
+
+/// Method, HTTP version, path, query, every header (name → list of values, in order),
+/// and the body (text, length and SHA-256).
+pub fn describe_request(parts: &Parts, body: &[u8]) -> Value {
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        let value = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        match headers.get_mut(name.as_str()) {
+            Some(Value::Array(values)) => values.push(value),
+            _ => {
+                headers.insert(name.as_str().to_owned(), Value::Array(vec![value]));
+            }
+        }
+    }
+    let sha256: String = digest::digest(&digest::SHA256, body)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    json!({
+        "method": parts.method.as_str(),
+        "version": format!("{:?}", parts.version),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": (body.len() <= ECHOED_BODY_MAX).then(|| String::from_utf8_lossy(body).into_owned()),
+        "body_length": body.len(),
+        "body_sha256": sha256,
+    })
+}
