@@ -814,3 +814,113 @@ async fn upstream_connections_are_reused() {
         accepted.load(Ordering::SeqCst)
     );
 }
+
+#[tokio::test]
+async fn bodies_stream_through_without_buffering() {
+    use http_body_util::{BodyExt, StreamBody};
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::{mpsc, oneshot};
+
+    // The backend sends a first chunk and holds the rest until the test has seen that
+    // chunk arrive through the proxy: a proxy that buffered the whole answer would hang.
+    let (release_sender, release) = oneshot::channel::<()>();
+    let release = Arc::new(Mutex::new(Some(release)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |_request| {
+            let release = release.lock().unwrap().take();
+            async move {
+                let (chunks, receiver) =
+                    mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(2);
+                tokio::spawn(async move {
+                    let _ = chunks
+                        .send(Ok(hyper::body::Frame::data(Bytes::from_static(b"first;"))))
+                        .await;
+                    if let Some(release) = release {
+                        let _ = release.await;
+                    }
+                    let _ = chunks
+                        .send(Ok(hyper::body::Frame::data(Bytes::from_static(b"second"))))
+                        .await;
+                });
+                let body = StreamBody::new(tokio_stream_from(receiver));
+                Ok::<_, std::convert::Infallible>(http::Response::new(body))
+            }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    });
+    let proxy = Proxy::start_with_upstream(&format!("http://{addr}"), "").await;
+    let request = Request::get(proxy.url("/stream"))
+        .header("authorization", bearer(&proxy.token()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = common::proxy::client().request(request).await.unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the first chunk arrives while the backend still holds the rest")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"first;"));
+    release_sender.send(()).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, Bytes::from_static(b"second"));
+}
+
+/// A stream over an mpsc receiver (tokio's receiver is not a Stream by itself).
+fn tokio_stream_from<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn request_bodies_stream_to_the_backend() {
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::sync::mpsc;
+
+    // The backend answers as soon as it has read the first chunk of the request body;
+    // the client sends the rest only after that answer: buffering would hang.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service =
+            hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+                let mut body = request.into_body();
+                let first = match body.frame().await {
+                    Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+                    _ => Bytes::new(),
+                };
+                tokio::spawn(async move { while body.frame().await.is_some() {} });
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(first)))
+            });
+        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    });
+    let proxy = Proxy::start_with_upstream(&format!("http://{addr}"), "").await;
+    let (chunks, receiver) =
+        mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(2);
+    let request = Request::post(proxy.url("/upload"))
+        .header("authorization", bearer(&proxy.token()))
+        .body(StreamBody::new(tokio_stream_from(receiver)))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    chunks
+        .send(Ok(hyper::body::Frame::data(Bytes::from_static(b"part-1"))))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
+        .await
+        .expect("the backend answered before the request body was complete")
+        .unwrap();
+    let answer = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(answer, Bytes::from_static(b"part-1"));
+    drop(chunks);
+}
