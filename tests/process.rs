@@ -70,20 +70,24 @@ fn wait_for_exit(child: &mut Child) -> Option<i32> {
     panic!("the sidecar did not exit within 10 s");
 }
 
-/// A backend that answers after `delay`.
-async fn slow_backend(delay: Duration) -> SocketAddr {
+/// A backend that answers after `delay`, and tells `arrived` when a request comes in.
+async fn slow_backend(delay: Duration, arrived: std::sync::Arc<tokio::sync::Notify>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let arrived = arrived.clone();
             tokio::spawn(async move {
-                let service =
-                    service_fn(move |_request: Request<hyper::body::Incoming>| async move {
+                let service = service_fn(move |_request: Request<hyper::body::Incoming>| {
+                    let arrived = arrived.clone();
+                    async move {
+                        arrived.notify_one();
                         tokio::time::sleep(delay).await;
                         Ok::<_, std::convert::Infallible>(Response::new(Full::new(
                             Bytes::from_static(b"done"),
                         )))
-                    });
+                    }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -117,7 +121,8 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
     let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
         .await
         .unwrap();
-    let backend = slow_backend(Duration::from_millis(1500)).await;
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let backend = slow_backend(Duration::from_millis(1500), arrived.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sidecar.toml");
     std::fs::write(
@@ -169,7 +174,10 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
         let url = format!("http://{ingress}/slow");
         async move { status_of(&url, Some(&token)).await }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM once the request is at the backend, so it is truly in flight.
+    tokio::time::timeout(Duration::from_secs(10), arrived.notified())
+        .await
+        .expect("the request reached the backend");
     terminate(&child);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
