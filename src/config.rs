@@ -1120,20 +1120,11 @@ fn validate_ingress(raw: &RawIngress, check: &mut Checker) -> Option<IngressConf
         }
     }
 
-    let identity_headers = {
-        let tenant_id = check.settable_header("ingress.headers.tenant_id", &raw.headers.tenant_id);
-        let user_id = check.settable_header("ingress.headers.user_id", &raw.headers.user_id);
-        let tenant_slug =
-            check.settable_header("ingress.headers.tenant_slug", &raw.headers.tenant_slug);
-        match (tenant_id, user_id, tenant_slug) {
-            (Some(tenant_id), Some(user_id), Some(tenant_slug)) => Some(IdentityHeaders {
-                tenant_id,
-                user_id,
-                tenant_slug,
-            }),
-            _ => None,
-        }
-    };
+    let tenant_id_header =
+        check.settable_header("ingress.headers.tenant_id", &raw.headers.tenant_id);
+    let user_id_header = check.settable_header("ingress.headers.user_id", &raw.headers.user_id);
+    let tenant_slug_header =
+        check.settable_header("ingress.headers.tenant_slug", &raw.headers.tenant_slug);
 
     let mut claim_headers = Vec::new();
     for (claim, header) in &raw.claim_headers {
@@ -1152,11 +1143,17 @@ fn validate_ingress(raw: &RawIngress, check: &mut Checker) -> Option<IngressConf
 
     // Every header the sidecar sets must be distinct, and none may be a token header
     // (token headers are removed before forwarding).
+    // Each valid one is checked, even when another is invalid, so that every problem is
+    // reported at once.
     let mut set_by_sidecar: Vec<(String, &HeaderName)> = Vec::new();
-    if let Some(ids) = &identity_headers {
-        set_by_sidecar.push(("ingress.headers.tenant_id".into(), &ids.tenant_id));
-        set_by_sidecar.push(("ingress.headers.user_id".into(), &ids.user_id));
-        set_by_sidecar.push(("ingress.headers.tenant_slug".into(), &ids.tenant_slug));
+    for (key, header) in [
+        ("ingress.headers.tenant_id", &tenant_id_header),
+        ("ingress.headers.user_id", &user_id_header),
+        ("ingress.headers.tenant_slug", &tenant_slug_header),
+    ] {
+        if let Some(header) = header {
+            set_by_sidecar.push((key.into(), header));
+        }
     }
     for claim_header in &claim_headers {
         set_by_sidecar.push((
@@ -1208,7 +1205,11 @@ fn validate_ingress(raw: &RawIngress, check: &mut Checker) -> Option<IngressConf
         forward_access_token: raw.forward_access_token,
         connect_timeout,
         request_timeout,
-        identity_headers: identity_headers?,
+        identity_headers: IdentityHeaders {
+            tenant_id: tenant_id_header?,
+            user_id: user_id_header?,
+            tenant_slug: tenant_slug_header?,
+        },
         claim_headers,
     })
 }

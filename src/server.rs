@@ -99,7 +99,22 @@ impl Server {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let first = bind_reuse_port("ingress.listen", config.ingress.listen)?;
+        // A plain bind first: it fails when anything, another sidecar with SO_REUSEPORT
+        // included, holds the port, so two instances never share it by accident.
+        let probe = std::net::TcpListener::bind(config.ingress.listen).map_err(|source| {
+            StartError::Bind {
+                key: "ingress.listen",
+                addr: config.ingress.listen,
+                source,
+            }
+        })?;
+        let probed_addr = probe.local_addr().map_err(|source| StartError::Bind {
+            key: "ingress.listen",
+            addr: config.ingress.listen,
+            source,
+        })?;
+        drop(probe);
+        let first = bind_reuse_port("ingress.listen", probed_addr)?;
         let ingress_addr = first.local_addr().map_err(|source| StartError::Bind {
             key: "ingress.listen",
             addr: config.ingress.listen,

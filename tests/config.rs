@@ -906,3 +906,22 @@ fn base_urls_that_get_paths_appended_take_no_query() {
         "must not contain a query",
     );
 }
+
+#[test]
+fn identity_header_collisions_are_reported_beside_other_header_problems() {
+    let lines = problems(&format!(
+        "{VALID}\n[ingress.headers]\ntenant_id = \"X_Tenant\"\ntenant_slug = \"X-Session-Token\"\n"
+    ));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ingress.headers.tenant_id: ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ingress.headers.tenant_slug: ") && l.contains("token_headers")),
+        "{lines:?}"
+    );
+}

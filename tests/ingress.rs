@@ -924,3 +924,34 @@ async fn request_bodies_stream_to_the_backend() {
     assert_eq!(answer, Bytes::from_static(b"part-1"));
     drop(chunks);
 }
+
+#[tokio::test]
+async fn a_second_sidecar_cannot_share_the_ingress_port() {
+    let proxy = Proxy::start("").await;
+    let env = vec![
+        (
+            "JTL_SIDECAR_INGRESS__LISTEN".to_owned(),
+            proxy.addresses.ingress.to_string(),
+        ),
+        (
+            "JTL_SIDECAR_ADMIN__LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        ("JTL_SIDECAR_EGRESS__LISTEN".to_owned(), "".to_owned()),
+        ("JTL_SIDECAR_JTL__CLIENT_ID".to_owned(), "a".to_owned()),
+        ("JTL_SIDECAR_JTL__CLIENT_SECRET".to_owned(), "b".to_owned()),
+    ];
+    let config = jtl_auth_sidecar::config::load_str("", env).unwrap().config;
+    let second =
+        jtl_auth_sidecar::server::Server::bind(config, jtl_auth_sidecar::clock::Clock::system())
+            .await;
+    match second {
+        Err(error) => assert!(
+            error
+                .to_string()
+                .starts_with("ingress.listen: cannot listen on"),
+            "{error}"
+        ),
+        Ok(_) => panic!("a second server bound the ingress port of the first"),
+    }
+}

@@ -64,5 +64,13 @@ pub fn add_cors_headers(response_headers: &mut HeaderMap, origin: HeaderValue) {
         ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("WWW-Authenticate, Retry-After, X-Request-ID"),
     );
-    response_headers.append(VARY, HeaderValue::from_static("Origin"));
+    let varies_by_origin = response_headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("origin"))
+        })
+    });
+    if !varies_by_origin {
+        response_headers.append(VARY, HeaderValue::from_static("Origin"));
+    }
 }
