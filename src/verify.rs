@@ -61,21 +61,37 @@ impl SignerId {
     }
 }
 
-struct CachedSession {
-    session: Arc<Session>,
+/// A verified session, as cached and as handed to the proxy (it derefs to the
+/// [`Session`]). One shared allocation per token: a cache hit costs one reference count.
+pub struct VerifiedSession {
+    session: Session,
     signer: SignerId,
-    /// How long the entry may live: until `exp` plus leeway, as of insertion.
+    /// How long a cache entry may live: until `exp` plus leeway, as of insertion.
     lifetime: Duration,
+}
+
+impl std::ops::Deref for VerifiedSession {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl std::fmt::Debug for VerifiedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.session.fmt(f)
+    }
 }
 
 /// Entries live until their token expires.
 struct UntilTokenExpiry;
 
-impl Expiry<[u8; 32], Arc<CachedSession>> for UntilTokenExpiry {
+impl Expiry<[u8; 32], Arc<VerifiedSession>> for UntilTokenExpiry {
     fn expire_after_create(
         &self,
         _: &[u8; 32],
-        value: &Arc<CachedSession>,
+        value: &Arc<VerifiedSession>,
         _: Instant,
     ) -> Option<Duration> {
         Some(value.lifetime)
@@ -88,7 +104,7 @@ pub struct SessionVerifier {
     clock: Clock,
     /// Keyed by the SHA-256 of the whole token, so memory stays small and the token
     /// itself is not kept.
-    cache: Option<Cache<[u8; 32], Arc<CachedSession>>>,
+    cache: Option<Cache<[u8; 32], Arc<VerifiedSession>>>,
     /// Claims a session keeps (those of `[ingress.claim_headers]`); `None` keeps all.
     kept_claims: Option<Vec<String>>,
     counts: CacheCounts,
@@ -130,7 +146,7 @@ impl SessionVerifier {
 
     /// Verifies a session token. A cached verification is used only while the token has
     /// not expired and the key that verified it is still in the key set.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Session>, VerifyError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedSession>, VerifyError> {
         let max = self.policy.max_token_bytes;
         if token.len() > max {
             // Refused before hashing or parsing anything.
@@ -139,7 +155,10 @@ impl SessionVerifier {
             )));
         }
         let Some(cache) = &self.cache else {
-            return self.verify_fully(token).await.map(|(session, _)| session);
+            return self
+                .verify_fully(token)
+                .await
+                .map(|(session, signer)| Arc::new(self.entry(session, signer)));
         };
         let digest = sha256(token);
         if let Some(cached) = cache.get(&digest) {
@@ -149,34 +168,33 @@ impl SessionVerifier {
                 self.counts.hits.fetch_add(1, Ordering::Relaxed);
                 return Err(VerifyError::Rejected(JoseError::Expired));
             }
-            let key_still_there = self
-                .keys
-                .usable()
-                .is_some_and(|loaded| cached.signer.is_in(&loaded));
+            let key_still_there = self.keys.usable_and(|loaded| cached.signer.is_in(loaded));
             if key_still_there {
                 self.counts.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Arc::clone(&cached.session));
+                return Ok(cached);
             }
             cache.invalidate(&digest);
         }
         self.counts.misses.fetch_add(1, Ordering::Relaxed);
         let (session, signer) = self.verify_fully(token).await?;
+        let verified = Arc::new(self.entry(session, signer));
+        cache.insert(digest, Arc::clone(&verified));
+        Ok(verified)
+    }
+
+    fn entry(&self, session: Session, signer: SignerId) -> VerifiedSession {
         let valid_until = session.expires_at.saturating_add(self.policy.leeway_s);
         let lifetime_s = valid_until.saturating_sub(self.clock.now_s()).max(1);
-        cache.insert(
-            digest,
-            Arc::new(CachedSession {
-                session: Arc::clone(&session),
-                signer,
-                lifetime: Duration::from_secs(lifetime_s.unsigned_abs()).min(MAX_CACHE_LIFETIME),
-            }),
-        );
-        Ok(session)
+        VerifiedSession {
+            session,
+            signer,
+            lifetime: Duration::from_secs(lifetime_s.unsigned_abs()).min(MAX_CACHE_LIFETIME),
+        }
     }
 
     /// Parse, find the signing key (refetching the key set once, rate limited, when the
     /// token's key is not known), verify, check the claims.
-    async fn verify_fully(&self, token: &str) -> Result<(Arc<Session>, SignerId), VerifyError> {
+    async fn verify_fully(&self, token: &str) -> Result<(Session, SignerId), VerifyError> {
         let jws =
             CompactJws::parse(token, self.policy.max_token_bytes).map_err(VerifyError::Rejected)?;
         let loaded = match self.keys.usable() {
@@ -219,7 +237,7 @@ impl SessionVerifier {
                 session.claims.retain(|name, _| kept.contains(name));
             }
         }
-        Ok((Arc::new(session), signer))
+        Ok((session, signer))
     }
 }
 

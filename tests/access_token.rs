@@ -354,3 +354,27 @@ async fn tls_to_jtl_uses_ca_file_roots() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_per_thread_authorization_copy_follows_the_current_token() {
+    let h = Harness::default().await;
+    assert!(
+        h.jtl.tokens.current_authorization().is_none(),
+        "no token yet"
+    );
+    let first = h.jtl.tokens.get().await.unwrap();
+    assert_eq!(
+        h.jtl.tokens.current_authorization().as_ref(),
+        Some(first.authorization())
+    );
+    h.jtl.tokens.invalidate(&first);
+    assert!(h.jtl.tokens.current_authorization().is_none());
+    let second = h.jtl.tokens.get().await.unwrap();
+    let value = h.jtl.tokens.current_authorization().unwrap();
+    assert_eq!(&value, second.authorization());
+    assert_ne!(&value, first.authorization());
+    assert!(value.is_sensitive());
+    // Expired: no copy is handed out either.
+    h.clock.advance(Duration::from_secs(3600));
+    assert!(h.jtl.tokens.current_authorization().is_none());
+}

@@ -28,8 +28,20 @@ pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 /// `invalid_client` is not retried faster than this (SPEC §6).
 pub const INVALID_CLIENT_RETRY: Duration = Duration::from_secs(60);
 
+/// Numbers every token ever obtained, so per-thread copies can tell them apart.
+static TOKEN_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's copy of the current `Authorization` value, by token serial: cloning a
+    /// header value shares its buffer, and a buffer shared by every worker thread turns
+    /// each request into a cross-core reference-count update.
+    static THREAD_AUTHORIZATION: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// One access token and when to replace it.
 pub struct AccessToken {
+    serial: u64,
     value: Secret,
     header: HeaderValue,
     expires_at_ms: i64,
@@ -186,6 +198,26 @@ impl AccessTokens {
             .current
             .load_full()
             .filter(|token| token.is_usable_at(now))
+    }
+
+    /// `Bearer <token>` of the current usable token, from a copy owned by this thread;
+    /// `None` when no token is usable (then [`AccessTokens::get`] fetches or explains).
+    pub fn current_authorization(&self) -> Option<HeaderValue> {
+        let now = self.inner.clock.now_ms();
+        let guard = self.inner.current.load();
+        let token = guard.as_ref().filter(|token| token.is_usable_at(now))?;
+        THREAD_AUTHORIZATION.with(|cell| {
+            let mut copy = cell.borrow_mut();
+            match &*copy {
+                Some((serial, value)) if *serial == token.serial => Some(value.clone()),
+                _ => {
+                    let mut value = HeaderValue::from_bytes(token.header.as_bytes()).ok()?;
+                    value.set_sensitive(true);
+                    *copy = Some((token.serial, value.clone()));
+                    Some(value)
+                }
+            }
+        })
     }
 
     /// The current token, or a new one when none is usable. Concurrent callers share
@@ -453,6 +485,7 @@ fn parse_token_response(
     // Refresh `refresh_before` ahead, or at half-life for tokens shorter than twice that.
     let refresh_at_ms = expires_at_ms - refresh_before_ms.min(lifetime_ms / 2);
     Ok(AccessToken {
+        serial: TOKEN_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         fingerprint: fingerprint(value),
         value: Secret::new(value),
         header,

@@ -110,9 +110,19 @@ impl KeySet {
     /// `jwks_max_stale_s` old. The hot path's read: no lock, no wait.
     pub fn usable(&self) -> Option<Arc<LoadedKeys>> {
         let loaded = self.current();
+        self.is_usable(&loaded).then_some(loaded)
+    }
+
+    /// Whether `check` holds for the usable keys, without taking a reference count on
+    /// them: the cache-hit path of every request calls this from every worker thread.
+    pub fn usable_and(&self, check: impl FnOnce(&LoadedKeys) -> bool) -> bool {
+        let loaded = self.inner.current.load();
+        self.is_usable(&loaded) && check(&loaded)
+    }
+
+    fn is_usable(&self, loaded: &LoadedKeys) -> bool {
         let age = self.inner.clock.now_ms() - loaded.fetched_at_ms;
-        (loaded.generation > 0 && age <= duration_ms(self.inner.options.max_stale))
-            .then_some(loaded)
+        loaded.generation > 0 && age <= duration_ms(self.inner.options.max_stale)
     }
 
     /// True when the latest fetch failed (the set in use, if any, is stale).

@@ -20,9 +20,9 @@ use super::upstream::{Upstream, UpstreamError};
 use super::{cors, paths, streamed_body, ProxyBody};
 use crate::config::IngressConfig;
 use crate::jose::Session;
-use crate::jtl::{AccessToken, AccessTokens};
+use crate::jtl::AccessTokens;
 use crate::telemetry::{Listener, Metrics};
-use crate::verify::{SessionVerifier, VerifyError};
+use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -53,7 +53,7 @@ pub struct Ingress {
 struct Handled {
     response: Response<ProxyBody>,
     outcome: &'static str,
-    session: Option<Arc<Session>>,
+    session: Option<Arc<VerifiedSession>>,
 }
 
 impl Handled {
@@ -251,18 +251,21 @@ impl Ingress {
             }
         };
         let access_token = if self.settings.forward_access_token {
-            match self.tokens.get().await {
-                Ok(token) => Some(token),
-                Err(error) => {
-                    let response = unavailable(
-                        "The app's JTL access token is unavailable right now; try again shortly.",
-                        error.retry_after_s,
-                    );
-                    return Handled {
-                        session: Some(session),
-                        ..Handled::new(response, "access_token_unavailable")
-                    };
-                }
+            match self.tokens.current_authorization() {
+                Some(value) => Some(value),
+                None => match self.tokens.get().await {
+                    Ok(token) => Some(token.authorization().clone()),
+                    Err(error) => {
+                        let response = unavailable(
+                            "The app's JTL access token is unavailable right now; try again shortly.",
+                            error.retry_after_s,
+                        );
+                        return Handled {
+                            session: Some(session),
+                            ..Handled::new(response, "access_token_unavailable")
+                        };
+                    }
+                },
             }
         } else {
             None
@@ -271,7 +274,7 @@ impl Ingress {
         // 6. Forward with the verified identity.
         let verified = Verified {
             session: &session,
-            access_token: access_token.as_deref(),
+            access_token,
         };
         let mut handled = self.forward(request, peer, Some(verified)).await;
         handled.session = Some(session);
@@ -391,15 +394,16 @@ impl Ingress {
                 set(&claim_header.header, &value);
             }
         }
-        if let Some(access_token) = verified.access_token {
-            headers.insert(AUTHORIZATION, access_token.authorization().clone());
+        if let Some(access_token) = &verified.access_token {
+            headers.insert(AUTHORIZATION, access_token.clone());
         }
     }
 }
 
 struct Verified<'a> {
     session: &'a Session,
-    access_token: Option<&'a AccessToken>,
+    /// `Bearer <access token>` when it is forwarded.
+    access_token: Option<HeaderValue>,
 }
 
 impl Handled {
