@@ -37,12 +37,7 @@ async fn concurrent_callers_share_one_token_request() {
 #[tokio::test]
 async fn a_token_near_expiry_is_replaced_in_the_background() {
     let h = Harness::start(lasting(600), Extra::default()).await;
-    h.spawn_token_refresher();
-    eventually("the first token is fetched", || {
-        h.jtl.tokens.current().is_some()
-    })
-    .await;
-    let first = h.jtl.tokens.current().unwrap();
+    let first = h.refreshed_token().await;
     assert_eq!(first.expires_at_ms() - h.clock.now_ms(), 600_000);
 
     // refresh_before_expiry_s defaults to 60: nothing happens before 540 s.
@@ -66,11 +61,7 @@ async fn a_token_near_expiry_is_replaced_in_the_background() {
 #[tokio::test]
 async fn short_tokens_are_refreshed_at_half_life() {
     let h = Harness::start(lasting(60), Extra::default()).await;
-    h.spawn_token_refresher();
-    eventually("the first token is fetched", || {
-        h.jtl.tokens.current().is_some()
-    })
-    .await;
+    h.refreshed_token().await;
     h.clock.advance(Duration::from_secs(29));
     settle().await;
     assert_eq!(h.emulator.token_requests(), 1);
@@ -81,12 +72,7 @@ async fn short_tokens_are_refreshed_at_half_life() {
 #[tokio::test]
 async fn token_endpoint_down_cached_token_serves_until_expiry_then_unavailable_then_recovery() {
     let h = Harness::start(lasting(600), Extra::default()).await;
-    h.spawn_token_refresher();
-    eventually("the first token is fetched", || {
-        h.jtl.tokens.current().is_some()
-    })
-    .await;
-    let first = h.jtl.tokens.current().unwrap();
+    let first = h.refreshed_token().await;
 
     h.emulator.set_token_failure(Failure::Status(503));
     h.clock.advance(Duration::from_secs(541));

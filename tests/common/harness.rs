@@ -119,6 +119,16 @@ impl Harness {
         );
     }
 
+    /// Starts the token refresher and waits for its first token.
+    pub async fn refreshed_token(&self) -> std::sync::Arc<jtl_auth_sidecar::jtl::AccessToken> {
+        self.spawn_token_refresher();
+        eventually("the first token is fetched", || {
+            self.jtl.tokens.current().is_some()
+        })
+        .await;
+        self.jtl.tokens.current().expect("a token")
+    }
+
     pub fn spawn_key_refresher(&self) {
         tokio::spawn(self.jtl.keys.clone().run_refresher(self.shutdown_signal()));
     }
