@@ -264,13 +264,20 @@ impl Server {
         // Every accept loop has ended (and dropped its socket) when the channel closes.
         while accept_loops_ended.recv().await.is_some() {}
         // The accept loop has ended and dropped its handle: this one is the last.
-        if let Ok(graceful) = Arc::try_unwrap(graceful) {
-            if tokio::time::timeout(self.config.server.shutdown_grace, graceful.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!("shutdown grace period over; closing the connections still open");
+        let tunnels = self.ingress.tunnels().clone();
+        tunnels.close();
+        let drain = async {
+            if let Ok(graceful) = Arc::try_unwrap(graceful) {
+                graceful.shutdown().await;
             }
+            // WebSockets and other upgraded connections get the same grace.
+            tunnels.wait().await;
+        };
+        if tokio::time::timeout(self.config.server.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; closing the connections still open");
         }
         drained.cancel();
         for thread in worker_threads {

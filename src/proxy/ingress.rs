@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio_util::task::TaskTracker;
 
 use super::errors::{error_response, unavailable, ErrorCode};
 use super::headers::{
@@ -47,6 +48,9 @@ pub struct Ingress {
     upstream_tls: rustls::ClientConfig,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    /// Upgraded connections (WebSockets) being relayed, shared by all workers, so a
+    /// graceful shutdown can wait for them like for requests in flight.
+    tunnels: TaskTracker,
 }
 
 /// What happened to a request, for the log line and the metrics.
@@ -101,6 +105,7 @@ impl Ingress {
             .map(|name| folded(name.as_str()))
             .collect();
         Ingress {
+            tunnels: TaskTracker::new(),
             settings,
             identity_folded,
             token_folded,
@@ -123,13 +128,21 @@ impl Ingress {
 
     /// The same ingress with a connection pool of its own, for one worker thread.
     pub fn for_worker(&self) -> Ingress {
-        Ingress::new(
-            self.settings.clone(),
-            Arc::clone(&self.verifier),
-            self.tokens.clone(),
-            self.upstream_tls.clone(),
-            Arc::clone(&self.metrics),
-        )
+        Ingress {
+            tunnels: self.tunnels.clone(),
+            ..Ingress::new(
+                self.settings.clone(),
+                Arc::clone(&self.verifier),
+                self.tokens.clone(),
+                self.upstream_tls.clone(),
+                Arc::clone(&self.metrics),
+            )
+        }
+    }
+
+    /// The relays of upgraded connections, for the drain to wait on.
+    pub fn tunnels(&self) -> &TaskTracker {
+        &self.tunnels
     }
 
     pub async fn handle(
@@ -357,7 +370,7 @@ impl Ingress {
             }
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
-                tokio::spawn(async move {
+                self.tunnels.spawn(async move {
                     match tokio::try_join!(client_upgrade, upstream_upgrade) {
                         Ok((client, upstream)) => {
                             let mut client = TokioIo::new(client);
