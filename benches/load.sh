@@ -10,7 +10,8 @@
 #   4. the sidecar, cache on, TOKENS distinct tokens (the cache holds them all; peak RSS)
 #   5. the sidecar, cache off, TOKENS distinct tokens (full Ed25519 verification each time)
 # and prints requests/s, p50/p99 latency, the sidecar's peak RSS and the ratios.
-# The sidecar runs as `dev --upstream` (its JTL emulator in-process), logging warnings only.
+# The sidecar runs as `run`, logging warnings only; JTL is the emulator of a separate
+# `dev` process.
 # Installs wrk and nginx from Debian when missing. Only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,8 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-256}"
 THREADS="${THREADS:-2}"
 TOKENS="${TOKENS:-20000}"
-BACKEND_PORT=18080 NGINX_PROXY_PORT=18081 INGRESS_PORT=18082 ADMIN_PORT=18083 EMULATOR_PORT=18090
+BACKEND_PORT=18080 NGINX_PROXY_PORT=18081 INGRESS_PORT=18082 ADMIN_PORT=18083
+EMULATOR_PORT=18090 JTL_INGRESS_PORT=18092 JTL_ADMIN_PORT=18093
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
   echo "== installing wrk and nginx from Debian"
@@ -40,9 +42,10 @@ fi
 echo "   ring Ed25519 verify: ${RING_VERIFY_US} µs"
 
 WORK="$(mktemp -d)"
-SIDECAR_PID=""
+SIDECAR_PID="" JTL_PID=""
 cleanup() {
   [ -n "$SIDECAR_PID" ] && kill "$SIDECAR_PID" 2>/dev/null || true
+  [ -n "$JTL_PID" ] && kill "$JTL_PID" 2>/dev/null || true
   nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" -s stop 2>/dev/null || true
   nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" -s stop 2>/dev/null || true
   rm -rf "$WORK"
@@ -118,16 +121,42 @@ wrk_run() {
   printf '  %-34s %10s req/s   p50 %-9s p99 %s\n' "$name" "$rps" "$p50" "$p99"
 }
 
-# start_sidecar CACHE_ENTRIES: the sidecar in dev mode in front of the nginx backend
+# JTL: the emulator of a `dev` process of its own (its ingress is not used), so the
+# sidecar measured below is `run` alone, as in production.
+JTL_SIDECAR_INGRESS__LISTEN="127.0.0.1:$JTL_INGRESS_PORT" \
+JTL_SIDECAR_ADMIN__LISTEN="127.0.0.1:$JTL_ADMIN_PORT" \
+JTL_SIDECAR_EGRESS__LISTEN="" \
+JTL_SIDECAR_JTL__TOKEN_URL="http://127.0.0.1:$EMULATOR_PORT/oauth2/token" \
+JTL_SIDECAR_JTL__API_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
+JTL_SIDECAR_LOG__LEVEL=warn \
+  "$BIN" dev --upstream "http://127.0.0.1:$BACKEND_PORT" > "$WORK/jtl.out" 2> "$WORK/jtl.err" &
+JTL_PID=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$JTL_ADMIN_PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+cat > "$WORK/sidecar.toml" <<TOML
+[ingress]
+listen = "127.0.0.1:$INGRESS_PORT"
+upstream = "http://127.0.0.1:$BACKEND_PORT"
+[egress]
+listen = ""
+[jtl]
+client_id = "emulated-client"
+client_secret = "emulated-secret"
+token_url = "http://127.0.0.1:$EMULATOR_PORT/oauth2/token"
+api_base_url = "http://127.0.0.1:$EMULATOR_PORT"
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+[log]
+level = "warn"
+TOML
+
+# start_sidecar CACHE_ENTRIES: `run` in front of the nginx backend
 start_sidecar() {
-  JTL_SIDECAR_INGRESS__LISTEN="127.0.0.1:$INGRESS_PORT" \
-  JTL_SIDECAR_ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
-  JTL_SIDECAR_EGRESS__LISTEN="" \
-  JTL_SIDECAR_JTL__TOKEN_URL="http://127.0.0.1:$EMULATOR_PORT/oauth2/token" \
-  JTL_SIDECAR_JTL__API_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
   JTL_SIDECAR_SESSION__VERIFIED_CACHE_ENTRIES="$1" \
-  JTL_SIDECAR_LOG__LEVEL=warn \
-    "$BIN" dev --upstream "http://127.0.0.1:$BACKEND_PORT" > "$WORK/sidecar.out" 2> "$WORK/sidecar.err" &
+    "$BIN" run --config "$WORK/sidecar.toml" > "$WORK/sidecar.out" 2> "$WORK/sidecar.err" &
   SIDECAR_PID=$!
   for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && return 0
