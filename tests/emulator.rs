@@ -52,9 +52,10 @@ fn basic(id: &str, secret: &str) -> (&'static str, String) {
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
-async fn token(emulator: &Emulator) -> String {
+/// A token request with the emulator's own credentials.
+async fn token_response(emulator: &Emulator) -> Response {
     let options = EmulatorOptions::default();
-    let response = send(
+    send(
         Method::POST,
         &emulator.token_url(),
         &[
@@ -63,7 +64,11 @@ async fn token(emulator: &Emulator) -> String {
         ],
         "grant_type=client_credentials",
     )
-    .await;
+    .await
+}
+
+async fn token(emulator: &Emulator) -> String {
+    let response = token_response(emulator).await;
     assert_eq!(response.status, StatusCode::OK);
     json(&response)["access_token"].as_str().unwrap().to_owned()
 }
@@ -71,17 +76,7 @@ async fn token(emulator: &Emulator) -> String {
 #[tokio::test]
 async fn token_endpoint_issues_bearer_tokens_for_good_basic_credentials() {
     let emulator = emulator().await;
-    let options = EmulatorOptions::default();
-    let response = send(
-        Method::POST,
-        &emulator.token_url(),
-        &[
-            basic(&options.client_id, &options.client_secret),
-            (FORM.0, FORM.1.into()),
-        ],
-        "grant_type=client_credentials",
-    )
-    .await;
+    let response = token_response(&emulator).await;
     assert_eq!(response.status, StatusCode::OK);
     let body = json(&response);
     assert_eq!(body["token_type"], "Bearer");

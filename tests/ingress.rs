@@ -1016,3 +1016,27 @@ async fn a_second_sidecar_cannot_share_the_ingress_port() {
         Ok(_) => panic!("a second server bound the ingress port of the first"),
     }
 }
+
+#[tokio::test]
+async fn an_https_upstream_goes_through_tls_and_an_untrusted_certificate_is_502() {
+    // The emulator's HTTPS server has a self-signed certificate that the upstream client
+    // (webpki roots) does not trust: the request must fail at the TLS handshake.
+    let tls_server = jtl_auth_sidecar::emulator::Emulator::start(
+        jtl_auth_sidecar::emulator::EmulatorOptions {
+            tls: true,
+            ..Default::default()
+        },
+        jtl_auth_sidecar::clock::Clock::system(),
+    )
+    .await
+    .unwrap();
+    let proxy = Proxy::start_with_upstream(&tls_server.base_url(), "").await;
+    let answer = get(
+        &proxy.url("/x"),
+        &[("authorization", &bearer(&proxy.token()))],
+    )
+    .await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.json()["error"], "bad_gateway");
+    assert_eq!(tls_server.api_requests(), 0);
+}

@@ -51,7 +51,38 @@ pub struct Response {
     pub body: Bytes,
 }
 
-pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpsClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>;
+
+/// A pooled client over rustls (plain http too): `nodelay`, a connect timeout, and idle
+/// connections closed after `idle_timeout` (the pool timer is what makes that happen).
+/// `http2` offers HTTP/2 by ALPN as well as HTTP/1.1.
+pub fn pooled_client<B>(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    http2: bool,
+) -> HttpsClient<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    let schemes = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let connector = if http2 {
+        schemes.enable_all_versions().wrap_connector(tcp)
+    } else {
+        schemes.enable_http1().wrap_connector(tcp)
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(idle_timeout)
+        .build(connector)
+}
 
 #[derive(Clone)]
 pub struct JtlHttp {
@@ -62,19 +93,7 @@ pub struct JtlHttp {
 impl JtlHttp {
     pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, SetupError> {
         let tls = client_tls_config(ca_file)?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+        let client = pooled_client(tls, timeout, POOL_IDLE_TIMEOUT, true);
         Ok(JtlHttp { client, timeout })
     }
 
@@ -95,7 +114,7 @@ impl JtlHttp {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| CallError::Connect(describe_client_error(&e)))?;
+                .map_err(|e| CallError::Connect(innermost_cause(&e)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
@@ -143,8 +162,8 @@ pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
 
 /// The innermost cause of a client error: "connection refused", "invalid peer
 /// certificate: UnknownIssuer", rather than hyper's generic wrapper text.
-fn describe_client_error(error: &hyper_util::client::legacy::Error) -> String {
-    let mut source: &dyn std::error::Error = error;
+pub fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = error;
     while let Some(inner) = source.source() {
         source = inner;
     }

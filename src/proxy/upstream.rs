@@ -6,16 +6,13 @@ use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
 use std::sync::Arc;
 
 use super::pool::Http1Pool;
 use super::{streamed_body, ProxyBody};
+use crate::jtl::http::{innermost_cause, pooled_client, HttpsClient};
 
 /// Pooled connections idle longer than this are closed. Node's default keep-alive
 /// timeout is 5 s; reusing a connection the backend already closed fails the request.
@@ -31,11 +28,16 @@ pub enum UpstreamError {
     BadPath,
 }
 
+/// How requests reach the backend.
+enum Transport {
+    /// An `http://` backend (the usual sidecar case): the lean per-worker pool.
+    Plain(Arc<Http1Pool>),
+    /// An `https://` backend: hyper-util's pooled client with rustls.
+    Tls(Box<HttpsClient<ProxyBody>>),
+}
+
 pub struct Upstream {
-    /// For an `http://` backend (the usual sidecar case): the lean per-worker pool.
-    plain: Option<Arc<Http1Pool>>,
-    /// For an `https://` backend: hyper-util's client with rustls.
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    transport: Transport,
     scheme: Scheme,
     authority: Authority,
     /// The upstream URL's path without its trailing `/`, put before every request path.
@@ -51,29 +53,27 @@ impl Upstream {
         request_timeout: Duration,
         tls: rustls::ClientConfig,
     ) -> Upstream {
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
         let host = url.host_str().unwrap_or_default();
         let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         };
-        let plain = (url.scheme() == "http")
-            .then(|| Http1Pool::new(authority.clone(), connect_timeout, POOL_IDLE_TIMEOUT));
+        let transport = if url.scheme() == "http" {
+            Transport::Plain(Http1Pool::new(
+                authority.clone(),
+                connect_timeout,
+                POOL_IDLE_TIMEOUT,
+            ))
+        } else {
+            Transport::Tls(Box::new(pooled_client(
+                tls,
+                connect_timeout,
+                POOL_IDLE_TIMEOUT,
+                false,
+            )))
+        };
         Upstream {
-            plain,
-            client,
+            transport,
             // A validated http(s) URL always has a parsable scheme and authority.
             scheme: if url.scheme() == "https" {
                 Scheme::HTTPS
@@ -115,14 +115,13 @@ impl Upstream {
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let exchange = async {
-            match &self.plain {
-                Some(pool) => pool.send(request).await,
-                None => self
-                    .client
+            match &self.transport {
+                Transport::Plain(pool) => pool.send(request).await,
+                Transport::Tls(client) => client
                     .request(request)
                     .await
                     .map(|response| response.map(streamed_body))
-                    .map_err(|error| UpstreamError::Unreachable(innermost(&error))),
+                    .map_err(|error| UpstreamError::Unreachable(innermost_cause(&error))),
             }
         };
         tokio::time::timeout(self.request_timeout, exchange)
@@ -131,12 +130,4 @@ impl Upstream {
                 self.request_timeout.as_millis(),
             )))
     }
-}
-
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut source = error;
-    while let Some(inner) = source.source() {
-        source = inner;
-    }
-    source.to_string()
 }
