@@ -99,31 +99,7 @@ impl Server {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        // A plain bind first: it fails when anything, another sidecar with SO_REUSEPORT
-        // included, holds the port, so two instances never share it by accident.
-        let probe = std::net::TcpListener::bind(config.ingress.listen).map_err(|source| {
-            StartError::Bind {
-                key: "ingress.listen",
-                addr: config.ingress.listen,
-                source,
-            }
-        })?;
-        let probed_addr = probe.local_addr().map_err(|source| StartError::Bind {
-            key: "ingress.listen",
-            addr: config.ingress.listen,
-            source,
-        })?;
-        drop(probe);
-        let first = bind_reuse_port("ingress.listen", probed_addr)?;
-        let ingress_addr = first.local_addr().map_err(|source| StartError::Bind {
-            key: "ingress.listen",
-            addr: config.ingress.listen,
-            source,
-        })?;
-        let mut ingress_listeners = vec![first];
-        for _ in 1..workers {
-            ingress_listeners.push(bind_reuse_port("ingress.listen", ingress_addr)?);
-        }
+        let (ingress_listeners, ingress_addr) = bind_ingress(config.ingress.listen, workers)?;
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
         let addresses = Addresses {
             ingress: ingress_addr,
@@ -263,10 +239,10 @@ impl Server {
         stop_traffic.cancel();
         // Every accept loop has ended (and dropped its socket) when the channel closes.
         while accept_loops_ended.recv().await.is_some() {}
-        // The accept loop has ended and dropped its handle: this one is the last.
         let tunnels = self.ingress.tunnels().clone();
         tunnels.close();
         let drain = async {
+            // The accept loops dropped their handles: this one is the last.
             if let Ok(graceful) = Arc::try_unwrap(graceful) {
                 graceful.shutdown().await;
             }
@@ -288,6 +264,28 @@ impl Server {
         background.cancel();
         tracing::info!("stopped");
     }
+}
+
+/// One SO_REUSEPORT socket per worker on the ingress address, and the address bound.
+/// A plain bind comes first: it fails when anything, another sidecar with SO_REUSEPORT
+/// included, holds the port, so two instances never share it by accident.
+fn bind_ingress(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), StartError> {
+    const KEY: &str = "ingress.listen";
+    let error = |source| StartError::Bind {
+        key: KEY,
+        addr,
+        source,
+    };
+    let probe = std::net::TcpListener::bind(addr).map_err(error)?;
+    let bound = probe.local_addr().map_err(error)?;
+    drop(probe);
+    let listeners = (0..workers.max(1))
+        .map(|_| bind_reuse_port(KEY, bound))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((listeners, bound))
 }
 
 /// A listening socket with SO_REUSEPORT (and SO_REUSEADDR), non-blocking, for one
