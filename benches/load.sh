@@ -88,37 +88,59 @@ NGINX
 nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf"
 nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
 
+# Requests are formatted once per wrk thread, in init: the script then costs wrk a table
+# lookup per request, so the runs with many tokens measure the proxy, not Lua.
 cat > "$WORK/tokens.lua" <<'LUA'
-local tokens = {}
-for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
-local i = math.random(#tokens)
+local requests = {}
+local i = 0
+init = function(args)
+  for line in io.lines(os.getenv("TOKENS_FILE")) do
+    requests[#requests + 1] = wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. line })
+  end
+  i = math.random(#requests)
+end
 request = function()
-  i = i % #tokens + 1
-  return wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. tokens[i] })
+  i = i % #requests + 1
+  return requests[i]
 end
 LUA
 
-# wrk_run NAME URL [TOKENS_FILE]: prints "NAME req/s p50 p99" into $WORK/results
+# cpu_ticks PID...: user + system CPU of these processes so far, in clock ticks.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+  done
+  echo "$total"
+}
+
+# wrk_run NAME URL TOKENS_FILE [PID...]: prints "NAME req/s p50 p99 cpu_us" into
+# $WORK/results. Every run, the direct and nginx ones included, sends the same kind of
+# request through the same script. cpu_us is the CPU time (user + system) the given
+# processes spent per request: what proxying costs, apart from wrk and the backend.
 wrk_run() {
-  local name="$1" url="$2" tokens_file="${3:-}"
-  local out
-  if [ -n "$tokens_file" ]; then
-    out="$(TOKENS_FILE="$tokens_file" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")"
-  else
-    out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")"
-  fi
-  local rps p50 p99 non2xx
+  local name="$1" url="$2" tokens_file="$3"
+  shift 3
+  local before=0 after=0 out
+  [ "$#" -gt 0 ] && before="$(cpu_ticks "$@")"
+  out="$(TOKENS_FILE="$tokens_file" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")"
+  [ "$#" -gt 0 ] && after="$(cpu_ticks "$@")"
+  local rps p50 p99 non2xx requests cpu_us="-"
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1 == "50%" {print $2}' <<<"$out")"
   p99="$(awk '$1 == "99%" {print $2}' <<<"$out")"
+  requests="$(awk '/requests in/ {print $1}' <<<"$out")"
   non2xx="$(awk '/Non-2xx/ {print $NF}' <<<"$out")"
   if [ -n "$non2xx" ]; then
     echo "error: $name answered $non2xx non-2xx responses" >&2
     echo "$out" >&2
     exit 1
   fi
-  echo "$name $rps $p50 $p99" >> "$WORK/results"
-  printf '  %-34s %10s req/s   p50 %-9s p99 %s\n' "$name" "$rps" "$p50" "$p99"
+  if [ "$#" -gt 0 ]; then
+    cpu_us="$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
+  fi
+  echo "$name $rps $p50 $p99 $cpu_us" >> "$WORK/results"
+  printf '  %-30s %10s req/s   p50 %-9s p99 %-9s CPU/request %s µs\n' "$name" "$rps" "$p50" "$p99" "$cpu_us"
 }
 
 # JTL: the emulator of a `dev` process of its own (its ingress is not used), so the
@@ -187,17 +209,19 @@ peak_mb() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$SIDECAR_PID/status"
 
 echo "== $CONNECTIONS connections, $THREADS wrk threads, $DURATION per run, $(nproc) cores"
 : > "$WORK/results"
-wrk_run backend_direct "http://127.0.0.1:$BACKEND_PORT/bench"
-wrk_run nginx_proxy_pass "http://127.0.0.1:$NGINX_PROXY_PORT/bench"
-
-start_sidecar 100000
 mint 1 "$WORK/one.txt"
 mint "$TOKENS" "$WORK/many.txt"
+NGINX_PROXY_PIDS="$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | tr '\n' ' ')"
+wrk_run backend_direct "http://127.0.0.1:$BACKEND_PORT/bench" "$WORK/one.txt"
+# shellcheck disable=SC2086 # one argument per worker process
+wrk_run nginx_proxy_pass "http://127.0.0.1:$NGINX_PROXY_PORT/bench" "$WORK/one.txt" $NGINX_PROXY_PIDS
+
+start_sidecar 100000
 reset_peak
-wrk_run sidecar_cache_hit "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/one.txt"
+wrk_run sidecar_cache_hit "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/one.txt" "$SIDECAR_PID"
 RSS_HIT="$(peak_mb)"
 reset_peak
-wrk_run sidecar_cache_on_many_tokens "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt"
+wrk_run sidecar_cache_on_many_tokens "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt" "$SIDECAR_PID"
 RSS_MANY="$(peak_mb)"
 CACHED="$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/verified_cache_lookups_total\{result="miss"\}/ {print $2}')"
 stop_sidecar
@@ -205,7 +229,7 @@ stop_sidecar
 start_sidecar 0
 mint "$TOKENS" "$WORK/many.txt"
 reset_peak
-wrk_run sidecar_full_verification "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt"
+wrk_run sidecar_full_verification "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt" "$SIDECAR_PID"
 RSS_FULL="$(peak_mb)"
 stop_sidecar
 
