@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::jtl::{self, Jtl};
 use crate::proxy::ingress::Ingress;
+use crate::proxy::Peer;
 use crate::telemetry::Metrics;
 use crate::verify::SessionVerifier;
 
@@ -149,7 +150,6 @@ impl Server {
             .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
         let builder = Arc::new(builder);
         let first_request_deadline = self.config.server.header_read_timeout;
-        let graceful = Arc::new(GracefulShutdown::new());
         let stop_traffic = CancellationToken::new();
         let stop_admin = CancellationToken::new();
 
@@ -158,12 +158,14 @@ impl Server {
         // upstream pool, so a request never hops between threads (measured: see README).
         let workers = self.ingress_listeners.len();
         let (accepting_done, mut accept_loops_ended) = tokio::sync::mpsc::channel::<()>(workers);
+        // Each worker drops its sender once its connections have finished.
+        let (connections_done, mut workers_drained) = tokio::sync::mpsc::channel::<()>(1);
         let drained = CancellationToken::new();
         let mut worker_threads = Vec::new();
         for (index, listener) in self.ingress_listeners.into_iter().enumerate() {
             let ingress = Arc::new(self.ingress.for_worker());
             let builder = Arc::clone(&builder);
-            let graceful = Arc::clone(&graceful);
+            let connections_done = connections_done.clone();
             let stop = stop_traffic.clone();
             let drained = drained.clone();
             let accepting_done = accepting_done.clone();
@@ -178,15 +180,18 @@ impl Server {
                         return;
                     };
                     runtime.block_on(async move {
+                        // Per worker, so that watching a connection touches nothing
+                        // another thread writes.
+                        let graceful = GracefulShutdown::new();
                         match TcpListener::from_std(listener) {
                             Ok(listener) => {
                                 accept_loop(
                                     listener,
                                     builder,
-                                    graceful,
+                                    &graceful,
                                     stop,
                                     first_request_deadline,
-                                    move |request: Request<Incoming>, peer: SocketAddr| {
+                                    move |request: Request<Incoming>, peer: Peer| {
                                         let ingress = Arc::clone(&ingress);
                                         async move {
                                             Ok::<_, Infallible>(ingress.handle(request, peer).await)
@@ -199,8 +204,13 @@ impl Server {
                         }
                         let _ = accepting_done.send(()).await;
                         drop(accepting_done);
-                        // Connections accepted here are served by this runtime: keep it
-                        // running until the drain is over.
+                        tokio::select! {
+                            _ = graceful.shutdown() => {}
+                            _ = drained.cancelled() => {}
+                        }
+                        drop(connections_done);
+                        // Upgraded connections accepted here are relayed by this runtime:
+                        // keep it running until the drain is over.
                         drained.cancelled().await;
                     });
                 });
@@ -210,19 +220,28 @@ impl Server {
             }
         }
         drop(accepting_done);
+        drop(connections_done);
         let admin = Arc::clone(&self.admin);
         // The admin listener keeps answering during the drain, so `/readyz` can say 503.
-        let admin_loop = tokio::spawn(accept_loop(
-            self.admin_listener,
-            Arc::clone(&builder),
-            Arc::new(GracefulShutdown::new()),
-            stop_admin.clone(),
-            first_request_deadline,
-            move |request: Request<Incoming>, _peer: SocketAddr| {
-                let admin = Arc::clone(&admin);
-                async move { Ok::<_, Infallible>(admin.handle(&request)) }
-            },
-        ));
+        let admin_listener = self.admin_listener;
+        let admin_builder = Arc::clone(&builder);
+        let admin_stop = stop_admin.clone();
+        let admin_loop = tokio::spawn(async move {
+            // Admin connections are not drained: they are cut when the process exits.
+            let graceful = GracefulShutdown::new();
+            accept_loop(
+                admin_listener,
+                admin_builder,
+                &graceful,
+                admin_stop,
+                first_request_deadline,
+                move |request: Request<Incoming>, _peer: Peer| {
+                    let admin = Arc::clone(&admin);
+                    async move { Ok::<_, Infallible>(admin.handle(&request)) }
+                },
+            )
+            .await
+        });
         tracing::info!(
             ingress = %self.addresses.ingress,
             admin = %self.addresses.admin,
@@ -242,10 +261,7 @@ impl Server {
         let tunnels = self.ingress.tunnels().clone();
         tunnels.close();
         let drain = async {
-            // The accept loops dropped their handles: this one is the last.
-            if let Ok(graceful) = Arc::try_unwrap(graceful) {
-                graceful.shutdown().await;
-            }
+            while workers_drained.recv().await.is_some() {}
             // WebSockets and other upgraded connections get the same grace.
             tunnels.wait().await;
         };
@@ -320,18 +336,18 @@ fn local_addr(key: &'static str, listener: &TcpListener) -> Result<SocketAddr, S
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: Arc<GracefulShutdown>,
+    graceful: &GracefulShutdown,
     stop: CancellationToken,
     first_request_deadline: std::time::Duration,
     handler: F,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<http::Response<crate::proxy::ProxyBody>, Infallible>>
         + Send
         + 'static,
 {
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer_addr) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -344,12 +360,13 @@ async fn accept_loop<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let peer = Peer::new(peer_addr);
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let service = service_fn({
             let started = Arc::clone(&started);
             move |request| {
                 started.store(true, std::sync::atomic::Ordering::Relaxed);
-                handler(request, peer)
+                handler(request, peer.clone())
             }
         });
         let connection = builder
@@ -369,12 +386,12 @@ async fn accept_loop<F, Fut>(
                 Some(result) => result,
                 None if started.load(std::sync::atomic::Ordering::Relaxed) => connection.await,
                 None => {
-                    tracing::debug!("closed a connection from {peer}: no request within the header read timeout");
+                    tracing::debug!("closed a connection from {peer_addr}: no request within the header read timeout");
                     return;
                 }
             };
             if let Err(error) = result {
-                tracing::debug!("connection from {peer} ended: {error}");
+                tracing::debug!("connection from {peer_addr} ended: {error}");
             }
         });
     }

@@ -1,19 +1,23 @@
 //! Logs (tracing, JSON or pretty) and the Prometheus metrics registry.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use std::time::Duration;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 use crate::jtl::Jtl;
 use crate::verify::SessionVerifier;
+use sharded::{ShardedCounterMap, ShardedGauge, ShardedHistogram};
+
+pub mod sharded;
 
 /// Installs the global tracing subscriber: `log.level` unless `RUST_LOG` is set, in
 /// `log.format`. `to_stderr` keeps stdout free for `dev`'s instructions. Does nothing
@@ -64,14 +68,27 @@ struct ListenerLabels {
     listener: &'static str,
 }
 
+const LISTENERS: [Listener; 2] = [Listener::Ingress, Listener::Egress];
+
+/// Latency buckets from 50 µs (a cache hit) to 30 s (a slow upstream).
+static LATENCY_BUCKETS: [f64; 18] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+
+/// The request metrics of SPEC §9, written on the hot path by every worker thread, and
+/// therefore sharded per thread (see [`sharded`]); a scrape adds the shards up.
+struct RequestMetrics {
+    requests: ShardedCounterMap<RequestLabels>,
+    in_flight: [ShardedGauge; 2],
+    verification: ShardedHistogram,
+    upstream: [ShardedHistogram; 2],
+}
+
 /// Every metric of SPEC §9, registered once per server.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    /// Per listener, looked up once: the hot path does not hash labels for these.
-    in_flight: [Gauge; 2],
-    verification_seconds: Histogram,
-    upstream_seconds: [Histogram; 2],
+    hot: Arc<RequestMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,89 +97,49 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Latency buckets from 50 µs (a cache hit) to 30 s (a slow upstream).
-fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-        1.0, 2.5, 5.0, 10.0, 30.0,
-    ]
-    .into_iter()
-}
-
 impl Metrics {
     /// Registers the request metrics and collectors that read the JTL client's and the
     /// verifier's counters at scrape time.
     pub fn new(jtl: &Jtl, verifier: &Arc<SessionVerifier>) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("jtl_sidecar");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests answered, by listener, outcome and HTTP status",
-            requests.clone(),
-        );
-        let in_flight = Family::<ListenerLabels, Gauge>::default();
-        registry.register(
-            "requests_in_flight",
-            "Requests being handled now",
-            in_flight.clone(),
-        );
-        let verification_seconds = Histogram::new(latency_buckets());
-        registry.register(
-            "verification_duration_seconds",
-            "Time to verify a session token (cache hits included)",
-            verification_seconds.clone(),
-        );
-        let upstream_seconds = Family::<ListenerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
+        let hot = Arc::new(RequestMetrics {
+            requests: ShardedCounterMap::default(),
+            in_flight: Default::default(),
+            verification: ShardedHistogram::new(&LATENCY_BUCKETS),
+            upstream: [
+                ShardedHistogram::new(&LATENCY_BUCKETS),
+                ShardedHistogram::new(&LATENCY_BUCKETS),
+            ],
         });
-        registry.register(
-            "upstream_duration_seconds",
-            "Time until the upstream (backend or JTL API) sent response headers",
-            upstream_seconds.clone(),
-        );
+        registry.register_collector(Box::new(RequestCollector(Arc::clone(&hot))));
         registry.register_collector(Box::new(JtlCollector {
             jtl: jtl.clone(),
             verifier: Arc::clone(verifier),
         }));
-        let per_listener = |listener: Listener| ListenerLabels {
-            listener: listener.as_str(),
-        };
-        let in_flight = [Listener::Ingress, Listener::Egress]
-            .map(|l| in_flight.get_or_create(&per_listener(l)).clone());
-        let upstream_seconds = [Listener::Ingress, Listener::Egress]
-            .map(|l| upstream_seconds.get_or_create(&per_listener(l)).clone());
-        Arc::new(Metrics {
-            registry,
-            requests,
-            in_flight,
-            verification_seconds,
-            upstream_seconds,
-        })
+        Arc::new(Metrics { registry, hot })
     }
 
     pub fn count_request(&self, listener: Listener, outcome: &'static str, status: u16) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                listener: listener.as_str(),
-                outcome,
-                status,
-            })
-            .inc();
+        self.hot.requests.inc(RequestLabels {
+            listener: listener.as_str(),
+            outcome,
+            status,
+        });
     }
 
     /// Counts a request as in flight until the guard is dropped.
     pub fn in_flight(&self, listener: Listener) -> InFlight {
-        let gauge = self.in_flight[listener as usize].clone();
-        gauge.inc();
-        InFlight { gauge }
+        let hot = Arc::clone(&self.hot);
+        hot.in_flight[listener as usize].add(1);
+        InFlight { hot, listener }
     }
 
-    pub fn observe_verification(&self, seconds: f64) {
-        self.verification_seconds.observe(seconds);
+    pub fn observe_verification(&self, elapsed: Duration) {
+        self.hot.verification.observe(elapsed);
     }
 
-    pub fn observe_upstream(&self, listener: Listener, seconds: f64) {
-        self.upstream_seconds[listener as usize].observe(seconds);
+    pub fn observe_upstream(&self, listener: Listener, elapsed: Duration) {
+        self.hot.upstream[listener as usize].observe(elapsed);
     }
 
     /// The Prometheus text exposition (OpenMetrics).
@@ -177,12 +154,82 @@ impl Metrics {
 
 /// Counts one request in flight until dropped.
 pub struct InFlight {
-    gauge: Gauge,
+    hot: Arc<RequestMetrics>,
+    listener: Listener,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.gauge.dec();
+        self.hot.in_flight[self.listener as usize].add(-1);
+    }
+}
+
+/// Encodes the sharded request metrics at scrape time.
+struct RequestCollector(Arc<RequestMetrics>);
+
+impl std::fmt::Debug for RequestCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestCollector")
+    }
+}
+
+fn encode_histogram(
+    metric: prometheus_client::encoding::MetricEncoder<'_>,
+    histogram: &ShardedHistogram,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = metric;
+    let snapshot = histogram.snapshot();
+    metric.encode_histogram::<NoLabelSet>(snapshot.sum_s, snapshot.count, &snapshot.buckets, None)
+}
+
+impl prometheus_client::collector::Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let hot = &self.0;
+        let mut family = encoder.encode_descriptor(
+            "requests",
+            "Requests answered, by listener, outcome and HTTP status",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, count) in hot.requests.totals() {
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "requests_in_flight",
+            "Requests being handled now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for listener in LISTENERS {
+            let labels = ListenerLabels {
+                listener: listener.as_str(),
+            };
+            let in_flight = hot.in_flight[listener as usize].get().max(0);
+            ConstGauge::new(in_flight).encode(family.encode_family(&labels)?)?;
+        }
+        let metric = encoder.encode_descriptor(
+            "verification_duration_seconds",
+            "Time to verify a session token (cache hits included)",
+            None,
+            MetricType::Histogram,
+        )?;
+        encode_histogram(metric, &hot.verification)?;
+        let mut family = encoder.encode_descriptor(
+            "upstream_duration_seconds",
+            "Time until the upstream (backend or JTL API) sent response headers",
+            None,
+            MetricType::Histogram,
+        )?;
+        for listener in LISTENERS {
+            let labels = ListenerLabels {
+                listener: listener.as_str(),
+            };
+            encode_histogram(
+                family.encode_family(&labels)?,
+                &hot.upstream[listener as usize],
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -207,18 +254,13 @@ fn encode_counts(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    counts: [(&'static str, &AtomicU64); 2],
+    counts: [(&'static str, u64); 2],
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (result, count) in counts {
         let labels = ResultLabels { result };
         let metric = family.encode_family(&labels)?;
-        ConstCounter::new(count.load(Ordering::Relaxed)).encode(metric)?;
+        ConstCounter::new(count).encode(metric)?;
     }
     Ok(())
 }
@@ -230,21 +272,27 @@ impl prometheus_client::collector::Collector for JtlCollector {
             &mut encoder,
             "token_fetches",
             "Access-token requests to JTL, by result",
-            [("success", &tokens.succeeded), ("failure", &tokens.failed)],
+            [
+                ("success", tokens.succeeded.load(Ordering::Relaxed)),
+                ("failure", tokens.failed.load(Ordering::Relaxed)),
+            ],
         )?;
         let keys = self.jtl.keys.counts();
         encode_counts(
             &mut encoder,
             "jwks_fetches",
             "Key-set fetches from JTL, by result",
-            [("success", &keys.succeeded), ("failure", &keys.failed)],
+            [
+                ("success", keys.succeeded.load(Ordering::Relaxed)),
+                ("failure", keys.failed.load(Ordering::Relaxed)),
+            ],
         )?;
         let cache = self.verifier.cache_counts();
         encode_counts(
             &mut encoder,
             "verified_cache_lookups",
             "Verified-token cache lookups, by result",
-            [("hit", &cache.hits), ("miss", &cache.misses)],
+            [("hit", cache.hits.get()), ("miss", cache.misses.get())],
         )?;
         Ok(())
     }

@@ -1,17 +1,15 @@
 //! `SessionVerifier`: strict JOSE verification against JTL's key set, with a cache of
 //! already verified tokens in front. This is the hot path of every ingress request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use moka::sync::Cache;
-use moka::Expiry;
+use quick_cache::sync::Cache;
 use ring::digest;
 
 use crate::clock::Clock;
 use crate::jose::{CompactJws, JoseError, Malformed, Session, TokenPolicy};
 use crate::jtl::{KeySet, LoadedKeys};
+use crate::telemetry::sharded::ShardedCounter;
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -25,15 +23,17 @@ pub enum VerifyError {
     KeysUnavailable,
 }
 
-/// Verified-cache lookups, for metrics and tests.
-#[derive(Debug, Default)]
+/// Verified-cache lookups, for metrics and tests (per-thread shards: every request
+/// counts one).
+#[derive(Default)]
 pub struct CacheCounts {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    pub hits: ShardedCounter,
+    pub misses: ShardedCounter,
 }
 
-/// A cached verification is reused for at most this long, however far away `exp` is.
-const MAX_CACHE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// A cached verification is reused for at most this long (seconds), however far away
+/// `exp` is.
+const MAX_CACHE_LIFETIME_S: i64 = 24 * 3600;
 
 /// The key that verified a token: its `kid` (when it has one) and its thumbprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +66,9 @@ impl SignerId {
 pub struct VerifiedSession {
     session: Session,
     signer: SignerId,
-    /// How long a cache entry may live: until `exp` plus leeway, as of insertion.
-    lifetime: Duration,
+    /// Unix second from which a cached entry is verified again (at most a day after
+    /// it was verified; `exp` is checked on every hit anyway).
+    reverify_at: i64,
 }
 
 impl std::ops::Deref for VerifiedSession {
@@ -84,26 +85,13 @@ impl std::fmt::Debug for VerifiedSession {
     }
 }
 
-/// Entries live until their token expires.
-struct UntilTokenExpiry;
-
-impl Expiry<[u8; 32], Arc<VerifiedSession>> for UntilTokenExpiry {
-    fn expire_after_create(
-        &self,
-        _: &[u8; 32],
-        value: &Arc<VerifiedSession>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(value.lifetime)
-    }
-}
-
 pub struct SessionVerifier {
     keys: KeySet,
     policy: TokenPolicy,
     clock: Clock,
     /// Keyed by the SHA-256 of the whole token, so memory stays small and the token
-    /// itself is not kept.
+    /// itself is not kept. Bounded by its entry count (S3-FIFO eviction); an expired
+    /// entry is dropped when it is next looked up, or evicted like any other.
     cache: Option<Cache<[u8; 32], Arc<VerifiedSession>>>,
     /// Claims a session keeps (those of `[ingress.claim_headers]`); `None` keeps all.
     kept_claims: Option<Vec<String>>,
@@ -113,12 +101,8 @@ pub struct SessionVerifier {
 impl SessionVerifier {
     /// `cache_entries` 0 disables the verified-token cache.
     pub fn new(keys: KeySet, policy: TokenPolicy, clock: Clock, cache_entries: u64) -> Self {
-        let cache = (cache_entries > 0).then(|| {
-            Cache::builder()
-                .max_capacity(cache_entries)
-                .expire_after(UntilTokenExpiry)
-                .build()
-        });
+        let cache = (cache_entries > 0)
+            .then(|| Cache::new(usize::try_from(cache_entries).unwrap_or(usize::MAX)));
         SessionVerifier {
             keys,
             policy,
@@ -164,18 +148,18 @@ impl SessionVerifier {
         if let Some(cached) = cache.get(&digest) {
             let now = self.clock.now_s();
             if cached.session.is_expired(now, self.policy.leeway_s) {
-                cache.invalidate(&digest);
-                self.counts.hits.fetch_add(1, Ordering::Relaxed);
+                cache.remove(&digest);
+                self.counts.hits.inc();
                 return Err(VerifyError::Rejected(JoseError::Expired));
             }
             let key_still_there = self.keys.usable_and(|loaded| cached.signer.is_in(loaded));
-            if key_still_there {
-                self.counts.hits.fetch_add(1, Ordering::Relaxed);
+            if key_still_there && now < cached.reverify_at {
+                self.counts.hits.inc();
                 return Ok(cached);
             }
-            cache.invalidate(&digest);
+            cache.remove(&digest);
         }
-        self.counts.misses.fetch_add(1, Ordering::Relaxed);
+        self.counts.misses.inc();
         let (session, signer) = self.verify_fully(token).await?;
         let verified = Arc::new(self.entry(session, signer));
         cache.insert(digest, Arc::clone(&verified));
@@ -183,12 +167,10 @@ impl SessionVerifier {
     }
 
     fn entry(&self, session: Session, signer: SignerId) -> VerifiedSession {
-        let valid_until = session.expires_at.saturating_add(self.policy.leeway_s);
-        let lifetime_s = valid_until.saturating_sub(self.clock.now_s()).max(1);
         VerifiedSession {
             session,
             signer,
-            lifetime: Duration::from_secs(lifetime_s.unsigned_abs()).min(MAX_CACHE_LIFETIME),
+            reverify_at: self.clock.now_s().saturating_add(MAX_CACHE_LIFETIME_S),
         }
     }
 

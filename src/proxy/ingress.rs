@@ -2,7 +2,6 @@
 //! headers, answer or pass preflights and public paths, read and verify the session
 //! token, forward with the verified identity, stream the answer back.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,7 @@ use super::headers::{
     folded, remove_hop_by_hop, restore_upgrade, strip_folded, strip_underscore_variants,
 };
 use super::upstream::{Upstream, UpstreamError};
-use super::{cors, paths, streamed_body, ProxyBody};
+use super::{cors, paths, streamed_body, Peer, ProxyBody};
 use crate::config::IngressConfig;
 use crate::jose::Session;
 use crate::jtl::AccessTokens;
@@ -148,7 +147,7 @@ impl Ingress {
     pub async fn handle(
         self: Arc<Self>,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight(Listener::Ingress);
@@ -181,14 +180,14 @@ impl Ingress {
             status,
             latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             tenant_id = session.as_ref().map(|s| s.tenant_id.to_string()),
-            request_id = %request_id,
+            request_id = request_id.to_str().unwrap_or_default(),
             outcome,
             "request"
         );
         response
     }
 
-    async fn route(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Handled {
+    async fn route(&self, mut request: Request<Incoming>, peer: Peer) -> Handled {
         // 1. Identity headers from the client never survive, on any path; nor do `_`
         // spellings of the forwarding headers the sidecar sets.
         strip_folded(request.headers_mut(), &self.identity_folded);
@@ -248,8 +247,7 @@ impl Ingress {
         // 5. Verification.
         let verify_started = Instant::now();
         let verified = self.verifier.verify(&token).await;
-        self.metrics
-            .observe_verification(verify_started.elapsed().as_secs_f64());
+        self.metrics.observe_verification(verify_started.elapsed());
         let session = match verified {
             Ok(session) => session,
             Err(VerifyError::Rejected(error)) => {
@@ -297,7 +295,7 @@ impl Ingress {
     async fn forward(
         &self,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
         verified: Option<Verified<'_>>,
     ) -> Handled {
         let client_upgrade = (request.version() == Version::HTTP_11
@@ -314,7 +312,7 @@ impl Ingress {
         if let Some(verified) = &verified {
             self.set_identity(&mut headers, verified);
         }
-        set_forwarding_headers(&mut headers, &parts.uri, peer);
+        set_forwarding_headers(&mut headers, &parts.uri, &peer);
         if let (Some(upgrade), Some(_)) = (upgrade, &client_upgrade) {
             restore_upgrade(&mut headers, upgrade);
         }
@@ -337,7 +335,7 @@ impl Ingress {
         let started = Instant::now();
         let result = self.upstream.send(outgoing).await;
         self.metrics
-            .observe_upstream(Listener::Ingress, started.elapsed().as_secs_f64());
+            .observe_upstream(Listener::Ingress, started.elapsed());
         let mut response = match result {
             Ok(response) => response,
             Err(error @ UpstreamError::Unreachable(_)) => {
@@ -396,11 +394,15 @@ impl Ingress {
                 headers.insert(name.clone(), value);
             }
         };
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         set(
             &names.tenant_id,
-            &session.tenant_id.hyphenated().to_string(),
+            session.tenant_id.hyphenated().encode_lower(&mut text),
         );
-        set(&names.user_id, &session.user_id.hyphenated().to_string());
+        set(
+            &names.user_id,
+            session.user_id.hyphenated().encode_lower(&mut text),
+        );
         set(&names.tenant_slug, &session.tenant_slug);
         for claim_header in &self.settings.claim_headers {
             if let Some(value) = claim_value(session.claims.get(&claim_header.claim)) {
@@ -501,33 +503,34 @@ fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// `X-Request-ID` from the client, or a new one; returned for the log line.
-fn ensure_request_id(headers: &mut HeaderMap) -> String {
-    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        return id.to_owned();
+fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID).filter(|id| id.to_str().is_ok()) {
+        return id.clone();
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(X_REQUEST_ID, value);
-    }
-    id
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    // A hyphenated UUID is always a valid header value.
+    let value = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static(""));
+    headers.insert(X_REQUEST_ID, value.clone());
+    value
 }
 
 /// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, `Host`
 /// kept (taken from `:authority` for HTTP/2 clients, which send no `Host`).
-fn set_forwarding_headers(headers: &mut HeaderMap, uri: &http::Uri, peer: SocketAddr) {
-    let earlier: Vec<String> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect();
-    let mut chain = earlier.join(", ");
-    if !chain.is_empty() {
-        chain.push_str(", ");
-    }
-    chain.push_str(&peer.ip().to_string());
+fn set_forwarding_headers(headers: &mut HeaderMap, uri: &http::Uri, peer: &Peer) {
+    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut chain: Vec<&[u8]> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        chain.push(peer.forwarded_for.as_bytes());
+        HeaderValue::from_bytes(&chain.join(&b", "[..])).ok()
+    } else {
+        Some(peer.forwarded_for.clone())
+    };
     headers.remove(&X_FORWARDED_FOR);
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -649,7 +652,7 @@ mod tests {
         set_forwarding_headers(
             &mut map,
             &"/x".parse().unwrap(),
-            "127.0.0.9:5000".parse().unwrap(),
+            &Peer::new("127.0.0.9:5000".parse().unwrap()),
         );
         assert_eq!(map["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         assert_eq!(map["x-forwarded-proto"], "http");

@@ -9,7 +9,10 @@ pub mod paths;
 pub mod pool;
 pub mod upstream;
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
@@ -29,4 +32,24 @@ pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
 /// A peer's body, streamed as it arrives.
 pub fn streamed_body(body: hyper::body::Incoming) -> ProxyBody {
     body.map_err(BoxError::from).boxed()
+}
+
+/// The client at the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Its IP as an `X-Forwarded-For` entry, formatted once per connection.
+    pub forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip().to_string();
+        Peer {
+            addr,
+            // An IP address is always a valid header value.
+            forwarded_for: HeaderValue::from_str(&ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
 }
