@@ -20,6 +20,7 @@ use crate::admin::{Admin, Readiness};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::jtl::{self, Jtl};
+use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
 use crate::telemetry::Metrics;
 use crate::verify::SessionVerifier;
@@ -43,6 +44,8 @@ pub enum StartError {
 #[derive(Debug, Clone, Copy)]
 pub struct Addresses {
     pub ingress: SocketAddr,
+    /// `None` when `egress.listen` is empty.
+    pub egress: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -53,9 +56,12 @@ pub struct Server {
     /// kernel spreads connections evenly over the workers.
     ingress_listeners: Vec<std::net::TcpListener>,
     admin_listener: TcpListener,
+    /// Served on the main runtime: the backend's calls to JTL are few next to ingress.
+    egress_listener: Option<TcpListener>,
     addresses: Addresses,
     jtl: Jtl,
     ingress: Arc<Ingress>,
+    egress: Arc<Egress>,
     admin: Arc<Admin>,
 }
 
@@ -92,6 +98,16 @@ impl Server {
             upstream_tls,
             Arc::clone(&metrics),
         ));
+        let egress_tls = jtl::http::client_tls_config(config.jtl.ca_file.as_deref())
+            .map_err(jtl::SetupError::Http)?;
+        let egress = Arc::new(Egress::new(
+            &config.egress,
+            &config.jtl.api_base_url,
+            config.jtl.timeout,
+            egress_tls,
+            jtl.tokens.clone(),
+            Arc::clone(&metrics),
+        ));
         let admin = Arc::new(Admin {
             readiness: Readiness::new(jtl.clone()),
             metrics,
@@ -100,18 +116,28 @@ impl Server {
             .map(|n| n.get())
             .unwrap_or(1);
         let (ingress_listeners, ingress_addr) = bind_ingress(config.ingress.listen, workers)?;
+        let egress_listener = match config.egress.listen {
+            Some(addr) => Some(bind("egress.listen", addr).await?),
+            None => None,
+        };
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
         let addresses = Addresses {
             ingress: ingress_addr,
+            egress: egress_listener
+                .as_ref()
+                .map(|listener| local_addr("egress.listen", listener))
+                .transpose()?,
             admin: local_addr("admin.listen", &admin_listener)?,
         };
         Ok(Server {
             config,
             ingress_listeners,
             admin_listener,
+            egress_listener,
             addresses,
             jtl,
             ingress,
+            egress,
             admin,
         })
     }
@@ -223,8 +249,25 @@ impl Server {
                 async move { Ok::<_, Infallible>(admin.handle(&request)) }
             },
         ));
+        // Egress: the same accept loop and the same stop, drained with the same grace.
+        let egress_graceful = Arc::new(GracefulShutdown::new());
+        let egress_loop = self.egress_listener.map(|listener| {
+            let egress = Arc::clone(&self.egress);
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&builder),
+                Arc::clone(&egress_graceful),
+                stop_traffic.clone(),
+                first_request_deadline,
+                move |request: Request<Incoming>, _peer: SocketAddr| {
+                    let egress = Arc::clone(&egress);
+                    async move { Ok::<_, Infallible>(egress.handle(request).await) }
+                },
+            ))
+        });
         tracing::info!(
             ingress = %self.addresses.ingress,
+            egress = self.addresses.egress.map(|addr| addr.to_string()),
             admin = %self.addresses.admin,
             upstream = %self.config.ingress.upstream,
             "jtl-auth-sidecar is listening"
@@ -239,15 +282,25 @@ impl Server {
         stop_traffic.cancel();
         // Every accept loop has ended (and dropped its socket) when the channel closes.
         while accept_loops_ended.recv().await.is_some() {}
+        if let Some(egress_loop) = egress_loop {
+            let _ = egress_loop.await;
+        }
         let tunnels = self.ingress.tunnels().clone();
         tunnels.close();
         let drain = async {
-            // The accept loops dropped their handles: this one is the last.
-            if let Ok(graceful) = Arc::try_unwrap(graceful) {
-                graceful.shutdown().await;
-            }
+            // The accept loops dropped their handles: these are the last.
+            let ingress = async {
+                if let Ok(graceful) = Arc::try_unwrap(graceful) {
+                    graceful.shutdown().await;
+                }
+            };
+            let egress = async {
+                if let Ok(graceful) = Arc::try_unwrap(egress_graceful) {
+                    graceful.shutdown().await;
+                }
+            };
             // WebSockets and other upgraded connections get the same grace.
-            tunnels.wait().await;
+            tokio::join!(ingress, egress, tunnels.wait());
         };
         if tokio::time::timeout(self.config.server.shutdown_grace, drain)
             .await

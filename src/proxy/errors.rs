@@ -1,7 +1,7 @@
 //! The JSON error responses of SPEC §4, built in one place.
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
 use super::upstream::UpstreamError;
@@ -71,6 +71,20 @@ pub fn unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody>
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
     response
+}
+
+/// `405` for `TRACE` and `CONNECT`, which are never forwarded: a next hop that reflects
+/// `TRACE` would hand out the credentials the sidecar added.
+pub fn refuse_method(method: &Method) -> Option<Response<ProxyBody>> {
+    if method != Method::TRACE && method != Method::CONNECT {
+        return None;
+    }
+    let mut response = error_response(
+        ErrorCode::InvalidRequest,
+        "TRACE and CONNECT are not forwarded.",
+    );
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    Some(response)
 }
 
 /// The answer when the next hop (`peer`: "The app backend", "JTL's API") failed, and

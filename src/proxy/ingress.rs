@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{AUTHORIZATION, HOST};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
-use super::errors::{error_response, unavailable, upstream_failure, ErrorCode};
+use super::errors::{error_response, refuse_method, unavailable, upstream_failure, ErrorCode};
 use super::headers::{
     ensure_request_id, folded, remove_hop_by_hop, restore_upgrade, strip_folded,
     strip_underscore_variants,
@@ -193,12 +193,7 @@ impl Ingress {
         strip_underscore_variants(request.headers_mut(), &self.forwarding_folded);
 
         // Methods that reflect or tunnel are never forwarded with credentials.
-        if request.method() == Method::TRACE || request.method() == Method::CONNECT {
-            let mut response = error_response(
-                ErrorCode::InvalidRequest,
-                "TRACE and CONNECT are not forwarded.",
-            );
-            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        if let Some(response) = refuse_method(request.method()) {
             return Handled::new(response, "method_not_allowed");
         }
 

@@ -3,6 +3,7 @@
 //! error bodies, the upstream client, the per-request log line and metrics).
 
 pub mod cors;
+pub mod egress;
 pub mod errors;
 pub mod headers;
 pub mod ingress;
