@@ -230,8 +230,9 @@ async fn a_body_over_the_retry_limit_gets_jtls_401_without_a_retry() {
     assert_eq!(answer.json()["error"], "invalid_token", "JTL's own body");
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
 
-    // The refused token was dropped: the next call carries a fresh one.
-    let next = get(&proxy.egress_url("/v1/ping"), &[]).await;
+    // The refused token was dropped: the next call, not retriable either, carries a
+    // fresh one.
+    let next = post(&proxy, "/v1/upload", &[], vec![b'y'; 4096]).await;
     assert_eq!(next.status, 200);
 }
 
@@ -245,6 +246,10 @@ async fn with_retry_on_401_off_jtls_401_is_passed_through() {
     let answer = post(&proxy, "/v1/items", &[], b"small".to_vec()).await;
     assert_eq!(answer.status, 401);
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
+
+    // The refused token was still dropped: the next call gets a fresh one.
+    let next = post(&proxy, "/v1/items", &[], b"small".to_vec()).await;
+    assert_eq!(next.status, 200);
 }
 
 #[tokio::test]
