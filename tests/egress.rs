@@ -396,3 +396,37 @@ fn a_non_loopback_egress_listen_without_allow_non_loopback_is_a_config_error() {
         .iter()
         .any(|warning| warning.starts_with("egress.listen:")));
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_egress_request_in_flight_finish_and_refuses_new_connections() {
+    let mut proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let egress = proxy.addresses.egress.unwrap();
+    proxy
+        .emulator
+        .set_api_failure(Failure::Delay(Duration::from_millis(600)));
+    let in_flight = tokio::spawn(get_owned(proxy.egress_url("/v1/slow")));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.shut_down();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(egress).await.is_err(),
+        "the egress listener stopped accepting"
+    );
+    let finished = proxy.finished.take().unwrap();
+    assert!(
+        !finished.is_finished(),
+        "the drain waits for the egress request"
+    );
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200, "the request in flight was answered");
+    tokio::time::timeout(Duration::from_secs(10), finished)
+        .await
+        .expect("the drain ends")
+        .unwrap();
+}
+
+async fn get_owned(url: String) -> Answer {
+    get(&url, &[]).await
+}
