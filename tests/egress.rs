@@ -382,8 +382,8 @@ fn a_non_loopback_egress_listen_without_allow_non_loopback_is_a_config_error() {
         &format!("{base}[egress]\nlisten = \"0.0.0.0:8081\"\n"),
         Vec::new(),
     )
-    .err()
-    .expect("refused");
+    .map(|_| ())
+    .expect_err("refused");
     assert!(errors.to_string().contains("egress.listen"), "{errors}");
 
     let allowed = load_str(
