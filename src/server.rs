@@ -20,6 +20,7 @@ use crate::admin::{Admin, Readiness};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::jtl::{self, Jtl};
+use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
 use crate::proxy::Peer;
 use crate::telemetry::Metrics;
@@ -44,6 +45,8 @@ pub enum StartError {
 #[derive(Debug, Clone, Copy)]
 pub struct Addresses {
     pub ingress: SocketAddr,
+    /// `None` when `egress.listen` is empty.
+    pub egress: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -54,9 +57,12 @@ pub struct Server {
     /// kernel spreads connections evenly over the workers.
     ingress_listeners: Vec<std::net::TcpListener>,
     admin_listener: TcpListener,
+    /// Served on the main runtime: the backend's calls to JTL are few next to ingress.
+    egress_listener: Option<TcpListener>,
     addresses: Addresses,
     jtl: Jtl,
     ingress: Arc<Ingress>,
+    egress: Arc<Egress>,
     admin: Arc<Admin>,
 }
 
@@ -93,6 +99,16 @@ impl Server {
             upstream_tls,
             Arc::clone(&metrics),
         ));
+        let egress_tls = jtl::http::client_tls_config(config.jtl.ca_file.as_deref())
+            .map_err(jtl::SetupError::Http)?;
+        let egress = Arc::new(Egress::new(
+            &config.egress,
+            &config.jtl.api_base_url,
+            config.jtl.timeout,
+            egress_tls,
+            jtl.tokens.clone(),
+            Arc::clone(&metrics),
+        ));
         let admin = Arc::new(Admin {
             readiness: Readiness::new(jtl.clone()),
             metrics,
@@ -101,18 +117,28 @@ impl Server {
             .map(|n| n.get())
             .unwrap_or(1);
         let (ingress_listeners, ingress_addr) = bind_ingress(config.ingress.listen, workers)?;
+        let egress_listener = match config.egress.listen {
+            Some(addr) => Some(bind("egress.listen", addr).await?),
+            None => None,
+        };
         let admin_listener = bind("admin.listen", config.admin.listen).await?;
         let addresses = Addresses {
             ingress: ingress_addr,
+            egress: egress_listener
+                .as_ref()
+                .map(|listener| local_addr("egress.listen", listener))
+                .transpose()?,
             admin: local_addr("admin.listen", &admin_listener)?,
         };
         Ok(Server {
             config,
             ingress_listeners,
             admin_listener,
+            egress_listener,
             addresses,
             jtl,
             ingress,
+            egress,
             admin,
         })
     }
@@ -242,8 +268,34 @@ impl Server {
             )
             .await
         });
+        // Egress: the same accept loop and the same stop, drained with the same grace.
+        // It runs on this runtime; its connections finish when `egress_drained` closes.
+        let (egress_done, mut egress_drained) = tokio::sync::mpsc::channel::<()>(1);
+        let egress_loop = self.egress_listener.map(|listener| {
+            let egress = Arc::clone(&self.egress);
+            let builder = Arc::clone(&builder);
+            let stop = stop_traffic.clone();
+            tokio::spawn(async move {
+                let graceful = GracefulShutdown::new();
+                accept_loop(
+                    listener,
+                    builder,
+                    &graceful,
+                    stop,
+                    first_request_deadline,
+                    move |request: Request<Incoming>, _peer: Peer| {
+                        let egress = Arc::clone(&egress);
+                        async move { Ok::<_, Infallible>(egress.handle(request).await) }
+                    },
+                )
+                .await;
+                graceful.shutdown().await;
+                drop(egress_done);
+            })
+        });
         tracing::info!(
             ingress = %self.addresses.ingress,
+            egress = self.addresses.egress.map(|addr| addr.to_string()),
             admin = %self.addresses.admin,
             upstream = %self.config.ingress.upstream,
             "jtl-auth-sidecar is listening"
@@ -261,9 +313,10 @@ impl Server {
         let tunnels = self.ingress.tunnels().clone();
         tunnels.close();
         let drain = async {
-            while workers_drained.recv().await.is_some() {}
+            let ingress = async { while workers_drained.recv().await.is_some() {} };
+            let egress = async { while egress_drained.recv().await.is_some() {} };
             // WebSockets and other upgraded connections get the same grace.
-            tunnels.wait().await;
+            tokio::join!(ingress, egress, tunnels.wait());
         };
         if tokio::time::timeout(self.config.server.shutdown_grace, drain)
             .await
@@ -272,6 +325,9 @@ impl Server {
             tracing::warn!("shutdown grace period over; closing the connections still open");
         }
         drained.cancel();
+        if let Some(egress_loop) = egress_loop {
+            egress_loop.abort();
+        }
         for thread in worker_threads {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }

@@ -242,6 +242,29 @@ fn run_exits_1_when_a_port_is_taken() {
 }
 
 #[test]
+fn run_exits_1_when_the_egress_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingress]\nlisten = \"127.0.0.1:0\"\n[egress]\nlisten = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n",
+            taken.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let output = sidecar()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("egress.listen: cannot listen on"));
+}
+
+#[test]
 fn dev_prints_a_curl_command_that_works() {
     let mut child = sidecar()
         .arg("dev")
@@ -261,6 +284,7 @@ fn dev_prints_a_curl_command_that_works() {
     let lines = lines_of(&mut child);
     let first = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let spoofed = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
+    let egress = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let mint = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s 'http"));
 
     let run = |command: &str| {
@@ -293,6 +317,17 @@ fn dev_prints_a_curl_command_that_works() {
         echoed["headers"]["x-tenant-id"],
         serde_json::json!([DEV_TENANT_ID])
     );
+
+    // The egress command reaches the emulator's API echo with the access token injected.
+    let echoed: serde_json::Value = serde_json::from_str(&run(egress.trim())).unwrap();
+    assert_eq!(echoed["path"], "/v1/hello");
+    assert_eq!(
+        echoed["headers"]["x-tenant-id"],
+        serde_json::json!([DEV_TENANT_ID])
+    );
+    assert!(echoed["headers"]["authorization"][0]
+        .as_str()
+        .is_some_and(|value| value.starts_with("Bearer ")));
 
     let minted = run(mint.trim());
     assert_eq!(

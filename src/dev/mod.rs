@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::emulator::{
     Emulator, EmulatorOptions, DEV_TENANT_ID, DEV_TENANT_SLUG, DEV_USER_ID, MINT_PATH,
 };
-use crate::server::{Server, StartError};
+use crate::server::{Addresses, Server, StartError};
 use echo::EchoBackend;
 
 /// The config `dev` runs with (`config/dev.toml`).
@@ -114,13 +114,7 @@ pub async fn run(
             Duration::from_secs(3600),
         )
         .unwrap_or_default();
-    print_instructions(
-        &emulator,
-        &upstream_shown,
-        addresses.ingress,
-        addresses.admin,
-        &token,
-    );
+    print_instructions(&emulator, &upstream_shown, addresses, &token);
     server.run(shutdown).await;
     Ok(())
 }
@@ -130,17 +124,20 @@ fn socket_addr_of(url: &Url) -> Option<SocketAddr> {
     Some(SocketAddr::new(host, url.port_or_known_default()?))
 }
 
-fn print_instructions(
-    emulator: &Emulator,
-    upstream: &str,
-    ingress: SocketAddr,
-    admin: SocketAddr,
-    token: &str,
-) {
-    let base = format!("http://{ingress}");
+fn print_instructions(emulator: &Emulator, upstream: &str, addresses: Addresses, token: &str) {
+    let base = format!("http://{}", addresses.ingress);
     println!("jtl-auth-sidecar dev is running.");
     println!("  ingress  {base}  ->  backend {upstream}");
-    println!("  admin    http://{admin}  (/healthz /readyz /metrics)");
+    if let Some(egress) = addresses.egress {
+        println!(
+            "  egress   http://{egress}  ->  JTL API {}  (access token injected)",
+            emulator.api_base_url()
+        );
+    }
+    println!(
+        "  admin    http://{}  (/healthz /readyz /metrics)",
+        addresses.admin
+    );
     println!("  JTL      {}  (built-in emulator)", emulator.base_url());
     println!();
     println!(
@@ -157,6 +154,12 @@ fn print_instructions(
     println!();
     println!("  curl -si {base}/hello");
     println!();
+    if let Some(egress) = addresses.egress {
+        println!("Your backend calls JTL's API through the egress listener, without a token (the emulator's API echoes the request):");
+        println!();
+        println!("  curl -s http://{egress}/v1/hello -H 'X-Tenant-ID: {DEV_TENANT_ID}'");
+        println!();
+    }
     println!("Mint more tokens (any tenant, user and slug; count= for many):");
     println!();
     println!(

@@ -52,6 +52,9 @@ pub enum Failure {
     Delay(Duration),
     /// Answers 200 with a body larger than 64 KiB.
     Oversize,
+    /// Answers 429 as JTL's API does when a quota is used up: a JSON error body,
+    /// `Retry-After` and `X-RateLimit-Limit` / `-Remaining: 0` / `-Reset`.
+    RateLimited { retry_after_s: u64 },
 }
 
 /// What the emulator starts with.

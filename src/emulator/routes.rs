@@ -73,6 +73,18 @@ async fn misbehave(failure: Failure) -> Option<Reply> {
             tokio::time::sleep(delay).await;
             None
         }
+        Failure::RateLimited { retry_after_s } => {
+            let mut reply = json_reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"error": "rate_limited", "error_description": "Too many requests"}),
+            );
+            let headers = reply.headers_mut();
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
+            headers.insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            headers.insert("x-ratelimit-reset", HeaderValue::from(retry_after_s));
+            Some(reply)
+        }
         Failure::Oversize => Some(json_reply(
             StatusCode::OK,
             &json!({"padding": "x".repeat(70 * 1024)}),

@@ -1,9 +1,10 @@
 //! The JSON error responses of SPEC §4, built in one place.
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
+use super::upstream::UpstreamError;
 use super::{full_body, ProxyBody};
 
 /// The `error` codes the sidecar answers with.
@@ -70,6 +71,48 @@ pub fn unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody>
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
     response
+}
+
+/// `405` for `TRACE` and `CONNECT`, which are never forwarded: a next hop that reflects
+/// `TRACE` would hand out the credentials the sidecar added.
+pub fn refuse_method(method: &Method) -> Option<Response<ProxyBody>> {
+    if method != Method::TRACE && method != Method::CONNECT {
+        return None;
+    }
+    let mut response = error_response(
+        ErrorCode::InvalidRequest,
+        "TRACE and CONNECT are not forwarded.",
+    );
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    Some(response)
+}
+
+/// The answer when the next hop (`peer`: "The app backend", "JTL's API") failed, and
+/// the outcome for the log line and the metrics: unreachable 502, no response headers
+/// in time 504, a path that cannot be forwarded 400.
+pub fn upstream_failure(error: &UpstreamError, peer: &str) -> (Response<ProxyBody>, &'static str) {
+    match error {
+        UpstreamError::Unreachable(_) => {
+            tracing::warn!("{error}");
+            let description = format!("{peer} could not be reached.");
+            (
+                error_response(ErrorCode::BadGateway, &description),
+                "bad_gateway",
+            )
+        }
+        UpstreamError::Timeout(_) => {
+            tracing::warn!("{error}");
+            let description = format!("{peer} did not answer in time.");
+            (
+                error_response(ErrorCode::GatewayTimeout, &description),
+                "gateway_timeout",
+            )
+        }
+        UpstreamError::BadPath => (
+            error_response(ErrorCode::InvalidRequest, &error.to_string()),
+            "invalid_request",
+        ),
+    }
 }
 
 /// Text that can stand inside a quoted-string: printable ASCII without `"` and `\`.

@@ -1,10 +1,13 @@
 //! Header rules of SPEC §4: identity headers stripped however they are spelled,
-//! hop-by-hop headers removed, forwarding headers set.
+//! hop-by-hop headers removed, the request id set.
 
 use http::header::{
     CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The request id, logged by the sidecar and passed to the next hop.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -124,6 +127,19 @@ pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, upgrade);
     headers.remove(TRANSFER_ENCODING);
+}
+
+/// `X-Request-ID` from the client, or a new one; returned for the log line.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID).filter(|id| id.to_str().is_ok()) {
+        return id.clone();
+    }
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    // A hyphenated UUID is always a valid header value.
+    let value = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static(""));
+    headers.insert(X_REQUEST_ID, value.clone());
+    value
 }
 
 #[cfg(test)]

@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{AUTHORIZATION, HOST};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
-use super::errors::{error_response, unavailable, ErrorCode};
+use super::errors::{error_response, refuse_method, unavailable, upstream_failure, ErrorCode};
 use super::headers::{
-    folded, remove_hop_by_hop, restore_upgrade, strip_folded, strip_underscore_variants,
+    ensure_request_id, folded, remove_hop_by_hop, restore_upgrade, strip_folded,
+    strip_underscore_variants,
 };
-use super::upstream::{Upstream, UpstreamError};
-use super::{cors, paths, streamed_body, Peer, ProxyBody};
+use super::upstream::Upstream;
+use super::{cors, paths, streamed_body, Peer, ProxyBody, RequestLine};
 use crate::config::IngressConfig;
 use crate::jose::Session;
 use crate::jtl::AccessTokens;
@@ -27,7 +28,6 @@ use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `Retry-After` when no signing key can be had: the key set is refetched at most this
 /// often by default, so asking sooner is pointless.
@@ -170,20 +170,18 @@ impl Ingress {
         if let Some(origin) = cors_origin {
             cors::add_cors_headers(response.headers_mut(), origin);
         }
-        let status = response.status().as_u16();
-        self.metrics
-            .count_request(Listener::Ingress, outcome, status);
-        tracing::info!(
-            listener = "ingress",
-            method = %method,
-            path = %uri.path(),
-            status,
-            latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-            tenant_id = session.as_ref().map(|s| s.tenant_id.to_string()),
-            request_id = request_id.to_str().unwrap_or_default(),
+        let tenant_id = session.as_ref().map(|s| s.tenant_id.to_string());
+        RequestLine {
+            listener: Listener::Ingress,
+            method: &method,
+            path: uri.path(),
+            status: response.status().as_u16(),
+            started,
+            tenant_id: tenant_id.as_deref(),
+            request_id: request_id.to_str().unwrap_or_default(),
             outcome,
-            "request"
-        );
+        }
+        .record(&self.metrics);
         response
     }
 
@@ -194,12 +192,7 @@ impl Ingress {
         strip_underscore_variants(request.headers_mut(), &self.forwarding_folded);
 
         // Methods that reflect or tunnel are never forwarded with credentials.
-        if request.method() == Method::TRACE || request.method() == Method::CONNECT {
-            let mut response = error_response(
-                ErrorCode::InvalidRequest,
-                "TRACE and CONNECT are not forwarded.",
-            );
-            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        if let Some(response) = refuse_method(request.method()) {
             return Handled::new(response, "method_not_allowed");
         }
 
@@ -338,27 +331,9 @@ impl Ingress {
             .observe_upstream(Listener::Ingress, started.elapsed());
         let mut response = match result {
             Ok(response) => response,
-            Err(error @ UpstreamError::Unreachable(_)) => {
-                tracing::warn!("{error}");
-                let response = error_response(
-                    ErrorCode::BadGateway,
-                    "The app backend could not be reached.",
-                );
-                return Handled::new(response, "bad_gateway");
-            }
-            Err(error @ UpstreamError::Timeout(_)) => {
-                tracing::warn!("{error}");
-                let response = error_response(
-                    ErrorCode::GatewayTimeout,
-                    "The app backend did not answer in time.",
-                );
-                return Handled::new(response, "gateway_timeout");
-            }
-            Err(error @ UpstreamError::BadPath) => {
-                return Handled::new(
-                    error_response(ErrorCode::InvalidRequest, &error.to_string()),
-                    "invalid_request",
-                );
+            Err(error) => {
+                let (response, outcome) = upstream_failure(&error, "The app backend");
+                return Handled::new(response, outcome);
             }
         };
 
@@ -500,19 +475,6 @@ fn join_cookies(headers: &mut HeaderMap) {
     if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
         headers.insert(http::header::COOKIE, value);
     }
-}
-
-/// `X-Request-ID` from the client, or a new one; returned for the log line.
-fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID).filter(|id| id.to_str().is_ok()) {
-        return id.clone();
-    }
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    // A hyphenated UUID is always a valid header value.
-    let value = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static(""));
-    headers.insert(X_REQUEST_ID, value.clone());
-    value
 }
 
 /// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, `Host`

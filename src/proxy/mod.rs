@@ -1,7 +1,9 @@
-//! The data plane: ingress (verify and forward to the backend), and what it shares with
-//! egress (header rules, JSON error bodies, the upstream client).
+//! The data plane: ingress (verify and forward to the backend), egress (the backend's
+//! calls to JTL's API with the access token), and what they share (header rules, JSON
+//! error bodies, the upstream client, the per-request log line and metrics).
 
 pub mod cors;
+pub mod egress;
 pub mod errors;
 pub mod headers;
 pub mod ingress;
@@ -10,11 +12,14 @@ pub mod pool;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+
+use crate::telemetry::{Listener, Metrics};
 
 /// Errors of streamed bodies, whatever their source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,5 +56,35 @@ impl Peer {
             forwarded_for: HeaderValue::from_str(&ip)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
         }
+    }
+}
+
+/// What one request did, for its log line and the request counter (SPEC §9, §10).
+pub struct RequestLine<'a> {
+    pub listener: Listener,
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub status: u16,
+    pub started: Instant,
+    pub tenant_id: Option<&'a str>,
+    pub request_id: &'a str,
+    pub outcome: &'static str,
+}
+
+impl RequestLine<'_> {
+    /// Counts the request and writes its one log line (never a token).
+    pub fn record(self, metrics: &Metrics) {
+        metrics.count_request(self.listener, self.outcome, self.status);
+        tracing::info!(
+            listener = self.listener.as_str(),
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            latency_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            tenant_id = self.tenant_id,
+            request_id = %self.request_id,
+            outcome = self.outcome,
+            "request"
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! The client to the app backend: pooled keep-alive connections with an idle timeout
-//! below typical backend keep-alives, `nodelay`, a connect timeout, and a deadline for
-//! the response headers.
+//! The client to the next hop: the app backend (ingress) or JTL's API (egress). Pooled
+//! keep-alive connections with an idle timeout below the peer's keep-alive, `nodelay`, a
+//! connect timeout, and a deadline for the response headers.
 
 use std::time::Duration;
 
@@ -17,6 +17,10 @@ use crate::jtl::http::{innermost_cause, pooled_client, HttpsClient};
 /// Pooled connections idle longer than this are closed. Node's default keep-alive
 /// timeout is 5 s; reusing a connection the backend already closed fails the request.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Idle connections to JTL's API are closed after this long: well below the keep-alive
+/// of public load balancers, and long enough to carry a burst of calls.
+const JTL_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
@@ -46,18 +50,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `tls` is used for an `https://` upstream (a backend reached through TLS).
+    /// The app backend. `tls` is used for an `https://` upstream (a backend reached
+    /// through TLS); a plain `http://` one gets the lean per-worker pool.
     pub fn new(
         url: &Url,
         connect_timeout: Duration,
         request_timeout: Duration,
         tls: rustls::ClientConfig,
     ) -> Upstream {
-        let host = url.host_str().unwrap_or_default();
-        let authority = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
+        let authority = authority_of(url);
         let transport = if url.scheme() == "http" {
             Transport::Plain(Http1Pool::new(
                 authority.clone(),
@@ -72,6 +73,33 @@ impl Upstream {
                 false,
             )))
         };
+        Upstream::with_transport(url, &authority, transport, request_timeout)
+    }
+
+    /// JTL's API (egress): always hyper-util's pooled rustls client, `tls` carrying the
+    /// webpki roots plus `jtl.ca_file`, HTTP/2 offered by ALPN. Plain `http://` goes
+    /// through the same client (the emulator).
+    pub fn jtl_api(
+        url: &Url,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        tls: rustls::ClientConfig,
+    ) -> Upstream {
+        let transport = Transport::Tls(Box::new(pooled_client(
+            tls,
+            connect_timeout,
+            JTL_POOL_IDLE_TIMEOUT,
+            true,
+        )));
+        Upstream::with_transport(url, &authority_of(url), transport, response_timeout)
+    }
+
+    fn with_transport(
+        url: &Url,
+        authority: &str,
+        transport: Transport,
+        request_timeout: Duration,
+    ) -> Upstream {
         Upstream {
             transport,
             // A validated http(s) URL always has a parsable scheme and authority.
@@ -129,5 +157,14 @@ impl Upstream {
             .unwrap_or(Err(UpstreamError::Timeout(
                 self.request_timeout.as_millis(),
             )))
+    }
+}
+
+/// `host:port` of a URL, the port left out when the URL has none.
+fn authority_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
     }
 }

@@ -26,6 +26,8 @@ pub struct Proxy {
     pub clock: Clock,
     pub addresses: Addresses,
     pub backend: Option<EchoBackend>,
+    /// Holds `jtl.ca_file` when the emulator serves HTTPS.
+    _ca_dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     pub finished: Option<tokio::task::JoinHandle<()>>,
 }
@@ -55,11 +57,42 @@ impl Proxy {
     }
 
     pub async fn start_with(upstream: &str, toml: &str, options: EmulatorOptions) -> Proxy {
+        Proxy::start_with_env(upstream, toml, options, Vec::new()).await
+    }
+
+    /// The sidecar with its egress listener on an ephemeral port (no echo backend: the
+    /// emulator's API echo is what egress tests talk to).
+    pub async fn start_egress(toml: &str) -> Proxy {
+        Proxy::start_egress_with(toml, EmulatorOptions::default(), Vec::new()).await
+    }
+
+    /// As [`Proxy::start_egress`], with emulator options and environment overrides that
+    /// replace the harness's own.
+    pub async fn start_egress_with(
+        toml: &str,
+        options: EmulatorOptions,
+        mut env: Vec<(String, String)>,
+    ) -> Proxy {
+        env.push((
+            "JTL_SIDECAR_EGRESS__LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ));
+        // Nothing listens on port 1: ingress is not what these tests use.
+        Proxy::start_with_env("http://127.0.0.1:1", toml, options, env).await
+    }
+
+    /// `overrides` replace the environment variables of the same name set here.
+    pub async fn start_with_env(
+        upstream: &str,
+        toml: &str,
+        options: EmulatorOptions,
+        overrides: Vec<(String, String)>,
+    ) -> Proxy {
         let clock = Clock::manual(START_MS);
         let emulator = Emulator::start(options.clone(), clock.clone())
             .await
             .expect("emulator");
-        let env = vec![
+        let mut env = vec![
             (
                 "JTL_SIDECAR_INGRESS__LISTEN".to_owned(),
                 "127.0.0.1:0".to_owned(),
@@ -90,6 +123,19 @@ impl Proxy {
                 emulator.api_base_url(),
             ),
         ];
+        // An HTTPS emulator is trusted through jtl.ca_file, as JTL's CA would be.
+        let ca_dir = emulator.ca_pem().map(|pem| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("jtl-ca.pem");
+            std::fs::write(&path, pem).expect("ca file");
+            env.push((
+                "JTL_SIDECAR_JTL__CA_FILE".to_owned(),
+                path.display().to_string(),
+            ));
+            dir
+        });
+        env.retain(|(name, _)| !overrides.iter().any(|(overridden, _)| overridden == name));
+        env.extend(overrides);
         let config = load_str(toml, env)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"))
             .config;
@@ -106,6 +152,7 @@ impl Proxy {
             clock,
             addresses,
             backend: None,
+            _ca_dir: ca_dir,
             stop: Some(stop),
             finished: Some(finished),
         }
@@ -120,6 +167,12 @@ impl Proxy {
 
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{path_and_query}", self.addresses.ingress)
+    }
+
+    /// A URL on the egress listener (which must be enabled).
+    pub fn egress_url(&self, path_and_query: &str) -> String {
+        let egress = self.addresses.egress.expect("egress listener enabled");
+        format!("http://{egress}{path_and_query}")
     }
 
     pub fn admin_url(&self, path: &str) -> String {

@@ -1,0 +1,327 @@
+//! The egress listener's request handling (SPEC §8): the backend, its cron jobs and
+//! workers call JTL's API through the sidecar. `METHOD /path?query` goes to
+//! `{jtl.api_base_url}/path?query` with the app's access token in place of whatever
+//! `Authorization` the caller sent; a `401` from JTL drops the token that got it and, when
+//! the body could be kept, the request is sent once more with a fresh token.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use url::Url;
+
+use super::errors::{error_response, refuse_method, unavailable, upstream_failure, ErrorCode};
+use super::headers::{ensure_request_id, remove_hop_by_hop};
+use super::upstream::{Upstream, UpstreamError};
+use super::{full_body, streamed_body, BoxError, ProxyBody, RequestLine};
+use crate::config::EgressConfig;
+use crate::jtl::{AccessToken, AccessTokens};
+use crate::telemetry::{Listener, Metrics};
+
+/// JTL's tenant header; passed on as the caller sent it, once it is known to be a UUID.
+pub const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+
+/// JTL's API must send its response headers within this; the body may then stream for as
+/// long as it takes. SPEC §3 has no key for it: `jtl.timeout_ms` bounds the connect.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the next hop is named in error descriptions.
+const JTL_API: &str = "JTL's API";
+
+pub struct Egress {
+    upstream: Upstream,
+    tokens: AccessTokens,
+    retry_on_401: bool,
+    max_retry_body_bytes: u64,
+    metrics: Arc<Metrics>,
+}
+
+/// A request body, kept when it is small enough to be sent twice.
+enum RequestBody {
+    /// Read to its end within `max_retry_body_bytes`: can be sent again after a 401.
+    Buffered(Bytes),
+    /// Larger (or of unknown length beyond the limit): streamed once, never retried.
+    Streamed(ProxyBody),
+}
+
+impl Egress {
+    /// `connect_timeout` is `jtl.timeout_ms`; `tls` carries the webpki roots and
+    /// `jtl.ca_file`.
+    pub fn new(
+        settings: &EgressConfig,
+        api_base_url: &Url,
+        connect_timeout: Duration,
+        tls: rustls::ClientConfig,
+        tokens: AccessTokens,
+        metrics: Arc<Metrics>,
+    ) -> Egress {
+        Egress {
+            upstream: Upstream::jtl_api(api_base_url, connect_timeout, RESPONSE_TIMEOUT, tls),
+            tokens,
+            retry_on_401: settings.retry_on_401,
+            max_retry_body_bytes: settings.max_retry_body_bytes,
+            metrics,
+        }
+    }
+
+    pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight(Listener::Egress);
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let request_id = ensure_request_id(request.headers_mut());
+        let tenant_id = tenant_id(request.headers());
+
+        let (response, outcome) = match (&tenant_id, refuse_method(&method)) {
+            (_, Some(refused)) => (refused, "method_not_allowed"),
+            (Err(reason), None) => (
+                error_response(ErrorCode::InvalidRequest, reason),
+                "invalid_request",
+            ),
+            (Ok(_), None) => self.forward(request).await,
+        };
+
+        RequestLine {
+            listener: Listener::Egress,
+            method: &method,
+            path: uri.path(),
+            status: response.status().as_u16(),
+            started,
+            tenant_id: tenant_id.ok().flatten().as_deref(),
+            request_id: request_id.to_str().unwrap_or_default(),
+            outcome,
+        }
+        .record(&self.metrics);
+        response
+    }
+
+    async fn forward(&self, request: Request<Incoming>) -> (Response<ProxyBody>, &'static str) {
+        let (parts, body) = request.into_parts();
+        let uri = match self.upstream.uri_for(parts.uri.path_and_query()) {
+            Ok(uri) => uri,
+            Err(error) => return upstream_failure(&error, JTL_API),
+        };
+        let mut headers = parts.headers;
+        remove_hop_by_hop(&mut headers);
+        // Every caller credential goes; the token is set per attempt. `Host` is left to
+        // the client, which takes it from the API's URL (`:authority` over HTTP/2).
+        headers.remove(AUTHORIZATION);
+        headers.remove(HOST);
+
+        // The token first: without one there is nothing to send, and the body is not read.
+        let token = match self.tokens.get().await {
+            Ok(token) => token,
+            Err(error) => return token_unavailable(error.retry_after_s),
+        };
+        let body = if self.retry_on_401 {
+            match read_for_retry(body, self.max_retry_body_bytes).await {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::debug!("egress request body could not be read: {error}");
+                    let response = error_response(
+                        ErrorCode::InvalidRequest,
+                        "The request body could not be read.",
+                    );
+                    return (response, "invalid_request");
+                }
+            }
+        } else {
+            RequestBody::Streamed(streamed_body(body))
+        };
+        let (first_body, replay) = match body {
+            RequestBody::Buffered(bytes) => (full_body(bytes.clone()), Some(bytes)),
+            RequestBody::Streamed(body) => (body, None),
+        };
+
+        let attempt = |body: ProxyBody, token: Arc<AccessToken>| {
+            let request = outgoing(&parts.method, &uri, &headers, body, &token);
+            self.send(request)
+        };
+        let response = match attempt(first_body, Arc::clone(&token)).await {
+            Ok(response) => response,
+            Err(error) => return upstream_failure(&error, JTL_API),
+        };
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return (finish(response), "forwarded");
+        }
+
+        // JTL refused the token: drop exactly that one (a newer one is left alone), so
+        // this and every later call gets a fresh token, also when this one is not retried.
+        self.tokens.invalidate(&token);
+        let Some(replay) = replay else {
+            return (finish(response), "forwarded");
+        };
+        // The 401's connection is not reused; its body is not wanted.
+        drop(response);
+        let fresh = match self.tokens.get().await {
+            Ok(fresh) => fresh,
+            Err(error) => return token_unavailable(error.retry_after_s),
+        };
+        tracing::info!(
+            token = %fresh.fingerprint(),
+            "JTL's API answered 401; sending the request once more with a fresh access token"
+        );
+        // The second answer is the answer, whatever it is. A 401 to a fresh token is not
+        // a token problem, so that token stays (as for the key set).
+        match attempt(full_body(replay), fresh).await {
+            Ok(response) => (finish(response), "retried"),
+            Err(error) => upstream_failure(&error, JTL_API),
+        }
+    }
+
+    async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let started = Instant::now();
+        let result = self.upstream.send(request).await;
+        self.metrics
+            .observe_upstream(Listener::Egress, started.elapsed());
+        result
+    }
+}
+
+/// One attempt's request: the caller's method, path, query and headers, the access token.
+fn outgoing(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: ProxyBody,
+    token: &AccessToken,
+) -> Request<ProxyBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.version_mut() = Version::HTTP_11;
+    let mut headers = headers.clone();
+    headers.insert(AUTHORIZATION, token.authorization().clone());
+    *request.headers_mut() = headers;
+    request
+}
+
+/// JTL's answer streamed back unchanged (its error bodies, `X-RateLimit-*`, a 429 and
+/// its `Retry-After` included) apart from hop-by-hop headers.
+fn finish(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    remove_hop_by_hop(response.headers_mut());
+    response
+}
+
+fn token_unavailable(retry_after_s: u64) -> (Response<ProxyBody>, &'static str) {
+    let response = unavailable(
+        "The app's JTL access token is unavailable right now; try again shortly.",
+        retry_after_s,
+    );
+    (response, "access_token_unavailable")
+}
+
+/// The caller's `X-Tenant-ID`: absent, or exactly one hyphenated UUID (any case), passed
+/// on as sent.
+fn tenant_id(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    let mut values = headers.get_all(X_TENANT_ID).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("The request carries the X-Tenant-ID header more than once.");
+    }
+    const NOT_A_UUID: &str = "The X-Tenant-ID header is not a UUID.";
+    let text = value.to_str().map_err(|_| NOT_A_UUID)?;
+    if text.len() != 36 || uuid::Uuid::try_parse(text).is_err() {
+        return Err(NOT_A_UUID);
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// Reads the body when it ends within `limit` bytes, so it can be sent twice; a body
+/// announced larger is not read at all, and one that turns out larger is streamed on
+/// from where reading stopped. Trailers of a buffered body are dropped (JTL's API takes
+/// none).
+async fn read_for_retry(mut body: Incoming, limit: u64) -> Result<RequestBody, hyper::Error> {
+    if body.size_hint().lower() > limit {
+        return Ok(RequestBody::Streamed(streamed_body(body)));
+    }
+    let mut buffered = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        buffered.extend_from_slice(&data);
+        if buffered.len() as u64 > limit {
+            let rest = Prefixed {
+                prefix: Some(buffered.freeze()),
+                rest: body,
+            };
+            return Ok(RequestBody::Streamed(rest.map_err(BoxError::from).boxed()));
+        }
+    }
+    Ok(RequestBody::Buffered(buffered.freeze()))
+}
+
+/// The bytes already read, then the rest of the caller's body as it arrives.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Incoming,
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(prefix));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(prefix));
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn with_tenant(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(X_TENANT_ID, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn tenant_id_is_optional_and_otherwise_one_hyphenated_uuid() {
+        assert_eq!(tenant_id(&with_tenant(&[])), Ok(None));
+        let uuid = "7C9E6679-7425-40DE-944B-E07FC1F90AE7";
+        assert_eq!(tenant_id(&with_tenant(&[uuid])), Ok(Some(uuid.to_owned())));
+        assert!(tenant_id(&with_tenant(&["7c9e6679742540de944be07fc1f90ae7"])).is_err());
+        assert!(tenant_id(&with_tenant(&["acme"])).is_err());
+        assert!(tenant_id(&with_tenant(&[""])).is_err());
+        let lower = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+        assert!(tenant_id(&with_tenant(&[lower, lower])).is_err());
+    }
+}

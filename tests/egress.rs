@@ -1,0 +1,432 @@
+//! The egress listener (SPEC §8, §6) over real sockets: the sidecar in front of the JTL
+//! emulator, whose API echo answers with the request it received (or 401 when the access
+//! token is not one it issued and still honours).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::harness::TENANT;
+use common::proxy::{client, collect, get, send, Answer, Proxy};
+use http::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use jtl_auth_sidecar::config::load_str;
+use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
+
+/// A POST to the egress listener with a body whose length is announced.
+async fn post(proxy: &Proxy, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+    let mut request = Request::post(proxy.egress_url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(request.body(Full::new(Bytes::from(body))).unwrap()).await
+}
+
+/// A POST whose body is sent in chunks, without `Content-Length`.
+async fn post_chunked(proxy: &Proxy, path: &str, chunks: Vec<Vec<u8>>) -> Answer {
+    let frames = chunks
+        .into_iter()
+        .map(|chunk| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(chunk))));
+    let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    let request = Request::post(proxy.egress_url(path)).body(body).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    collect(client.request(request).await.unwrap()).await
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// One request that obtains the first access token, so later deltas count only what the
+/// test causes.
+async fn warm_up(proxy: &Proxy) {
+    let answer = get(&proxy.egress_url("/warm-up"), &[]).await;
+    assert_eq!(answer.status, 200, "warm-up: {:?}", answer.body);
+}
+
+#[tokio::test]
+async fn egress_injects_the_access_token_and_keeps_method_path_query_and_body() {
+    let proxy = Proxy::start_egress("").await;
+    let body = br#"{"sku":"A-1","qty":2}"#.to_vec();
+    let answer = post(
+        &proxy,
+        "/v1/orders/42?expand=items&filter=a%2Fb",
+        &[
+            ("authorization", "Bearer the-callers-own-token"),
+            ("x-tenant-id", TENANT),
+            ("content-type", "application/json"),
+            ("x-custom", "kept"),
+        ],
+        body.clone(),
+    )
+    .await;
+
+    // 200 from the echo: it accepted the bearer as an access token it issued.
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let echoed = answer.json();
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["path"], "/v1/orders/42");
+    assert_eq!(echoed["query"], "expand=items&filter=a%2Fb");
+    assert_eq!(echoed["body"], String::from_utf8(body).unwrap());
+    let authorization = answer.echoed("authorization");
+    assert_eq!(authorization.len(), 1, "{authorization:?}");
+    assert!(authorization[0].starts_with("Bearer "));
+    assert!(!authorization[0].contains("the-callers-own-token"));
+    assert_eq!(answer.echoed("x-tenant-id"), vec![TENANT.to_owned()]);
+    assert_eq!(answer.echoed("x-custom"), vec!["kept".to_owned()]);
+    assert_eq!(proxy.emulator.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn egress_sends_the_apis_host_and_drops_hop_by_hop_headers() {
+    let proxy = Proxy::start_egress("").await;
+    let answer = get(
+        &proxy.egress_url("/v1/ping"),
+        &[
+            ("host", "backend.internal:3000"),
+            ("connection", "X-Private"),
+            ("x-private", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic eDp5"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.echoed("host"),
+        vec![proxy.emulator.addr().to_string()]
+    );
+    for header in ["x-private", "keep-alive", "proxy-authorization"] {
+        assert!(answer.echoed(header).is_empty(), "{header} was forwarded");
+    }
+    // The answer comes back with JTL's rate-limit headers.
+    assert_eq!(answer.headers["x-ratelimit-limit"], "1000");
+    assert_eq!(answer.headers["x-ratelimit-remaining"], "999");
+}
+
+#[tokio::test]
+async fn a_tenant_id_that_is_not_one_uuid_is_refused_with_400_before_reaching_jtl() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let api_before = proxy.emulator.api_requests();
+
+    for headers in [
+        vec![("x-tenant-id", "acme")],
+        vec![("x-tenant-id", "")],
+        vec![("x-tenant-id", "7c9e6679742540de944be07fc1f90ae7")],
+        vec![("x-tenant-id", TENANT), ("x-tenant-id", TENANT)],
+    ] {
+        let answer = get(&proxy.egress_url("/v1/orders"), &headers).await;
+        assert_eq!(answer.status, 400, "{headers:?}");
+        assert_eq!(answer.headers["content-type"], "application/json");
+        assert_eq!(answer.json()["error"], "invalid_request", "{headers:?}");
+        assert!(answer.json()["error_description"].is_string());
+    }
+    assert_eq!(proxy.emulator.api_requests(), api_before);
+
+    // An upper-case UUID is a UUID, and passes as sent.
+    let upper = TENANT.to_ascii_uppercase();
+    let answer = get(&proxy.egress_url("/v1/orders"), &[("x-tenant-id", &upper)]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.echoed("x-tenant-id"), vec![upper]);
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_replaced_once_and_the_post_is_retried_with_its_body() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let tokens_before = proxy.emulator.token_requests();
+    let api_before = proxy.emulator.api_requests();
+    proxy.emulator.revoke_access_tokens();
+
+    let body = b"name=widget&price=9.99".to_vec();
+    let answer = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        body.clone(),
+    )
+    .await;
+
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.json()["method"], "POST");
+    assert_eq!(answer.json()["body"], String::from_utf8(body).unwrap());
+    assert_eq!(answer.echoed("x-tenant-id"), vec![TENANT.to_owned()]);
+    assert_eq!(proxy.emulator.token_requests() - tokens_before, 1);
+    assert_eq!(proxy.emulator.api_requests() - api_before, 2);
+}
+
+#[tokio::test]
+async fn a_chunked_body_within_the_limit_is_retried_intact() {
+    let proxy = Proxy::start_egress("[egress]\nmax_retry_body_bytes = 1024").await;
+    warm_up(&proxy).await;
+    proxy.emulator.revoke_access_tokens();
+
+    let chunks = vec![vec![b'a'; 300], vec![b'b'; 300], vec![b'c'; 300]];
+    let whole = chunks.concat();
+    let answer = post_chunked(&proxy, "/v1/upload", chunks).await;
+
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.json()["body_sha256"], sha256_hex(&whole));
+    assert_eq!(answer.json()["body_length"], 900);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_refused_with_the_same_token_cause_one_token_request() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let tokens_before = proxy.emulator.token_requests();
+    proxy.emulator.revoke_access_tokens();
+
+    let client = client();
+    let requests = (0..50).map(|i| {
+        let client = client.clone();
+        let url = proxy.egress_url(&format!("/v1/items?i={i}"));
+        async move {
+            let request = Request::post(url)
+                .body(Full::new(Bytes::from(format!("item {i}"))))
+                .unwrap();
+            let answer = collect(client.request(request).await.unwrap()).await;
+            (i, answer)
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+
+    for (i, answer) in answers {
+        assert_eq!(answer.status, 200, "request {i}: {:?}", answer.body);
+        assert_eq!(answer.json()["body"], format!("item {i}"));
+    }
+    assert_eq!(proxy.emulator.token_requests() - tokens_before, 1);
+}
+
+#[tokio::test]
+async fn a_body_over_the_retry_limit_is_streamed_intact() {
+    let proxy = Proxy::start_egress("[egress]\nmax_retry_body_bytes = 1024").await;
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+
+    let announced = post(&proxy, "/v1/upload", &[], body.clone()).await;
+    assert_eq!(announced.status, 200);
+    assert_eq!(announced.json()["body_sha256"], sha256_hex(&body));
+
+    // Without Content-Length: read up to the limit, then the rest streamed on.
+    let chunks: Vec<Vec<u8>> = body.chunks(700).map(<[u8]>::to_vec).collect();
+    let chunked = post_chunked(&proxy, "/v1/upload", chunks).await;
+    assert_eq!(chunked.status, 200);
+    assert_eq!(chunked.json()["body_length"], body.len());
+    assert_eq!(chunked.json()["body_sha256"], sha256_hex(&body));
+}
+
+#[tokio::test]
+async fn a_body_over_the_retry_limit_gets_jtls_401_without_a_retry() {
+    let proxy = Proxy::start_egress("[egress]\nmax_retry_body_bytes = 1024").await;
+    warm_up(&proxy).await;
+    let api_before = proxy.emulator.api_requests();
+    proxy.emulator.revoke_access_tokens();
+
+    let answer = post(&proxy, "/v1/upload", &[], vec![b'x'; 4096]).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.json()["error"], "invalid_token", "JTL's own body");
+    assert_eq!(proxy.emulator.api_requests() - api_before, 1);
+
+    // The refused token was dropped: the next call, not retriable either, carries a
+    // fresh one.
+    let next = post(&proxy, "/v1/upload", &[], vec![b'y'; 4096]).await;
+    assert_eq!(next.status, 200);
+}
+
+#[tokio::test]
+async fn with_retry_on_401_off_jtls_401_is_passed_through() {
+    let proxy = Proxy::start_egress("[egress]\nretry_on_401 = false").await;
+    warm_up(&proxy).await;
+    let api_before = proxy.emulator.api_requests();
+    proxy.emulator.revoke_access_tokens();
+
+    let answer = post(&proxy, "/v1/items", &[], b"small".to_vec()).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(proxy.emulator.api_requests() - api_before, 1);
+
+    // The refused token was still dropped: the next call gets a fresh one.
+    let next = post(&proxy, "/v1/items", &[], b"small".to_vec()).await;
+    assert_eq!(next.status, 200);
+}
+
+#[tokio::test]
+async fn token_endpoint_down_and_token_expired_answers_503_with_retry_after() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let api_before = proxy.emulator.api_requests();
+    proxy.emulator.set_token_failure(Failure::Status(503));
+    // Past the emulator's 3600 s lifetime: the cached token has expired.
+    proxy.clock.advance(Duration::from_secs(3601));
+
+    let answer = get(&proxy.egress_url("/v1/orders"), &[("x-tenant-id", TENANT)]).await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert_eq!(answer.headers["content-type"], "application/json");
+    assert_eq!(answer.json()["error"], "temporarily_unavailable");
+    let retry_after: u64 = answer.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    // The expired token was never sent.
+    assert_eq!(proxy.emulator.api_requests(), api_before);
+}
+
+#[tokio::test]
+async fn a_429_from_jtl_is_passed_through_untouched_and_not_retried() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let tokens_before = proxy.emulator.token_requests();
+    let api_before = proxy.emulator.api_requests();
+    proxy
+        .emulator
+        .set_api_failure(Failure::RateLimited { retry_after_s: 30 });
+
+    let answer = get(&proxy.egress_url("/v1/orders"), &[]).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.headers["retry-after"], "30");
+    assert_eq!(answer.headers["x-ratelimit-remaining"], "0");
+    assert_eq!(answer.headers["x-ratelimit-reset"], "30");
+    assert_eq!(answer.json()["error"], "rate_limited");
+    assert_eq!(proxy.emulator.api_requests() - api_before, 1);
+    assert_eq!(proxy.emulator.token_requests(), tokens_before);
+}
+
+#[tokio::test]
+async fn jtl_error_bodies_are_passed_through() {
+    let proxy = Proxy::start_egress("").await;
+    proxy.emulator.set_api_failure(Failure::Status(500));
+    let answer = get(&proxy.egress_url("/v1/orders"), &[]).await;
+    assert_eq!(answer.status, 500);
+    assert_eq!(answer.json()["error"], "emulated_failure");
+}
+
+#[tokio::test]
+async fn an_unreachable_api_is_502_bad_gateway() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let proxy = Proxy::start_egress_with(
+        "",
+        EmulatorOptions::default(),
+        vec![("JTL_SIDECAR_JTL__API_BASE_URL".to_owned(), closed_url)],
+    )
+    .await;
+    let answer = get(&proxy.egress_url("/v1/orders"), &[]).await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.json()["error"], "bad_gateway");
+}
+
+#[tokio::test]
+async fn egress_reaches_an_https_api_through_rustls_trusting_jtl_ca_file() {
+    let options = EmulatorOptions {
+        tls: true,
+        ..EmulatorOptions::default()
+    };
+    let proxy = Proxy::start_egress_with("", options, Vec::new()).await;
+    let answer = get(
+        &proxy.egress_url("/v1/orders?page=2"),
+        &[("x-tenant-id", TENANT)],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.json()["query"], "page=2");
+    // HTTP/2 by ALPN: the API's authority travels as `:authority`, not as `Host`.
+    assert_eq!(answer.json()["version"], "HTTP/2.0");
+    assert!(answer.echoed("host").is_empty());
+}
+
+#[tokio::test]
+async fn trace_is_not_forwarded() {
+    let proxy = Proxy::start_egress("").await;
+    let request = Request::builder()
+        .method("TRACE")
+        .uri(proxy.egress_url("/v1/orders"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(request).await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(proxy.emulator.api_requests(), 0);
+}
+
+#[tokio::test]
+async fn egress_requests_are_counted_under_the_egress_listener() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    get(&proxy.egress_url("/v1/x"), &[("x-tenant-id", "nope")]).await;
+    let metrics =
+        String::from_utf8(get(&proxy.admin_url("/metrics"), &[]).await.body.to_vec()).unwrap();
+    for expected in [
+        "jtl_sidecar_requests_total{listener=\"egress\",outcome=\"forwarded\",status=\"200\"} 1",
+        "jtl_sidecar_requests_total{listener=\"egress\",outcome=\"invalid_request\",status=\"400\"} 1",
+        "jtl_sidecar_upstream_duration_seconds_count{listener=\"egress\"} 1",
+        "jtl_sidecar_requests_in_flight{listener=\"egress\"} 0",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn egress_is_disabled_by_an_empty_listen() {
+    let proxy = Proxy::start("").await;
+    assert!(proxy.addresses.egress.is_none());
+}
+
+#[test]
+fn a_non_loopback_egress_listen_without_allow_non_loopback_is_a_config_error() {
+    let base = "[ingress]\nupstream = \"http://127.0.0.1:3000\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n";
+    let errors = load_str(
+        &format!("{base}[egress]\nlisten = \"0.0.0.0:8081\"\n"),
+        Vec::new(),
+    )
+    .map(|_| ())
+    .expect_err("refused");
+    assert!(errors.to_string().contains("egress.listen"), "{errors}");
+
+    let allowed = load_str(
+        &format!("{base}[egress]\nlisten = \"0.0.0.0:8081\"\nallow_non_loopback = true\n"),
+        Vec::new(),
+    )
+    .expect("allowed");
+    assert!(allowed
+        .warnings
+        .iter()
+        .any(|warning| warning.starts_with("egress.listen:")));
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_egress_request_in_flight_finish_and_refuses_new_connections() {
+    let mut proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let egress = proxy.addresses.egress.unwrap();
+    proxy
+        .emulator
+        .set_api_failure(Failure::Delay(Duration::from_millis(600)));
+    let in_flight = tokio::spawn(get_owned(proxy.egress_url("/v1/slow")));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.shut_down();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(egress).await.is_err(),
+        "the egress listener stopped accepting"
+    );
+    let finished = proxy.finished.take().unwrap();
+    assert!(
+        !finished.is_finished(),
+        "the drain waits for the egress request"
+    );
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200, "the request in flight was answered");
+    tokio::time::timeout(Duration::from_secs(10), finished)
+        .await
+        .expect("the drain ends")
+        .unwrap();
+}
+
+async fn get_owned(url: String) -> Answer {
+    get(&url, &[]).await
+}
