@@ -431,6 +431,8 @@ async fn path_and_query_arrive_byte_for_byte() {
     .await;
     assert_eq!(answer.json()["path"], path);
     assert_eq!(answer.json()["query"], query);
+    // Origin-form, as a reverse proxy sends it: not `http://backend/...`.
+    assert_eq!(answer.json()["target"], format!("{path}?{query}"));
 }
 
 #[tokio::test]

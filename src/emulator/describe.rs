@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value};
 /// Bodies up to this size are included in full; larger ones by length and digest only.
 const ECHOED_BODY_MAX: usize = 64 * 1024;
 
-/// Method, HTTP version, path, query, every header (name → list of values, in order),
+/// Method, HTTP version, the request target as it arrived (origin-form `/path?query`
+/// or absolute-form `http://host/path`), path, query, every header (name → list of values, in order),
 /// and the body (text, length and SHA-256).
 pub fn describe_request(parts: &Parts, body: &[u8]) -> Value {
     let mut headers = Map::new();
@@ -29,6 +30,7 @@ pub fn describe_request(parts: &Parts, body: &[u8]) -> Value {
     json!({
         "method": parts.method.as_str(),
         "version": format!("{:?}", parts.version),
+        "target": parts.uri.to_string(),
         "path": parts.uri.path(),
         "query": parts.uri.query(),
         "headers": headers,

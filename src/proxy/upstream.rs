@@ -116,7 +116,10 @@ impl Upstream {
         }
     }
 
-    /// The upstream URI for a request's path and query, byte for byte.
+    /// The upstream URI for a request's path and query, byte for byte: origin-form
+    /// (`/path?query`) for the plain-http pool, which writes the request target as given
+    /// (backends expect origin-form from a reverse proxy; `Host` names the site);
+    /// absolute for hyper-util's client, which connects by it and sends origin-form.
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, UpstreamError> {
         let path_and_query = match path_and_query {
             Some(pq) if pq.as_str().starts_with('/') => pq,
@@ -129,6 +132,9 @@ impl Upstream {
                 .parse()
                 .map_err(|_| UpstreamError::BadPath)?
         };
+        if let Transport::Plain(_) = self.transport {
+            return Ok(Uri::from(path_and_query));
+        }
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
