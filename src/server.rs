@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -433,18 +434,29 @@ async fn accept_loop<F, Fut>(
             // A client must complete its first request head within header_read_timeout,
             // whatever the protocol: hyper's own timeout covers HTTP/1 heads only, not the
             // silence before the first byte or a slow HTTP/2 preface (slowloris).
+            // The timer is dropped as soon as a request has started, so later wake-ups
+            // of a busy connection poll the connection alone.
             tokio::pin!(connection);
-            let result = tokio::select! {
-                result = &mut connection => Some(result),
-                _ = tokio::time::sleep(first_request_deadline) => None,
-            };
-            let result = match result {
-                Some(result) => result,
-                None if started.load(std::sync::atomic::Ordering::Relaxed) => connection.await,
-                None => {
-                    tracing::debug!("closed a connection from {peer_addr}: no request within the header read timeout");
-                    return;
+            let mut deadline = Some(Box::pin(tokio::time::sleep(first_request_deadline)));
+            let result = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
                 }
+                if let Some(sleep) = &mut deadline {
+                    if started.load(std::sync::atomic::Ordering::Relaxed) {
+                        deadline = None;
+                    } else if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let Some(result) = result else {
+                tracing::debug!(
+                    "closed a connection from {peer_addr}: no request within the header read timeout"
+                );
+                return;
             };
             if let Err(error) = result {
                 tracing::debug!("connection from {peer_addr} ended: {error}");

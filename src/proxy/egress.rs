@@ -94,7 +94,11 @@ impl Egress {
             path: uri.path(),
             status: response.status().as_u16(),
             started,
-            tenant_id: tenant_id.ok().flatten().as_deref(),
+            tenant_id: tenant_id
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map(|t| t as &dyn std::fmt::Display),
             request_id: request_id.to_str().unwrap_or_default(),
             outcome,
         }

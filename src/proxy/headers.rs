@@ -79,9 +79,15 @@ const NOT_HOP_BY_HOP: [&str; 7] = [
 /// `TE: trailers`. Returns the `Upgrade` value when the message asked for an upgrade,
 /// so the caller can carry it to the next hop on purpose.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    // Most messages carry none of them (or only `Connection`): one pass over the names
-    // spares the nine removals below.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // Which of the fixed set are present, in one pass over the names: most messages carry
+    // none of them, or only `Connection: keep-alive`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
         return None;
     }
     let mut named: Vec<HeaderName> = Vec::new();
@@ -91,6 +97,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if token.eq_ignore_ascii_case("upgrade") {
                 wants_upgrade = true;
+            }
+            // The usual tokens name nothing beyond the fixed set.
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
                 if !NOT_HOP_BY_HOP.contains(&name.as_str()) {
@@ -113,8 +123,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     for name in named {
         headers.remove(&name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
     }
     if keeps_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));

@@ -170,14 +170,15 @@ impl Ingress {
         if let Some(origin) = cors_origin {
             cors::add_cors_headers(response.headers_mut(), origin);
         }
-        let tenant_id = session.as_ref().map(|s| s.tenant_id.to_string());
         RequestLine {
             listener: Listener::Ingress,
             method: &method,
             path: uri.path(),
             status: response.status().as_u16(),
             started,
-            tenant_id: tenant_id.as_deref(),
+            tenant_id: session
+                .as_ref()
+                .map(|s| &s.tenant_id as &dyn std::fmt::Display),
             request_id: request_id.to_str().unwrap_or_default(),
             outcome,
         }

@@ -66,7 +66,8 @@ pub struct RequestLine<'a> {
     pub path: &'a str,
     pub status: u16,
     pub started: Instant,
-    pub tenant_id: Option<&'a str>,
+    /// Formatted only when the line is written.
+    pub tenant_id: Option<&'a dyn std::fmt::Display>,
     pub request_id: &'a str,
     pub outcome: &'static str,
 }
@@ -81,7 +82,7 @@ impl RequestLine<'_> {
             path = %self.path,
             status = self.status,
             latency_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-            tenant_id = self.tenant_id,
+            tenant_id = self.tenant_id.map(tracing::field::display),
             request_id = %self.request_id,
             outcome = self.outcome,
             "request"
