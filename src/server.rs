@@ -106,6 +106,7 @@ impl Server {
             &config.egress,
             &config.jtl.api_base_url,
             config.jtl.timeout,
+            config.server.header_read_timeout,
             egress_tls,
             jtl.tokens.clone(),
             Arc::clone(&metrics),

@@ -430,3 +430,87 @@ async fn shutdown_lets_an_egress_request_in_flight_finish_and_refuses_new_connec
 async fn get_owned(url: String) -> Answer {
     get(&url, &[]).await
 }
+
+#[tokio::test]
+async fn a_401_to_the_fresh_token_is_passed_on_without_a_third_attempt_and_drops_that_token_too() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let tokens_before = proxy.emulator.token_requests();
+    let api_before = proxy.emulator.api_requests();
+    proxy.emulator.set_api_failure(Failure::Status(401));
+
+    let answer = post(&proxy, "/v1/items", &[], b"{}".to_vec()).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(proxy.emulator.api_requests() - api_before, 2);
+
+    // The token that got the second 401 is gone as well: one more token request (kept,
+    // it would be none).
+    proxy.emulator.set_api_failure(Failure::None);
+    let answer = get(&proxy.egress_url("/v1/items"), &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(proxy.emulator.token_requests() - tokens_before, 2);
+}
+
+#[tokio::test]
+async fn a_401_when_no_fresh_token_can_be_had_answers_503_with_the_token_endpoints_retry_after() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let api_before = proxy.emulator.api_requests();
+    proxy.emulator.revoke_access_tokens();
+    proxy
+        .emulator
+        .set_token_failure(Failure::StatusRetryAfter(503, 120));
+
+    let answer = post(&proxy, "/v1/items", &[], b"{}".to_vec()).await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert_eq!(answer.json()["error"], "temporarily_unavailable");
+    let retry_after: u64 = answer.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The token endpoint's own Retry-After is the floor of the wait.
+    assert!((100..=120).contains(&retry_after), "{retry_after}");
+    assert_eq!(proxy.emulator.api_requests() - api_before, 1);
+}
+
+#[tokio::test]
+async fn connection_cannot_drop_the_checked_tenant_header() {
+    let proxy = Proxy::start_egress("").await;
+    let answer = get(
+        &proxy.egress_url("/v1/orders"),
+        &[("x-tenant-id", TENANT), ("connection", "X-Tenant-ID")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.echoed("x-tenant-id"), vec![TENANT.to_owned()]);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_before_its_end_is_answered_408_and_not_sent() {
+    let env = vec![(
+        "JTL_SIDECAR_SERVER__HEADER_READ_TIMEOUT_MS".to_owned(),
+        "500".to_owned(),
+    )];
+    let proxy = Proxy::start_egress_with("", EmulatorOptions::default(), env).await;
+    warm_up(&proxy).await;
+    let api_before = proxy.emulator.api_requests();
+    // One chunk, then nothing: the body never ends.
+    let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        http_body::Frame::data(Bytes::from_static(b"{\"partial\":")),
+    )]);
+    let stalled = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+    let request = Request::post(proxy.egress_url("/v1/items"))
+        .body(StreamBody::new(stalled).boxed())
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("answered before the client gave up")
+        .unwrap();
+    let answer = collect(response).await;
+    assert_eq!(answer.status, 408);
+    assert_eq!(answer.json()["error"], "invalid_request");
+    assert_eq!(proxy.emulator.api_requests(), api_before);
+}

@@ -40,6 +40,9 @@ pub struct Egress {
     tokens: AccessTokens,
     retry_on_401: bool,
     max_retry_body_bytes: u64,
+    /// How long a body read for a possible retry may take (`server.header_read_timeout_ms`):
+    /// a caller trickling a body does not hold a buffer forever.
+    body_read_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -58,6 +61,7 @@ impl Egress {
         settings: &EgressConfig,
         api_base_url: &Url,
         connect_timeout: Duration,
+        body_read_timeout: Duration,
         tls: rustls::ClientConfig,
         tokens: AccessTokens,
         metrics: Arc<Metrics>,
@@ -67,6 +71,7 @@ impl Egress {
             tokens,
             retry_on_401: settings.retry_on_401,
             max_retry_body_bytes: settings.max_retry_body_bytes,
+            body_read_timeout,
             metrics,
         }
     }
@@ -120,14 +125,14 @@ impl Egress {
         headers.remove(HOST);
 
         // The token first: without one there is nothing to send, and the body is not read.
-        let token = match self.tokens.get().await {
-            Ok(token) => token,
-            Err(error) => return token_unavailable(error.retry_after_s),
-        };
+        if let Err(error) = self.tokens.get().await {
+            return token_unavailable(error.retry_after_s);
+        }
         let body = if self.retry_on_401 {
-            match read_for_retry(body, self.max_retry_body_bytes).await {
-                Ok(body) => body,
-                Err(error) => {
+            let read = read_for_retry(body, self.max_retry_body_bytes);
+            match tokio::time::timeout(self.body_read_timeout, read).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(error)) => {
                     tracing::debug!("egress request body could not be read: {error}");
                     let response = error_response(
                         ErrorCode::InvalidRequest,
@@ -135,9 +140,23 @@ impl Egress {
                     );
                     return (response, "invalid_request");
                 }
+                Err(_) => {
+                    let mut response = error_response(
+                        ErrorCode::InvalidRequest,
+                        "The request body did not arrive in time.",
+                    );
+                    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+                    return (response, "invalid_request");
+                }
             }
         } else {
             RequestBody::Streamed(streamed_body(body))
+        };
+        // Reading the body took time: take the token again (free while it is valid), so
+        // one that expired meanwhile is never sent.
+        let token = match self.tokens.get().await {
+            Ok(current) => current,
+            Err(error) => return token_unavailable(error.retry_after_s),
         };
         let (first_body, replay) = match body {
             RequestBody::Buffered(bytes) => (full_body(bytes.clone()), Some(bytes)),
@@ -172,10 +191,16 @@ impl Egress {
             token = %fresh.fingerprint(),
             "JTL's API answered 401; sending the request once more with a fresh access token"
         );
-        // The second answer is the answer, whatever it is. A 401 to a fresh token is not
-        // a token problem, so that token stays (as for the key set).
-        match attempt(full_body(replay), fresh).await {
-            Ok(response) => (finish(response), "retried"),
+        // The second answer is the answer, whatever it is. A 401 to it drops that token
+        // too (SPEC §6: a 401 invalidates the token that received it), without a third
+        // attempt.
+        match attempt(full_body(replay), Arc::clone(&fresh)).await {
+            Ok(response) => {
+                if response.status() == StatusCode::UNAUTHORIZED {
+                    self.tokens.invalidate(&fresh);
+                }
+                (finish(response), "retried")
+            }
             Err(error) => upstream_failure(&error, JTL_API),
         }
     }

@@ -64,9 +64,11 @@ pub fn strip_folded(headers: &mut HeaderMap, folded_names: &[String]) {
 }
 
 /// Headers a client's `Connection` may not name: dropping them would change the
-/// message (`Content-Length`) or the proxy's own forwarding headers.
-const NOT_HOP_BY_HOP: [&str; 7] = [
+/// message (`Content-Length`), the proxy's own forwarding headers, or the tenant an
+/// egress call was checked for (`X-Tenant-ID`).
+const NOT_HOP_BY_HOP: [&str; 8] = [
     "host",
+    "x-tenant-id",
     "content-length",
     "x-request-id",
     "x-forwarded-for",

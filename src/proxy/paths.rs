@@ -16,7 +16,7 @@ pub fn is_public(path: &str, patterns: &[PublicPath]) -> bool {
 /// A path a backend could read as another path never matches: dot segments (raw or
 /// percent-encoded, also with a `;` parameter as servlet containers read them), encoded
 /// slashes or backslashes, raw backslashes.
-fn is_unambiguous(path: &str) -> bool {
+pub fn is_unambiguous(path: &str) -> bool {
     if path.contains('\\') {
         return false;
     }

@@ -28,7 +28,7 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("the upstream sent no response headers within {0} ms")]
     Timeout(u128),
-    #[error("the request path cannot be forwarded")]
+    #[error("The request path cannot be forwarded.")]
     BadPath,
 }
 
@@ -127,6 +127,9 @@ impl Upstream {
         };
         let path_and_query = if self.path_prefix.is_empty() {
             path_and_query.clone()
+        } else if !super::paths::is_unambiguous(path_and_query.path()) {
+            // Under a path prefix, `..` (or an encoded slash) could climb out of it.
+            return Err(UpstreamError::BadPath);
         } else {
             format!("{}{path_and_query}", self.path_prefix)
                 .parse()
@@ -172,5 +175,45 @@ fn authority_of(url: &Url) -> String {
     match url.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        let tls = crate::jtl::http::client_tls_config(None).unwrap();
+        let url = Url::parse(url).unwrap();
+        Upstream::new(&url, Duration::from_secs(1), Duration::from_secs(1), tls)
+    }
+
+    fn target(upstream: &Upstream, path: &str) -> Result<String, UpstreamError> {
+        let path: PathAndQuery = path.parse().unwrap();
+        upstream.uri_for(Some(&path)).map(|uri| uri.to_string())
+    }
+
+    #[test]
+    fn a_plain_backend_gets_the_origin_form_under_its_path_prefix() {
+        let root = upstream("http://127.0.0.1:3000");
+        assert_eq!(target(&root, "/a/../b?x=/..").unwrap(), "/a/../b?x=/..");
+        let prefixed = upstream("http://127.0.0.1:3000/app/");
+        assert_eq!(target(&prefixed, "/a?q=1").unwrap(), "/app/a?q=1");
+    }
+
+    #[test]
+    fn under_a_path_prefix_a_path_that_could_climb_out_is_refused() {
+        let prefixed = upstream("https://api.example/erp");
+        for path in ["/../account", "/a/%2e%2e/b", "/a%2Fb", "/a\\b", "/./x"] {
+            assert_eq!(
+                target(&prefixed, path),
+                Err(UpstreamError::BadPath),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            target(&prefixed, "/v1/items?next=/../x").unwrap(),
+            "https://api.example/erp/v1/items?next=/../x"
+        );
     }
 }
