@@ -143,6 +143,12 @@ wrk_run() {
   printf '  %-30s %10s req/s   p50 %-9s p99 %-9s CPU/request %s µs\n' "$name" "$rps" "$p50" "$p99" "$cpu_us"
 }
 
+# warm_up URL TOKENS_FILE: an unmeasured run first, so every measured run sees a process
+# with its connections open and its caches filled, as in production.
+warm_up() {
+  TOKENS_FILE="$2" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$WORK/tokens.lua" "$1" > /dev/null
+}
+
 # JTL: the emulator of a `dev` process of its own (its ingress is not used), so the
 # sidecar measured below is `run` alone, as in production.
 JTL_SIDECAR_INGRESS__LISTEN="127.0.0.1:$JTL_INGRESS_PORT" \
@@ -212,14 +218,18 @@ echo "== $CONNECTIONS connections, $THREADS wrk threads, $DURATION per run, $(np
 mint 1 "$WORK/one.txt"
 mint "$TOKENS" "$WORK/many.txt"
 NGINX_PROXY_PIDS="$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | tr '\n' ' ')"
+warm_up "http://127.0.0.1:$BACKEND_PORT/bench" "$WORK/one.txt"
 wrk_run backend_direct "http://127.0.0.1:$BACKEND_PORT/bench" "$WORK/one.txt"
 # shellcheck disable=SC2086 # one argument per worker process
+warm_up "http://127.0.0.1:$NGINX_PROXY_PORT/bench" "$WORK/one.txt"
 wrk_run nginx_proxy_pass "http://127.0.0.1:$NGINX_PROXY_PORT/bench" "$WORK/one.txt" $NGINX_PROXY_PIDS
 
 start_sidecar 100000
+warm_up "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/one.txt"
 reset_peak
 wrk_run sidecar_cache_hit "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/one.txt" "$SIDECAR_PID"
 RSS_HIT="$(peak_mb)"
+warm_up "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt"
 reset_peak
 wrk_run sidecar_cache_on_many_tokens "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt" "$SIDECAR_PID"
 RSS_MANY="$(peak_mb)"
@@ -227,7 +237,7 @@ CACHED="$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/verified_cache_
 stop_sidecar
 
 start_sidecar 0
-mint "$TOKENS" "$WORK/many.txt"
+warm_up "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt"
 reset_peak
 wrk_run sidecar_full_verification "http://127.0.0.1:$INGRESS_PORT/bench" "$WORK/many.txt" "$SIDECAR_PID"
 RSS_FULL="$(peak_mb)"
