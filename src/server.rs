@@ -208,15 +208,11 @@ impl Server {
                         return;
                     };
                     runtime.block_on(async move {
-                        // Per worker, so that watching a connection touches nothing
-                        // another thread writes.
-                        let graceful = GracefulShutdown::new();
-                        match TcpListener::from_std(listener) {
+                        let graceful = match TcpListener::from_std(listener) {
                             Ok(listener) => {
                                 accept_loop(
                                     listener,
                                     builder,
-                                    &graceful,
                                     stop,
                                     first_request_deadline,
                                     move |request: Request<Incoming>, peer: Peer| {
@@ -228,8 +224,11 @@ impl Server {
                                 )
                                 .await
                             }
-                            Err(error) => tracing::error!("ingress worker {index}: {error}"),
-                        }
+                            Err(error) => {
+                                tracing::error!("ingress worker {index}: {error}");
+                                GracefulShutdown::new()
+                            }
+                        };
                         let _ = accepting_done.send(()).await;
                         drop(accepting_done);
                         tokio::select! {
@@ -254,13 +253,11 @@ impl Server {
         let admin_listener = self.admin_listener;
         let admin_builder = Arc::clone(&builder);
         let admin_stop = stop_admin.clone();
+        // Admin connections are not drained: they are cut when the process exits.
         let admin_loop = tokio::spawn(async move {
-            // Admin connections are not drained: they are cut when the process exits.
-            let graceful = GracefulShutdown::new();
             accept_loop(
                 admin_listener,
                 admin_builder,
-                &graceful,
                 admin_stop,
                 first_request_deadline,
                 move |request: Request<Incoming>, _peer: Peer| {
@@ -278,11 +275,9 @@ impl Server {
             let builder = Arc::clone(&builder);
             let stop = stop_traffic.clone();
             tokio::spawn(async move {
-                let graceful = GracefulShutdown::new();
-                accept_loop(
+                let graceful = accept_loop(
                     listener,
                     builder,
-                    &graceful,
                     stop,
                     first_request_deadline,
                     move |request: Request<Incoming>, _peer: Peer| {
@@ -389,24 +384,27 @@ fn local_addr(key: &'static str, listener: &TcpListener) -> Result<SocketAddr, S
 }
 
 /// Accepts connections until `stop`, serving each with HTTP/1.1 (upgrades included) or
-/// HTTP/2, watched by `graceful` so a drain can wait for it. Dropping the listener when
-/// this returns makes new connections fail at once.
+/// HTTP/2. Returns the watcher of the connections still open, for a drain to wait on
+/// (`shutdown()`), or to drop. The listener is dropped on return, so new connections
+/// fail at once. The watcher belongs to the calling thread's loop alone, so watching a
+/// connection touches nothing another worker writes.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
     stop: CancellationToken,
     first_request_deadline: std::time::Duration,
     handler: F,
-) where
+) -> GracefulShutdown
+where
     F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<http::Response<crate::proxy::ProxyBody>, Infallible>>
         + Send
         + 'static,
 {
+    let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer_addr) = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return graceful,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
