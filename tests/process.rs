@@ -218,16 +218,23 @@ fn run_exits_2_for_an_invalid_config() {
     );
 }
 
-#[test]
-fn run_exits_1_when_a_port_is_taken() {
+/// Runs with `key` (`ingress.listen` or `egress.listen`) on a port already taken; the
+/// other listeners on free ports. Asserts exit code 1 and the key in the message.
+fn assert_run_exits_1_when_port_taken(key: &str) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = format!("\"{}\"", taken.local_addr().unwrap());
+    let free = "\"127.0.0.1:0\"".to_owned();
+    let (ingress, egress) = if key == "ingress.listen" {
+        (taken, free)
+    } else {
+        (free, taken)
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sidecar.toml");
     std::fs::write(
         &config,
         format!(
-            "[ingress]\nlisten = \"{}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n",
-            taken.local_addr().unwrap()
+            "[ingress]\nlisten = {ingress}\n[egress]\nlisten = {egress}\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n"
         ),
     )
     .unwrap();
@@ -238,30 +245,21 @@ fn run_exits_1_when_a_port_is_taken() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("ingress.listen: cannot listen on"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{key}: cannot listen on")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_exits_1_when_a_port_is_taken() {
+    assert_run_exits_1_when_port_taken("ingress.listen");
 }
 
 #[test]
 fn run_exits_1_when_the_egress_port_is_taken() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[ingress]\nlisten = \"127.0.0.1:0\"\n[egress]\nlisten = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n",
-            taken.local_addr().unwrap()
-        ),
-    )
-    .unwrap();
-    let output = sidecar()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("egress.listen: cannot listen on"));
+    assert_run_exits_1_when_port_taken("egress.listen");
 }
 
 #[test]
