@@ -335,3 +335,23 @@ async fn a_token_with_a_far_future_exp_is_cached_without_overflow() {
     assert!(h.verifier.verify(&token).await.is_ok());
     assert_eq!(h.verifier.cache_counts().hits.get(), 1);
 }
+
+#[tokio::test]
+async fn a_long_lived_token_is_verified_afresh_after_a_day_in_the_cache() {
+    let h = Harness::default().await;
+    let claims = h
+        .emulator
+        .session_claims(TENANT, USER, "acme", Duration::from_secs(48 * 3600));
+    let token = h
+        .emulator
+        .mint(&claims, &h.emulator.default_kid().unwrap(), false)
+        .unwrap();
+    h.verifier.verify(&token).await.unwrap();
+    h.clock.advance(Duration::from_secs(23 * 3600));
+    h.verifier.verify(&token).await.unwrap();
+    assert_eq!(h.verifier.cache_counts().misses.get(), 1);
+    h.clock.advance(Duration::from_secs(3600));
+    h.verifier.verify(&token).await.unwrap();
+    assert_eq!(h.verifier.cache_counts().misses.get(), 2);
+    assert_eq!(h.verifier.cache_counts().hits.get(), 1);
+}
