@@ -128,9 +128,10 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
     std::fs::write(
         &config,
         format!(
-            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{backend}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[server]\nshutdown_grace_s = 10\n",
+            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{backend}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[server]\nshutdown_grace_s = 10\n[tenants]\ndatabase_url = \"sqlite://{}\"\n",
             emulator.token_url(),
-            emulator.api_base_url()
+            emulator.api_base_url(),
+            dir.path().join("jtl-tenants.db").display()
         ),
     )
     .unwrap();
