@@ -287,6 +287,7 @@ fn dev_prints_a_curl_command_that_works() {
     let spoofed = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let egress = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let mint = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s 'http"));
+    let connect = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s -X POST"));
 
     let run = |command: &str| {
         let output = Command::new("sh")
@@ -336,6 +337,11 @@ fn dev_prints_a_curl_command_that_works() {
         3,
         "a fresh token: {minted}"
     );
+
+    // The connect-tenant command is answered by the sidecar, with the dev tenant.
+    let connected: serde_json::Value = serde_json::from_str(&run(connect.trim())).unwrap();
+    assert_eq!(connected["success"], true, "{connected}");
+    assert_eq!(connected["tenantId"], DEV_TENANT_ID);
 
     terminate(&child);
     assert_eq!(wait_for_exit(&mut child), Some(0));
