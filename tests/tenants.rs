@@ -616,3 +616,26 @@ async fn postgres_going_away_is_503_and_not_ready_and_recovers_by_itself() {
     drop(proxy);
     db.drop_schema().await;
 }
+
+// ---- several replicas starting together --------------------------------------------------
+
+on_both_stores!(replicas_opening_one_store_together_all_migrate_without_error);
+async fn replicas_opening_one_store_together_all_migrate_without_error(db: TestDb) -> TestDb {
+    let opened = futures_util::future::join_all((0..6).map(|_| async {
+        let store = TenantStore::open(&db.url).await.unwrap();
+        store.check().await.unwrap();
+        store
+    }))
+    .await;
+    assert!(opened.iter().all(TenantStore::is_reachable));
+    let tenant = Uuid::parse_str(TENANT).unwrap();
+    let user = Uuid::parse_str(USER).unwrap();
+    for store in &opened {
+        store.upsert(tenant, "acme", user).await.unwrap();
+    }
+    assert_eq!(opened[0].count().await.unwrap(), 1);
+    for store in opened {
+        store.close().await;
+    }
+    db
+}

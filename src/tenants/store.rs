@@ -34,6 +34,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per replica. A connect happens once per installation, so a few suffice
 /// and several replicas stay far below PostgreSQL's `max_connections`.
 const MAX_CONNECTIONS: u32 = 4;
+/// Tries at the SQLite migrations before giving up (see `ensure_schema`).
+const SQLITE_MIGRATION_ATTEMPTS: u32 = 5;
 /// How often the background check looks at the store (readiness reads its last result).
 pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -309,12 +311,24 @@ impl TenantStore {
                     source,
                 };
                 match &self.pool {
-                    Pool::Sqlite(pool) => Migrator::new(Embedded(SQLITE_MIGRATIONS))
-                        .await
-                        .map_err(migration_error)?
-                        .run(pool)
-                        .await
-                        .map_err(migration_error),
+                    Pool::Sqlite(pool) => {
+                        let migrator = Migrator::new(Embedded(SQLITE_MIGRATIONS))
+                            .await
+                            .map_err(migration_error)?;
+                        // sqlx takes no lock on SQLite: two processes opening one new
+                        // file race to record the same version, and the loser fails on
+                        // the unique version. Its retry finds the version applied.
+                        let mut attempts = 1;
+                        loop {
+                            match migrator.run(pool).await {
+                                Err(_) if attempts < SQLITE_MIGRATION_ATTEMPTS => {
+                                    attempts += 1;
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                                done => break done.map_err(migration_error),
+                            }
+                        }
+                    }
                     Pool::Postgres(pool) => Migrator::new(Embedded(POSTGRES_MIGRATIONS))
                         .await
                         .map_err(migration_error)?
