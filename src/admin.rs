@@ -10,17 +10,21 @@ use serde_json::json;
 use crate::jtl::Jtl;
 use crate::proxy::{full_body, ProxyBody};
 use crate::telemetry::Metrics;
+use crate::tenants::TenantStore;
 
 /// What `/readyz` looks at.
 pub struct Readiness {
     jtl: Jtl,
+    /// `None` when connect-tenant is disabled (no store is opened then).
+    tenant_store: Option<Arc<TenantStore>>,
     shutting_down: AtomicBool,
 }
 
 impl Readiness {
-    pub fn new(jtl: Jtl) -> Arc<Readiness> {
+    pub fn new(jtl: Jtl, tenant_store: Option<Arc<TenantStore>>) -> Arc<Readiness> {
         Arc::new(Readiness {
             jtl,
+            tenant_store,
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -41,6 +45,14 @@ impl Readiness {
         }
         if self.jtl.keys.usable().is_none() {
             missing.push("jwks");
+        }
+        // The last result of the store's background check, not a query per probe.
+        if self
+            .tenant_store
+            .as_ref()
+            .is_some_and(|store| !store.is_reachable())
+        {
+            missing.push("tenant_store");
         }
         missing
     }

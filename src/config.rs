@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
@@ -256,7 +257,7 @@ impl RawConfig {
 /// A URL with any password (in the user info or a `password=`-like query parameter)
 /// replaced by `<redacted>`. Text that does not parse as a URL loses everything between
 /// `://` and the last `@`, where credentials would be.
-fn redact_url_password(text: &str) -> String {
+pub(crate) fn redact_url_password(text: &str) -> String {
     let Ok(url) = Url::parse(text) else {
         return strip_userinfo(text);
     };
@@ -1560,6 +1561,18 @@ fn validate_tenants(raw: &RawTenants, check: &mut Checker) -> Option<TenantsConf
                 redact_url_password(url)
             ),
         );
+    }
+    if check.problems.len() == problems_before {
+        // What the store will parse at start-up is checked now, so a URL it would
+        // refuse is a config error (exit 2), not a start-up failure.
+        let parsed = if url.starts_with("sqlite:") {
+            sqlx::sqlite::SqliteConnectOptions::from_str(url).map(drop)
+        } else {
+            sqlx::postgres::PgConnectOptions::from_str(url).map(drop)
+        };
+        if let Err(error) = parsed {
+            check.problem("tenants.database_url", format!("not usable: {error}"));
+        }
     }
     if check.problems.len() != problems_before {
         return None;

@@ -2,7 +2,7 @@
 //! backend written in any language. See README.md for what it does and how to run it.
 //!
 //! Dependencies point one way: `jose` knows nothing; `jtl` knows `jose`; `verify` knows
-//! both; `emulator` stands in for JTL in `dev` mode and in the tests.
+//! both; `proxy` and `tenants` use `verify`; `emulator` stands in for JTL in `dev` mode and in the tests.
 
 pub mod admin;
 pub mod clock;
@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;
+pub mod tenants;
 pub mod verify;

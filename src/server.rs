@@ -25,6 +25,7 @@ use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
 use crate::proxy::Peer;
 use crate::telemetry::Metrics;
+use crate::tenants::{ConnectTenant, StoreError, TenantStore};
 use crate::verify::SessionVerifier;
 
 const HTTP2_KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
@@ -40,6 +41,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Jtl(#[from] jtl::SetupError),
+    #[error(transparent)]
+    TenantStore(#[from] StoreError),
 }
 
 /// The addresses actually bound (ports chosen by the system when configured as 0).
@@ -65,6 +68,8 @@ pub struct Server {
     ingress: Arc<Ingress>,
     egress: Arc<Egress>,
     admin: Arc<Admin>,
+    /// `None` when connect-tenant is disabled.
+    tenant_store: Option<Arc<TenantStore>>,
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -76,6 +81,16 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 impl Server {
     pub async fn bind(config: Config, clock: Clock) -> Result<Server, StartError> {
         let jtl = Jtl::from_config(&config, clock.clone())?;
+        // Ports first: a port that is taken fails the start before a store is opened.
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let (ingress_listeners, ingress_addr) = bind_ingress(config.ingress.listen, workers)?;
+        let egress_listener = match config.egress.listen {
+            Some(addr) => Some(bind("egress.listen", addr).await?),
+            None => None,
+        };
+        let admin_listener = bind("admin.listen", config.admin.listen).await?;
         let forwarded_claims = config
             .ingress
             .claim_headers
@@ -93,10 +108,28 @@ impl Server {
         );
         let metrics = Metrics::new(&jtl, &verifier);
         let upstream_tls = jtl::http::client_tls_config(None).map_err(jtl::SetupError::Http)?;
+        // The store is opened only when connect-tenant is enabled.
+        let (tenant_store, connect_tenant) = match &config.tenants.connect_path {
+            Some(path) => {
+                let store =
+                    Arc::new(TenantStore::open(config.tenants.database_url.expose()).await?);
+                let connect_tenant = ConnectTenant::new(
+                    path.clone(),
+                    config.ingress.token_headers.clone(),
+                    Arc::clone(&verifier),
+                    Arc::clone(&store),
+                    Arc::clone(&metrics),
+                    config.server.header_read_timeout,
+                );
+                (Some(store), Some(Arc::new(connect_tenant)))
+            }
+            None => (None, None),
+        };
         let ingress = Arc::new(Ingress::new(
             config.ingress.clone(),
             verifier,
             jtl.tokens.clone(),
+            connect_tenant,
             upstream_tls,
             Arc::clone(&metrics),
         ));
@@ -112,18 +145,9 @@ impl Server {
             Arc::clone(&metrics),
         ));
         let admin = Arc::new(Admin {
-            readiness: Readiness::new(jtl.clone()),
+            readiness: Readiness::new(jtl.clone(), tenant_store.clone()),
             metrics,
         });
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let (ingress_listeners, ingress_addr) = bind_ingress(config.ingress.listen, workers)?;
-        let egress_listener = match config.egress.listen {
-            Some(addr) => Some(bind("egress.listen", addr).await?),
-            None => None,
-        };
-        let admin_listener = bind("admin.listen", config.admin.listen).await?;
         let addresses = Addresses {
             ingress: ingress_addr,
             egress: egress_listener
@@ -142,6 +166,7 @@ impl Server {
             ingress,
             egress,
             admin,
+            tenant_store,
         })
     }
 
@@ -164,6 +189,9 @@ impl Server {
                 .clone()
                 .run_refresher(background.clone().cancelled_owned()),
         );
+        if let Some(store) = &self.tenant_store {
+            tokio::spawn(Arc::clone(store).run_health_check(background.clone().cancelled_owned()));
+        }
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -331,6 +359,9 @@ impl Server {
         stop_admin.cancel();
         let _ = admin_loop.await;
         background.cancel();
+        if let Some(store) = &self.tenant_store {
+            store.close().await;
+        }
         tracing::info!("stopped");
     }
 }

@@ -720,6 +720,12 @@ fn cors_origins_flow_store_and_log_are_checked() {
         "tenants.database_url",
         "names no SQLite file",
     );
+    // A URL the PostgreSQL driver would refuse at start-up is a config error now.
+    assert_problem(
+        "[tenants]\ndatabase_url = \"postgres://app:pw@db.internal/jtl?sslmode=sometimes\"",
+        "tenants.database_url",
+        "not usable",
+    );
     assert_problem(
         "[tenants]\nconnect_path = \"connect\"",
         "tenants.connect_path",

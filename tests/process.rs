@@ -128,9 +128,10 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
     std::fs::write(
         &config,
         format!(
-            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{backend}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[server]\nshutdown_grace_s = 10\n",
+            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{backend}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[server]\nshutdown_grace_s = 10\n[tenants]\ndatabase_url = \"sqlite://{}\"\n",
             emulator.token_url(),
-            emulator.api_base_url()
+            emulator.api_base_url(),
+            dir.path().join("jtl-tenants.db").display()
         ),
     )
     .unwrap();
@@ -284,6 +285,7 @@ fn dev_prints_a_curl_command_that_works() {
     let spoofed = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let egress = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let mint = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s 'http"));
+    let connect = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s -X POST"));
 
     let run = |command: &str| {
         let output = Command::new("sh")
@@ -333,6 +335,11 @@ fn dev_prints_a_curl_command_that_works() {
         3,
         "a fresh token: {minted}"
     );
+
+    // The connect-tenant command is answered by the sidecar, with the dev tenant.
+    let connected: serde_json::Value = serde_json::from_str(&run(connect.trim())).unwrap();
+    assert_eq!(connected["success"], true, "{connected}");
+    assert_eq!(connected["tenantId"], DEV_TENANT_ID);
 
     terminate(&child);
     assert_eq!(wait_for_exit(&mut child), Some(0));

@@ -21,6 +21,10 @@ use echo::EchoBackend;
 /// The config `dev` runs with (`config/dev.toml`).
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
 
+/// `tenants.database_url` in `config/dev.toml`: `dev` replaces it with a fresh SQLite
+/// file under the system temp dir, so trying things out leaves nothing behind.
+pub const DEV_DATABASE_URL: &str = "sqlite://dev-temp-dir/jtl-tenants.db";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
     #[error("{0}")]
@@ -103,7 +107,23 @@ pub async fn run(
         }
     };
 
+    let tenants_dir = if config.tenants.database_url.expose() == DEV_DATABASE_URL {
+        let dir = TempDir::create().map_err(|e| DevError::Start {
+            what: "tenants.database_url",
+            reason: format!("cannot create a temp dir for the tenant store: {e}"),
+        })?;
+        config.tenants.database_url = crate::secrets::Secret::new(format!(
+            "sqlite://{}",
+            dir.0.join("jtl-tenants.db").display()
+        ));
+        Some(dir)
+    } else {
+        None
+    };
+
     let upstream_shown = config.ingress.upstream.to_string();
+    let connect_path = config.tenants.connect_path.clone();
+    let store_shown = crate::config::redact_url_password(config.tenants.database_url.expose());
     let server = Server::bind(config, clock).await?;
     let addresses = server.addresses();
     let token = emulator
@@ -115,8 +135,46 @@ pub async fn run(
         )
         .unwrap_or_default();
     print_instructions(&emulator, &upstream_shown, addresses, &token);
+    if let Some(path) = connect_path {
+        print_connect_tenant(
+            &format!("http://{}", addresses.ingress),
+            &path,
+            &token,
+            &store_shown,
+        );
+    }
+    println!("Stop with Ctrl-C.");
     server.run(shutdown).await;
+    drop(tenants_dir);
     Ok(())
+}
+
+/// A directory under the system temp dir, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn create() -> std::io::Result<TempDir> {
+        let path = std::env::temp_dir().join(format!(
+            "jtl-auth-sidecar-dev-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn print_connect_tenant(base: &str, path: &str, token: &str, store: &str) {
+    println!("Connect the tenant (the sidecar answers; tenants are kept in {store}):");
+    println!();
+    println!("  curl -s -X POST {base}{path} -H 'Content-Type: application/json' -d '{{\"sessionToken\":\"{token}\"}}'");
+    println!();
 }
 
 fn socket_addr_of(url: &Url) -> Option<SocketAddr> {
@@ -167,5 +225,4 @@ fn print_instructions(emulator: &Emulator, upstream: &str, addresses: Addresses,
         emulator.base_url()
     );
     println!();
-    println!("Stop with Ctrl-C.");
 }

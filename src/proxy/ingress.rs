@@ -23,6 +23,7 @@ use crate::config::IngressConfig;
 use crate::jose::Session;
 use crate::jtl::AccessTokens;
 use crate::telemetry::{Listener, Metrics};
+use crate::tenants::ConnectTenant;
 use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -43,6 +44,8 @@ pub struct Ingress {
     forwarding_folded: Vec<String>,
     verifier: Arc<SessionVerifier>,
     tokens: AccessTokens,
+    /// Answers `POST {tenants.connect_path}`; `None` when connect-tenant is disabled.
+    connect_tenant: Option<Arc<ConnectTenant>>,
     /// TLS settings for an `https://` upstream; kept to build one pool per worker.
     upstream_tls: rustls::ClientConfig,
     upstream: Upstream,
@@ -74,6 +77,7 @@ impl Ingress {
         settings: IngressConfig,
         verifier: Arc<SessionVerifier>,
         tokens: AccessTokens,
+        connect_tenant: Option<Arc<ConnectTenant>>,
         upstream_tls: rustls::ClientConfig,
         metrics: Arc<Metrics>,
     ) -> Ingress {
@@ -119,6 +123,7 @@ impl Ingress {
             .to_vec(),
             verifier,
             tokens,
+            connect_tenant,
             upstream_tls,
             upstream,
             metrics,
@@ -133,6 +138,7 @@ impl Ingress {
                 self.settings.clone(),
                 Arc::clone(&self.verifier),
                 self.tokens.clone(),
+                self.connect_tenant.clone(),
                 self.upstream_tls.clone(),
                 Arc::clone(&self.metrics),
             )
@@ -195,6 +201,18 @@ impl Ingress {
         // Methods that reflect or tunnel are never forwarded with credentials.
         if let Some(response) = refuse_method(request.method()) {
             return Handled::new(response, "method_not_allowed");
+        }
+
+        // 2. Connect-tenant is answered here; nothing reaches the backend.
+        if let Some(connect_tenant) = &self.connect_tenant {
+            if connect_tenant.answers(&request) {
+                let connected = connect_tenant.handle(request).await;
+                return Handled {
+                    response: connected.response,
+                    outcome: connected.outcome,
+                    session: connected.session,
+                };
+            }
         }
 
         // 3. Preflights and public paths pass without a token.
@@ -422,7 +440,7 @@ fn claim_value(claim: Option<&Value>) -> Option<String> {
 /// The session token from the first of `token_headers` present. `Authorization` counts
 /// only with the `Bearer` scheme. The same header twice, or two different tokens, is an
 /// error (which one would the client have meant?).
-fn read_token<'h>(
+pub(crate) fn read_token<'h>(
     headers: &'h HeaderMap,
     token_headers: &[HeaderName],
 ) -> Result<Option<&'h str>, &'static str> {

@@ -28,6 +28,8 @@ pub struct Proxy {
     pub backend: Option<EchoBackend>,
     /// Holds `jtl.ca_file` when the emulator serves HTTPS.
     _ca_dir: Option<tempfile::TempDir>,
+    /// Holds the SQLite tenant store (unless the test names another store).
+    pub store_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     pub finished: Option<tokio::task::JoinHandle<()>>,
 }
@@ -48,6 +50,18 @@ impl Proxy {
             .expect("echo backend");
         let url = backend.url();
         let mut proxy = Proxy::start_with_upstream(&url, toml).await;
+        proxy.backend = Some(backend);
+        proxy
+    }
+
+    /// The sidecar in front of the echo backend, with environment overrides.
+    pub async fn start_with_env_and_backend(toml: &str, overrides: Vec<(String, String)>) -> Proxy {
+        let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("echo backend");
+        let url = backend.url();
+        let mut proxy =
+            Proxy::start_with_env(&url, toml, EmulatorOptions::default(), overrides).await;
         proxy.backend = Some(backend);
         proxy
     }
@@ -123,6 +137,15 @@ impl Proxy {
                 emulator.api_base_url(),
             ),
         ];
+        // Each sidecar gets a tenant store of its own, never a file in the crate.
+        let store_dir = tempfile::tempdir().expect("temp dir");
+        env.push((
+            "JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(),
+            format!(
+                "sqlite://{}",
+                store_dir.path().join("jtl-tenants.db").display()
+            ),
+        ));
         // An HTTPS emulator is trusted through jtl.ca_file, as JTL's CA would be.
         let ca_dir = emulator.ca_pem().map(|pem| {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -153,6 +176,7 @@ impl Proxy {
             addresses,
             backend: None,
             _ca_dir: ca_dir,
+            store_dir,
             stop: Some(stop),
             finished: Some(finished),
         }
