@@ -177,6 +177,8 @@ token_url = "http://127.0.0.1:$EMULATOR_PORT/oauth2/token"
 api_base_url = "http://127.0.0.1:$EMULATOR_PORT"
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
+[tenants]
+database_url = "sqlite://$WORK/tenants.db"
 [log]
 level = "warn"
 TOML
