@@ -17,7 +17,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use url::Url;
 
-use super::errors::{error_response, refuse_method, unavailable, upstream_failure, ErrorCode};
+use super::errors::{
+    access_token_unavailable, body_too_slow, body_unreadable, error_response, refuse_method,
+    upstream_failure, ErrorCode,
+};
 use super::headers::{ensure_request_id, remove_hop_by_hop};
 use super::upstream::{Upstream, UpstreamError};
 use super::{full_body, streamed_body, BoxError, ProxyBody, RequestLine};
@@ -134,20 +137,9 @@ impl Egress {
                 Ok(Ok(body)) => body,
                 Ok(Err(error)) => {
                     tracing::debug!("egress request body could not be read: {error}");
-                    let response = error_response(
-                        ErrorCode::InvalidRequest,
-                        "The request body could not be read.",
-                    );
-                    return (response, "invalid_request");
+                    return (body_unreadable(), "invalid_request");
                 }
-                Err(_) => {
-                    let mut response = error_response(
-                        ErrorCode::InvalidRequest,
-                        "The request body did not arrive in time.",
-                    );
-                    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
-                    return (response, "invalid_request");
-                }
+                Err(_) => return (body_too_slow(), "invalid_request"),
             }
         } else {
             RequestBody::Streamed(streamed_body(body))
@@ -243,11 +235,10 @@ fn finish(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
 }
 
 fn token_unavailable(retry_after_s: u64) -> (Response<ProxyBody>, &'static str) {
-    let response = unavailable(
-        "The app's JTL access token is unavailable right now; try again shortly.",
-        retry_after_s,
-    );
-    (response, "access_token_unavailable")
+    (
+        access_token_unavailable(retry_after_s),
+        "access_token_unavailable",
+    )
 }
 
 /// The caller's `X-Tenant-ID`: absent, or exactly one hyphenated UUID (any case), passed

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::upstream::UpstreamError;
 use super::{full_body, ProxyBody};
+use crate::verify::VerifyError;
 
 /// The `error` codes the sidecar answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,18 +74,65 @@ pub fn unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody>
     response
 }
 
+/// `Retry-After` when no signing key can be had: the key set is refetched at most this
+/// often by default, so asking sooner is pointless.
+const KEYS_RETRY_AFTER_S: u64 = 10;
+
+/// 503 when a session token cannot be checked because no signing key can be had.
+pub fn keys_unavailable() -> Response<ProxyBody> {
+    unavailable(
+        &VerifyError::KeysUnavailable.to_string(),
+        KEYS_RETRY_AFTER_S,
+    )
+}
+
+/// 503 when no valid access token can be had; `retry_after_s` is the token manager's
+/// next attempt.
+pub fn access_token_unavailable(retry_after_s: u64) -> Response<ProxyBody> {
+    unavailable(
+        "The app's JTL access token is unavailable right now; try again shortly.",
+        retry_after_s,
+    )
+}
+
+/// 400 when a request body the sidecar reads itself broke off.
+pub fn body_unreadable() -> Response<ProxyBody> {
+    error_response(
+        ErrorCode::InvalidRequest,
+        "The request body could not be read.",
+    )
+}
+
+/// 408 when a request body the sidecar reads itself did not arrive in time.
+pub fn body_too_slow() -> Response<ProxyBody> {
+    with_status(
+        error_response(
+            ErrorCode::InvalidRequest,
+            "The request body did not arrive in time.",
+        ),
+        StatusCode::REQUEST_TIMEOUT,
+    )
+}
+
+/// An `invalid_request` error answered with a more precise status (405, 408, 413).
+pub fn with_status(mut response: Response<ProxyBody>, status: StatusCode) -> Response<ProxyBody> {
+    *response.status_mut() = status;
+    response
+}
+
 /// `405` for `TRACE` and `CONNECT`, which are never forwarded: a next hop that reflects
 /// `TRACE` would hand out the credentials the sidecar added.
 pub fn refuse_method(method: &Method) -> Option<Response<ProxyBody>> {
     if method != Method::TRACE && method != Method::CONNECT {
         return None;
     }
-    let mut response = error_response(
-        ErrorCode::InvalidRequest,
-        "TRACE and CONNECT are not forwarded.",
-    );
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    Some(response)
+    Some(with_status(
+        error_response(
+            ErrorCode::InvalidRequest,
+            "TRACE and CONNECT are not forwarded.",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED,
+    ))
 }
 
 /// The answer when the next hop (`peer`: "The app backend", "JTL's API") failed, and

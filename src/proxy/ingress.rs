@@ -12,7 +12,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
-use super::errors::{error_response, refuse_method, unavailable, upstream_failure, ErrorCode};
+use super::errors::{
+    access_token_unavailable, error_response, keys_unavailable, refuse_method, upstream_failure,
+    ErrorCode,
+};
 use super::headers::{
     ensure_request_id, folded, remove_hop_by_hop, restore_upgrade, strip_folded,
     strip_underscore_variants,
@@ -29,10 +32,6 @@ use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// `Retry-After` when no signing key can be had: the key set is refetched at most this
-/// often by default, so asking sooner is pointless.
-const KEYS_RETRY_AFTER_S: u64 = 10;
 
 pub struct Ingress {
     settings: IngressConfig,
@@ -266,11 +265,8 @@ impl Ingress {
                 let response = error_response(ErrorCode::InvalidToken, &error.to_string());
                 return Handled::new(response, "invalid_token");
             }
-            Err(error @ VerifyError::KeysUnavailable) => {
-                return Handled::new(
-                    unavailable(&error.to_string(), KEYS_RETRY_AFTER_S),
-                    "keys_unavailable",
-                );
+            Err(VerifyError::KeysUnavailable) => {
+                return Handled::new(keys_unavailable(), "keys_unavailable");
             }
         };
         let access_token = if self.settings.forward_access_token {
@@ -279,10 +275,7 @@ impl Ingress {
                 None => match self.tokens.get().await {
                     Ok(token) => Some(token.authorization().clone()),
                     Err(error) => {
-                        let response = unavailable(
-                            "The app's JTL access token is unavailable right now; try again shortly.",
-                            error.retry_after_s,
-                        );
+                        let response = access_token_unavailable(error.retry_after_s);
                         return Handled {
                             session: Some(session),
                             ..Handled::new(response, "access_token_unavailable")

@@ -20,7 +20,10 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::proxy::errors::{error_response, unavailable, ErrorCode};
+use crate::proxy::errors::{
+    body_too_slow, body_unreadable, error_response, keys_unavailable, unavailable, with_status,
+    ErrorCode,
+};
 use crate::proxy::ingress::read_token;
 use crate::proxy::{full_body, ProxyBody};
 use crate::telemetry::Metrics;
@@ -33,8 +36,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// `Retry-After` when the store is unreachable: a little over the health-check interval,
 /// by which time a store that came back is known to be back.
 const STORE_RETRY_AFTER_S: u64 = 5;
-/// `Retry-After` when no signing key can be had (as on the ingress).
-const KEYS_RETRY_AFTER_S: u64 = 10;
 
 /// The exact bodies of SPEC §7: the ones JTL's own guide returns, so existing frontends
 /// keep working.
@@ -150,11 +151,8 @@ impl ConnectTenant {
                 tracing::debug!("connect-tenant: session token rejected: {error}");
                 return Connected::new(verification_failed(), "invalid_token");
             }
-            Err(error @ VerifyError::KeysUnavailable) => {
-                return Connected::new(
-                    unavailable(&error.to_string(), KEYS_RETRY_AFTER_S),
-                    "keys_unavailable",
-                )
+            Err(VerifyError::KeysUnavailable) => {
+                return Connected::new(keys_unavailable(), "keys_unavailable")
             }
         };
 
@@ -203,22 +201,9 @@ impl ConnectTenant {
             }
             Ok(Err(error)) => {
                 tracing::debug!("connect-tenant request body could not be read: {error}");
-                Err(Connected::new(
-                    error_response(
-                        ErrorCode::InvalidRequest,
-                        "The request body could not be read.",
-                    ),
-                    "invalid_request",
-                ))
+                Err(Connected::new(body_unreadable(), "invalid_request"))
             }
-            Err(_) => {
-                let mut response = error_response(
-                    ErrorCode::InvalidRequest,
-                    "The request body did not arrive in time.",
-                );
-                *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
-                Err(Connected::new(response, "invalid_request"))
-            }
+            Err(_) => Err(Connected::new(body_too_slow(), "invalid_request")),
         }
     }
 }
@@ -271,12 +256,14 @@ fn verification_failed() -> Response<ProxyBody> {
 }
 
 fn too_large() -> Connected {
-    let mut response = error_response(
+    let response = error_response(
         ErrorCode::InvalidRequest,
         "The request body is larger than 64 KiB.",
     );
-    *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-    Connected::new(response, "payload_too_large")
+    Connected::new(
+        with_status(response, StatusCode::PAYLOAD_TOO_LARGE),
+        "payload_too_large",
+    )
 }
 
 /// A JSON response with exactly this body.
