@@ -127,11 +127,13 @@ impl Metrics {
         });
     }
 
-    /// Counts a request as in flight until the guard is dropped.
-    pub fn in_flight(&self, listener: Listener) -> InFlight {
-        let hot = Arc::clone(&self.hot);
-        hot.in_flight[listener as usize].add(1);
-        InFlight { hot, listener }
+    /// Counts a request as in flight until the guard is dropped. The guard borrows the
+    /// gauge: cloning the shared `Arc` per request would put back the cross-thread
+    /// reference count the sharding avoids.
+    pub fn in_flight(&self, listener: Listener) -> InFlight<'_> {
+        let gauge = &self.hot.in_flight[listener as usize];
+        gauge.add(1);
+        InFlight { gauge }
     }
 
     pub fn observe_verification(&self, elapsed: Duration) {
@@ -153,14 +155,13 @@ impl Metrics {
 }
 
 /// Counts one request in flight until dropped.
-pub struct InFlight {
-    hot: Arc<RequestMetrics>,
-    listener: Listener,
+pub struct InFlight<'a> {
+    gauge: &'a ShardedGauge,
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.hot.in_flight[self.listener as usize].add(-1);
+        self.gauge.add(-1);
     }
 }
 
