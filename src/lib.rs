@@ -8,6 +8,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod diagnose;
 pub mod emulator;
 pub mod jose;
 pub mod jtl;
