@@ -548,3 +548,59 @@ async fn neither_secret_nor_token_appears_in_the_output() {
         failing.stdout
     );
 }
+
+/// The PostgreSQL store of `TEST_DATABASE_URL`, in a fresh schema: absent table first,
+/// then present once `run`'s store has created it. Skipped (loudly) without the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_is_looked_at_without_being_migrated() {
+    let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED PostgreSQL test a_postgres_store_is_looked_at_without_being_migrated: \
+             TEST_DATABASE_URL is not set (.ci/run sets it to the local server) !!!"
+        );
+        return;
+    };
+    let schema = format!("jtl_check_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server)
+        .await
+        .expect("TEST_DATABASE_URL reachable");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+    let separator = if server.contains('?') { '&' } else { '?' };
+    let url = format!("{server}{separator}options=-c%20search_path%3D{schema}");
+
+    let mut setup = Setup::healthy().await;
+    setup.tenants = format!("database_url = {url:?}");
+    let before = setup.online().await;
+    let created = async {
+        let store = TenantStore::open(&url).await.expect("store");
+        store.count().await.expect("schema created");
+        store.close().await;
+    };
+    created.await;
+    let after = setup.online().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .expect("drop schema");
+    admin.close().await;
+
+    assert_eq!(before.code, Some(0), "{}", before.all());
+    assert_verdict(
+        before.line("tenant store"),
+        "ok",
+        "table jtl_tenants not there yet (`run` creates it)",
+    );
+    assert_eq!(after.code, Some(0), "{}", after.all());
+    assert_verdict(
+        after.line("tenant store"),
+        "ok",
+        "table jtl_tenants present",
+    );
+}
