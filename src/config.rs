@@ -257,7 +257,7 @@ impl RawConfig {
 /// A URL with any password (in the user info or a `password=`-like query parameter)
 /// replaced by `<redacted>`. Text that does not parse as a URL loses everything between
 /// `://` and the last `@`, where credentials would be.
-pub(crate) fn redact_url_password(text: &str) -> String {
+pub fn redact_url_password(text: &str) -> String {
     let Ok(url) = Url::parse(text) else {
         return strip_userinfo(text);
     };

@@ -5,9 +5,11 @@
 //! both; `proxy` and `tenants` use `verify`; `emulator` stands in for JTL in `dev` mode and in the tests.
 
 pub mod admin;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod diagnose;
 pub mod emulator;
 pub mod jose;
 pub mod jtl;

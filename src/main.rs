@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use jtl_auth_sidecar::check;
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config;
 use jtl_auth_sidecar::dev::{self, DevError};
@@ -15,6 +16,8 @@ use url::Url;
 const EXIT_INVALID_CONFIG: u8 = 2;
 /// Exit code for any other start-up failure (a port taken...).
 const EXIT_START_FAILURE: u8 = 1;
+/// Exit code of `check --online` when a step failed.
+const EXIT_CHECK_FAILED: u8 = 1;
 
 #[derive(Parser)]
 #[command(
@@ -38,10 +41,20 @@ enum Command {
     },
     /// Validate a config file and print the effective config, secrets redacted.
     /// Exit 0 when valid, 2 when not (one line per problem, naming the key).
+    /// With --online, then make the real calls and report each on one line; exit 1 when
+    /// one fails.
     Check {
         /// The TOML config file.
         #[arg(long, value_name = "FILE", env = config::CONFIG_PATH_ENV)]
         config: PathBuf,
+        /// After the offline checks, call JTL's token endpoint and JWKS with the configured
+        /// credentials, and look at the tenant store and the upstream.
+        #[arg(long)]
+        online: bool,
+        /// With --online: verify this session token (pasted from the browser; "-" reads
+        /// it from stdin) against the fetched key set and explain the verdict.
+        #[arg(long, value_name = "TOKEN", requires = "online")]
+        session_token: Option<String>,
     },
     /// Run the proxy against a built-in JTL emulator with an embedded config, and print a
     /// ready-to-paste curl command with a fresh session token.
@@ -55,27 +68,61 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check {
+            config,
+            online,
+            session_token,
+        } => check(&config, online, session_token),
         Command::Run { config } => run(&config),
         Command::Dev { upstream } => run_dev(upstream),
     }
 }
 
-fn check(path: &Path) -> ExitCode {
-    match config::load_file(path) {
-        Ok(loaded) => {
-            for warning in &loaded.warnings {
-                eprintln!("warning: {warning}");
-            }
-            print!("{}", loaded.effective.to_redacted_toml());
-            eprintln!("{}: valid", path.display());
-            ExitCode::SUCCESS
-        }
+fn check(path: &Path, online: bool, session_token: Option<String>) -> ExitCode {
+    let loaded = match config::load_file(path) {
+        Ok(loaded) => loaded,
         Err(errors) => {
             report_invalid(path, &errors);
-            ExitCode::from(EXIT_INVALID_CONFIG)
+            return ExitCode::from(EXIT_INVALID_CONFIG);
         }
+    };
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
     }
+    print!("{}", loaded.effective.to_redacted_toml());
+    eprintln!("{}: valid", path.display());
+    if !online {
+        return ExitCode::SUCCESS;
+    }
+    let session_token = match session_token.as_deref() {
+        Some("-") => match std::io::read_to_string(std::io::stdin()) {
+            Ok(token) => Some(token),
+            Err(error) => {
+                eprintln!("error: cannot read the session token from stdin: {error}");
+                return ExitCode::from(EXIT_CHECK_FAILED);
+            }
+        },
+        _ => session_token,
+    };
+    block_on(async {
+        let mut emit = |line: &check::Line| {
+            println!("{line}");
+        };
+        let report = check::run_online(&loaded.config, session_token.as_deref(), &mut emit).await;
+        eprintln!(
+            "{}: online check {} ({} ok, {} failed, {} skipped)",
+            path.display(),
+            if report.passed() { "passed" } else { "FAILED" },
+            report.count(check::Verdict::Ok),
+            report.count(check::Verdict::Fail),
+            report.count(check::Verdict::Skipped),
+        );
+        if report.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_CHECK_FAILED)
+        }
+    })
 }
 
 fn report_invalid(path: &Path, errors: &config::ConfigErrors) {

@@ -140,6 +140,31 @@ async fn invalid_client_is_a_clear_error_and_is_not_retried_within_a_minute() {
 }
 
 #[tokio::test]
+async fn invalid_client_with_a_newline_in_the_secret_file_names_what_is_seen() {
+    let h = Harness::start(
+        EmulatorOptions::default(),
+        Extra {
+            secret_file: Some(format!("{}\n", EmulatorOptions::default().client_secret)),
+            ..Extra::default()
+        },
+    )
+    .await;
+    let error = h.jtl.tokens.get().await.unwrap_err();
+    assert_eq!(error.cause, TokenError::InvalidClient);
+    // The clause the invalid_client log line and `check --online` both carry.
+    let seen = h.jtl.tokens.credential_observations();
+    assert!(
+        seen.contains("jtl.client_secret_file") && seen.contains("ends with a trailing newline"),
+        "{seen}"
+    );
+    assert!(seen.contains("secret fingerprint"), "{seen}");
+    assert!(
+        !seen.contains(&EmulatorOptions::default().client_secret),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
 async fn a_corrected_secret_file_is_picked_up_after_invalid_client() {
     let h = Harness::start(
         EmulatorOptions::default(),

@@ -344,3 +344,68 @@ fn dev_prints_a_curl_command_that_works() {
     terminate(&child);
     assert_eq!(wait_for_exit(&mut child), Some(0));
 }
+
+/// The request log line of a refused token carries the sentence of the 401, the one
+/// `check --online --session-token` starts its verdict with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_logged_with_the_reason_check_online_prints() {
+    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:1\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[tenants]\ndatabase_url = \"sqlite://{}\"\n",
+            emulator.token_url(),
+            emulator.api_base_url(),
+            dir.path().join("jtl-tenants.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = sidecar()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let listening: serde_json::Value =
+        serde_json::from_str(&next_line_matching(&lines, |l| l.contains("is listening")))
+            .expect("JSON log line");
+    let ingress: SocketAddr = listening["ingress"].as_str().unwrap().parse().unwrap();
+    let admin: SocketAddr = listening["admin"].as_str().unwrap().parse().unwrap();
+    let readyz = format!("http://{admin}/readyz");
+    for _ in 0..200 {
+        if status_of(&readyz, None)
+            .await
+            .is_ok_and(|(status, _)| status == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let mut claims = emulator.session_claims(
+        DEV_TENANT_ID,
+        "9b8a7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d",
+        "shop",
+        Duration::from_secs(600),
+    );
+    claims["exp"] = serde_json::json!(Clock::system().now_s() - 200);
+    let kid = emulator.default_kid().unwrap();
+    let token = emulator.mint(&claims, &kid, false).unwrap();
+    let (status, _) = status_of(&format!("http://{ingress}/orders"), Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let line = next_line_matching(&lines, |l| l.contains("\"outcome\":\"invalid_token\""));
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    let fields = logged.get("fields").unwrap_or(&logged);
+    assert_eq!(fields["reason"], "The session token has expired.", "{line}");
+    assert!(!line.contains(&token), "{line}");
+}

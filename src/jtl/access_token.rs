@@ -19,6 +19,7 @@ use super::backoff::Backoff;
 use super::http::{CallError, JtlHttp};
 use crate::clock::{duration_ms, Clock};
 use crate::config::{ClientSecret, JtlConfig};
+use crate::diagnose::{credential_observations, observations_sentence, SecretSource};
 use crate::secrets::{fingerprint, Secret};
 
 /// A token this close to its expiry is no longer handed out: it could expire while the
@@ -47,6 +48,16 @@ pub struct AccessToken {
     expires_at_ms: i64,
     refresh_at_ms: i64,
     fingerprint: String,
+    lifetime_from: LifetimeSource,
+}
+
+/// Where a token's lifetime was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeSource {
+    /// The response's `expires_in`.
+    ExpiresIn,
+    /// The token's own JWT `exp` (the response had no `expires_in`).
+    JwtExp,
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -82,6 +93,10 @@ impl AccessToken {
         &self.fingerprint
     }
 
+    pub fn lifetime_from(&self) -> LifetimeSource {
+        self.lifetime_from
+    }
+
     fn is_usable_at(&self, now_ms: i64) -> bool {
         now_ms
             < self
@@ -93,7 +108,7 @@ impl AccessToken {
 /// Why the token endpoint gave no token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("JTL rejected the app's credentials (invalid_client): check jtl.client_id and jtl.client_secret (or the content of jtl.client_secret_file): a wrong or swapped value, or stray whitespace or a newline")]
+    #[error("{}", crate::diagnose::INVALID_CLIENT)]
     InvalidClient,
     #[error("the token endpoint answered HTTP {status}{}", oauth_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
     Status {
@@ -328,7 +343,8 @@ impl AccessTokens {
                     TokenError::InvalidClient => tracing::error!(
                         client_id = %inner.client_id,
                         retry_in_s,
-                        "{error}"
+                        "{error}; {}",
+                        self.credential_observations()
                     ),
                     _ => tracing::warn!(retry_in_s, "access token request failed: {error}"),
                 }
@@ -401,6 +417,24 @@ impl AccessTokens {
         parse_token_response(&response.body, now, inner.refresh_before_ms).map_err(|e| (e, None))
     }
 
+    /// What can be seen wrong with the configured credentials (a trailing newline in the
+    /// secret file, swapped values...), as one clause naming the secret only by its
+    /// fingerprint. Logged with `invalid_client`; `check --online` prints the same.
+    pub fn credential_observations(&self) -> String {
+        let inner = &self.inner;
+        let secret = inner
+            .secret
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let source = match &inner.secret_source {
+            ClientSecret::Inline(_) => SecretSource::Inline,
+            ClientSecret::File(path) => SecretSource::File(path),
+        };
+        let seen = credential_observations(&inner.client_id, secret.expose(), source);
+        observations_sentence(&seen, &fingerprint(secret.expose()))
+    }
+
     /// The secret to send. A secret file is read again before every token request (a few
     /// per hour), so a corrected or rotated Kubernetes Secret is picked up after an
     /// `invalid_client` without a restart.
@@ -471,12 +505,18 @@ fn parse_token_response(
     let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
         .map_err(|_| TokenError::BadResponse("access_token is not header-safe"))?;
     header.set_sensitive(true);
-    let expires_at_ms = match body.get("expires_in").and_then(Value::as_f64) {
-        Some(seconds) if seconds > 0.0 => now_ms.saturating_add((seconds * 1000.0) as i64),
+    let (expires_at_ms, lifetime_from) = match body.get("expires_in").and_then(Value::as_f64) {
+        Some(seconds) if seconds > 0.0 => (
+            now_ms.saturating_add((seconds * 1000.0) as i64),
+            LifetimeSource::ExpiresIn,
+        ),
         Some(_) => return Err(TokenError::BadResponse("expires_in is not positive")),
-        None => jwt_exp_ms(value).ok_or(TokenError::BadResponse(
-            "neither expires_in nor a JWT exp tells the token's lifetime",
-        ))?,
+        None => (
+            jwt_exp_ms(value).ok_or(TokenError::BadResponse(
+                "neither expires_in nor a JWT exp tells the token's lifetime",
+            ))?,
+            LifetimeSource::JwtExp,
+        ),
     };
     let lifetime_ms = expires_at_ms - now_ms;
     if lifetime_ms <= duration_ms(EXPIRY_MARGIN) {
@@ -491,6 +531,7 @@ fn parse_token_response(
         header,
         expires_at_ms,
         refresh_at_ms,
+        lifetime_from,
     })
 }
 

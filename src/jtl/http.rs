@@ -33,14 +33,88 @@ pub enum SetupError {
 /// Why a call to JTL produced no usable response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    #[error("no response within {0} ms")]
+    #[error("no response within {0} ms (jtl.timeout_ms)")]
     Timeout(u128),
-    #[error("cannot connect: {0}")]
-    Connect(String),
+    #[error("{kind}: {cause}")]
+    Connect { kind: ConnectFailure, cause: String },
     #[error("the response body is larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge,
     #[error("reading the response failed: {0}")]
     Body(String),
+}
+
+/// Why a connection could not be made, told apart so an operator knows where to look:
+/// the name, the certificate, the port, or the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    Dns,
+    Tls,
+    Refused,
+    Timeout,
+    Other,
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConnectFailure::Dns => "DNS lookup failed (is the host name right?)",
+            ConnectFailure::Tls => "TLS handshake failed (a proxy or private CA? set jtl.ca_file)",
+            ConnectFailure::Refused => "connection refused (nothing listens on that port)",
+            ConnectFailure::Timeout => "connect timed out (a firewall or no route?)",
+            ConnectFailure::Other => "cannot connect",
+        })
+    }
+}
+
+impl ConnectFailure {
+    /// Reads the cause from a client error's chain: hyper-util names DNS failures
+    /// "dns error", TCP failures carry an `io::Error` kind, and TLS failures a
+    /// `rustls::Error` (inside `io::Error`s, whose `source()` skips what they wrap).
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> ConnectFailure {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if error.downcast_ref::<rustls::Error>().is_some() {
+                return ConnectFailure::Tls;
+            }
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                if is_tls(io) {
+                    return ConnectFailure::Tls;
+                }
+                if let Some(kind) = ConnectFailure::of_io(io) {
+                    return kind;
+                }
+            }
+            if error.to_string() == "dns error" {
+                return ConnectFailure::Dns;
+            }
+            current = error.source();
+        }
+        ConnectFailure::Other
+    }
+
+    /// The cause of a plain TCP failure, when its kind tells one.
+    pub fn of_io(error: &std::io::Error) -> Option<ConnectFailure> {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionRefused => Some(ConnectFailure::Refused),
+            std::io::ErrorKind::TimedOut => Some(ConnectFailure::Timeout),
+            _ => None,
+        }
+    }
+}
+
+/// Whether an `io::Error` carries a `rustls::Error`, however deeply: hyper-rustls wraps
+/// tokio-rustls's `io::Error` in another one.
+fn is_tls(error: &std::io::Error) -> bool {
+    let mut inner = error.get_ref();
+    while let Some(error) = inner {
+        if error.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+    }
+    false
 }
 
 /// A buffered response.
@@ -114,7 +188,10 @@ impl JtlHttp {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| CallError::Connect(innermost_cause(&e)))?;
+                .map_err(|e| CallError::Connect {
+                    kind: ConnectFailure::of(&e),
+                    cause: innermost_cause(&e),
+                })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()

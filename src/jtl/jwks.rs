@@ -17,7 +17,8 @@ use super::access_token::{AccessToken, AccessTokens, TokenUnavailable};
 use super::backoff::Backoff;
 use super::http::{CallError, JtlHttp, Response};
 use crate::clock::{duration_ms, Clock};
-use crate::jose::{JwkSet, JwksError};
+use crate::diagnose;
+use crate::jose::{JwkSet, JwksError, SkippedKey};
 
 /// A key set as loaded at one time. Generation 0 is the empty set before the first
 /// successful fetch; each successful fetch adds one.
@@ -35,9 +36,9 @@ pub enum KeysError {
     Token(TokenUnavailable),
     #[error("the JWKS endpoint could not be reached: {0}")]
     Call(CallError),
-    #[error("the JWKS endpoint did not accept the access token (HTTP 401), even a fresh one")]
+    #[error("the access token was not accepted for the JWKS (HTTP 401, a fresh token too): do jtl.token_url and jtl.api_base_url / jtl.jwks_url belong to the same JTL environment?")]
     Unauthorized,
-    #[error("the JWKS endpoint answered HTTP 404: check jtl.api_base_url / jtl.jwks_url")]
+    #[error("the JWKS endpoint answered HTTP 404: wrong jtl.api_base_url / jtl.jwks_url")]
     NotFound,
     #[error("the JWKS endpoint answered HTTP {0}")]
     Status(u16),
@@ -45,6 +46,13 @@ pub enum KeysError {
     Document(JwksError),
     #[error("the JWKS document holds no usable Ed25519 signing key ({skipped} skipped)")]
     NoUsableKeys { skipped: usize },
+}
+
+/// A key-set document as fetched: the usable keys and those skipped, with why.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedKeys {
+    pub set: JwkSet,
+    pub skipped: Vec<SkippedKey>,
 }
 
 /// Counts of key-set fetches by outcome.
@@ -213,9 +221,29 @@ impl KeySet {
         }
     }
 
-    /// One fetch with the access token; a 401 invalidates that token and the fetch is
-    /// made once more with a fresh one.
+    /// One fetch of the usable keys, skipped keys logged; an empty set is an error.
     async fn fetch(&self) -> Result<JwkSet, KeysError> {
+        let FetchedKeys { set, skipped } = self.fetch_document().await?;
+        for key in &skipped {
+            tracing::warn!(
+                "skipped a key of the JTL key set: {}",
+                diagnose::skipped_key(key)
+            );
+        }
+        if set.is_empty() {
+            // Replacing a good set with an empty one would refuse every user; treat it as
+            // a failed fetch and keep the last good set.
+            return Err(KeysError::NoUsableKeys {
+                skipped: skipped.len(),
+            });
+        }
+        Ok(set)
+    }
+
+    /// Fetches and parses the key set once, without touching the set in use (what
+    /// `check --online` looks at): with the access token; a 401 invalidates that token
+    /// and the fetch is made once more with a fresh one. An empty set is not an error here.
+    pub async fn fetch_document(&self) -> Result<FetchedKeys, KeysError> {
         let tokens = &self.inner.tokens;
         let token = tokens.get().await.map_err(KeysError::Token)?;
         let mut response = self.get_with(&token).await?;
@@ -231,17 +259,7 @@ impl KeySet {
             other => return Err(KeysError::Status(other.as_u16())),
         }
         let (set, skipped) = JwkSet::from_json(&response.body).map_err(KeysError::Document)?;
-        for key in &skipped {
-            tracing::warn!(index = key.index, kid = ?key.kid, "skipped a key of the JTL key set: {}", key.reason);
-        }
-        if set.is_empty() {
-            // Replacing a good set with an empty one would refuse every user; treat it as
-            // a failed fetch and keep the last good set.
-            return Err(KeysError::NoUsableKeys {
-                skipped: skipped.len(),
-            });
-        }
-        Ok(set)
+        Ok(FetchedKeys { set, skipped })
     }
 
     async fn get_with(&self, token: &AccessToken) -> Result<Response, KeysError> {

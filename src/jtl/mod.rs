@@ -6,9 +6,9 @@ pub mod backoff;
 pub mod http;
 pub mod jwks;
 
-pub use access_token::{AccessToken, AccessTokens, TokenError, TokenUnavailable};
+pub use access_token::{AccessToken, AccessTokens, LifetimeSource, TokenError, TokenUnavailable};
 pub use http::JtlHttp;
-pub use jwks::{KeySet, KeySetOptions, KeysError, LoadedKeys};
+pub use jwks::{FetchedKeys, KeySet, KeySetOptions, KeysError, LoadedKeys};
 
 use crate::clock::Clock;
 use crate::config::Config;

@@ -109,6 +109,7 @@ impl Egress {
                 .map(|t| t as &dyn std::fmt::Display),
             request_id: request_id.to_str().unwrap_or_default(),
             outcome,
+            reason: None,
         }
         .record(&self.metrics);
         response

@@ -23,7 +23,7 @@ use super::headers::{
 use super::upstream::Upstream;
 use super::{cors, paths, streamed_body, Peer, ProxyBody, RequestLine};
 use crate::config::IngressConfig;
-use crate::jose::Session;
+use crate::jose::{JoseError, Session};
 use crate::jtl::AccessTokens;
 use crate::telemetry::{Listener, Metrics};
 use crate::tenants::ConnectTenant;
@@ -59,6 +59,8 @@ struct Handled {
     response: Response<ProxyBody>,
     outcome: &'static str,
     session: Option<Arc<VerifiedSession>>,
+    /// Why the token was refused, for the log line.
+    reason: Option<JoseError>,
 }
 
 impl Handled {
@@ -67,6 +69,7 @@ impl Handled {
             response,
             outcome,
             session: None,
+            reason: None,
         }
     }
 }
@@ -170,6 +173,7 @@ impl Ingress {
             mut response,
             outcome,
             session,
+            reason,
         } = self.route(request, peer).await;
 
         if let Some(origin) = cors_origin {
@@ -186,6 +190,7 @@ impl Ingress {
                 .map(|s| &s.tenant_id as &dyn std::fmt::Display),
             request_id: request_id.to_str().unwrap_or_default(),
             outcome,
+            reason: reason.as_ref().map(|r| r as &dyn std::fmt::Display),
         }
         .record(&self.metrics);
         response
@@ -210,6 +215,7 @@ impl Ingress {
                     response: connected.response,
                     outcome: connected.outcome,
                     session: connected.session,
+                    reason: connected.reason,
                 };
             }
         }
@@ -263,7 +269,10 @@ impl Ingress {
             Ok(session) => session,
             Err(VerifyError::Rejected(error)) => {
                 let response = error_response(ErrorCode::InvalidToken, &error.to_string());
-                return Handled::new(response, "invalid_token");
+                return Handled {
+                    reason: Some(error),
+                    ..Handled::new(response, "invalid_token")
+                };
             }
             Err(VerifyError::KeysUnavailable) => {
                 return Handled::new(keys_unavailable(), "keys_unavailable");

@@ -70,6 +70,9 @@ pub struct RequestLine<'a> {
     pub tenant_id: Option<&'a dyn std::fmt::Display>,
     pub request_id: &'a str,
     pub outcome: &'static str,
+    /// Why a token was refused: the sentence of the 401, which `check --online
+    /// --session-token` prints too.
+    pub reason: Option<&'a dyn std::fmt::Display>,
 }
 
 impl RequestLine<'_> {
@@ -85,6 +88,7 @@ impl RequestLine<'_> {
             tenant_id = self.tenant_id.map(tracing::field::display),
             request_id = %self.request_id,
             outcome = self.outcome,
+            reason = self.reason.map(tracing::field::display),
             "request"
         );
     }

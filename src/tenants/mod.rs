@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::jose::JoseError;
 use crate::proxy::errors::{
     body_too_slow, body_unreadable, error_response, keys_unavailable, unavailable, with_status,
     ErrorCode,
@@ -58,6 +59,9 @@ pub struct Connected {
     pub response: Response<ProxyBody>,
     pub outcome: &'static str,
     pub session: Option<Arc<VerifiedSession>>,
+    /// Why the session token was refused, for the request's log line (the 401 body is
+    /// SPEC §7's fixed text).
+    pub reason: Option<JoseError>,
 }
 
 impl Connected {
@@ -66,6 +70,7 @@ impl Connected {
             response,
             outcome,
             session: None,
+            reason: None,
         }
     }
 }
@@ -148,8 +153,10 @@ impl ConnectTenant {
         let session = match verified {
             Ok(session) => session,
             Err(VerifyError::Rejected(error)) => {
-                tracing::debug!("connect-tenant: session token rejected: {error}");
-                return Connected::new(verification_failed(), "invalid_token");
+                return Connected {
+                    reason: Some(error),
+                    ..Connected::new(verification_failed(), "invalid_token")
+                };
             }
             Err(VerifyError::KeysUnavailable) => {
                 return Connected::new(keys_unavailable(), "keys_unavailable")
@@ -180,6 +187,7 @@ impl ConnectTenant {
             response,
             outcome: "tenant_connected",
             session: Some(session),
+            reason: None,
         }
     }
 

@@ -1,0 +1,606 @@
+//! `check --online` as an operator runs it: the real binary against the JTL emulator, a
+//! listening (or closed) upstream port and a tenant store; each failure gives its own
+//! verdict line and exit 1, a healthy setup exits 0.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use jtl_auth_sidecar::clock::Clock;
+use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions, Failure};
+use jtl_auth_sidecar::tenants::store::TenantStore;
+
+const TENANT: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+const USER: &str = "2f1b8d2c-5c1e-4a7e-9b3f-1d2e3f4a5b6c";
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Everything `check --online` looks at, healthy until a test breaks one part.
+struct Setup {
+    emulator: Emulator,
+    dir: tempfile::TempDir,
+    /// Keeps the upstream port open (the kernel accepts connections into the backlog).
+    _upstream: std::net::TcpListener,
+    upstream_url: String,
+    /// `client_secret = ...` or `client_secret_file = ...`.
+    secret_line: String,
+    token_url: String,
+    timeout_ms: u64,
+    tenants: String,
+}
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// The report line of `step` (`FAIL    credentials: ...`).
+    fn line(&self, step: &str) -> &str {
+        let prefix = format!("{step}: ");
+        self.stdout
+            .lines()
+            .find(|line| line.get(8..).is_some_and(|rest| rest.starts_with(&prefix)))
+            .unwrap_or_else(|| panic!("no line for {step:?} in:\n{}", self.stdout))
+    }
+
+    /// The verdict line of `step` that is not an `info` line.
+    fn verdict(&self, step: &str) -> &str {
+        let prefix = format!("{step}: ");
+        self.stdout
+            .lines()
+            .filter(|line| !line.starts_with("info"))
+            .find(|line| line.get(8..).is_some_and(|rest| rest.starts_with(&prefix)))
+            .unwrap_or_else(|| panic!("no verdict for {step:?} in:\n{}", self.stdout))
+    }
+
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+fn assert_verdict(line: &str, verdict: &str, text: &str) {
+    assert!(
+        line.starts_with(&format!("{verdict:<8}")),
+        "expected {verdict}: {line}"
+    );
+    assert!(line.contains(text), "expected {text:?} in: {line}");
+}
+
+impl Setup {
+    async fn healthy() -> Setup {
+        Setup::with_options(EmulatorOptions::default()).await
+    }
+
+    async fn with_options(options: EmulatorOptions) -> Setup {
+        // The real clock: the binary checks minted session tokens against it.
+        let emulator = Emulator::start(options.clone(), Clock::system())
+            .await
+            .expect("emulator");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("tenants.db");
+        let store_url = format!("sqlite://{}", store.display());
+        // The schema as `run` leaves it.
+        TenantStore::open(&store_url)
+            .await
+            .expect("store")
+            .close()
+            .await;
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let upstream_url = format!("http://{}", upstream.local_addr().expect("addr"));
+        Setup {
+            token_url: emulator.token_url(),
+            emulator,
+            dir,
+            _upstream: upstream,
+            upstream_url,
+            secret_line: format!("client_secret = {:?}", options.client_secret),
+            timeout_ms: 2000,
+            tenants: format!("database_url = {store_url:?}"),
+        }
+    }
+
+    fn secret_file(&mut self, content: &str) {
+        let path = self.dir.path().join("client-secret");
+        std::fs::write(&path, content).expect("secret file");
+        self.secret_line = format!("client_secret_file = {:?}", path.display().to_string());
+    }
+
+    fn write_config(&self) -> PathBuf {
+        let toml = format!(
+            "[ingress]\nupstream = {:?}\n\n[jtl]\nclient_id = \"emulated-client\"\n{}\ntoken_url = {:?}\napi_base_url = {:?}\ntimeout_ms = {}\n\n[tenants]\n{}\n",
+            self.upstream_url,
+            self.secret_line,
+            self.token_url,
+            self.emulator.api_base_url(),
+            self.timeout_ms,
+            self.tenants,
+        );
+        let path = self.dir.path().join("sidecar.toml");
+        std::fs::write(&path, toml).expect("config");
+        path
+    }
+
+    async fn run(&self, extra: &[&str]) -> Outcome {
+        let config = self.write_config();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jtl-auth-sidecar"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("JTL_SIDECAR_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .args(extra);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("join")
+            .expect("the binary runs");
+        Outcome {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    async fn online(&self) -> Outcome {
+        self.run(&["--online"]).await
+    }
+
+    async fn with_session_token(&self, token: &str) -> Outcome {
+        self.run(&["--online", "--session-token", token]).await
+    }
+
+    fn claims(&self, lifetime_s: i64) -> serde_json::Value {
+        let mut claims =
+            self.emulator
+                .session_claims(TENANT, USER, "acme", Duration::from_secs(3600));
+        let now = Clock::system().now_s();
+        claims["exp"] = serde_json::json!(now + lifetime_s);
+        claims
+    }
+
+    fn kid(&self) -> String {
+        self.emulator.default_kid().expect("a key")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_setup_passes_every_step_and_exits_0() {
+    let setup = Setup::healthy().await;
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_verdict(out.line("token endpoint"), "ok", "answered");
+    assert_verdict(
+        out.line("credentials"),
+        "ok",
+        "accepted for client_id \"emulated-client\"",
+    );
+    assert_verdict(
+        out.line("token lifetime"),
+        "ok",
+        "3600 s (60 minutes) as received in expires_in",
+    );
+    assert_verdict(
+        out.line("JWKS"),
+        "ok",
+        "answered HTTP 200 to the access token",
+    );
+    assert_verdict(
+        out.line("keys"),
+        "ok",
+        "1 usable Ed25519 key (`emulator-key-1`); none skipped",
+    );
+    assert_verdict(out.line("tenant store"), "ok", "table jtl_tenants present");
+    assert_verdict(out.line("upstream"), "ok", "accepts connections");
+    assert!(out.stderr.contains("online check passed"), "{}", out.stderr);
+    // The offline part is unchanged: the effective config comes first.
+    assert!(out.stdout.starts_with("[ingress]"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_online_nothing_is_called() {
+    let setup = Setup::healthy().await;
+    let out = setup.run(&[]).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(!out.stdout.contains("token endpoint"), "{}", out.stdout);
+    assert_eq!(setup.emulator.token_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_still_exits_2_before_any_call() {
+    let mut setup = Setup::healthy().await;
+    setup.upstream_url = "foo".into();
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    assert!(out.stderr.contains("ingress.upstream"), "{}", out.stderr);
+    assert_eq!(setup.emulator.token_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_invalid_client_with_the_guides_advice() {
+    let mut setup = Setup::healthy().await;
+    setup.secret_line = "client_secret = \"not-the-secret\"".into();
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(out.line("token endpoint"), "ok", "answered");
+    let line = out.line("credentials");
+    assert_verdict(line, "FAIL", "invalid_client");
+    assert!(line.contains("or client id and secret swapped"), "{line}");
+    assert!(
+        line.contains("nothing looks wrong with the values here"),
+        "{line}"
+    );
+    assert!(!line.contains("not-the-secret"), "{line}");
+    for step in ["token lifetime", "JWKS", "keys"] {
+        assert_verdict(
+            out.line(step),
+            "skipped",
+            "the credentials were not accepted",
+        );
+    }
+    // The other checks still run.
+    assert_verdict(out.line("upstream"), "ok", "accepts connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_newline_in_the_secret_file_is_named() {
+    let mut setup = Setup::healthy().await;
+    setup.secret_file("emulated-secret\n");
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let line = out.line("credentials");
+    assert_verdict(line, "FAIL", "invalid_client");
+    assert!(
+        line.contains("jtl.client_secret_file") && line.contains("ends with a trailing newline"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_is_down_is_connection_refused() {
+    let mut setup = Setup::healthy().await;
+    setup.token_url = format!("http://127.0.0.1:{}/oauth2/token", closed_port());
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(out.line("token endpoint"), "FAIL", "connection refused");
+    assert_verdict(
+        out.line("credentials"),
+        "skipped",
+        "the token endpoint was not reached",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_token_endpoint_is_a_timeout() {
+    let mut setup = Setup::healthy().await;
+    setup.timeout_ms = 200;
+    setup
+        .emulator
+        .set_token_failure(Failure::Delay(Duration::from_secs(3)));
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(
+        out.line("token endpoint"),
+        "FAIL",
+        "no response within 200 ms (jtl.timeout_ms)",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_a_tls_failure() {
+    let setup = Setup::with_options(EmulatorOptions {
+        tls: true,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(out.line("token endpoint"), "FAIL", "TLS handshake failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_401_says_the_token_was_not_accepted_for_the_jwks() {
+    let setup = Setup::healthy().await;
+    setup.emulator.set_jwks_failure(Failure::Status(401));
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(out.line("credentials"), "ok", "accepted");
+    assert_verdict(
+        out.line("JWKS"),
+        "FAIL",
+        "the access token was not accepted for the JWKS",
+    );
+    assert_verdict(out.line("keys"), "skipped", "the key set was not fetched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_404_names_the_url_settings() {
+    let setup = Setup::healthy().await;
+    setup.emulator.set_jwks_failure(Failure::Status(404));
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(
+        out.line("JWKS"),
+        "FAIL",
+        "HTTP 404: wrong jtl.api_base_url / jtl.jwks_url",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_key_set_fails_the_keys_step() {
+    let setup = Setup::healthy().await;
+    setup.emulator.set_published(&setup.kid(), false);
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(out.line("JWKS"), "ok", "answered HTTP 200");
+    assert_verdict(
+        out.line("keys"),
+        "FAIL",
+        "no usable Ed25519 signing key (0 skipped): the document's \"keys\" array is empty",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_store_that_is_down_fails_its_step() {
+    let mut setup = Setup::healthy().await;
+    setup.tenants = format!(
+        "database_url = \"postgres://postgres:hunter2@127.0.0.1:{}/db\"",
+        closed_port()
+    );
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let line = out.line("tenant store");
+    assert_verdict(line, "FAIL", "connection refused");
+    assert!(
+        line.contains("postgres://postgres:<redacted>@127.0.0.1"),
+        "{line}"
+    );
+    assert!(!out.all().contains("hunter2"), "{}", out.all());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_store_in_a_missing_directory_fails_and_is_not_created() {
+    let mut setup = Setup::healthy().await;
+    let missing = setup.dir.path().join("no-such-dir");
+    setup.tenants = format!(
+        "database_url = \"sqlite://{}/tenants.db\"",
+        missing.display()
+    );
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(out.line("tenant store"), "FAIL", "does not exist");
+    assert!(!missing.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sqlite_file_passes_without_being_created() {
+    let mut setup = Setup::healthy().await;
+    let file = setup.dir.path().join("fresh.db");
+    setup.tenants = format!("database_url = \"sqlite://{}\"", file.display());
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_verdict(
+        out.line("tenant store"),
+        "ok",
+        "does not exist yet (`run` creates it",
+    );
+    assert!(!file.exists(), "check created the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_step_is_skipped_when_connect_tenant_is_off() {
+    let mut setup = Setup::healthy().await;
+    setup.tenants = "connect_path = \"\"".into();
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_verdict(
+        out.line("tenant store"),
+        "skipped",
+        "tenants.connect_path is \"\"",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_is_down_is_connection_refused() {
+    let mut setup = Setup::healthy().await;
+    setup.upstream_url = format!("http://127.0.0.1:{}", closed_port());
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(out.line("upstream"), "FAIL", "connection refused");
+    assert_verdict(out.line("keys"), "ok", "usable");
+}
+
+// --- --session-token ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_session_token_prints_its_claims_and_valid() {
+    let setup = Setup::healthy().await;
+    let token = setup
+        .emulator
+        .mint(&setup.claims(3600), &setup.kid(), false)
+        .expect("token");
+    let out = setup.with_session_token(&token).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let claims = out.line("session token");
+    assert_verdict(
+        claims,
+        "info",
+        &format!("tenantId \"{TENANT}\", userId \"{USER}\", tenantSlug \"acme\""),
+    );
+    assert!(claims.contains("header kid none"), "{claims}");
+    assert_verdict(
+        out.verdict("session token"),
+        "ok",
+        "valid: signed by key `emulator-key-1`",
+    );
+    assert!(
+        out.verdict("session token")
+            .contains("expires in 59 minutes")
+            || out
+                .verdict("session token")
+                .contains("expires in 60 minutes")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_token_says_how_long_ago() {
+    let setup = Setup::healthy().await;
+    let token = setup
+        .emulator
+        .mint(&setup.claims(-200), &setup.kid(), false)
+        .expect("token");
+    let out = setup.with_session_token(&token).await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(
+        out.verdict("session token"),
+        "FAIL",
+        "The session token has expired. It expired 3 minutes ago",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_token_with_an_unknown_kid_lists_the_known_ones() {
+    let setup = Setup::healthy().await;
+    let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "abc"});
+    let token = setup
+        .emulator
+        .mint_with_header(&header, &setup.claims(3600), &setup.kid())
+        .expect("token");
+    let out = setup.with_session_token(&token).await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(
+        out.verdict("session token"),
+        "FAIL",
+        "signed by an unknown key `abc`. The key set has: `emulator-key-1`.",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_token_signed_by_another_key_does_not_match_any() {
+    let setup = Setup::healthy().await;
+    setup.emulator.add_key("unpublished");
+    setup.emulator.set_published("unpublished", false);
+    let token = setup
+        .emulator
+        .mint(&setup.claims(3600), "unpublished", false)
+        .expect("token");
+    let out = setup.with_session_token(&token).await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(
+        out.verdict("session token"),
+        "FAIL",
+        "signature does not match any of the 1 known keys",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_session_token_says_why() {
+    let setup = Setup::healthy().await;
+    let out = setup.with_session_token("not-a-token").await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert_verdict(
+        out.verdict("session token"),
+        "FAIL",
+        "malformed: it does not have exactly three dot-separated parts",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_token_needs_online() {
+    let setup = Setup::healthy().await;
+    let out = setup.run(&["--session-token", "x.y.z"]).await;
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    assert!(out.stderr.contains("--online"), "{}", out.stderr);
+    assert_eq!(setup.emulator.token_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neither_secret_nor_token_appears_in_the_output() {
+    let mut setup = Setup::healthy().await;
+    let token = setup
+        .emulator
+        .mint(&setup.claims(-200), &setup.kid(), false)
+        .expect("token");
+    let out = setup.with_session_token(&token).await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    setup.secret_file("emulated-secret\n");
+    let failing = setup.with_session_token(&token).await;
+    for output in [out.all(), failing.all()] {
+        assert!(!output.contains("emulated-secret"), "{output}");
+        assert!(!output.contains(&token), "{output}");
+        // Access tokens and session tokens are JWTs: none, not even a part of one.
+        assert!(!output.contains("eyJ"), "{output}");
+        for part in token.split('.') {
+            assert!(!output.contains(part), "{output}");
+        }
+    }
+    assert!(
+        failing.line("credentials").contains("secret fingerprint"),
+        "{}",
+        failing.stdout
+    );
+}
+
+/// The PostgreSQL store of `TEST_DATABASE_URL`, in a fresh schema: absent table first,
+/// then present once `run`'s store has created it. Skipped (loudly) without the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_is_looked_at_without_being_migrated() {
+    let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED PostgreSQL test a_postgres_store_is_looked_at_without_being_migrated: \
+             TEST_DATABASE_URL is not set (.ci/run sets it to the local server) !!!"
+        );
+        return;
+    };
+    let schema = format!("jtl_check_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server)
+        .await
+        .expect("TEST_DATABASE_URL reachable");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+    let separator = if server.contains('?') { '&' } else { '?' };
+    let url = format!("{server}{separator}options=-c%20search_path%3D{schema}");
+
+    let mut setup = Setup::healthy().await;
+    setup.tenants = format!("database_url = {url:?}");
+    let before = setup.online().await;
+    let created = async {
+        let store = TenantStore::open(&url).await.expect("store");
+        store.count().await.expect("schema created");
+        store.close().await;
+    };
+    created.await;
+    let after = setup.online().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .expect("drop schema");
+    admin.close().await;
+
+    assert_eq!(before.code, Some(0), "{}", before.all());
+    assert_verdict(
+        before.line("tenant store"),
+        "ok",
+        "table jtl_tenants not there yet (`run` creates it)",
+    );
+    assert_eq!(after.code, Some(0), "{}", after.all());
+    assert_verdict(
+        after.line("tenant store"),
+        "ok",
+        "table jtl_tenants present",
+    );
+}
