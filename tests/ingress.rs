@@ -420,6 +420,59 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 }
 
 #[tokio::test]
+async fn te_trailers_is_hop_by_hop_too() {
+    // SPEC §4 lists `TE` among the removed headers, `trailers` or not.
+    let proxy = Proxy::start("").await;
+    for te in ["trailers", "trailers, deflate"] {
+        let answer = get(
+            &proxy.url("/x"),
+            &[("authorization", &bearer(&proxy.token())), ("te", te)],
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        assert!(answer.echoed("te").is_empty(), "TE: {te} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn an_empty_request_id_is_replaced() {
+    let proxy = Proxy::start("").await;
+    let answer = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&proxy.token())),
+            ("x-request-id", ""),
+        ],
+    )
+    .await;
+    let ids = answer.echoed("x-request-id");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(uuid::Uuid::parse_str(&ids[0]).is_ok(), "{ids:?}");
+}
+
+#[tokio::test]
+async fn two_host_headers_are_refused_and_nothing_is_forwarded() {
+    let proxy = Proxy::start(
+        r#"[ingress]
+public_paths = ["/pub"]"#,
+    )
+    .await;
+    for path in ["/x", "/pub"] {
+        let (status, text) = raw(
+            proxy.addresses.ingress,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                proxy.token()
+            ),
+        )
+        .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(r#""error":"invalid_request""#), "{text}");
+    }
+    assert_eq!(proxy.backend_hits(), 0);
+}
+
+#[tokio::test]
 async fn path_and_query_arrive_byte_for_byte() {
     let proxy = Proxy::start("").await;
     let path = "/a%20b/c%2Fd/%C3%A4/./x";

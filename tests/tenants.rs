@@ -315,6 +315,14 @@ async fn bad_token_is_401_with_the_exact_body(db: TestDb) -> TestDb {
         let answer = post(&proxy, &token_body(token), &[]).await;
         assert_eq!(answer.status, 401);
         assert_eq!(body_text(&answer), VERIFICATION_FAILED);
+        // Like every 401 of the sidecar (SPEC §4), the challenge says why.
+        let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.starts_with(
+                "Bearer error=\"invalid_token\", error_description=\"The session token"
+            ),
+            "{challenge}"
+        );
     }
     let answer = post(&proxy, "", &[("authorization", "Bearer not-a-jwt")]).await;
     assert_eq!(answer.status, 401);

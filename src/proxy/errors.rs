@@ -52,17 +52,38 @@ pub fn error_response(code: ErrorCode, description: &str) -> Response<ProxyBody>
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let challenge = match code {
-        ErrorCode::MissingToken => Some("Bearer".to_owned()),
-        ErrorCode::InvalidToken => Some(format!(
-            "Bearer error=\"invalid_token\", error_description=\"{}\"",
-            quoted_string_safe(description)
-        )),
+        ErrorCode::MissingToken => Some(HeaderValue::from_static("Bearer")),
+        ErrorCode::InvalidToken => Some(invalid_token_challenge(description)),
         _ => None,
     };
-    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+    if let Some(value) = challenge {
         response.headers_mut().insert(WWW_AUTHENTICATE, value);
     }
     response
+}
+
+/// `Bearer error="invalid_token", error_description="..."` (RFC 6750), for every 401 of a
+/// token that was there but not right, connect-tenant's included.
+pub fn invalid_token_challenge(description: &str) -> HeaderValue {
+    let challenge = format!(
+        "Bearer error=\"invalid_token\", error_description=\"{}\"",
+        quoted_string_safe(description)
+    );
+    // quoted_string_safe leaves printable ASCII only, always a valid header value.
+    HeaderValue::from_str(&challenge)
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
+}
+
+/// `400` for a request with more than one `Host` (RFC 9112 §3.2: which host did the
+/// client mean?). hyper's parser lets it through; it is never forwarded.
+pub fn refuse_duplicate_host(headers: &http::HeaderMap) -> Option<Response<ProxyBody>> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    hosts.next()?;
+    hosts.next()?;
+    Some(error_response(
+        ErrorCode::InvalidRequest,
+        "The request has more than one Host header.",
+    ))
 }
 
 /// A 503 that tells the client when to come back.

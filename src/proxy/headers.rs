@@ -77,8 +77,9 @@ const NOT_HOP_BY_HOP: [&str; 8] = [
     "forwarded",
 ];
 
-/// Removes the headers named in `Connection` and the fixed hop-by-hop set, keeping
-/// `TE: trailers`. Returns the `Upgrade` value when the message asked for an upgrade,
+/// Removes the headers named in `Connection` and the fixed hop-by-hop set (`TE`
+/// included, `trailers` or not: SPEC §4 lists it, and the next hop's HTTP/1.1 connection
+/// is the sidecar's own, not the client's). Returns the `Upgrade` value when the message asked for an upgrade,
 /// so the caller can carry it to the next hop on purpose.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     // Which of the fixed set are present, in one pass over the names: most messages carry
@@ -116,12 +117,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     } else {
         None
     };
-    let keeps_trailers = headers.get_all(TE).iter().any(|value| {
-        value.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
     for name in named {
         headers.remove(&name);
     }
@@ -129,9 +124,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         if present & (1 << index) != 0 {
             headers.remove(name);
         }
-    }
-    if keeps_trailers {
-        headers.insert(TE, HeaderValue::from_static("trailers"));
     }
     upgrade
 }
@@ -145,7 +137,10 @@ pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
 
 /// `X-Request-ID` from the client, or a new one; returned for the log line.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID).filter(|id| id.to_str().is_ok()) {
+    if let Some(id) = headers
+        .get(&X_REQUEST_ID)
+        .filter(|id| !id.is_empty() && id.to_str().is_ok())
+    {
         return id.clone();
     }
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -196,9 +191,8 @@ mod tests {
             ("x-other", "stays"),
         ]);
         assert_eq!(remove_hop_by_hop(&mut headers), None);
-        assert_eq!(headers.len(), 2);
+        assert_eq!(headers.len(), 1);
         assert_eq!(headers["x-other"], "stays");
-        assert_eq!(headers["te"], "trailers");
     }
 
     #[test]

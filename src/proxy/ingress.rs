@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
 use super::errors::{
-    access_token_unavailable, error_response, keys_unavailable, refuse_method, upstream_failure,
-    ErrorCode,
+    access_token_unavailable, error_response, keys_unavailable, refuse_duplicate_host,
+    refuse_method, upstream_failure, ErrorCode,
 };
 use super::headers::{
     ensure_request_id, folded, remove_hop_by_hop, restore_upgrade, strip_folded,
@@ -205,6 +205,9 @@ impl Ingress {
         // Methods that reflect or tunnel are never forwarded with credentials.
         if let Some(response) = refuse_method(request.method()) {
             return Handled::new(response, "method_not_allowed");
+        }
+        if let Some(response) = refuse_duplicate_host(request.headers()) {
+            return Handled::new(response, "invalid_request");
         }
 
         // 2. Connect-tenant is answered here; nothing reaches the backend.

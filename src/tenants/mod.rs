@@ -22,8 +22,8 @@ use serde_json::Value;
 
 use crate::jose::JoseError;
 use crate::proxy::errors::{
-    body_too_slow, body_unreadable, error_response, keys_unavailable, unavailable, with_status,
-    ErrorCode,
+    body_too_slow, body_unreadable, error_response, invalid_token_challenge, keys_unavailable,
+    unavailable, with_status, ErrorCode,
 };
 use crate::proxy::ingress::read_token;
 use crate::proxy::{full_body, ProxyBody};
@@ -143,7 +143,7 @@ impl ConnectTenant {
                     )
                 }
                 // The same header twice, or two different tokens: not verifiable.
-                Err(_) => return Connected::new(verification_failed(), "invalid_token"),
+                Err(reason) => return Connected::new(verification_failed(reason), "invalid_token"),
             },
         };
 
@@ -153,9 +153,10 @@ impl ConnectTenant {
         let session = match verified {
             Ok(session) => session,
             Err(VerifyError::Rejected(error)) => {
+                let response = verification_failed(&error.to_string());
                 return Connected {
                     reason: Some(error),
-                    ..Connected::new(verification_failed(), "invalid_token")
+                    ..Connected::new(response, "invalid_token")
                 };
             }
             Err(VerifyError::KeysUnavailable) => {
@@ -254,12 +255,12 @@ fn connected_response(session: &VerifiedSession) -> Response<ProxyBody> {
     }
 }
 
-fn verification_failed() -> Response<ProxyBody> {
+/// SPEC §7's fixed body; the challenge says why, as every 401 of the sidecar does.
+fn verification_failed(why: &str) -> Response<ProxyBody> {
     let mut response = exact(StatusCode::UNAUTHORIZED, VERIFICATION_FAILED_BODY);
-    response.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, invalid_token_challenge(why));
     response
 }
 
