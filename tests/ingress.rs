@@ -1095,3 +1095,27 @@ async fn an_https_upstream_goes_through_tls_and_an_untrusted_certificate_is_502(
     assert_eq!(answer.json()["error"], "bad_gateway");
     assert_eq!(tls_server.api_requests(), 0);
 }
+
+#[tokio::test]
+async fn the_sidecars_own_answers_carry_the_request_id_and_the_backends_pass_unchanged() {
+    let proxy = Proxy::start("").await;
+    // A 401 names the client's request id, or the one the sidecar made for its log line.
+    let refused = get(&proxy.url("/x"), &[("x-request-id", "req-401")]).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.headers["x-request-id"], "req-401");
+    let refused = get(&proxy.url("/x"), &[]).await;
+    let made = refused.headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
+    // The echo backend sets no X-Request-ID on its answer; none is added to it.
+    let forwarded = get(
+        &proxy.url("/x"),
+        &[
+            ("authorization", &bearer(&proxy.token())),
+            ("x-request-id", "req-200"),
+        ],
+    )
+    .await;
+    assert_eq!(forwarded.status, 200);
+    assert_eq!(forwarded.echoed("x-request-id"), ["req-200"]);
+    assert!(forwarded.headers.get("x-request-id").is_none());
+}

@@ -18,7 +18,7 @@ use super::errors::{
 };
 use super::headers::{
     ensure_request_id, folded, remove_hop_by_hop, restore_upgrade, strip_folded,
-    strip_underscore_variants,
+    strip_underscore_variants, X_REQUEST_ID,
 };
 use super::upstream::Upstream;
 use super::{cors, paths, streamed_body, Peer, ProxyBody, RequestLine};
@@ -61,15 +61,19 @@ struct Handled {
     session: Option<Arc<VerifiedSession>>,
     /// Why the token was refused, for the log line.
     reason: Option<JoseError>,
+    /// The backend's answer (passed on unchanged), not one the sidecar made.
+    from_backend: bool,
 }
 
 impl Handled {
+    /// An answer the sidecar made itself.
     fn new(response: Response<ProxyBody>, outcome: &'static str) -> Self {
         Handled {
             response,
             outcome,
             session: None,
             reason: None,
+            from_backend: false,
         }
     }
 }
@@ -174,7 +178,16 @@ impl Ingress {
             outcome,
             session,
             reason,
+            from_backend,
         } = self.route(request, peer).await;
+
+        // The sidecar's own answers (401, 502...) carry the request id of their log line,
+        // so a client's report can be matched with it; the backend's pass unchanged.
+        if !from_backend {
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID, request_id.clone());
+        }
 
         if let Some(origin) = cors_origin {
             cors::add_cors_headers(response.headers_mut(), origin);
@@ -219,6 +232,7 @@ impl Ingress {
                     outcome: connected.outcome,
                     session: connected.session,
                     reason: connected.reason,
+                    from_backend: false,
                 };
             }
         }
@@ -385,7 +399,10 @@ impl Ingress {
             // 7. The answer, unchanged apart from hop-by-hop headers.
             remove_hop_by_hop(response.headers_mut());
         }
-        Handled::new(response, "forwarded")
+        Handled {
+            from_backend: true,
+            ..Handled::new(response, "forwarded")
+        }
     }
 
     fn set_identity(&self, headers: &mut HeaderMap, verified: &Verified<'_>) {
