@@ -117,6 +117,10 @@ async fn a_tenant_id_that_is_not_one_uuid_is_refused_with_400_before_reaching_jt
         vec![("x-tenant-id", "")],
         vec![("x-tenant-id", "7c9e6679742540de944be07fc1f90ae7")],
         vec![("x-tenant-id", TENANT), ("x-tenant-id", TENANT)],
+        // Spelled with underscores: some servers read it as X-Tenant-ID, so it is checked
+        // like one, and refused rather than passed on unchecked.
+        vec![("x_tenant_id", "acme")],
+        vec![("X_Tenant_ID", TENANT)],
     ] {
         let answer = get(&proxy.egress_url("/v1/orders"), &headers).await;
         assert_eq!(answer.status, 400, "{headers:?}");

@@ -245,6 +245,17 @@ fn token_unavailable(retry_after_s: u64) -> (Response<ProxyBody>, &'static str) 
 /// The caller's `X-Tenant-ID`: absent, or exactly one hyphenated UUID (any case), passed
 /// on as sent.
 fn tenant_id(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    // `X_Tenant_ID` reaches some servers as `X-Tenant-ID` (CGI and its heirs) and is
+    // dropped by others (nginx): never pass on a tenant that was not checked.
+    let underscored = headers.keys().any(|name| {
+        let name = name.as_str();
+        name.len() == X_TENANT_ID.as_str().len()
+            && name.contains('_')
+            && name.replace('_', "-") == X_TENANT_ID.as_str()
+    });
+    if underscored {
+        return Err("The tenant header must be spelled X-Tenant-ID, with hyphens.");
+    }
     let mut values = headers.get_all(X_TENANT_ID).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -344,5 +355,21 @@ mod tests {
         assert!(tenant_id(&with_tenant(&[""])).is_err());
         let lower = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
         assert!(tenant_id(&with_tenant(&[lower, lower])).is_err());
+    }
+
+    #[test]
+    fn an_underscored_tenant_header_is_refused_not_passed_on_unchecked() {
+        for name in ["x_tenant_id", "x-tenant_id", "x_tenant-id"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::HeaderName::from_static(name),
+                HeaderValue::from_static("acme"),
+            );
+            assert_eq!(
+                tenant_id(&headers),
+                Err("The tenant header must be spelled X-Tenant-ID, with hyphens."),
+                "{name}"
+            );
+        }
     }
 }
