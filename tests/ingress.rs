@@ -177,6 +177,10 @@ async fn configured_origins_get_preflights_answered_and_cors_headers_on_401s() {
 
     let other = get(&proxy.url("/orders"), &[("origin", "https://evil.example")]).await;
     assert!(other.headers.get("access-control-allow-origin").is_none());
+    // Still `Vary: Origin`, so a shared cache does not hand this answer to an allowed origin.
+    assert_eq!(other.headers["vary"], "Origin");
+    let without_origin = get(&proxy.url("/orders"), &[]).await;
+    assert_eq!(without_origin.headers["vary"], "Origin");
 
     let token = proxy.token();
     let ok = get(

@@ -64,10 +64,17 @@ pub fn add_cors_headers(response_headers: &mut HeaderMap, origin: HeaderValue) {
         ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("WWW-Authenticate, Retry-After, X-Request-ID"),
     );
+    add_vary_origin(response_headers);
+}
+
+/// `Vary: Origin` unless the response says so already. Every response gets it while
+/// origins are configured, granted or not: a shared cache must not hand an answer made
+/// for one origin (with or without the grant) to another.
+pub fn add_vary_origin(response_headers: &mut HeaderMap) {
     let varies_by_origin = response_headers.get_all(VARY).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("origin"))
+                .any(|t| t.trim().eq_ignore_ascii_case("origin") || t.trim() == "*")
         })
     });
     if !varies_by_origin {

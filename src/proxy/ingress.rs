@@ -189,8 +189,12 @@ impl Ingress {
                 .insert(X_REQUEST_ID, request_id.clone());
         }
 
-        if let Some(origin) = cors_origin {
-            cors::add_cors_headers(response.headers_mut(), origin);
+        match cors_origin {
+            Some(origin) => cors::add_cors_headers(response.headers_mut(), origin),
+            None if !self.settings.cors_allowed_origins.is_empty() => {
+                cors::add_vary_origin(response.headers_mut())
+            }
+            None => {}
         }
         RequestLine {
             listener: Listener::Ingress,
