@@ -994,6 +994,12 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
+/// The warning for `session.flow = "app-token"`, which this build does not verify yet.
+pub const APP_TOKEN_NOT_SUPPORTED: &str =
+    "session.flow: \"app-token\" is not supported by this version yet: \
+it verifies EdDSA session tokens only, so every app token (RS256) is refused with 401 and the \
+issuer's RSA keys are skipped; use \"session-token\"";
+
 fn validate(
     raw: &RawConfig,
     problems: &mut Vec<ConfigProblem>,
@@ -1003,6 +1009,11 @@ fn validate(
     let ingress = validate_ingress(&raw.ingress, &mut check);
     let egress = validate_egress(&raw.egress, &mut check, warnings);
     let session = validate_session(&raw.session, &mut check);
+    if session.as_ref().is_some_and(|s| s.flow == Flow::AppToken) {
+        // SPEC §11's flow is part of the contract, so the config is valid; but this build
+        // verifies EdDSA session tokens only, and an operator must hear it before traffic.
+        warnings.push(APP_TOKEN_NOT_SUPPORTED.to_owned());
+    }
     let jtl = validate_jtl(
         &raw.jtl,
         session.as_ref().map(|s| s.flow),

@@ -759,6 +759,27 @@ fn app_token_flow_derives_issuer_and_keys_url() {
 }
 
 #[test]
+fn the_app_token_flow_is_valid_but_warned_about_until_it_is_verified() {
+    let app_token = load(&format!(
+        "{VALID}\n[session]\nflow = \"app-token\"\naudience = \"app-1\"\n"
+    ))
+    .unwrap();
+    assert!(
+        app_token
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("session.flow: \"app-token\" is not supported")),
+        "{:?}",
+        app_token.warnings
+    );
+    let session_token = load(VALID).unwrap();
+    assert!(!session_token
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("session.flow")));
+}
+
+#[test]
 fn warnings_name_risky_but_valid_settings() {
     let loaded = load_with_env(
         VALID,
