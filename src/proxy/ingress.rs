@@ -21,13 +21,13 @@ use super::headers::{
     strip_underscore_variants, X_REQUEST_ID,
 };
 use super::upstream::Upstream;
-use super::{cors, paths, streamed_body, Peer, ProxyBody, RequestLine};
+use super::{cors, paths, streamed_body, Handled, Peer, ProxyBody, RequestLine};
 use crate::config::IngressConfig;
-use crate::jose::{JoseError, Session};
+use crate::jose::Session;
 use crate::jtl::AccessTokens;
 use crate::telemetry::{Listener, Metrics};
 use crate::tenants::ConnectTenant;
-use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};
+use crate::verify::{SessionVerifier, VerifyError};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -52,30 +52,6 @@ pub struct Ingress {
     /// Upgraded connections (WebSockets) being relayed, shared by all workers, so a
     /// graceful shutdown can wait for them like for requests in flight.
     tunnels: TaskTracker,
-}
-
-/// What happened to a request, for the log line and the metrics.
-struct Handled {
-    response: Response<ProxyBody>,
-    outcome: &'static str,
-    session: Option<Arc<VerifiedSession>>,
-    /// Why the token was refused, for the log line.
-    reason: Option<JoseError>,
-    /// The backend's answer (passed on unchanged), not one the sidecar made.
-    from_backend: bool,
-}
-
-impl Handled {
-    /// An answer the sidecar made itself.
-    fn new(response: Response<ProxyBody>, outcome: &'static str) -> Self {
-        Handled {
-            response,
-            outcome,
-            session: None,
-            reason: None,
-            from_backend: false,
-        }
-    }
 }
 
 impl Ingress {
@@ -230,14 +206,7 @@ impl Ingress {
         // 2. Connect-tenant is answered here; nothing reaches the backend.
         if let Some(connect_tenant) = &self.connect_tenant {
             if connect_tenant.answers(&request) {
-                let connected = connect_tenant.handle(request).await;
-                return Handled {
-                    response: connected.response,
-                    outcome: connected.outcome,
-                    session: connected.session,
-                    reason: connected.reason,
-                    from_backend: false,
-                };
+                return connect_tenant.handle(request).await;
             }
         }
 

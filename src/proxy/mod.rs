@@ -39,6 +39,31 @@ pub fn streamed_body(body: hyper::body::Incoming) -> ProxyBody {
     body.map_err(BoxError::from).boxed()
 }
 
+/// What happened to a request, for its log line and the metrics: ingress and
+/// connect-tenant both answer with it.
+pub struct Handled {
+    pub response: http::Response<ProxyBody>,
+    pub outcome: &'static str,
+    pub session: Option<std::sync::Arc<crate::verify::VerifiedSession>>,
+    /// Why the token was refused, for the log line.
+    pub reason: Option<crate::jose::JoseError>,
+    /// The backend's answer (passed on unchanged), not one the sidecar made.
+    pub from_backend: bool,
+}
+
+impl Handled {
+    /// An answer the sidecar made itself.
+    pub fn new(response: http::Response<ProxyBody>, outcome: &'static str) -> Self {
+        Handled {
+            response,
+            outcome,
+            session: None,
+            reason: None,
+            from_backend: false,
+        }
+    }
+}
+
 /// The client at the other end of a connection.
 #[derive(Debug, Clone)]
 pub struct Peer {

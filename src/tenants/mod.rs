@@ -20,13 +20,12 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::jose::JoseError;
 use crate::proxy::errors::{
     body_too_slow, body_unreadable, error_response, invalid_token_challenge, keys_unavailable,
     unavailable, with_status, ErrorCode,
 };
 use crate::proxy::ingress::read_token;
-use crate::proxy::{full_body, ProxyBody};
+use crate::proxy::{full_body, Handled, ProxyBody};
 use crate::telemetry::Metrics;
 use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};
 pub use store::{StoreError, StoredTenant, TenantStore};
@@ -52,27 +51,6 @@ pub struct ConnectTenant {
     metrics: Arc<Metrics>,
     /// How long the (small) body may take to arrive: `server.header_read_timeout_ms`.
     body_read_timeout: Duration,
-}
-
-/// What a connect did, for the ingress's log line and metrics.
-pub struct Connected {
-    pub response: Response<ProxyBody>,
-    pub outcome: &'static str,
-    pub session: Option<Arc<VerifiedSession>>,
-    /// Why the session token was refused, for the request's log line (the 401 body is
-    /// SPEC §7's fixed text).
-    pub reason: Option<JoseError>,
-}
-
-impl Connected {
-    fn new(response: Response<ProxyBody>, outcome: &'static str) -> Connected {
-        Connected {
-            response,
-            outcome,
-            session: None,
-            reason: None,
-        }
-    }
 }
 
 /// The success body, in the field order of SPEC §7. In the app-token flow there is no
@@ -117,7 +95,7 @@ impl ConnectTenant {
         request.method() == Method::POST && request.uri().path() == self.path
     }
 
-    pub async fn handle(&self, request: Request<Incoming>) -> Connected {
+    pub async fn handle(&self, request: Request<Incoming>) -> Handled {
         let (parts, body) = request.into_parts();
         let body = match self.read_body(&parts.headers, body).await {
             Ok(body) => body,
@@ -126,7 +104,7 @@ impl ConnectTenant {
         let body_token = match token_in_body(&body) {
             Ok(token) => token,
             Err(reason) => {
-                return Connected::new(
+                return Handled::new(
                     error_response(ErrorCode::InvalidRequest, reason),
                     "invalid_request",
                 )
@@ -137,13 +115,13 @@ impl ConnectTenant {
             None => match read_token(&parts.headers, &self.token_headers) {
                 Ok(Some(token)) => token.to_owned(),
                 Ok(None) => {
-                    return Connected::new(
+                    return Handled::new(
                         exact(StatusCode::BAD_REQUEST, TOKEN_REQUIRED_BODY),
                         "missing_token",
                     )
                 }
                 // The same header twice, or two different tokens: not verifiable.
-                Err(reason) => return Connected::new(verification_failed(reason), "invalid_token"),
+                Err(reason) => return Handled::new(verification_failed(reason), "invalid_token"),
             },
         };
 
@@ -154,13 +132,13 @@ impl ConnectTenant {
             Ok(session) => session,
             Err(VerifyError::Rejected(error)) => {
                 let response = verification_failed(&error.to_string());
-                return Connected {
+                return Handled {
                     reason: Some(error),
-                    ..Connected::new(response, "invalid_token")
+                    ..Handled::new(response, "invalid_token")
                 };
             }
             Err(VerifyError::KeysUnavailable) => {
-                return Connected::new(keys_unavailable(), "keys_unavailable")
+                return Handled::new(keys_unavailable(), "keys_unavailable")
             }
         };
 
@@ -172,9 +150,9 @@ impl ConnectTenant {
             Ok(()) => connected_response(&session),
             Err(error) => {
                 tracing::warn!("connect-tenant: {error}");
-                return Connected {
+                return Handled {
                     session: Some(session),
-                    ..Connected::new(
+                    ..Handled::new(
                         unavailable(
                             "The tenant store is unreachable right now; try again shortly.",
                             STORE_RETRY_AFTER_S,
@@ -184,17 +162,15 @@ impl ConnectTenant {
                 };
             }
         };
-        Connected {
-            response,
-            outcome: "tenant_connected",
+        Handled {
             session: Some(session),
-            reason: None,
+            ..Handled::new(response, "tenant_connected")
         }
     }
 
     /// The whole body, at most [`MAX_BODY_BYTES`] (413 beyond, also when
     /// `Content-Length` announces more), within the body read timeout (408).
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Vec<u8>, Connected> {
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Vec<u8>, Handled> {
         let announced = headers
             .get(CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
@@ -210,9 +186,9 @@ impl ConnectTenant {
             }
             Ok(Err(error)) => {
                 tracing::debug!("connect-tenant request body could not be read: {error}");
-                Err(Connected::new(body_unreadable(), "invalid_request"))
+                Err(Handled::new(body_unreadable(), "invalid_request"))
             }
-            Err(_) => Err(Connected::new(body_too_slow(), "invalid_request")),
+            Err(_) => Err(Handled::new(body_too_slow(), "invalid_request")),
         }
     }
 }
@@ -264,12 +240,12 @@ fn verification_failed(why: &str) -> Response<ProxyBody> {
     response
 }
 
-fn too_large() -> Connected {
+fn too_large() -> Handled {
     let response = error_response(
         ErrorCode::InvalidRequest,
         "The request body is larger than 64 KiB.",
     );
-    Connected::new(
+    Handled::new(
         with_status(response, StatusCode::PAYLOAD_TOO_LARGE),
         "payload_too_large",
     )
