@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::jose::SkippedKey;
+use crate::jose::{hyphenated_uuid, SkippedKey};
 
 /// JTL's own advice for `invalid_client` (the guide's troubleshooting table).
 pub const INVALID_CLIENT: &str = "JTL rejected the app's credentials (invalid_client): \
@@ -56,7 +56,9 @@ pub fn credential_observations(
     }
     if !secret.is_empty() && secret.trim() == client_id.trim() {
         seen.push("the secret equals jtl.client_id".to_owned());
-    } else if looks_like_uuid(secret.trim()) && !looks_like_uuid(client_id.trim()) {
+    } else if hyphenated_uuid(secret.trim()).is_some()
+        && hyphenated_uuid(client_id.trim()).is_none()
+    {
         seen.push(format!(
             "{key} looks like an id (a UUID) and jtl.client_id does not: swapped?"
         ));
@@ -101,11 +103,6 @@ pub fn kid_list<'a>(kids: impl IntoIterator<Item = Option<&'a str>>) -> String {
     } else {
         shown.join(", ")
     }
-}
-
-/// A hyphenated UUID, as JTL client ids are.
-pub fn looks_like_uuid(text: &str) -> bool {
-    text.len() == 36 && uuid::Uuid::try_parse(text).is_ok()
 }
 
 /// A duration in the largest unit that keeps it readable: "45 seconds", "3 minutes",

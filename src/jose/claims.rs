@@ -141,14 +141,20 @@ fn uuid_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Uuid, J
             })
         }
     };
-    let not_a_uuid = JoseError::InvalidClaim {
+    hyphenated_uuid(text).ok_or(JoseError::InvalidClaim {
         claim: name,
         reason: "is not a UUID",
-    };
-    if text.len() != 36 {
-        return Err(not_a_uuid);
+    })
+}
+
+/// A UUID in its hyphenated form only (any case), the one spelling JTL uses for tenants,
+/// users and client ids; the simple, braced and URN forms `Uuid::try_parse` also takes
+/// are refused.
+pub fn hyphenated_uuid(text: &str) -> Option<Uuid> {
+    if text.len() != uuid::fmt::Hyphenated::LENGTH {
+        return None;
     }
-    Uuid::try_parse(text).map_err(|_| not_a_uuid)
+    Uuid::try_parse(text).ok()
 }
 
 fn slug_claim(claims: &Map<String, Value>) -> Result<String, JoseError> {

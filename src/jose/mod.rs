@@ -11,7 +11,7 @@ mod json;
 mod jwk;
 mod jws;
 
-pub use claims::{Session, TokenPolicy};
+pub use claims::{hyphenated_uuid, Session, TokenPolicy};
 pub use error::{JoseError, JwksError, KeyError, Malformed, Part};
 pub use json::{parse_object as parse_strict_json_object, JsonError, MAX_DEPTH};
 pub use jwk::{Ed25519Key, JwkSet, SkippedKey};

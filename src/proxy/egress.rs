@@ -265,7 +265,7 @@ fn tenant_id(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     }
     const NOT_A_UUID: &str = "The X-Tenant-ID header is not a UUID.";
     let text = value.to_str().map_err(|_| NOT_A_UUID)?;
-    if text.len() != 36 || uuid::Uuid::try_parse(text).is_err() {
+    if crate::jose::hyphenated_uuid(text).is_none() {
         return Err(NOT_A_UUID);
     }
     Ok(Some(text.to_owned()))
