@@ -127,27 +127,16 @@ pub fn relative(at: i64, now: i64) -> String {
     }
 }
 
-/// Unix seconds as `2026-11-26T12:34:10Z` (proleptic Gregorian, UTC).
+/// Unix seconds as `2026-11-26T12:34:10Z` (RFC 3339, UTC); a time outside what can be
+/// shown (years beyond ±9999) as the plain number.
 pub fn utc(unix_s: i64) -> String {
-    let days = unix_s.div_euclid(86_400);
-    let second_of_day = unix_s.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60
-    )
+    time::OffsetDateTime::from_unix_timestamp(unix_s)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("unix time {unix_s}"))
 }
 
 #[cfg(test)]
