@@ -116,22 +116,30 @@ async fn status_of(url: &str, token: Option<&str>) -> Result<(u16, Bytes), Strin
     Ok((status, body))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
-    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
-        .await
-        .unwrap();
-    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
-    let backend = slow_backend(Duration::from_millis(1500), arrived.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecar.toml");
+/// `run` as a process in front of `upstream` against the emulator, with a SQLite store in
+/// `dir` and `extra_toml` appended; waits for its "is listening" line. Returns the child,
+/// its stdout lines and the ingress and admin addresses.
+struct RunningSidecar {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    ingress: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn start_run(
+    emulator: &Emulator,
+    upstream: &str,
+    extra_toml: &str,
+    dir: &std::path::Path,
+) -> RunningSidecar {
+    let config = dir.join("sidecar.toml");
     std::fs::write(
         &config,
         format!(
-            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{backend}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[server]\nshutdown_grace_s = 10\n[tenants]\ndatabase_url = \"sqlite://{}\"\n",
+            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[tenants]\ndatabase_url = \"sqlite://{}\"\n{extra_toml}",
             emulator.token_url(),
             emulator.api_base_url(),
-            dir.path().join("jtl-tenants.db").display()
+            dir.join("jtl-tenants.db").display()
         ),
     )
     .unwrap();
@@ -148,20 +156,51 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
             .expect("JSON log line");
     let ingress: SocketAddr = listening["ingress"].as_str().unwrap().parse().unwrap();
     let admin: SocketAddr = listening["admin"].as_str().unwrap().parse().unwrap();
+    RunningSidecar {
+        child,
+        lines,
+        ingress,
+        admin,
+    }
+}
 
+/// Polls `/readyz` for up to 5 s; true once it answered 200.
+async fn became_ready(admin: SocketAddr) -> bool {
     let readyz = format!("http://{admin}/readyz");
-    let mut ready = false;
     for _ in 0..200 {
         if status_of(&readyz, None)
             .await
             .is_ok_and(|(status, _)| status == 200)
         {
-            ready = true;
-            break;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(ready, "the sidecar became ready");
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
+    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
+        .await
+        .unwrap();
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let backend = slow_backend(Duration::from_millis(1500), arrived.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The stdout reader stays alive (`_lines`), so the sidecar's log writes never block.
+    let RunningSidecar {
+        mut child,
+        lines: _lines,
+        ingress,
+        admin,
+    } = start_run(
+        &emulator,
+        &format!("http://{backend}"),
+        "[server]\nshutdown_grace_s = 10\n",
+        dir.path(),
+    );
+    let readyz = format!("http://{admin}/readyz");
+    assert!(became_ready(admin).await, "the sidecar became ready");
 
     let token = emulator
         .mint_session_token(
@@ -353,40 +392,13 @@ async fn a_refused_token_is_logged_with_the_reason_check_online_prints() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecar.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[ingress]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:1\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = \"{}\"\napi_base_url = \"{}\"\n[tenants]\ndatabase_url = \"sqlite://{}\"\n",
-            emulator.token_url(),
-            emulator.api_base_url(),
-            dir.path().join("jtl-tenants.db").display()
-        ),
-    )
-    .unwrap();
-    let mut child = sidecar()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(&mut child);
-    let listening: serde_json::Value =
-        serde_json::from_str(&next_line_matching(&lines, |l| l.contains("is listening")))
-            .expect("JSON log line");
-    let ingress: SocketAddr = listening["ingress"].as_str().unwrap().parse().unwrap();
-    let admin: SocketAddr = listening["admin"].as_str().unwrap().parse().unwrap();
-    let readyz = format!("http://{admin}/readyz");
-    for _ in 0..200 {
-        if status_of(&readyz, None)
-            .await
-            .is_ok_and(|(status, _)| status == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let RunningSidecar {
+        mut child,
+        lines,
+        ingress,
+        admin,
+    } = start_run(&emulator, "http://127.0.0.1:1", "", dir.path());
+    became_ready(admin).await;
 
     let mut claims = emulator.session_claims(
         DEV_TENANT_ID,
