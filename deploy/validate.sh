@@ -77,7 +77,7 @@ grep -qxF 'COPY --from=build /src/target/release/jtl-auth-sidecar /usr/local/bin
   || { echo "error: deploy/Dockerfile must copy /src/target/release/jtl-auth-sidecar" >&2; exit 1; }
 # The context `docker build -f deploy/Dockerfile .` sends: .dockerignore in its allowlist
 # form ("*" then "!path" lines) is all this script understands, and all it needs.
-# Outside the checkout, so that nothing beside it (../shared, a parent Cargo.toml) helps.
+# Outside the checkout, so that nothing beside it (a sibling, a parent Cargo.toml) helps.
 context="$(mktemp -d)/src"
 mkdir -p "$context"
 trap 'rm -rf "$(dirname "$context")"' EXIT
@@ -99,7 +99,7 @@ while IFS= read -r line; do
     *) echo "error: .dockerignore: only \"!path\" lines may follow \"*\": $line" >&2; exit 1 ;;
   esac
 done < .dockerignore
-# The build must not read ../shared (only the tests do): the context has no sibling.
+# The build must read nothing outside the context: it has no siblings and no parent manifest.
 (cd "$context" && cargo metadata --locked --offline --format-version 1 --no-deps >/dev/null)
 echo "context: $(cd "$context" && find . -type f | wc -l) files; cargo reads its manifest there"
 

@@ -1,5 +1,6 @@
-//! Public Ed25519 test vectors, read at test time from `../shared/testdata/`:
-//! Project Wycheproof, ed25519-speccheck, and RFC 8037 Appendix A.
+//! Public Ed25519 test vectors: Project Wycheproof and ed25519-speccheck, read at test time
+//! from `tests/vectors/` (provenance and licences in tests/vectors/README.md), and
+//! RFC 8037 Appendix A, printed below.
 
 use jtl_auth_sidecar::jose::{
     verify_session_token, CompactJws, Ed25519Key, JoseError, JwkSet, KeyError, Malformed, Part,
@@ -8,7 +9,7 @@ use jtl_auth_sidecar::jose::{
 use serde_json::{json, Value};
 
 fn testdata(path: &str) -> Value {
-    let full = format!("{}/../shared/testdata/{path}", env!("CARGO_MANIFEST_DIR"));
+    let full = format!("{}/tests/vectors/{path}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {full}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{full} is not JSON: {e}"))
 }
@@ -128,7 +129,8 @@ fn speccheck_small_order_and_non_canonical_keys_are_refused_in_a_jwks() {
     );
 }
 
-// RFC 8037 Appendix A, values as printed in the RFC (see ../shared/testdata/README.md).
+// RFC 8037 Appendix A (A.2 public key, A.3 thumbprint, A.4 signed example), values as
+// printed in the RFC: https://www.rfc-editor.org/rfc/rfc8037#appendix-A
 const RFC8037_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
 const RFC8037_THUMBPRINT: &str = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
 const RFC8037_A4: &str = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
