@@ -1,5 +1,6 @@
 //! Header rules of SPEC §4: identity headers stripped however they are spelled,
-//! hop-by-hop headers removed, the request id set.
+//! hop-by-hop headers removed, the request id set, and which upgrades may pass
+//! (WebSocket only).
 
 use http::header::{
     CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
@@ -11,9 +12,15 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The settings of an `h2c` upgrade (RFC 7540 §3.2): meant for the next hop only.
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 and the legacy ones proxies still see).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// The one upgrade the sidecar relays.
+const WEBSOCKET: &str = "websocket";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, `HTTP2-Settings` of RFC 7540 §3.2.1, and the
+/// legacy ones proxies still see).
+const HOP_BY_HOP: [HeaderName; 10] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -23,6 +30,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
+    HTTP2_SETTINGS,
 ];
 
 /// A header name as identity headers are compared: lowercase, `_` read as `-` (CGI,
@@ -79,9 +87,10 @@ const NOT_HOP_BY_HOP: [&str; 8] = [
 
 /// Removes the headers named in `Connection` and the fixed hop-by-hop set (`TE`
 /// included, `trailers` or not: SPEC §4 lists it, and the next hop's HTTP/1.1 connection
-/// is the sidecar's own, not the client's). Returns the `Upgrade` value when the message asked for an upgrade,
-/// so the caller can carry it to the next hop on purpose.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+/// is the sidecar's own, not the client's; `Upgrade` and `HTTP2-Settings` too, so an
+/// upgrade reaches the next hop only when the caller puts it back on purpose, see
+/// [`restore_websocket_upgrade`]).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Which of the fixed set are present, in one pass over the names: most messages carry
     // none of them, or only `Connection: keep-alive`.
     let mut present = 0u16;
@@ -91,32 +100,23 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         }
     }
     if present == 0 {
-        return None;
+        return;
     }
     let mut named: Vec<HeaderName> = Vec::new();
-    let mut wants_upgrade = false;
-    for value in headers.get_all(CONNECTION) {
-        let Ok(text) = value.to_str() else { continue };
-        for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if token.eq_ignore_ascii_case("upgrade") {
-                wants_upgrade = true;
-            }
-            // The usual tokens name nothing beyond the fixed set.
-            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
-                if !NOT_HOP_BY_HOP.contains(&name.as_str()) {
-                    named.push(name);
-                }
+    for token in connection_tokens(headers) {
+        // The usual tokens name nothing beyond the fixed set.
+        if token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("close")
+            || token.eq_ignore_ascii_case("upgrade")
+        {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
+            if !NOT_HOP_BY_HOP.contains(&name.as_str()) {
+                named.push(name);
             }
         }
     }
-    let upgrade = if wants_upgrade {
-        headers.get(UPGRADE).cloned()
-    } else {
-        None
-    };
     for name in named {
         headers.remove(&name);
     }
@@ -125,13 +125,47 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
             headers.remove(name);
         }
     }
-    upgrade
 }
 
-/// Puts `Connection: upgrade` and `Upgrade` back for the next hop of an upgrade.
-pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+/// The tokens of every `Connection` field, trimmed, empty list elements skipped.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// Whether a request asks for the one upgrade the sidecar relays: `Connection` holds
+/// the `upgrade` token and [`upgrade_is_websocket`]. The caller checks that it is
+/// HTTP/1.1 (RFC 9110 §7.8: upgrades are HTTP/1.1's). Anything else offered (`h2c`, a
+/// list with `websocket` and more, an unknown protocol) is not an upgrade the sidecar
+/// relays: that request goes on as a plain one, without its upgrade headers.
+pub fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+        && upgrade_is_websocket(headers)
+}
+
+/// `Upgrade` is one field holding exactly one protocol, `websocket` (case-insensitive,
+/// surrounding whitespace allowed). Asked of a request ([`asks_for_websocket`]) and of
+/// a `101` from the backend, which must switch to what the client asked for.
+pub fn upgrade_is_websocket(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(UPGRADE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    value
+        .to_str()
+        .is_ok_and(|text| text.trim().eq_ignore_ascii_case(WEBSOCKET))
+}
+
+/// Puts `Connection: upgrade` and `Upgrade: websocket` back for the next hop of a
+/// WebSocket handshake (after [`remove_hop_by_hop`] removed them with the rest).
+pub fn restore_websocket_upgrade(headers: &mut HeaderMap) {
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(UPGRADE, upgrade);
+    headers.insert(UPGRADE, HeaderValue::from_static(WEBSOCKET));
     headers.remove(TRANSFER_ENCODING);
 }
 
@@ -190,7 +224,7 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("x-other", "stays"),
         ]);
-        assert_eq!(remove_hop_by_hop(&mut headers), None);
+        remove_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert_eq!(headers["x-other"], "stays");
     }
@@ -224,9 +258,68 @@ mod tests {
     }
 
     #[test]
-    fn an_upgrade_is_reported() {
-        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert_eq!(remove_hop_by_hop(&mut headers).unwrap(), "websocket");
-        assert!(headers.is_empty());
+    fn upgrade_headers_and_http2_settings_are_hop_by_hop() {
+        let mut headers = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("x-other", "stays"),
+        ]);
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-other"], "stays");
+    }
+
+    #[test]
+    fn only_websocket_alone_is_an_upgrade_the_sidecar_relays() {
+        for (connection, upgrade) in [
+            ("Upgrade", "websocket"),
+            ("keep-alive, Upgrade", "WebSocket"),
+            ("upgrade", " websocket "),
+        ] {
+            let headers = map(&[("connection", connection), ("upgrade", upgrade)]);
+            assert!(asks_for_websocket(&headers), "{connection} / {upgrade}");
+        }
+        for pairs in [
+            &[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", "h2c"),
+            ][..],
+            &[("connection", "Upgrade"), ("upgrade", "websocket, h2c")],
+            &[("connection", "Upgrade"), ("upgrade", "h2c, websocket")],
+            &[("connection", "Upgrade"), ("upgrade", "websocket,")],
+            &[("connection", "Upgrade"), ("upgrade", "websocket/13")],
+            &[("connection", "Upgrade"), ("upgrade", "foo")],
+            &[("connection", "Upgrade"), ("upgrade", "")],
+            &[
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("upgrade", "h2c"),
+            ],
+            &[
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("upgrade", "websocket"),
+            ],
+            &[("connection", "keep-alive"), ("upgrade", "websocket")],
+            &[("upgrade", "websocket")],
+            &[("connection", "Upgrade")],
+        ] {
+            assert!(!asks_for_websocket(&map(pairs)), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn a_websocket_upgrade_is_put_back_alone() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, Upgrade, HTTP2-Settings"),
+            ("upgrade", "WebSocket"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ]);
+        remove_hop_by_hop(&mut headers);
+        restore_websocket_upgrade(&mut headers);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers["connection"], "upgrade");
+        assert_eq!(headers["upgrade"], "websocket");
     }
 }

@@ -17,8 +17,8 @@ use super::errors::{
     refuse_method, upstream_failure, ErrorCode,
 };
 use super::headers::{
-    ensure_request_id, folded, remove_hop_by_hop, restore_upgrade, strip_folded,
-    strip_underscore_variants, X_REQUEST_ID,
+    asks_for_websocket, ensure_request_id, folded, remove_hop_by_hop, restore_websocket_upgrade,
+    strip_folded, strip_underscore_variants, upgrade_is_websocket, X_REQUEST_ID,
 };
 use super::upstream::Upstream;
 use super::{cors, paths, streamed_body, Handled, Peer, ProxyBody, RequestLine};
@@ -302,16 +302,19 @@ impl Ingress {
         peer: Peer,
         verified: Option<Verified<'_>>,
     ) -> Handled {
-        let client_upgrade = (request.version() == Version::HTTP_11
-            && request.headers().contains_key(http::header::UPGRADE))
-        .then(|| hyper::upgrade::on(&mut request));
+        // Only an HTTP/1.1 WebSocket handshake is relayed as an upgrade. Any other offer
+        // (`h2c` above all: a tunnel of HTTP/2 streams the sidecar would never see) goes
+        // on as a plain request, its upgrade headers removed with the hop-by-hop ones.
+        let websocket =
+            request.version() == Version::HTTP_11 && asks_for_websocket(request.headers());
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
         let mut headers = parts.headers;
         // Room for what is added below (identity, forwarding, request id, token), so the
         // map grows once rather than as each header arrives.
         headers.reserve(8);
 
-        let upgrade = remove_hop_by_hop(&mut headers);
+        remove_hop_by_hop(&mut headers);
         strip_folded(&mut headers, &self.token_folded);
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut headers);
@@ -320,8 +323,8 @@ impl Ingress {
             self.set_identity(&mut headers, verified);
         }
         set_forwarding_headers(&mut headers, &parts.uri, &peer);
-        if let (Some(upgrade), Some(_)) = (upgrade, &client_upgrade) {
-            restore_upgrade(&mut headers, upgrade);
+        if websocket {
+            restore_websocket_upgrade(&mut headers);
         }
 
         let uri = match self.upstream.uri_for(parts.uri.path_and_query()) {
@@ -352,22 +355,24 @@ impl Ingress {
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(upgrade) = remove_hop_by_hop(response.headers_mut()) {
-                restore_upgrade(response.headers_mut(), upgrade);
-            }
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut response);
-                self.tunnels.spawn(async move {
-                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                        Ok((client, upstream)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut upstream = TokioIo::new(upstream);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                        }
-                        Err(error) => tracing::debug!("upgrade failed: {error}"),
+            // A switch is relayed only to the WebSocket the client asked for.
+            let client_upgrade = match client_upgrade {
+                Some(client_upgrade) if upgrade_is_websocket(response.headers()) => client_upgrade,
+                _ => return refuse_switch(response, websocket),
+            };
+            remove_hop_by_hop(response.headers_mut());
+            restore_websocket_upgrade(response.headers_mut());
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            self.tunnels.spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
-                });
-            }
+                    Err(error) => tracing::debug!("upgrade failed: {error}"),
+                }
+            });
         } else {
             // 7. The answer, unchanged apart from hop-by-hop headers.
             remove_hop_by_hop(response.headers_mut());
@@ -405,6 +410,42 @@ impl Ingress {
             headers.insert(AUTHORIZATION, access_token.clone());
         }
     }
+}
+
+/// `502` for a `101` the sidecar does not relay: to a request that did not ask for a
+/// WebSocket, or switching to something else. The response is dropped without being
+/// upgraded, which closes that backend connection: hyper's client never keeps a
+/// connection that answered `101` (the lean pool does not take it back either).
+fn refuse_switch(response: Response<ProxyBody>, asked_for_websocket: bool) -> Handled {
+    // The backend's own words, cut short: a log line, not a place for a whole header.
+    let switched_to: String = match response.headers().get(http::header::UPGRADE) {
+        Some(value) => String::from_utf8_lossy(value.as_bytes())
+            .chars()
+            .take(64)
+            .collect(),
+        None => "(no Upgrade header)".to_owned(),
+    };
+    if asked_for_websocket {
+        tracing::warn!(
+            switched_to = %switched_to,
+            "the app backend answered a WebSocket handshake with 101 Switching Protocols to \
+             another protocol; not relayed: answered 502 and closed that backend connection"
+        );
+    } else {
+        tracing::warn!(
+            switched_to = %switched_to,
+            "the app backend answered a request that asked for no WebSocket with 101 \
+             Switching Protocols; not relayed: answered 502 and closed that backend connection"
+        );
+    }
+    drop(response);
+    Handled::new(
+        error_response(
+            ErrorCode::BadGateway,
+            "The app backend switched protocols, which the sidecar relays only for a WebSocket the client asked for.",
+        ),
+        "upgrade_refused",
+    )
 }
 
 struct Verified<'a> {
