@@ -1,7 +1,7 @@
 //! The JSON error responses of SPEC §4, built in one place.
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode, Version};
 use serde_json::json;
 
 use super::upstream::UpstreamError;
@@ -74,16 +74,69 @@ pub fn invalid_token_challenge(description: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""))
 }
 
-/// `400` for a request with more than one `Host` (RFC 9112 §3.2: which host did the
-/// client mean?). hyper's parser lets it through; it is never forwarded.
-pub fn refuse_duplicate_host(headers: &http::HeaderMap) -> Option<Response<ProxyBody>> {
+/// `400` for a request whose host is missing, doubled or malformed, checked before
+/// anything else (SPEC §4, RFC 9112 §3.2): an HTTP/1 request without `Host` (HTTP/1.0
+/// too, so no backend ever gets a request without one), any request with two, a `Host`
+/// that is not `uri-host[:port]` (userinfo included). An empty `Host` is allowed (RFC
+/// 9112 §3.2). HTTP/2 and later carry the host in `:authority` (the URI's authority
+/// here): a request with neither it nor `Host` is refused, and so is one whose `Host`
+/// names another host than its `:authority` (RFC 9113 §8.3.1), or whose `:authority`
+/// carries userinfo. hyper's parser lets all of these through; none is forwarded.
+pub fn refuse_bad_host(
+    version: Version,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> Option<Response<ProxyBody>> {
+    let refuse = |description| Some(error_response(ErrorCode::InvalidRequest, description));
     let mut hosts = headers.get_all(http::header::HOST).iter();
-    hosts.next()?;
-    hosts.next()?;
-    Some(error_response(
-        ErrorCode::InvalidRequest,
-        "The request has more than one Host header.",
-    ))
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return refuse("The request has more than one Host header.");
+    }
+    if host.is_some_and(|host| !is_host_and_port(host.as_bytes())) {
+        return refuse("The request's Host header is not a host with an optional port.");
+    }
+    let http1 = matches!(
+        version,
+        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+    );
+    if http1 {
+        return match host {
+            Some(_) => None,
+            None => refuse("The request has no Host header."),
+        };
+    }
+    let authority = uri.authority().map(http::uri::Authority::as_str);
+    match (authority, host) {
+        (None, None) => refuse("The request has neither :authority nor a Host header."),
+        (Some(authority), _) if authority.contains('@') => {
+            refuse("The request's :authority is not a host with an optional port.")
+        }
+        (Some(authority), Some(host))
+            if !host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) =>
+        {
+            refuse("The request's Host header and :authority name different hosts.")
+        }
+        _ => None,
+    }
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2), or nothing at all: what `Host` may hold.
+fn is_host_and_port(value: &[u8]) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    if value.contains(&b'@') {
+        return false;
+    }
+    let Ok(authority) = http::uri::Authority::try_from(value) else {
+        return false;
+    };
+    // The authority parser takes any text after the colon; a port is digits only.
+    match authority.as_str()[authority.host().len()..].strip_prefix(':') {
+        Some(port) => port.bytes().all(|b| b.is_ascii_digit()),
+        None => authority.host().len() == authority.as_str().len(),
+    }
 }
 
 /// A 503 that tells the client when to come back.
@@ -214,6 +267,58 @@ mod tests {
     fn missing_token_challenge_has_no_error() {
         let response = error_response(ErrorCode::MissingToken, "x");
         assert_eq!(response.headers()[WWW_AUTHENTICATE], "Bearer");
+    }
+
+    fn host_refused(version: Version, hosts: &[&str], uri: &str) -> bool {
+        let mut headers = http::HeaderMap::new();
+        for host in hosts {
+            headers.append(http::header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        refuse_bad_host(version, &headers, &uri.parse().unwrap()).is_some()
+    }
+
+    #[test]
+    fn an_http1_request_needs_exactly_one_well_formed_host() {
+        for version in [Version::HTTP_10, Version::HTTP_11] {
+            for fine in [
+                "app.example",
+                "app.example:8443",
+                "APP.example:",
+                "127.0.0.1:80",
+                "[::1]:8080",
+                "",
+            ] {
+                assert!(!host_refused(version, &[fine], "/x"), "{fine}");
+            }
+            for bad in [
+                "a@b",
+                "user:pw@app.example",
+                "app.example:port",
+                "a:1:2",
+                "app example",
+                "app.example/x",
+                "[::1",
+                "app%41.example",
+            ] {
+                assert!(host_refused(version, &[bad], "/x"), "{bad}");
+            }
+            assert!(host_refused(version, &[], "/x"));
+            assert!(host_refused(version, &["a", "a"], "/x"));
+            // The target's authority does not stand in for Host in HTTP/1.
+            assert!(host_refused(version, &[], "http://app.example/x"));
+        }
+    }
+
+    #[test]
+    fn an_http2_request_takes_its_authority() {
+        let h2 = Version::HTTP_2;
+        assert!(!host_refused(h2, &[], "http://app.example/x"));
+        assert!(!host_refused(h2, &["app.example"], "/x"));
+        assert!(!host_refused(h2, &["APP.example"], "http://app.example/x"));
+        assert!(host_refused(h2, &[], "/x"));
+        assert!(host_refused(h2, &["other.example"], "http://app.example/x"));
+        assert!(host_refused(h2, &[], "http://u@app.example/x"));
+        assert!(host_refused(h2, &["a@b"], "/x"));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
 use super::errors::{
-    access_token_unavailable, error_response, keys_unavailable, refuse_duplicate_host,
-    refuse_method, upstream_failure, ErrorCode,
+    access_token_unavailable, error_response, keys_unavailable, refuse_bad_host, refuse_method,
+    upstream_failure, ErrorCode,
 };
 use super::headers::{
     asks_for_websocket, ensure_request_id, folded, remove_hop_by_hop, restore_websocket_upgrade,
@@ -190,6 +190,13 @@ impl Ingress {
     }
 
     async fn route(&self, mut request: Request<Incoming>, peer: Peer) -> Handled {
+        // Before anything else is looked at: a request without a host, with two, or
+        // with a malformed one reaches nothing (RFC 9112 §3.2), token or not.
+        if let Some(response) = refuse_bad_host(request.version(), request.headers(), request.uri())
+        {
+            return Handled::new(response, "invalid_request");
+        }
+
         // 1. Identity headers from the client never survive, on any path; nor do `_`
         // spellings of the forwarding headers the sidecar sets.
         strip_folded(request.headers_mut(), &self.identity_folded);
@@ -198,9 +205,6 @@ impl Ingress {
         // Methods that reflect or tunnel are never forwarded with credentials.
         if let Some(response) = refuse_method(request.method()) {
             return Handled::new(response, "method_not_allowed");
-        }
-        if let Some(response) = refuse_duplicate_host(request.headers()) {
-            return Handled::new(response, "invalid_request");
         }
 
         // 2. Connect-tenant is answered here; nothing reaches the backend.
