@@ -288,6 +288,13 @@ impl prometheus_client::collector::Collector for JtlCollector {
                 ("failure", keys.failed.load(Ordering::Relaxed)),
             ],
         )?;
+        let waiting = i64::try_from(self.jtl.keys.waiting()).unwrap_or(i64::MAX);
+        ConstGauge::new(waiting).encode(encoder.encode_descriptor(
+            "jwks_waiting_requests",
+            "Requests waiting for a key-set fetch made after they arrived (a key not in the cached set)",
+            None,
+            MetricType::Gauge,
+        )?)?;
         let cache = self.verifier.cache_counts();
         encode_counts(
             &mut encoder,

@@ -8,7 +8,7 @@ use ring::digest;
 
 use crate::clock::Clock;
 use crate::jose::{CompactJws, JoseError, Malformed, Session, TokenPolicy};
-use crate::jtl::{KeySet, LoadedKeys};
+use crate::jtl::{KeySet, KeyWait, LoadedKeys};
 use crate::telemetry::sharded::ShardedCounter;
 
 /// Why a token was not accepted.
@@ -21,6 +21,30 @@ pub enum VerifyError {
     /// fits): answer 503 with `Retry-After`.
     #[error("The session token cannot be verified right now: JTL's signing keys are unavailable.")]
     KeysUnavailable,
+    /// Too many requests are already waiting for a fresh key set (SPEC §5): answer 503
+    /// with `Retry-After`.
+    #[error("The session token cannot be verified right now: too many requests are waiting for JTL's signing keys.")]
+    KeysCrowded,
+}
+
+impl VerifyError {
+    /// The outcome of a request refused with this error, for its log line and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            VerifyError::Rejected(_) => "invalid_token",
+            VerifyError::KeysUnavailable => "keys_unavailable",
+            VerifyError::KeysCrowded => "keys_crowded",
+        }
+    }
+}
+
+impl From<KeyWait> for VerifyError {
+    fn from(wait: KeyWait) -> Self {
+        match wait {
+            KeyWait::Unavailable => VerifyError::KeysUnavailable,
+            KeyWait::Crowded => VerifyError::KeysCrowded,
+        }
+    }
 }
 
 /// Verified-cache lookups, for metrics and tests (per-thread shards: every request
@@ -174,39 +198,35 @@ impl SessionVerifier {
         }
     }
 
-    /// Parse, find the signing key (refetching the key set once, rate limited, when the
-    /// token's key is not known), verify, check the claims.
+    /// Parse, find the signing key, verify, check the claims. A token that no cached key
+    /// verifies is decided against a key set fetched after it arrived (SPEC §5: no false
+    /// 401 through a rotation), waiting for the next permitted fetch when need be.
     async fn verify_fully(&self, token: &str) -> Result<(Session, SignerId), VerifyError> {
         let jws =
             CompactJws::parse(token, self.policy.max_token_bytes).map_err(VerifyError::Rejected)?;
-        let loaded = match self.keys.usable() {
+        let arrived = self.keys.fetches_started();
+        let mut loaded = match self.keys.usable() {
             Some(loaded) => loaded,
             None => {
-                let seen = self.keys.current().generation;
-                self.keys.refetch(seen).await;
+                let stale = self.keys.current().generation;
+                self.keys.newer_than(stale, arrived).await?;
                 self.keys.usable().ok_or(VerifyError::KeysUnavailable)?
             }
         };
-        let signer = match signer_of(&jws, &loaded) {
-            Ok(signer) => signer,
-            Err(
-                error @ (JoseError::UnknownKey { .. }
-                | JoseError::NoKeyMatches { .. }
-                | JoseError::NoKeys),
-            ) => {
-                // Perhaps JTL rotated its keys: look again, at most once per interval.
-                let refreshed = self.keys.refetch(loaded.generation).await;
-                if refreshed.generation == loaded.generation {
-                    return Err(if self.keys.is_failing() {
-                        VerifyError::KeysUnavailable
-                    } else {
-                        VerifyError::Rejected(error)
-                    });
+        let signer = loop {
+            match signer_of(&jws, &loaded) {
+                Ok(signer) => break signer,
+                // Perhaps JTL rotated its keys: look at a newer set, until one fetched
+                // after this token arrived has been tried.
+                Err(
+                    JoseError::UnknownKey { .. }
+                    | JoseError::NoKeyMatches { .. }
+                    | JoseError::NoKeys,
+                ) if loaded.fetch_number <= arrived => {
+                    loaded = self.keys.newer_than(loaded.generation, arrived).await?;
                 }
-                let refreshed = self.keys.usable().ok_or(VerifyError::KeysUnavailable)?;
-                signer_of(&jws, &refreshed).map_err(VerifyError::Rejected)?
+                Err(error) => return Err(VerifyError::Rejected(error)),
             }
-            Err(error) => return Err(VerifyError::Rejected(error)),
         };
         let mut session = self
             .policy

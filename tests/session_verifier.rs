@@ -8,7 +8,8 @@ use std::time::Duration;
 use common::harness::{eventually, settle, Extra, Harness, TENANT, USER};
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
 use jtl_auth_sidecar::jose::JoseError;
-use jtl_auth_sidecar::verify::VerifyError;
+use jtl_auth_sidecar::jtl::MAX_WAITING_FOR_KEYS;
+use jtl_auth_sidecar::verify::{VerifiedSession, VerifyError};
 use serde_json::json;
 
 fn hour() -> Duration {
@@ -84,44 +85,212 @@ async fn the_cache_can_be_turned_off() {
     assert_eq!(h.verifier.cache_counts().hits.get(), 0);
 }
 
+/// Tokens signed with a real key of the emulator, each naming a random kid not in the set.
+fn random_kid_tokens(h: &Harness, count: usize) -> Vec<String> {
+    let kid = h.emulator.default_kid().unwrap();
+    (0..count)
+        .map(|n| {
+            let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": format!("random-{n}-{}", rand_suffix())});
+            let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
+            h.emulator.mint_with_header(&header, &claims, &kid).unwrap()
+        })
+        .collect()
+}
+
+/// Tokens without a header kid, signed by a key the emulator never publishes.
+fn unpublished_key_tokens(h: &Harness, count: usize) -> Vec<String> {
+    h.emulator.add_key("never-published");
+    h.emulator.set_published("never-published", false);
+    (0..count)
+        .map(|n| {
+            let user = format!("00000000-0000-4000-8000-{n:012}");
+            let claims = h.emulator.session_claims(TENANT, &user, "acme", hour());
+            h.emulator.mint(&claims, "never-published", false).unwrap()
+        })
+        .collect()
+}
+
+type Check = tokio::task::JoinHandle<Result<std::sync::Arc<VerifiedSession>, VerifyError>>;
+
+fn spawn_checks(h: &Harness, tokens: Vec<String>) -> Vec<Check> {
+    tokens
+        .into_iter()
+        .map(|token| {
+            let verifier = h.verifier.clone();
+            tokio::spawn(async move { verifier.verify(&token).await })
+        })
+        .collect()
+}
+
+async fn all_refused(checks: Vec<Check>) {
+    for check in checks {
+        let error = check.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                VerifyError::Rejected(
+                    JoseError::UnknownKey { .. } | JoseError::NoKeyMatches { .. }
+                )
+            ),
+            "{error:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn unknown_kid_storm_makes_at_most_one_jwks_fetch_per_interval() {
     let h = Harness::default().await;
     h.verifier.verify(&h.token_for(0)).await.unwrap();
     assert_eq!(h.emulator.jwks_requests(), 1);
-    // A real key signs, but every token names a random kid that is not in the set.
-    let kid = h.emulator.default_kid().unwrap();
-    let storm = |h: &Harness| -> Vec<String> {
-        (0..500)
-            .map(|n| {
-                let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": format!("random-{n}-{}", rand_suffix())});
-                let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
-                h.emulator.mint_with_header(&header, &claims, &kid).unwrap()
-            })
-            .collect()
-    };
 
     for round in 1..=2u64 {
-        // jwks_min_refetch_interval_s defaults to 10.
+        // jwks_min_refetch_interval_s defaults to 10: the storm waits for the next
+        // permitted fetch, which decides every token of it.
+        let checks = spawn_checks(&h, random_kid_tokens(&h, 500));
+        eventually("the storm waits for the key set", || {
+            h.jtl.keys.waiting() == 500
+        })
+        .await;
+        assert_eq!(
+            h.emulator.jwks_requests(),
+            round,
+            "no fetch before the interval"
+        );
         h.clock.advance(Duration::from_secs(10));
-        let mut checks = Vec::new();
-        for token in storm(&h) {
-            let verifier = h.verifier.clone();
-            checks.push(tokio::spawn(async move { verifier.verify(&token).await }));
-        }
-        for check in checks {
-            let error = check.await.unwrap().unwrap_err();
-            assert!(
-                matches!(error, VerifyError::Rejected(JoseError::UnknownKey { .. })),
-                "{error:?}"
-            );
-        }
+        all_refused(checks).await;
         assert_eq!(
             h.emulator.jwks_requests(),
             1 + round,
             "one fetch in round {round}"
         );
     }
+}
+
+#[tokio::test]
+async fn under_a_forged_token_flood_a_rotated_in_key_verifies_within_one_interval() {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    let forged_no_kid = unpublished_key_tokens(&h, 400);
+    let mut forged_no_kid = forged_no_kid.into_iter();
+
+    for (round, new_kid) in ["rotated-1", "rotated-2", "rotated-3"].iter().enumerate() {
+        // Junk keeps arriving (random kids, and no kid at all), so the refetch limit is
+        // always spent when the genuinely new key shows up.
+        let mut flood = spawn_checks(&h, random_kid_tokens(&h, 100));
+        flood.extend(spawn_checks(&h, forged_no_kid.by_ref().take(100).collect()));
+        eventually("the flood waits", || h.jtl.keys.waiting() == 200).await;
+
+        h.emulator.add_key(new_kid);
+        let user = format!("00000000-0000-4000-8000-{:012}", 100 + round);
+        let claims = h.emulator.session_claims(TENANT, &user, "acme", hour());
+        let named = h.emulator.mint(&claims, new_kid, true).unwrap();
+        let unnamed = h.emulator.mint(&claims, new_kid, false).unwrap();
+        let genuine = spawn_checks(&h, vec![named, unnamed]);
+        eventually("the genuine tokens wait too", || {
+            h.jtl.keys.waiting() == 202
+        })
+        .await;
+        settle().await;
+        assert!(
+            genuine.iter().all(|check| !check.is_finished()),
+            "no 401 before the fetch"
+        );
+
+        h.clock.advance(Duration::from_secs(10));
+        for check in genuine {
+            let session = check.await.unwrap().expect("the rotated-in key verifies");
+            assert_eq!(session.user_id.to_string(), user);
+        }
+        all_refused(flood).await;
+        assert_eq!(
+            h.emulator.jwks_requests(),
+            2 + round as u64,
+            "one fetch per interval, flood or not"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_that_arrives_during_a_fetch_is_decided_by_a_later_fetch_unless_that_one_verifies_it(
+) {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    h.emulator.add_key("rotated");
+    h.emulator
+        .set_jwks_failure(Failure::Delay(Duration::from_millis(300)));
+    h.clock.advance(Duration::from_secs(10));
+    let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
+    let first = h.emulator.mint(&claims, "rotated", true).unwrap();
+    let mut checks = spawn_checks(&h, vec![first]);
+    eventually("the fetch is in flight", || {
+        h.jtl.keys.fetches_started() == 2
+    })
+    .await;
+
+    // Arrives while that fetch runs: its key is in the fetched set, so that set decides it.
+    let during = h.emulator.mint(&claims, "rotated", false).unwrap();
+    checks.extend(spawn_checks(&h, vec![during]));
+    // A forged token arriving during the fetch: the set fetched may predate its key, so
+    // it waits for the next fetch instead of a 401 now.
+    let forged = spawn_checks(&h, random_kid_tokens(&h, 1));
+    for check in checks {
+        check
+            .await
+            .unwrap()
+            .expect("verified by the fetch in flight");
+    }
+    settle().await;
+    assert!(
+        !forged[0].is_finished(),
+        "waits for a fetch made after it arrived"
+    );
+    assert_eq!(h.emulator.jwks_requests(), 2);
+    h.emulator.set_jwks_failure(Failure::None);
+    h.clock.advance(Duration::from_secs(10));
+    all_refused(forged).await;
+    assert_eq!(h.emulator.jwks_requests(), 3);
+}
+
+#[tokio::test]
+async fn beyond_the_bound_of_waiting_requests_the_answer_is_503() {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    let waiting = spawn_checks(&h, random_kid_tokens(&h, MAX_WAITING_FOR_KEYS));
+    eventually("the bound is reached", || {
+        h.jtl.keys.waiting() == MAX_WAITING_FOR_KEYS
+    })
+    .await;
+    let one_more = random_kid_tokens(&h, 1).remove(0);
+    assert_eq!(
+        h.verifier.verify(&one_more).await.unwrap_err(),
+        VerifyError::KeysCrowded
+    );
+    // A token whose key is cached is not affected by the queue.
+    assert!(h.verifier.verify(&h.token_for(1)).await.is_ok());
+    h.clock.advance(Duration::from_secs(10));
+    all_refused(waiting).await;
+    assert_eq!(h.jtl.keys.waiting(), 0);
+    assert_eq!(h.emulator.jwks_requests(), 2);
+}
+
+#[tokio::test]
+async fn while_the_key_endpoint_fails_an_unknown_key_is_503_at_once_not_a_wait() {
+    let h = Harness::default().await;
+    h.verifier.verify(&h.token_for(0)).await.unwrap();
+    h.emulator.set_jwks_failure(Failure::Status(500));
+    h.clock.advance(Duration::from_secs(10));
+    let tokens = random_kid_tokens(&h, 3);
+    // The first makes the (failing) fetch; the others find the endpoint failing.
+    for token in &tokens {
+        assert_eq!(
+            h.verifier.verify(token).await.unwrap_err(),
+            VerifyError::KeysUnavailable
+        );
+    }
+    assert_eq!(h.emulator.jwks_requests(), 2);
+    assert_eq!(h.jtl.keys.waiting(), 0);
+    // Known keys keep verifying from the stale set meanwhile.
+    assert!(h.verifier.verify(&h.token_for(1)).await.is_ok());
 }
 
 fn rand_suffix() -> u32 {
@@ -174,11 +343,26 @@ async fn a_removed_key_stops_verifying_after_the_next_refresh_cached_tokens_incl
     })
     .await;
 
-    let error = h.verifier.verify(&token).await.unwrap_err();
+    // The refresh ran before this request arrived, so the request waits for the next
+    // permitted fetch (SPEC §5) and is refused by it.
+    let check = spawn_checks(&h, vec![token]);
+    eventually("the request waits for a fetch", || {
+        h.jtl.keys.waiting() == 1
+    })
+    .await;
+    h.clock.advance(Duration::from_secs(10));
+    let error = check
+        .into_iter()
+        .next()
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(
         matches!(error, VerifyError::Rejected(JoseError::NoKeyMatches { .. })),
         "{error:?}"
     );
+    assert_eq!(h.emulator.jwks_requests(), 3);
     // The successor's tokens verify.
     let claims = h.emulator.session_claims(TENANT, USER, "acme", hour());
     let fresh = h.emulator.mint(&claims, "successor", false).unwrap();

@@ -2,8 +2,13 @@
 //! swapped atomically so the hot path reads it without locking, refreshed in the
 //! background, refetched at most once per `jwks_min_refetch_interval_s` for unknown keys,
 //! and kept for up to `jwks_max_stale_s` while fetches fail.
+//!
+//! No false 401 through a rotation (SPEC §5): a token whose key is not in the set is
+//! decided against a set fetched after it arrived. [`KeySet::newer_than`] waits for that
+//! fetch when the rate limit forbids one now, so junk tokens that keep the limit spent
+//! cannot lock out the users of a freshly rotated key.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +32,26 @@ pub struct LoadedKeys {
     pub set: JwkSet,
     pub generation: u64,
     pub fetched_at_ms: i64,
+    /// The number of the fetch that loaded it (see [`KeySet::fetches_started`]).
+    pub fetch_number: u64,
+}
+
+/// Requests that may wait at once for a key-set fetch (an unknown key while the rate limit
+/// forbids a fetch). Each holds little beyond its request (a token is at most
+/// `max_token_bytes`), so the bound keeps a flood of forged tokens to a few MiB, while
+/// 1024 over one interval (10 s by default) is ~100 requests per second carrying a new key
+/// in the worst second of a rotation, and only while junk tokens keep the limit spent.
+pub const MAX_WAITING_FOR_KEYS: usize = 1024;
+
+/// Why no newer key set can be had for a waiting request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyWait {
+    /// The fetch failed, or the endpoint is failing and backing off: answer 503.
+    #[error("the key set cannot be fetched now")]
+    Unavailable,
+    /// [`MAX_WAITING_FOR_KEYS`] requests are waiting already: answer 503.
+    #[error("too many requests are waiting for the key set")]
+    Crowded,
 }
 
 /// Why a key-set fetch failed.
@@ -88,6 +113,12 @@ struct Inner {
     /// Earliest time of the next fetch (rate limit and backoff), readable without the lock.
     next_fetch_ms: AtomicI64,
     last_fetch_failed: AtomicBool,
+    /// Fetches started so far; the number of the latest one.
+    fetches_started: AtomicU64,
+    /// The number of the latest fetch that failed (0: none).
+    last_failed_fetch: AtomicU64,
+    /// Requests in [`KeySet::newer_than`], bounded by [`MAX_WAITING_FOR_KEYS`].
+    waiting: AtomicUsize,
     counts: KeyFetchCounts,
 }
 
@@ -104,6 +135,9 @@ impl KeySet {
                 flight: tokio::sync::Mutex::new(backoff),
                 next_fetch_ms: AtomicI64::new(i64::MIN),
                 last_fetch_failed: AtomicBool::new(false),
+                fetches_started: AtomicU64::new(0),
+                last_failed_fetch: AtomicU64::new(0),
+                waiting: AtomicUsize::new(0),
                 counts: KeyFetchCounts::default(),
             }),
         }
@@ -142,6 +176,17 @@ impl KeySet {
         &self.inner.counts
     }
 
+    /// How many fetches have started so far. Read when a token's key is missing: a set
+    /// whose [`LoadedKeys::fetch_number`] is larger was fetched after that moment.
+    pub fn fetches_started(&self) -> u64 {
+        self.inner.fetches_started.load(Ordering::SeqCst)
+    }
+
+    /// Requests waiting in [`KeySet::newer_than`] now.
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::SeqCst)
+    }
+
     /// Fetches the set again unless that happened since `seen_generation` was read, or
     /// the rate limit (`jwks_min_refetch_interval_s`) or the backoff after failures says
     /// not yet. Concurrent callers share one fetch. Returns the keys now current.
@@ -151,10 +196,68 @@ impl KeySet {
         if current.generation != seen_generation {
             return current;
         }
-        let now = self.inner.clock.now_ms();
-        if now < self.inner.next_fetch_ms.load(Ordering::SeqCst) {
+        if self.inner.clock.now_ms() < self.inner.next_fetch_ms.load(Ordering::SeqCst) {
             return current;
         }
+        self.fetch_locked(&mut backoff, &current)
+            .await
+            .unwrap_or(current)
+    }
+
+    /// A key set newer than `generation`, for a token that no key of that generation
+    /// verifies and that arrived when [`KeySet::fetches_started`] read `arrived`: the
+    /// current set when it is newer already, else the outcome of the fetch in flight,
+    /// else of the next fetch the rate limit permits, at most
+    /// `jwks_min_refetch_interval_s` away. Every waiter shares that one fetch. A set
+    /// fetched before the token arrived may come back; the caller asks again while its
+    /// token fails and the set's `fetch_number` is not above `arrived`.
+    ///
+    /// No waiting through an outage: when a fetch made after `arrived` failed, or the
+    /// endpoint is failing and backing off, the answer is [`KeyWait::Unavailable`].
+    pub async fn newer_than(
+        &self,
+        generation: u64,
+        arrived: u64,
+    ) -> Result<Arc<LoadedKeys>, KeyWait> {
+        let current = self.current();
+        if current.generation > generation {
+            return Ok(current);
+        }
+        let _slot = WaitSlot::take(&self.inner.waiting).ok_or(KeyWait::Crowded)?;
+        loop {
+            let mut backoff = self.inner.flight.lock().await;
+            let current = self.current();
+            if current.generation > generation {
+                return Ok(current);
+            }
+            if self.inner.last_failed_fetch.load(Ordering::SeqCst) > arrived {
+                return Err(KeyWait::Unavailable);
+            }
+            let next_fetch_ms = self.inner.next_fetch_ms.load(Ordering::SeqCst);
+            if self.inner.clock.now_ms() >= next_fetch_ms {
+                return self
+                    .fetch_locked(&mut backoff, &current)
+                    .await
+                    .ok_or(KeyWait::Unavailable);
+            }
+            if self.is_failing() {
+                return Err(KeyWait::Unavailable);
+            }
+            // Rate limited: wait for the permitted moment without holding the lock, then
+            // the first waiter in fetches and the rest find its set.
+            drop(backoff);
+            self.inner.clock.sleep_until(next_fetch_ms).await;
+        }
+    }
+
+    /// One fetch, with the flight lock held (its guard gives `backoff`): the new set on
+    /// success, stored as current; `None` on failure, the current set kept.
+    async fn fetch_locked(
+        &self,
+        backoff: &mut Backoff,
+        current: &LoadedKeys,
+    ) -> Option<Arc<LoadedKeys>> {
+        let fetch_number = self.inner.fetches_started.fetch_add(1, Ordering::SeqCst) + 1;
         let result = self.fetch().await;
         let now = self.inner.clock.now_ms();
         let min_interval = duration_ms(self.inner.options.min_refetch_interval);
@@ -167,6 +270,7 @@ impl KeySet {
                     set,
                     generation: current.generation + 1,
                     fetched_at_ms: now,
+                    fetch_number,
                 });
                 tracing::info!(
                     keys = loaded.set.len(),
@@ -177,11 +281,14 @@ impl KeySet {
                 self.inner
                     .next_fetch_ms
                     .store(now.saturating_add(min_interval), Ordering::SeqCst);
-                loaded
+                Some(loaded)
             }
             Err(error) => {
                 self.inner.counts.failed.fetch_add(1, Ordering::Relaxed);
                 self.inner.last_fetch_failed.store(true, Ordering::SeqCst);
+                self.inner
+                    .last_failed_fetch
+                    .store(fetch_number, Ordering::SeqCst);
                 let next = backoff
                     .failed(now, Some(self.inner.options.min_refetch_interval))
                     .max(now.saturating_add(min_interval));
@@ -194,7 +301,7 @@ impl KeySet {
                     usable = self.usable().is_some(),
                     "JTL key set fetch failed: {error}"
                 );
-                current
+                None
             }
         }
     }
@@ -271,5 +378,26 @@ impl KeySet {
             .body(Full::new(Bytes::new()))
             .map_err(|_| KeysError::Status(0))?;
         self.inner.http.call(request).await.map_err(KeysError::Call)
+    }
+}
+
+/// One of the bounded places in [`KeySet::newer_than`]; given back when dropped (also
+/// when the waiting request is abandoned by its client).
+struct WaitSlot<'a>(&'a AtomicUsize);
+
+impl<'a> WaitSlot<'a> {
+    fn take(waiting: &'a AtomicUsize) -> Option<WaitSlot<'a>> {
+        waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_WAITING_FOR_KEYS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WaitSlot(waiting))
+    }
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -8,7 +8,9 @@ pub mod jwks;
 
 pub use access_token::{AccessToken, AccessTokens, LifetimeSource, TokenError, TokenUnavailable};
 pub use http::JtlHttp;
-pub use jwks::{FetchedKeys, KeySet, KeySetOptions, KeysError, LoadedKeys};
+pub use jwks::{
+    FetchedKeys, KeySet, KeySetOptions, KeyWait, KeysError, LoadedKeys, MAX_WAITING_FOR_KEYS,
+};
 
 use crate::clock::Clock;
 use crate::config::Config;

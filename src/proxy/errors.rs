@@ -152,12 +152,10 @@ pub fn unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody>
 /// often by default, so asking sooner is pointless.
 const KEYS_RETRY_AFTER_S: u64 = 10;
 
-/// 503 when a session token cannot be checked because no signing key can be had.
-pub fn keys_unavailable() -> Response<ProxyBody> {
-    unavailable(
-        &VerifyError::KeysUnavailable.to_string(),
-        KEYS_RETRY_AFTER_S,
-    )
+/// 503 when a session token cannot be checked now: no signing key can be had, or too
+/// many requests already wait for a fresh key set. `error` gives the description.
+pub fn keys_unavailable(error: &VerifyError) -> Response<ProxyBody> {
+    unavailable(&error.to_string(), KEYS_RETRY_AFTER_S)
 }
 
 /// 503 when no valid access token can be had; `retry_after_s` is the token manager's

@@ -268,8 +268,8 @@ impl Ingress {
                     ..Handled::new(response, "invalid_token")
                 };
             }
-            Err(VerifyError::KeysUnavailable) => {
-                return Handled::new(keys_unavailable(), "keys_unavailable");
+            Err(error @ (VerifyError::KeysUnavailable | VerifyError::KeysCrowded)) => {
+                return Handled::new(keys_unavailable(&error), error.outcome());
             }
         };
         let access_token = if self.settings.forward_access_token {

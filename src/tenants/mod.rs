@@ -137,8 +137,8 @@ impl ConnectTenant {
                     ..Handled::new(response, "invalid_token")
                 };
             }
-            Err(VerifyError::KeysUnavailable) => {
-                return Handled::new(keys_unavailable(), "keys_unavailable")
+            Err(error @ (VerifyError::KeysUnavailable | VerifyError::KeysCrowded)) => {
+                return Handled::new(keys_unavailable(&error), error.outcome())
             }
         };
 

@@ -160,3 +160,19 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(150)).await;
 }
+
+/// As [`eventually`], for a condition that needs I/O (a request to the sidecar).
+pub async fn eventually_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,6 +1,7 @@
 //! The sidecar in-process (emulator + echo backend + server) for ingress tests, and small
 //! HTTP clients: a pooled hyper client and a raw-socket one for bytes hyper would refuse.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -216,6 +217,22 @@ impl Proxy {
         self.emulator
             .mint_session_token(TENANT, USER, "acme", Duration::from_secs(3600))
             .expect("token")
+    }
+
+    /// Runs `request` while the manual clock moves on by the key-set refetch interval
+    /// (10 s) every few real milliseconds. A token that no cached key verifies waits for
+    /// the next permitted key-set fetch before its 401 (SPEC §5), and on the manual clock
+    /// that moment only comes when the test moves time.
+    pub async fn with_refetches_permitted<T>(&self, request: impl Future<Output = T>) -> T {
+        tokio::pin!(request);
+        loop {
+            tokio::select! {
+                done = &mut request => return done,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    self.clock.advance(Duration::from_secs(10));
+                }
+            }
+        }
     }
 }
 
