@@ -641,7 +641,7 @@ async fn replicas_opening_one_store_together_all_migrate_without_error(db: TestD
     .await;
     assert!(opened.iter().all(TenantStore::is_reachable));
     let tenant = Uuid::parse_str(TENANT).unwrap();
-    let user = Uuid::parse_str(USER).unwrap();
+    let user = USER;
     for store in &opened {
         store.upsert(tenant, "acme", user).await.unwrap();
     }

@@ -70,7 +70,7 @@ pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> V
             format!(
                 "valid: signed by {signed_by}, tenant {} ({}), user {}, expires {}",
                 session.tenant_id,
-                shown(&session.tenant_slug),
+                shown(session.tenant_slug.as_deref().unwrap_or_default()),
                 session.user_id,
                 relative(session.expires_at, now)
             ),

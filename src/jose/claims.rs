@@ -29,12 +29,15 @@ impl Default for TokenPolicy {
     }
 }
 
-/// Who a verified session token speaks for.
+/// Who a verified token speaks for: the same shape for both flows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub tenant_id: Uuid,
-    pub user_id: Uuid,
-    pub tenant_slug: String,
+    /// The user as forwarded: a session token's `userId` in canonical lowercase UUID
+    /// form, an app token's `sub` (a Zitadel id, a numeric string) as it came.
+    pub user_id: String,
+    /// A session token's `tenantSlug`; app tokens carry none.
+    pub tenant_slug: Option<String>,
     /// `exp` rounded up to whole seconds: for a whole-second `now`,
     /// `now < exp + leeway` holds exactly when `now < expires_at + leeway`.
     pub expires_at: i64,
@@ -88,8 +91,8 @@ impl TokenPolicy {
             }
         }
         let tenant_id = uuid_claim(&claims, "tenantId")?;
-        let user_id = uuid_claim(&claims, "userId")?;
-        let tenant_slug = slug_claim(&claims)?;
+        let user_id = uuid_claim(&claims, "userId")?.hyphenated().to_string();
+        let tenant_slug = Some(slug_claim(&claims)?);
         Ok(Session {
             tenant_id,
             user_id,

@@ -400,11 +400,10 @@ impl Ingress {
             &names.tenant_id,
             session.tenant_id.hyphenated().encode_lower(&mut text),
         );
-        set(
-            &names.user_id,
-            session.user_id.hyphenated().encode_lower(&mut text),
-        );
-        set(&names.tenant_slug, &session.tenant_slug);
+        set(&names.user_id, &session.user_id);
+        if let Some(slug) = &session.tenant_slug {
+            set(&names.tenant_slug, slug);
+        }
         for claim_header in &self.settings.claim_headers {
             if let Some(value) = claim_value(session.claims.get(&claim_header.claim)) {
                 set(&claim_header.header, &value);

@@ -61,8 +61,9 @@ struct ConnectedBody<'a> {
     success: bool,
     tenant_id: &'a str,
     user_id: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    tenant_slug: &'a str,
+    /// Absent in the app-token flow, whose tokens carry no slug.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant_slug: Option<&'a str>,
 }
 
 impl ConnectTenant {
@@ -144,7 +145,11 @@ impl ConnectTenant {
 
         let stored = self
             .store
-            .upsert(session.tenant_id, &session.tenant_slug, session.user_id)
+            .upsert(
+                session.tenant_id,
+                session.tenant_slug.as_deref().unwrap_or_default(),
+                &session.user_id,
+            )
             .await;
         let response = match stored {
             Ok(()) => connected_response(&session),
@@ -217,12 +222,11 @@ fn token_in_body(body: &[u8]) -> Result<Option<String>, &'static str> {
 
 fn connected_response(session: &VerifiedSession) -> Response<ProxyBody> {
     let tenant_id = session.tenant_id.hyphenated().to_string();
-    let user_id = session.user_id.hyphenated().to_string();
     let body = ConnectedBody {
         success: true,
         tenant_id: &tenant_id,
-        user_id: &user_id,
-        tenant_slug: &session.tenant_slug,
+        user_id: &session.user_id,
+        tenant_slug: session.tenant_slug.as_deref(),
     };
     match serde_json::to_string(&body) {
         Ok(text) => exact(StatusCode::OK, &text),
@@ -299,14 +303,14 @@ mod tests {
             success: true,
             tenant_id: "t",
             user_id: "u",
-            tenant_slug: "s",
+            tenant_slug: Some("s"),
         };
         assert_eq!(
             serde_json::to_string(&body).unwrap(),
             r#"{"success":true,"tenantId":"t","userId":"u","tenantSlug":"s"}"#
         );
         let without_slug = ConnectedBody {
-            tenant_slug: "",
+            tenant_slug: None,
             ..body
         };
         assert_eq!(

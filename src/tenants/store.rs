@@ -172,7 +172,7 @@ impl TenantStore {
         &self,
         tenant_id: Uuid,
         tenant_slug: &str,
-        installed_by: Uuid,
+        installed_by: &str,
     ) -> Result<(), StoreError> {
         let result = self.upsert_once(tenant_id, tenant_slug, installed_by).await;
         self.note(&result);
@@ -183,11 +183,10 @@ impl TenantStore {
         &self,
         tenant_id: Uuid,
         tenant_slug: &str,
-        installed_by: Uuid,
+        installed_by: &str,
     ) -> Result<(), StoreError> {
         self.ensure_schema().await?;
         let tenant_id = tenant_id.hyphenated().to_string();
-        let installed_by = installed_by.hyphenated().to_string();
         let done = match &self.pool {
             Pool::Sqlite(pool) => sqlx::query(
                 "INSERT INTO jtl_tenants (tenant_id, tenant_slug, installed_by) VALUES (?1, ?2, ?3) \
@@ -197,7 +196,7 @@ impl TenantStore {
             )
             .bind(&tenant_id)
             .bind(tenant_slug)
-            .bind(&installed_by)
+            .bind(installed_by)
             .execute(pool)
             .await
             .map(drop),
