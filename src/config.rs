@@ -183,6 +183,7 @@ impl Default for RawSession {
 pub struct RawTenants {
     pub connect_path: String,
     pub database_url: String,
+    pub record_on_request: bool,
 }
 
 impl Default for RawTenants {
@@ -190,6 +191,7 @@ impl Default for RawTenants {
         RawTenants {
             connect_path: "/api/connect-tenant".into(),
             database_url: "sqlite://jtl-tenants.db".into(),
+            record_on_request: true,
         }
     }
 }
@@ -419,6 +421,8 @@ pub struct TenantsConfig {
     /// `None` when `tenants.connect_path` is empty (the path is then proxied).
     pub connect_path: Option<String>,
     pub database_url: Secret,
+    /// The first verified request of a tenant the store does not hold inserts it (SPEC §7).
+    pub record_on_request: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1591,6 +1595,7 @@ fn validate_tenants(raw: &RawTenants, check: &mut Checker) -> Option<TenantsConf
     Some(TenantsConfig {
         connect_path,
         database_url: Secret::new(url.clone()),
+        record_on_request: raw.record_on_request,
     })
 }
 
