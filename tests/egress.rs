@@ -518,3 +518,37 @@ async fn a_body_that_stalls_before_its_end_is_answered_408_and_not_sent() {
     assert_eq!(answer.json()["error"], "invalid_request");
     assert_eq!(proxy.emulator.api_requests(), api_before);
 }
+
+#[tokio::test]
+async fn json_with_the_utf8_charset_reaches_jtl_as_plain_application_json() {
+    let proxy = Proxy::start_egress("").await;
+    for (sent, received) in [
+        ("application/json; charset=utf-8", "application/json"),
+        ("Application/JSON;Charset=\"UTF-8\"", "application/json"),
+        ("application/json", "application/json"),
+        (
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=iso-8859-1",
+        ),
+        ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
+        (
+            "multipart/form-data; boundary=xyz",
+            "multipart/form-data; boundary=xyz",
+        ),
+    ] {
+        let answer = post(
+            &proxy,
+            "/v1/orders",
+            &[("content-type", sent)],
+            b"{\"a\":1}".to_vec(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{sent}: {:?}", answer.body);
+        assert_eq!(
+            answer.echoed("content-type"),
+            vec![received.to_owned()],
+            "{sent}"
+        );
+        assert_eq!(answer.json()["body"], "{\"a\":1}", "{sent}");
+    }
+}

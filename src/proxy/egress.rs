@@ -3,6 +3,8 @@
 //! `{jtl.api_base_url}/path?query` with the app's access token in place of whatever
 //! `Authorization` the caller sent; a `401` from JTL drops the token that got it and, when
 //! the body could be kept, the request is sent once more with a fresh token.
+//! `Content-Type: application/json; charset=utf-8` goes on as `application/json`: JTL's
+//! API refuses the parameter, and JSON is UTF-8 by definition (RFC 8259).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,8 +12,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AUTHORIZATION, HOST};
-use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -127,6 +131,7 @@ impl Egress {
         // the client, which takes it from the API's URL (`:authority` over HTTP/2).
         headers.remove(AUTHORIZATION);
         headers.remove(HOST);
+        plain_json_content_type(&mut headers);
 
         // The token first: without one there is nothing to send, and the body is not read.
         if let Err(error) = self.tokens.get().await {
@@ -271,6 +276,59 @@ fn tenant_id(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     Ok(Some(text.to_owned()))
 }
 
+/// Rewrites a single `Content-Type: application/json; charset=utf-8` to
+/// `application/json` (SPEC §8); every other content type, and a repeated header, is
+/// left as it is.
+fn plain_json_content_type(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return;
+    };
+    if is_json_with_utf8_charset(value.as_bytes()) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+}
+
+/// Whether a `Content-Type` value is `application/json` with exactly one parameter,
+/// `charset` equal to `utf-8`, in RFC 9110's grammar: `type "/" subtype *( OWS ";" OWS
+/// [ name "=" ( token / quoted-string ) ] )`, names and the charset compared without
+/// regard to case. Empty parameter slots (`;;`) count for nothing, as the grammar allows.
+/// A quoted charset is accepted without escapes (`"utf-8"`); anything unusual is simply
+/// not matched and so passes unchanged.
+fn is_json_with_utf8_charset(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let is_ows = |c: char| c == ' ' || c == '\t';
+    let mut parts = text.split(';');
+    let media_type = parts.next().unwrap_or_default().trim_matches(is_ows);
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    let mut charset_seen = false;
+    for parameter in parts {
+        let parameter = parameter.trim_matches(is_ows);
+        if parameter.is_empty() {
+            continue;
+        }
+        let Some((name, value)) = parameter.split_once('=') else {
+            return false;
+        };
+        if charset_seen || !name.eq_ignore_ascii_case("charset") {
+            return false;
+        }
+        let value = value
+            .strip_prefix('"')
+            .and_then(|quoted| quoted.strip_suffix('"'))
+            .unwrap_or(value);
+        if !value.eq_ignore_ascii_case("utf-8") {
+            return false;
+        }
+        charset_seen = true;
+    }
+    charset_seen
+}
+
 /// Reads the body when it ends within `limit` bytes, so it can be sent twice; a body
 /// announced larger is not read at all, and one that turns out larger is streamed on
 /// from where reading stopped. Trailers of a buffered body are dropped (JTL's API takes
@@ -355,6 +413,82 @@ mod tests {
         assert!(tenant_id(&with_tenant(&[""])).is_err());
         let lower = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
         assert!(tenant_id(&with_tenant(&[lower, lower])).is_err());
+    }
+
+    #[test]
+    fn json_with_the_utf8_charset_is_matched_in_any_spelling() {
+        for value in [
+            "application/json; charset=utf-8",
+            "application/json;charset=utf-8",
+            "Application/JSON; Charset=UTF-8",
+            "application/json ; charset=utf-8",
+            "application/json;\tcharset=utf-8",
+            "application/json;   charset=Utf-8  ",
+            "application/json; charset=\"utf-8\"",
+            "application/json; charset=\"UTF-8\"",
+            "application/json; charset=utf-8;",
+        ] {
+            assert!(is_json_with_utf8_charset(value.as_bytes()), "{value}");
+        }
+    }
+
+    #[test]
+    fn other_content_types_and_parameters_are_not_matched() {
+        for value in [
+            "application/json",
+            "application/json;",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf8",
+            "application/json; charset=\"utf-8",
+            "application/json; charset=utf-8\"",
+            "application/json; charset = utf-8",
+            "application/json; charset=utf-8; charset=utf-8",
+            "application/json; charset=utf-8; v=2",
+            "application/json; v=2; charset=utf-8",
+            "application/json; charset",
+            "application/json; profile=x",
+            "application/problem+json; charset=utf-8",
+            "application/jsonx; charset=utf-8",
+            "text/plain; charset=utf-8",
+            "text/json; charset=utf-8",
+            "multipart/form-data; boundary=x",
+            "",
+        ] {
+            assert!(!is_json_with_utf8_charset(value.as_bytes()), "{value}");
+        }
+        assert!(!is_json_with_utf8_charset(
+            b"application/json; charset=\xffutf-8"
+        ));
+    }
+
+    #[test]
+    fn only_a_single_matching_content_type_header_is_rewritten() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+        plain_json_content_type(&mut headers);
+        assert_eq!(headers[CONTENT_TYPE], "application/json");
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        plain_json_content_type(&mut headers);
+        assert_eq!(headers[CONTENT_TYPE], "text/plain; charset=utf-8");
+
+        let mut headers = HeaderMap::new();
+        for value in ["application/json; charset=utf-8", "text/plain"] {
+            headers.append(CONTENT_TYPE, HeaderValue::from_static(value));
+        }
+        plain_json_content_type(&mut headers);
+        assert_eq!(headers.get_all(CONTENT_TYPE).iter().count(), 2);
+
+        let mut headers = HeaderMap::new();
+        plain_json_content_type(&mut headers);
+        assert!(headers.is_empty());
     }
 
     #[test]
