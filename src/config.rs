@@ -16,7 +16,7 @@ use http::HeaderName;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::jose::TokenPolicy;
+use crate::jose::{TokenFlow, TokenPolicy};
 pub use crate::secrets::Secret;
 use crate::secrets::REDACTED;
 
@@ -24,6 +24,9 @@ use crate::secrets::REDACTED;
 pub const ENV_PREFIX: &str = "JTL_SIDECAR_";
 /// Environment variable that may name the config file instead of `--config`.
 pub const CONFIG_PATH_ENV: &str = "JTL_SIDECAR_CONFIG";
+/// JTL's legacy token endpoint, `jtl.token_url`'s default in the session-token flow.
+pub const LEGACY_TOKEN_URL: &str = "https://auth.jtl-cloud.com/oauth2/token";
+
 /// Issuer of app tokens when `session.issuer` is empty in the app-token flow.
 pub const DEFAULT_APP_TOKEN_ISSUER: &str = "https://id.jtl-cloud.com";
 
@@ -137,7 +140,7 @@ impl Default for RawJtl {
             client_id: String::new(),
             client_secret: String::new(),
             client_secret_file: String::new(),
-            token_url: "https://auth.jtl-cloud.com/oauth2/token".into(),
+            token_url: LEGACY_TOKEN_URL.into(),
             scope: String::new(),
             api_base_url: "https://api.jtl-cloud.com".into(),
             jwks_url: String::new(),
@@ -408,6 +411,10 @@ pub struct SessionConfig {
 impl SessionConfig {
     pub fn token_policy(&self) -> TokenPolicy {
         TokenPolicy {
+            flow: match self.flow {
+                Flow::SessionToken => TokenFlow::SessionToken,
+                Flow::AppToken => TokenFlow::AppToken,
+            },
             max_token_bytes: self.max_token_bytes,
             leeway_s: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
             issuer: self.issuer.clone(),
@@ -998,12 +1005,6 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
-/// The warning for `session.flow = "app-token"`, which this build does not verify yet.
-pub const APP_TOKEN_NOT_SUPPORTED: &str =
-    "session.flow: \"app-token\" is not supported by this version yet: \
-it verifies EdDSA session tokens only, so every app token (RS256) is refused with 401 and the \
-issuer's RSA keys are skipped; use \"session-token\"";
-
 fn validate(
     raw: &RawConfig,
     problems: &mut Vec<ConfigProblem>,
@@ -1013,11 +1014,6 @@ fn validate(
     let ingress = validate_ingress(&raw.ingress, &mut check);
     let egress = validate_egress(&raw.egress, &mut check, warnings);
     let session = validate_session(&raw.session, &mut check);
-    if session.as_ref().is_some_and(|s| s.flow == Flow::AppToken) {
-        // SPEC §11's flow is part of the contract, so the config is valid; but this build
-        // verifies EdDSA session tokens only, and an operator must hear it before traffic.
-        warnings.push(APP_TOKEN_NOT_SUPPORTED.to_owned());
-    }
     let jtl = validate_jtl(
         &raw.jtl,
         session.as_ref().map(|s| s.flow),
@@ -1376,7 +1372,29 @@ fn validate_jtl(
             Some(ClientSecret::File(path))
         }
     };
-    let token_url = check.http_url("jtl.token_url", &raw.token_url);
+    // The app-token flow asks Zitadel for its service token unless a URL is set.
+    let app_token_issuer = match flow {
+        Some(Flow::AppToken) => session.and_then(|s| s.issuer.as_deref()),
+        _ => None,
+    };
+    let token_url = match app_token_issuer {
+        Some(issuer) if raw.token_url == LEGACY_TOKEN_URL => {
+            check.http_url("jtl.token_url", &format!("{issuer}/oauth/v2/token"))
+        }
+        _ => check.http_url("jtl.token_url", &raw.token_url),
+    };
+    let scope = match (app_token_issuer, raw.scope.as_str()) {
+        (Some(_), "") => Some("openid".to_owned()),
+        (_, "") => None,
+        (app_token, scope) => {
+            if app_token.is_some() && !scope.split(' ').any(|s| s == "openid") {
+                warnings.push(format!(
+                    "jtl.scope: {scope:?} lacks \"openid\", which JTL's Zitadel requires for the service account's token request"
+                ));
+            }
+            Some(scope.to_owned())
+        }
+    };
     let api_base_url = check.http_url("jtl.api_base_url", &raw.api_base_url);
     if api_base_url
         .as_ref()
@@ -1444,7 +1462,7 @@ fn validate_jtl(
         client_id: raw.client_id.clone(),
         client_secret: client_secret?,
         token_url: token_url?,
-        scope: (!raw.scope.is_empty()).then(|| raw.scope.clone()),
+        scope,
         api_base_url: api_base_url?,
         jwks_url: jwks_url?,
         refresh_before_expiry,
@@ -1501,7 +1519,10 @@ fn validate_session(raw: &RawSession, check: &mut Checker) -> Option<SessionConf
     let mut issuer = (!raw.issuer.is_empty()).then(|| raw.issuer.clone());
     let audience = (!raw.audience.is_empty()).then(|| raw.audience.clone());
     if flow == Some(Flow::AppToken) {
-        issuer.get_or_insert_with(|| DEFAULT_APP_TOKEN_ISSUER.to_owned());
+        let given = issuer.get_or_insert_with(|| DEFAULT_APP_TOKEN_ISSUER.to_owned());
+        // `iss` is compared exactly, and Zitadel's has no trailing '/'.
+        let trimmed = given.trim_end_matches('/').len();
+        given.truncate(trimmed);
         if audience.is_none() {
             check.problem(
                 "session.audience",

@@ -67,7 +67,7 @@ struct SignerId {
 }
 
 impl SignerId {
-    fn of(key: &crate::jose::Ed25519Key) -> Self {
+    fn of(key: &crate::jose::VerifyingKey) -> Self {
         let (kid, thumbprint) = key.shared_ids();
         SignerId { kid, thumbprint }
     }
@@ -202,8 +202,8 @@ impl SessionVerifier {
     /// verifies is decided against a key set fetched after it arrived (SPEC §5: no false
     /// 401 through a rotation), waiting for the next permitted fetch when need be.
     async fn verify_fully(&self, token: &str) -> Result<(Session, SignerId), VerifyError> {
-        let jws =
-            CompactJws::parse(token, self.policy.max_token_bytes).map_err(VerifyError::Rejected)?;
+        let jws = CompactJws::parse_as(token, self.policy.max_token_bytes, self.policy.algorithm())
+            .map_err(VerifyError::Rejected)?;
         let arrived = self.keys.fetches_started();
         let mut loaded = match self.keys.usable() {
             Some(loaded) => loaded,

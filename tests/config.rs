@@ -759,24 +759,71 @@ fn app_token_flow_derives_issuer_and_keys_url() {
 }
 
 #[test]
-fn the_app_token_flow_is_valid_but_warned_about_until_it_is_verified() {
-    let app_token = load(&format!(
-        "{VALID}\n[session]\nflow = \"app-token\"\naudience = \"app-1\"\n"
+fn app_token_flow_asks_zitadel_for_the_service_token_with_openid() {
+    let config = load(&format!(
+        "{VALID}\n[session]\nflow = \"app-token\"\naudience = \"app-1\"\nissuer = \"https://id.example/\"\n"
     ))
     .unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let config = config.config;
+    // A trailing '/' is dropped: `iss` is compared exactly.
+    assert_eq!(config.session.issuer.as_deref(), Some("https://id.example"));
+    assert_eq!(
+        config.jtl.token_url.as_str(),
+        "https://id.example/oauth/v2/token"
+    );
+    assert_eq!(
+        config.jtl.jwks_url.as_str(),
+        "https://id.example/oauth/v2/keys"
+    );
+    assert_eq!(config.jtl.scope.as_deref(), Some("openid"));
+
+    // Explicit values win; a scope without openid is valid but warned about.
+    let explicit = load(&format!(
+        "{VALID}\n[session]\nflow = \"app-token\"\naudience = \"app-1\"\n"
+    ));
+    assert!(explicit.is_ok());
+    let loaded = load_with_env(
+        &format!("{VALID}\n[session]\nflow = \"app-token\"\naudience = \"app-1\"\n"),
+        &[
+            ("JTL_SIDECAR_JTL__TOKEN_URL", "https://sso.example/token"),
+            ("JTL_SIDECAR_JTL__SCOPE", "profile"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.config.jtl.token_url.as_str(),
+        "https://sso.example/token"
+    );
+    assert_eq!(loaded.config.jtl.scope.as_deref(), Some("profile"));
     assert!(
-        app_token
+        loaded
             .warnings
             .iter()
-            .any(|w| w.starts_with("session.flow: \"app-token\" is not supported")),
+            .any(|w| w.starts_with("jtl.scope:") && w.contains("openid")),
         "{:?}",
-        app_token.warnings
+        loaded.warnings
     );
-    let session_token = load(VALID).unwrap();
-    assert!(!session_token
+    let with_openid = load_with_env(
+        &format!("{VALID}\n[session]\nflow = \"app-token\"\naudience = \"app-1\"\n"),
+        &[(
+            "JTL_SIDECAR_JTL__SCOPE",
+            "openid urn:zitadel:iam:org:project:id:zitadel:aud",
+        )],
+    )
+    .unwrap();
+    assert!(!with_openid
         .warnings
         .iter()
-        .any(|w| w.starts_with("session.flow")));
+        .any(|w| w.starts_with("jtl.scope:")));
+
+    // The session-token flow keeps JTL's legacy endpoint and sends no scope.
+    let legacy = load(VALID).unwrap().config;
+    assert_eq!(
+        legacy.jtl.token_url.as_str(),
+        "https://auth.jtl-cloud.com/oauth2/token"
+    );
+    assert_eq!(legacy.jtl.scope, None);
 }
 
 #[test]

@@ -289,6 +289,7 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
     if fetched.set.is_empty() {
         let error = KeysError::NoUsableKeys {
             skipped: skipped.len(),
+            kind: fetched.kind,
         };
         let detail = if skipped.is_empty() {
             "the document's \"keys\" array is empty".to_owned()

@@ -27,7 +27,7 @@ pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> V
     let verdict = |verdict: Verdict, message: String| {
         Line::new(verdict, step::SESSION_TOKEN, format!("{message} ({named})"))
     };
-    let jws = match CompactJws::parse(token, policy.max_token_bytes) {
+    let jws = match CompactJws::parse_as(token, policy.max_token_bytes, policy.algorithm()) {
         Ok(jws) => jws,
         Err(error) => {
             lines.push(verdict(Verdict::Fail, error.to_string()));

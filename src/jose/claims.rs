@@ -4,23 +4,53 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::error::JoseError;
+use super::jws::Algorithm;
 
-/// What a session token must satisfy besides its signature.
+/// Which of JTL's two tokens is verified: the seam between the flows is the algorithm
+/// and the claim mapping; everything else is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenFlow {
+    /// AppBridge session tokens (EdDSA; `tenantId`, `userId`, `tenantSlug`).
+    #[default]
+    SessionToken,
+    /// App tokens from JTL's Zitadel (RS256; `urn:jtl:tenant_id`, `sub`, `aud`,
+    /// `urn:jtl:app_id`).
+    AppToken,
+}
+
+impl TokenFlow {
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            TokenFlow::SessionToken => Algorithm::EdDSA,
+            TokenFlow::AppToken => Algorithm::RS256,
+        }
+    }
+}
+
+/// The claim naming the tenant in app tokens.
+pub const APP_TOKEN_TENANT_CLAIM: &str = "urn:jtl:tenant_id";
+/// The claim naming the app in app tokens (absent, or equal to the audience).
+pub const APP_TOKEN_APP_ID_CLAIM: &str = "urn:jtl:app_id";
+
+/// What a token must satisfy besides its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenPolicy {
+    pub flow: TokenFlow,
     /// Longest token accepted, in bytes.
     pub max_token_bytes: usize,
     /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_s: i64,
     /// When set, `iss` must equal it.
     pub issuer: Option<String>,
-    /// When set, `aud` (a string or an array of strings) must contain it.
+    /// When set, `aud` (a string or an array of strings) must contain it. In the
+    /// app-token flow it is the app id, which `urn:jtl:app_id` must equal when present.
     pub audience: Option<String>,
 }
 
 impl Default for TokenPolicy {
     fn default() -> Self {
         TokenPolicy {
+            flow: TokenFlow::SessionToken,
             max_token_bytes: 8192,
             leeway_s: 30,
             issuer: None,
@@ -90,9 +120,21 @@ impl TokenPolicy {
                 Some(_) => return Err(JoseError::WrongAudience),
             }
         }
-        let tenant_id = uuid_claim(&claims, "tenantId")?;
-        let user_id = uuid_claim(&claims, "userId")?.hyphenated().to_string();
-        let tenant_slug = Some(slug_claim(&claims)?);
+        let (tenant_id, user_id, tenant_slug) = match self.flow {
+            TokenFlow::SessionToken => (
+                uuid_claim(&claims, "tenantId")?,
+                uuid_claim(&claims, "userId")?.hyphenated().to_string(),
+                Some(text_claim(&claims, "tenantSlug")?),
+            ),
+            TokenFlow::AppToken => {
+                self.check_app_id(&claims)?;
+                (
+                    uuid_claim(&claims, APP_TOKEN_TENANT_CLAIM)?,
+                    text_claim(&claims, "sub")?,
+                    None,
+                )
+            }
+        };
         Ok(Session {
             tenant_id,
             user_id,
@@ -100,6 +142,26 @@ impl TokenPolicy {
             expires_at,
             claims,
         })
+    }
+}
+
+impl TokenPolicy {
+    pub fn algorithm(&self) -> Algorithm {
+        self.flow.algorithm()
+    }
+
+    /// JTL's third check of an app token: `urn:jtl:app_id` absent, or a string equal to
+    /// the app id (the audience).
+    fn check_app_id(&self, claims: &Map<String, Value>) -> Result<(), JoseError> {
+        match (claims.get(APP_TOKEN_APP_ID_CLAIM), &self.audience) {
+            (None, _) => Ok(()),
+            (Some(Value::String(app_id)), Some(audience)) if app_id == audience => Ok(()),
+            (Some(Value::String(_)), _) => Err(JoseError::WrongAppId),
+            (Some(_), _) => Err(JoseError::InvalidClaim {
+                claim: APP_TOKEN_APP_ID_CLAIM,
+                reason: "is not a string",
+            }),
+        }
     }
 }
 
@@ -160,14 +222,15 @@ pub fn hyphenated_uuid(text: &str) -> Option<Uuid> {
     Uuid::try_parse(text).ok()
 }
 
-fn slug_claim(claims: &Map<String, Value>) -> Result<String, JoseError> {
-    const NAME: &str = "tenantSlug";
-    let slug = match claims.get(NAME) {
-        None => return Err(JoseError::MissingClaim(NAME)),
+/// A text claim forwarded as a header (a slug, an app token's `sub`): a string of 1–255
+/// characters, none of them a control character.
+fn text_claim(claims: &Map<String, Value>, name: &'static str) -> Result<String, JoseError> {
+    let slug = match claims.get(name) {
+        None => return Err(JoseError::MissingClaim(name)),
         Some(Value::String(slug)) => slug,
         Some(_) => {
             return Err(JoseError::InvalidClaim {
-                claim: NAME,
+                claim: name,
                 reason: "is not a string",
             })
         }
@@ -175,19 +238,19 @@ fn slug_claim(claims: &Map<String, Value>) -> Result<String, JoseError> {
     let length = slug.chars().count();
     if length == 0 {
         return Err(JoseError::InvalidClaim {
-            claim: NAME,
+            claim: name,
             reason: "is empty",
         });
     }
     if length > 255 {
         return Err(JoseError::InvalidClaim {
-            claim: NAME,
+            claim: name,
             reason: "is longer than 255 characters",
         });
     }
     if slug.chars().any(char::is_control) {
         return Err(JoseError::InvalidClaim {
-            claim: NAME,
+            claim: name,
             reason: "contains a control character",
         });
     }

@@ -48,7 +48,7 @@ pub enum Malformed {
     TooDeep(Part),
     #[error("its header kid is not a string")]
     KidNotString,
-    #[error("its signature is not 64 bytes long")]
+    #[error("its signature does not have the length of its algorithm (64 bytes for EdDSA, 256 to 1024 for RS256)")]
     SignatureLength,
 }
 
@@ -68,8 +68,10 @@ impl Malformed {
 pub enum JoseError {
     #[error("The session token is malformed: {0}.")]
     Malformed(Malformed),
-    #[error("The session token is not signed with EdDSA, the only algorithm accepted.")]
+    #[error("The session token is not signed with the one algorithm accepted (EdDSA; RS256 for app tokens).")]
     UnsupportedAlgorithm,
+    #[error("The app token names no key (kid), which every app token must.")]
+    MissingKid,
     #[error("The session token has critical header parameters (crit), which are not supported.")]
     CriticalHeader,
     #[error("The session token was signed by an unknown key{}.", DisplayKid(kid))]
@@ -97,6 +99,8 @@ pub enum JoseError {
     WrongIssuer,
     #[error("The session token is meant for another audience.")]
     WrongAudience,
+    #[error("The app token was issued for another app (urn:jtl:app_id).")]
+    WrongAppId,
 }
 
 impl From<Malformed> for JoseError {
@@ -130,13 +134,15 @@ impl fmt::Display for DisplayKid<'_> {
 pub enum KeyError {
     #[error("the key is not a JSON object")]
     NotAnObject,
-    #[error("kty is not \"OKP\"")]
+    #[error("kty is not the flow's key type (\"OKP\" for session tokens, \"RSA\" for app tokens)")]
     WrongKeyType,
     #[error("crv is not \"Ed25519\"")]
     WrongCurve,
     #[error("use is not \"sig\"")]
     NotForSignatures,
-    #[error("alg is not \"EdDSA\"")]
+    #[error(
+        "alg is not the flow's algorithm (\"EdDSA\" for session tokens, \"RS256\" for app tokens)"
+    )]
     WrongAlgorithm,
     #[error("kid is not a string")]
     KidNotString,
@@ -158,6 +164,18 @@ pub enum KeyError {
     MixedOrder,
     #[error("another key earlier in the set has the same kid")]
     DuplicateKid,
+    #[error("{0} is missing or not a string")]
+    MissingMember(&'static str),
+    #[error("{0} is not canonical unpadded base64url")]
+    NotBase64(&'static str),
+    #[error("the RSA modulus has {bits} bits, fewer than the 2048 required")]
+    ModulusTooSmall { bits: usize },
+    #[error("the RSA modulus has {bits} bits, more than the 8192 supported")]
+    ModulusTooLarge { bits: usize },
+    #[error("the RSA modulus is even")]
+    EvenModulus,
+    #[error("the RSA exponent e is not an odd number from 3 to 2^33 - 1")]
+    BadExponent,
 }
 
 /// Why a JWK set document could not be read at all.

@@ -1,4 +1,5 @@
-//! Ed25519 public keys from JWKs (RFC 8037), and the key set a token is checked against.
+//! Ed25519 public keys from JWKs (RFC 8037), and the key set a token is checked against:
+//! Ed25519 keys for session tokens, RSA keys (`rsa.rs`) for app tokens.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use serde_json::{Map, Value};
 use super::base64url;
 use super::error::{JwksError, KeyError};
 use super::json;
+use super::rsa::RsaKey;
 
 /// A verified-good Ed25519 public key: on the curve, canonically encoded, and in the
 /// prime-order subgroup (neither small-order nor mixed-order).
@@ -134,6 +136,84 @@ fn thumbprint_of(public: &[u8; 32]) -> String {
     base64url::encode(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
 }
 
+/// Which keys of a JWKS document a flow uses: every other key is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyKind {
+    /// `OKP` / `Ed25519`, `EdDSA`: the session-token flow (JTL's authenticated JWKS).
+    #[default]
+    Ed25519,
+    /// `RSA`, `RS256`: the app-token flow (JTL's Zitadel, which also publishes EC and OKP
+    /// keys beside them).
+    Rsa,
+}
+
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyKind::Ed25519 => "Ed25519",
+            KeyKind::Rsa => "RS256 (RSA, 2048 bits or more)",
+        })
+    }
+}
+
+/// A verification key of either flow. A set only ever holds one kind (its [`KeyKind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyingKey {
+    Ed25519(Ed25519Key),
+    Rsa(RsaKey),
+}
+
+impl VerifyingKey {
+    pub fn from_jwk(jwk: &Value, kind: KeyKind) -> Result<Self, KeyError> {
+        match kind {
+            KeyKind::Ed25519 => Ed25519Key::from_jwk(jwk).map(VerifyingKey::Ed25519),
+            KeyKind::Rsa => RsaKey::from_jwk(jwk).map(VerifyingKey::Rsa),
+        }
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        match self {
+            VerifyingKey::Ed25519(key) => key.kid(),
+            VerifyingKey::Rsa(key) => key.kid(),
+        }
+    }
+
+    pub fn thumbprint(&self) -> &str {
+        match self {
+            VerifyingKey::Ed25519(key) => key.thumbprint(),
+            VerifyingKey::Rsa(key) => key.thumbprint(),
+        }
+    }
+
+    pub fn shared_ids(&self) -> (Option<Arc<str>>, Arc<str>) {
+        match self {
+            VerifyingKey::Ed25519(key) => key.shared_ids(),
+            VerifyingKey::Rsa(key) => key.shared_ids(),
+        }
+    }
+
+    /// The signature check of the key's algorithm (ring's Ed25519, or RSA PKCS#1 v1.5
+    /// SHA-256).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            VerifyingKey::Ed25519(key) => key.verify(message, signature),
+            VerifyingKey::Rsa(key) => key.verify(message, signature),
+        }
+    }
+}
+
+impl From<Ed25519Key> for VerifyingKey {
+    fn from(key: Ed25519Key) -> Self {
+        VerifyingKey::Ed25519(key)
+    }
+}
+
+impl From<RsaKey> for VerifyingKey {
+    fn from(key: RsaKey) -> Self {
+        VerifyingKey::Rsa(key)
+    }
+}
+
 /// A key that was in the document but not taken, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedKey {
@@ -145,21 +225,21 @@ pub struct SkippedKey {
 /// The usable keys of a JWK set, in document order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JwkSet {
-    keys: Vec<Ed25519Key>,
+    keys: Vec<VerifyingKey>,
 }
 
 impl JwkSet {
     /// Builds a set from keys already checked; a later key with a `kid` already taken is
     /// dropped, since a `kid` must name one key.
-    pub fn from_keys(keys: impl IntoIterator<Item = Ed25519Key>) -> Self {
+    pub fn from_keys<K: Into<VerifyingKey>>(keys: impl IntoIterator<Item = K>) -> Self {
         let mut set = JwkSet::default();
         for key in keys {
-            let _ = set.push(key);
+            let _ = set.push(key.into());
         }
         set
     }
 
-    fn push(&mut self, key: Ed25519Key) -> Result<(), Ed25519Key> {
+    fn push(&mut self, key: VerifyingKey) -> Result<(), VerifyingKey> {
         if let Some(kid) = key.kid() {
             if self.get(kid).is_some() {
                 return Err(key);
@@ -169,15 +249,25 @@ impl JwkSet {
         Ok(())
     }
 
-    /// Parses a JWKS document (`{"keys":[...]}`) strictly. Keys that are not usable
-    /// Ed25519 signing keys are returned beside the set, so the caller can warn.
+    /// Parses a JWKS document (`{"keys":[...]}`) of the session-token flow strictly. Keys
+    /// that are not usable Ed25519 signing keys are returned beside the set, so the
+    /// caller can warn.
     pub fn from_json(document: &[u8]) -> Result<(JwkSet, Vec<SkippedKey>), JwksError> {
+        Self::from_json_of(document, KeyKind::Ed25519)
+    }
+
+    /// As [`JwkSet::from_json`], keeping the keys of `kind`.
+    pub fn from_json_of(
+        document: &[u8],
+        kind: KeyKind,
+    ) -> Result<(JwkSet, Vec<SkippedKey>), JwksError> {
         let document = json::parse_object(document).map_err(JwksError::Json)?;
-        Self::from_document(&document)
+        Self::from_document(&document, kind)
     }
 
     fn from_document(
         document: &Map<String, Value>,
+        kind: KeyKind,
     ) -> Result<(JwkSet, Vec<SkippedKey>), JwksError> {
         let entries = document
             .get("keys")
@@ -187,7 +277,7 @@ impl JwkSet {
         let mut skipped = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
             let kid = entry.get("kid").and_then(Value::as_str).map(str::to_owned);
-            match Ed25519Key::from_jwk(entry) {
+            match VerifyingKey::from_jwk(entry, kind) {
                 Ok(key) => {
                     if set.push(key).is_err() {
                         skipped.push(SkippedKey {
@@ -203,7 +293,7 @@ impl JwkSet {
         Ok((set, skipped))
     }
 
-    pub fn get(&self, kid: &str) -> Option<&Ed25519Key> {
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
         self.keys.iter().find(|key| key.kid() == Some(kid))
     }
 
@@ -211,7 +301,7 @@ impl JwkSet {
         self.keys.iter().any(|key| key.thumbprint() == thumbprint)
     }
 
-    pub fn keys(&self) -> &[Ed25519Key] {
+    pub fn keys(&self) -> &[VerifyingKey] {
         &self.keys
     }
 

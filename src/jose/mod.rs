@@ -1,5 +1,6 @@
-//! Strict JOSE for AppBridge session tokens: compact-JWS parsing, JWK parsing, Ed25519
-//! verification with ring, and claim checks.
+//! Strict JOSE for JTL's two tokens: compact-JWS parsing, JWK parsing, verification with
+//! ring (Ed25519 for session tokens, RSA PKCS#1 v1.5 SHA-256 for app tokens), and the
+//! claim checks of each flow.
 //!
 //! Pure code: no I/O and no clock of its own (`now` is always passed in), so every rule
 //! here is tested without sockets or sleeping.
@@ -10,12 +11,17 @@ mod error;
 mod json;
 mod jwk;
 mod jws;
+mod rsa;
 
-pub use claims::{hyphenated_uuid, Session, TokenPolicy};
+pub use claims::{
+    hyphenated_uuid, Session, TokenFlow, TokenPolicy, APP_TOKEN_APP_ID_CLAIM,
+    APP_TOKEN_TENANT_CLAIM,
+};
 pub use error::{JoseError, JwksError, KeyError, Malformed, Part};
 pub use json::{parse_object as parse_strict_json_object, JsonError, MAX_DEPTH};
-pub use jwk::{Ed25519Key, JwkSet, SkippedKey};
-pub use jws::{CompactJws, MAX_KEYS_TRIED};
+pub use jwk::{Ed25519Key, JwkSet, KeyKind, SkippedKey, VerifyingKey};
+pub use jws::{Algorithm, CompactJws, MAX_KEYS_TRIED};
+pub use rsa::{RsaKey, MAX_MODULUS_BITS, MIN_MODULUS_BITS};
 
 /// A session token that passed every check, and the key that signed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +40,7 @@ pub fn verify_session_token(
     policy: &TokenPolicy,
     now: i64,
 ) -> Result<VerifiedToken, JoseError> {
-    let jws = CompactJws::parse(token, policy.max_token_bytes)?;
+    let jws = CompactJws::parse_as(token, policy.max_token_bytes, policy.algorithm())?;
     let key_thumbprint = jws.find_signer(keys)?.thumbprint().to_owned();
     let session = policy.session_from(jws.into_payload(), now)?;
     Ok(VerifiedToken {

@@ -23,7 +23,7 @@ use super::backoff::Backoff;
 use super::http::{CallError, JtlHttp, Response};
 use crate::clock::{duration_ms, Clock};
 use crate::diagnose;
-use crate::jose::{JwkSet, JwksError, SkippedKey};
+use crate::jose::{JwkSet, JwksError, KeyKind, SkippedKey};
 
 /// A key set as loaded at one time. Generation 0 is the empty set before the first
 /// successful fetch; each successful fetch adds one.
@@ -69,13 +69,15 @@ pub enum KeysError {
     Status(u16),
     #[error("the JWKS document is unusable: {0}")]
     Document(JwksError),
-    #[error("the JWKS document holds no usable Ed25519 signing key ({skipped} skipped)")]
-    NoUsableKeys { skipped: usize },
+    #[error("the JWKS document holds no usable {kind} signing key ({skipped} skipped)")]
+    NoUsableKeys { skipped: usize, kind: KeyKind },
 }
 
 /// A key-set document as fetched: the usable keys and those skipped, with why.
 #[derive(Debug, Clone, Default)]
 pub struct FetchedKeys {
+    /// The kind of keys kept (the flow's); the others are in `skipped`.
+    pub kind: KeyKind,
     pub set: JwkSet,
     pub skipped: Vec<SkippedKey>,
 }
@@ -94,6 +96,11 @@ pub struct KeySetOptions {
     pub refresh_interval: Duration,
     pub min_refetch_interval: Duration,
     pub max_stale: Duration,
+    /// The keys the flow verifies with; the others in the document are skipped.
+    pub key_kind: KeyKind,
+    /// Fetch with `Authorization: Bearer <access token>` (JTL's session-token JWKS);
+    /// Zitadel's key set is public and fetched without it.
+    pub authenticated: bool,
 }
 
 /// A cheap handle to the key set; clones share one set and one refresher.
@@ -330,7 +337,7 @@ impl KeySet {
 
     /// One fetch of the usable keys, skipped keys logged; an empty set is an error.
     async fn fetch(&self) -> Result<JwkSet, KeysError> {
-        let FetchedKeys { set, skipped } = self.fetch_document().await?;
+        let FetchedKeys { set, skipped, .. } = self.fetch_document().await?;
         for key in &skipped {
             tracing::warn!(
                 "skipped a key of the JTL key set: {}",
@@ -342,6 +349,7 @@ impl KeySet {
             // a failed fetch and keep the last good set.
             return Err(KeysError::NoUsableKeys {
                 skipped: skipped.len(),
+                kind: self.inner.options.key_kind,
             });
         }
         Ok(set)
@@ -351,30 +359,44 @@ impl KeySet {
     /// `check --online` looks at): with the access token; a 401 invalidates that token
     /// and the fetch is made once more with a fresh one. An empty set is not an error here.
     pub async fn fetch_document(&self) -> Result<FetchedKeys, KeysError> {
-        let tokens = &self.inner.tokens;
-        let token = tokens.get().await.map_err(KeysError::Token)?;
-        let mut response = self.get_with(&token).await?;
-        if response.status == StatusCode::UNAUTHORIZED {
-            tokens.invalidate(&token);
-            let fresh = tokens.get().await.map_err(KeysError::Token)?;
-            response = self.get_with(&fresh).await?;
-        }
+        let response = if self.inner.options.authenticated {
+            let tokens = &self.inner.tokens;
+            let token = tokens.get().await.map_err(KeysError::Token)?;
+            let response = self.get_with(Some(&token)).await?;
+            if response.status == StatusCode::UNAUTHORIZED {
+                tokens.invalidate(&token);
+                let fresh = tokens.get().await.map_err(KeysError::Token)?;
+                self.get_with(Some(&fresh)).await?
+            } else {
+                response
+            }
+        } else {
+            self.get_with(None).await?
+        };
         match response.status {
             StatusCode::OK => {}
             StatusCode::UNAUTHORIZED => return Err(KeysError::Unauthorized),
             StatusCode::NOT_FOUND => return Err(KeysError::NotFound),
             other => return Err(KeysError::Status(other.as_u16())),
         }
-        let (set, skipped) = JwkSet::from_json(&response.body).map_err(KeysError::Document)?;
-        Ok(FetchedKeys { set, skipped })
+        let (set, skipped) = JwkSet::from_json_of(&response.body, self.inner.options.key_kind)
+            .map_err(KeysError::Document)?;
+        Ok(FetchedKeys {
+            kind: self.inner.options.key_kind,
+            set,
+            skipped,
+        })
     }
 
-    async fn get_with(&self, token: &AccessToken) -> Result<Response, KeysError> {
-        let request = Request::builder()
+    async fn get_with(&self, token: Option<&AccessToken>) -> Result<Response, KeysError> {
+        let mut request = Request::builder()
             .method(Method::GET)
             .uri(self.inner.options.url.as_str())
-            .header(AUTHORIZATION, token.authorization().clone())
-            .header(ACCEPT, "application/json")
+            .header(ACCEPT, "application/json");
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, token.authorization().clone());
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|_| KeysError::Status(0))?;
         self.inner.http.call(request).await.map_err(KeysError::Call)

@@ -42,6 +42,10 @@ impl Jtl {
             refresh_interval: config.session.jwks_refresh_interval,
             min_refetch_interval: config.session.jwks_min_refetch_interval,
             max_stale: config.session.jwks_max_stale,
+            // Session-token keys come from JTL's API with the access token; app-token
+            // keys from Zitadel's public endpoint.
+            key_kind: config.session.token_policy().algorithm().key_kind(),
+            authenticated: config.session.flow == crate::config::Flow::SessionToken,
         };
         let keys = KeySet::new(options, http, tokens.clone(), clock);
         Ok(Jtl { tokens, keys })
