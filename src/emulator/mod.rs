@@ -3,12 +3,21 @@
 //! `unsupported_grant_type`), the authenticated JWKS endpoint (401 without a valid
 //! bearer), key rotation, an API echo, and minting of session tokens. Switches make each
 //! endpoint fail or slow down; counters tell how often each was called.
+//!
+//! The same server is also JTL's Zitadel for the app-token flow (SPEC §11): its token
+//! endpoint, public key set, discovery document and app-token minting are in
+//! `src/emulator/zitadel.rs` ([`APP_TOKEN_PATH`], [`Emulator::mint_app_token`], ...).
 
 mod describe;
 mod routes;
 mod server;
+mod zitadel;
 
 pub use describe::describe_request;
+pub use zitadel::{
+    APP_EC_KEY_ID, APP_KEYS_PATH, APP_KEY_ID, APP_OKP_KEY_ID, APP_TOKEN_MINT_PATH, APP_TOKEN_PATH,
+    DEV_APP_ID, DEV_APP_USER_ID, DISCOVERY_PATH,
+};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -89,6 +98,12 @@ pub struct Counters {
     pub token_requests: AtomicU64,
     pub jwks_requests: AtomicU64,
     pub api_requests: AtomicU64,
+    /// Zitadel's `POST /oauth/v2/token`.
+    pub app_token_requests: AtomicU64,
+    /// Zitadel's `GET /oauth/v2/keys`.
+    pub app_keys_requests: AtomicU64,
+    /// `GET /.well-known/openid-configuration`.
+    pub discovery_requests: AtomicU64,
 }
 
 struct SigningKey {
@@ -138,6 +153,8 @@ pub(crate) struct State {
     /// `scope` of the latest successful token request.
     last_scope: Mutex<Option<String>>,
     counters: Counters,
+    /// The app-token flow's identity provider.
+    zitadel: zitadel::Zitadel,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -185,9 +202,12 @@ impl Emulator {
             api_failure: Mutex::default(),
             last_scope: Mutex::default(),
             counters: Counters::default(),
+            zitadel: zitadel::Zitadel::new()?,
         });
         let server = server::Running::start(Arc::clone(&state), addr, options.tls).await?;
-        Ok(Emulator { state, server })
+        let emulator = Emulator { state, server };
+        emulator.state.zitadel.set_issuer(emulator.base_url());
+        Ok(emulator)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -235,7 +255,7 @@ impl Emulator {
         self.state.counters.api_requests.load(Ordering::SeqCst)
     }
 
-    /// The `scope` sent with the latest successful token request.
+    /// The `scope` sent with the latest successful token request (legacy or Zitadel).
     pub fn last_token_scope(&self) -> Option<String> {
         lock(&self.state.last_scope).clone()
     }
@@ -261,7 +281,8 @@ impl Emulator {
         *lock(&self.state.expires_in) = expires_in;
     }
 
-    /// Forgets every access token issued so far: JWKS and API calls with them get 401.
+    /// Forgets every access token issued so far (the legacy JWTs and Zitadel's opaque
+    /// tokens alike): JWKS and API calls with them get 401.
     pub fn revoke_access_tokens(&self) {
         lock(&self.state.issued).clear();
     }

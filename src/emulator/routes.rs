@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{describe_request, lock, Failure, State, JWKS_PATH, MINT_PATH, TOKEN_PATH};
 
-type Reply = Response<Full<Bytes>>;
+pub(super) type Reply = Response<Full<Bytes>>;
 
 /// Request bodies the emulator reads at most (the API echo returns them).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -25,6 +25,10 @@ pub(super) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
     let path = request.uri().path().to_owned();
+    let request = match super::zitadel::route(&state, &path, request).await {
+        Ok(reply) => return Ok(reply),
+        Err(request) => request,
+    };
     let reply = if path == TOKEN_PATH {
         state.counters.token_requests.fetch_add(1, Ordering::SeqCst);
         let failure = lock(&state.token_failure).clone();
@@ -52,7 +56,7 @@ pub(super) async fn handle(
     Ok(reply)
 }
 
-async fn misbehave(failure: Failure) -> Option<Reply> {
+pub(super) async fn misbehave(failure: Failure) -> Option<Reply> {
     match failure {
         Failure::None => None,
         Failure::Status(status) => Some(json_reply(
@@ -213,7 +217,7 @@ fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
     reply
 }
 
-fn basic_credentials(request: &Request<Incoming>) -> Option<(String, String)> {
+pub(super) fn basic_credentials(request: &Request<Incoming>) -> Option<(String, String)> {
     let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
@@ -272,7 +276,7 @@ async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
     reply
 }
 
-async fn read_body(body: Incoming) -> Option<Bytes> {
+pub(super) async fn read_body(body: Incoming) -> Option<Bytes> {
     Limited::new(body, MAX_BODY)
         .collect()
         .await
@@ -280,7 +284,7 @@ async fn read_body(body: Incoming) -> Option<Bytes> {
         .map(|collected| collected.to_bytes())
 }
 
-fn json_reply(status: StatusCode, body: &Value) -> Reply {
+pub(super) fn json_reply(status: StatusCode, body: &Value) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
     *reply.status_mut() = status;
     reply

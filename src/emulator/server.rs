@@ -21,6 +21,8 @@ pub enum EmulatorError {
     },
     #[error("cannot create the emulator's TLS certificate: {0}")]
     Tls(String),
+    #[error("cannot load the emulator's app-token keys: {0}")]
+    Keys(String),
 }
 
 pub(super) struct Running {
