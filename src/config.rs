@@ -387,6 +387,9 @@ pub struct JtlConfig {
     pub refresh_before_expiry: Duration,
     pub timeout: Duration,
     pub ca_file: Option<PathBuf>,
+    /// The service token is opaque (the app-token flow's, from Zitadel): its lifetime is
+    /// `expires_in`, never a decoded body.
+    pub opaque_token: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1468,6 +1471,7 @@ fn validate_jtl(
         refresh_before_expiry,
         timeout,
         ca_file,
+        opaque_token: app_token_issuer.is_some(),
     })
 }
 

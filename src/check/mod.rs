@@ -349,6 +349,7 @@ fn lifetime(token: &AccessToken, now_ms: i64) -> String {
     let from = match token.lifetime_from() {
         LifetimeSource::ExpiresIn => "expires_in",
         LifetimeSource::JwtExp => "the token's exp (no expires_in)",
+        LifetimeSource::Assumed => "assumed 300 s (an opaque token without expires_in)",
     };
     format!(
         "{seconds} s ({}) as received in {from}; access token {}",

@@ -58,7 +58,16 @@ pub enum LifetimeSource {
     ExpiresIn,
     /// The token's own JWT `exp` (the response had no `expires_in`).
     JwtExp,
+    /// Assumed: an opaque token (the app-token flow's, from Zitadel) came without
+    /// `expires_in`, so [`OPAQUE_TOKEN_ASSUMED_LIFETIME`] is used.
+    Assumed,
 }
+
+/// The lifetime assumed for an opaque service token answered without `expires_in`
+/// (Zitadel always sends it; this is the fallback). Short, so that a wrong guess costs a
+/// refresh every few minutes rather than an expired token: JTL's 401 on such a token makes
+/// egress fetch a fresh one and retry.
+pub const OPAQUE_TOKEN_ASSUMED_LIFETIME: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +163,8 @@ struct Inner {
     secret: Mutex<Secret>,
     scope: Option<String>,
     refresh_before_ms: i64,
+    /// The token is opaque (app-token flow): its body is never read for a lifetime.
+    opaque: bool,
     current: ArcSwapOption<AccessToken>,
     /// Held while a token request is in flight: the single flight.
     flight: tokio::sync::Mutex<Flight>,
@@ -196,6 +207,7 @@ impl AccessTokens {
                 secret: Mutex::new(secret),
                 scope: config.scope.clone(),
                 refresh_before_ms: duration_ms(config.refresh_before_expiry),
+                opaque: config.opaque_token,
                 current: ArcSwapOption::empty(),
                 flight: tokio::sync::Mutex::new(Flight::default()),
                 next_attempt_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
@@ -414,7 +426,8 @@ impl AccessTokens {
             };
             return Err((error, retry_after(&response.headers)));
         }
-        parse_token_response(&response.body, now, inner.refresh_before_ms).map_err(|e| (e, None))
+        parse_token_response(&response.body, now, inner.refresh_before_ms, inner.opaque)
+            .map_err(|e| (e, None))
     }
 
     /// What can be seen wrong with the configured credentials (a trailing newline in the
@@ -489,11 +502,13 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Reads `access_token` and the lifetime: `expires_in`, or else the token's own `exp`
-/// (read without verifying: it only decides when to refresh).
+/// (read without verifying: it only decides when to refresh); an `opaque` token is never
+/// decoded and without `expires_in` lives [`OPAQUE_TOKEN_ASSUMED_LIFETIME`].
 fn parse_token_response(
     body: &[u8],
     now_ms: i64,
     refresh_before_ms: i64,
+    opaque: bool,
 ) -> Result<AccessToken, TokenError> {
     let body: Value =
         serde_json::from_slice(body).map_err(|_| TokenError::BadResponse("not JSON"))?;
@@ -511,6 +526,10 @@ fn parse_token_response(
             LifetimeSource::ExpiresIn,
         ),
         Some(_) => return Err(TokenError::BadResponse("expires_in is not positive")),
+        None if opaque => (
+            now_ms.saturating_add(duration_ms(OPAQUE_TOKEN_ASSUMED_LIFETIME)),
+            LifetimeSource::Assumed,
+        ),
         None => (
             jwt_exp_ms(value).ok_or(TokenError::BadResponse(
                 "neither expires_in nor a JWT exp tells the token's lifetime",
@@ -551,8 +570,13 @@ mod tests {
 
     #[test]
     fn lifetime_comes_from_expires_in() {
-        let token = parse_token_response(br#"{"access_token":"abc","expires_in":3600}"#, 0, 60_000)
-            .unwrap();
+        let token = parse_token_response(
+            br#"{"access_token":"abc","expires_in":3600}"#,
+            0,
+            60_000,
+            false,
+        )
+        .unwrap();
         assert_eq!(token.expires_at_ms(), 3_600_000);
         assert_eq!(token.refresh_at_ms(), 3_540_000);
         assert_eq!(token.authorization(), "Bearer abc");
@@ -560,8 +584,13 @@ mod tests {
 
     #[test]
     fn short_tokens_refresh_at_half_life() {
-        let token =
-            parse_token_response(br#"{"access_token":"abc","expires_in":60}"#, 0, 60_000).unwrap();
+        let token = parse_token_response(
+            br#"{"access_token":"abc","expires_in":60}"#,
+            0,
+            60_000,
+            false,
+        )
+        .unwrap();
         assert_eq!(token.refresh_at_ms(), 30_000);
     }
 
@@ -569,7 +598,7 @@ mod tests {
     fn lifetime_falls_back_to_the_jwt_exp() {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1000}"#);
         let body = format!(r#"{{"access_token":"eyJhbGciOiJFZERTQSJ9.{payload}.c2ln"}}"#);
-        let token = parse_token_response(body.as_bytes(), 100_000, 60_000).unwrap();
+        let token = parse_token_response(body.as_bytes(), 100_000, 60_000, false).unwrap();
         assert_eq!(token.expires_at_ms(), 1_000_000);
     }
 
@@ -585,7 +614,7 @@ mod tests {
             br#"{"access_token":"opaque","expires_in":2}"#,
         ] {
             assert!(
-                parse_token_response(body, 0, 60_000).is_err(),
+                parse_token_response(body, 0, 60_000, false).is_err(),
                 "{}",
                 String::from_utf8_lossy(body)
             );
@@ -594,8 +623,13 @@ mod tests {
 
     #[test]
     fn token_is_unusable_within_the_expiry_margin() {
-        let token =
-            parse_token_response(br#"{"access_token":"abc","expires_in":100}"#, 0, 60_000).unwrap();
+        let token = parse_token_response(
+            br#"{"access_token":"abc","expires_in":100}"#,
+            0,
+            60_000,
+            false,
+        )
+        .unwrap();
         assert!(token.is_usable_at(94_999));
         assert!(!token.is_usable_at(95_000));
     }
@@ -606,8 +640,29 @@ mod tests {
             br#"{"access_token":"top-secret-token","expires_in":100}"#,
             0,
             0,
+            false,
         )
         .unwrap();
         assert!(!format!("{token:?}").contains("top-secret-token"));
+    }
+
+    #[test]
+    fn an_opaque_token_is_never_decoded_for_its_lifetime() {
+        // A JWT-shaped value with a far exp: in the app-token flow it is opaque.
+        let claims =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":99999999999}"#);
+        let body = format!(r#"{{"access_token":"e30.{claims}.sig"}}"#);
+        let token = parse_token_response(body.as_bytes(), 1_000, 60_000, true).unwrap();
+        assert_eq!(token.lifetime_from(), LifetimeSource::Assumed);
+        assert_eq!(token.expires_at_ms(), 1_000 + 300_000);
+        let with_expires_in = parse_token_response(
+            br#"{"access_token":"opaque","expires_in":43199}"#,
+            0,
+            60_000,
+            true,
+        )
+        .unwrap();
+        assert_eq!(with_expires_in.lifetime_from(), LifetimeSource::ExpiresIn);
+        assert_eq!(with_expires_in.expires_at_ms(), 43_199_000);
     }
 }
