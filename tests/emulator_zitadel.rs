@@ -648,3 +648,34 @@ async fn the_legacy_flow_lives_on_beside_zitadel() {
     assert_eq!(emulator.token_requests(), 1);
     assert_eq!(emulator.app_token_requests(), 0);
 }
+
+/// The sidecar's own key-set parser and verifier take what the emulator publishes and
+/// mints: the RSA keys are kept, the EC, OKP and 1024-bit keys skipped, and a minted app
+/// token verifies for the emulator's issuer and the dev app id.
+#[tokio::test]
+async fn the_sidecars_verifier_accepts_the_emulators_keys_and_app_tokens() {
+    use jtl_auth_sidecar::jose::{verify_session_token, JwkSet, KeyKind, TokenFlow, TokenPolicy};
+
+    let emulator = emulator().await;
+    emulator.publish_small_rsa_key("1024");
+    let response = send(Method::GET, &emulator.app_keys_url(), &[], "").await;
+    let (set, skipped) = JwkSet::from_json_of(&response.body, KeyKind::Rsa).unwrap();
+    assert_eq!(set.len(), 1);
+    let mut skipped_kids: Vec<String> = skipped.into_iter().filter_map(|s| s.kid).collect();
+    skipped_kids.sort();
+    assert_eq!(skipped_kids, ["1024", APP_EC_KEY_ID, APP_OKP_KEY_ID]);
+
+    let token = emulator
+        .mint_app_token_for(TENANT, DEV_APP_USER_ID, Duration::from_secs(60))
+        .unwrap();
+    let policy = TokenPolicy {
+        flow: TokenFlow::AppToken,
+        issuer: Some(emulator.issuer()),
+        audience: Some(DEV_APP_ID.into()),
+        ..TokenPolicy::default()
+    };
+    let verified = verify_session_token(&token, &set, &policy, NOW_MS / 1000).unwrap();
+    assert_eq!(verified.session.tenant_id.to_string(), TENANT);
+    assert_eq!(verified.session.user_id, DEV_APP_USER_ID);
+    assert_eq!(verified.session.tenant_slug, None);
+}
