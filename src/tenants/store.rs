@@ -41,16 +41,30 @@ pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The migrations, shipped in the binary. Versions only ever grow; an applied migration
 /// is never edited (sqlx refuses a changed checksum).
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "create jtl_tenants",
-    include_str!("../../migrations/postgres/0001_create_jtl_tenants.sql"),
-)];
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "create jtl_tenants",
-    include_str!("../../migrations/sqlite/0001_create_jtl_tenants.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "create jtl_tenants",
+        include_str!("../../migrations/postgres/0001_create_jtl_tenants.sql"),
+    ),
+    (
+        2,
+        "installed_by text",
+        include_str!("../../migrations/postgres/0002_installed_by_text.sql"),
+    ),
+];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "create jtl_tenants",
+        include_str!("../../migrations/sqlite/0001_create_jtl_tenants.sql"),
+    ),
+    (
+        2,
+        "installed_by text",
+        include_str!("../../migrations/sqlite/0002_installed_by_text.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,7 +95,9 @@ enum Pool {
 pub struct StoredTenant {
     pub tenant_id: Uuid,
     pub tenant_slug: String,
-    pub installed_by: Uuid,
+    /// The installing user as forwarded: a canonical lowercase UUID (session-token flow)
+    /// or an app token's `sub` as it came.
+    pub installed_by: String,
     pub installed_at: String,
     pub updated_at: String,
 }
@@ -202,13 +218,13 @@ impl TenantStore {
             .map(drop),
             Pool::Postgres(pool) => sqlx::query(
                 "INSERT INTO jtl_tenants (tenant_id, tenant_slug, installed_by) \
-                 VALUES ($1::uuid, $2, $3::uuid) \
+                 VALUES ($1::uuid, $2, $3) \
                  ON CONFLICT (tenant_id) DO UPDATE SET tenant_slug = EXCLUDED.tenant_slug, \
                  installed_by = EXCLUDED.installed_by, updated_at = NOW()",
             )
             .bind(&tenant_id)
             .bind(tenant_slug)
-            .bind(&installed_by)
+            .bind(installed_by)
             .execute(pool)
             .await
             .map(drop),
@@ -364,7 +380,7 @@ where
     Ok(StoredTenant {
         tenant_id: uuid(0)?,
         tenant_slug: row.try_get(1)?,
-        installed_by: uuid(2)?,
+        installed_by: row.try_get(2)?,
         installed_at: row.try_get(3)?,
         updated_at: row.try_get(4)?,
     })
