@@ -27,11 +27,14 @@ use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
 use crate::proxy::Peer;
 use crate::telemetry::Metrics;
-use crate::tenants::{ConnectTenant, StoreError, TenantStore};
+use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantStore};
 use crate::verify::SessionVerifier;
 
 const HTTP2_KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
 const HTTP2_KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the shutdown waits for tenant records in flight (a store query, bounded by
+/// the store's own timeouts); one dropped is recorded on the tenant's next request.
+const TENANT_RECORDS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -72,6 +75,8 @@ pub struct Server {
     admin: Arc<Admin>,
     /// `None` when connect-tenant is disabled.
     tenant_store: Option<Arc<TenantStore>>,
+    /// `None` without a store or when `tenants.record_on_request` is off.
+    tenant_recorder: Option<Arc<TenantRecorder>>,
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -110,28 +115,39 @@ impl Server {
         );
         let metrics = Metrics::new(&jtl, &verifier);
         let upstream_tls = jtl::http::client_tls_config(None).map_err(jtl::SetupError::Http)?;
-        // The store is opened only when connect-tenant is enabled.
-        let (tenant_store, connect_tenant) = match &config.tenants.connect_path {
+        // The store is opened only when connect-tenant is enabled; tenants are recorded
+        // on request only into that store (with `connect_path = ""` nothing is opened).
+        let (tenant_store, tenant_recorder, connect_tenant) = match &config.tenants.connect_path {
             Some(path) => {
                 let store =
                     Arc::new(TenantStore::open(config.tenants.database_url.expose()).await?);
+                // Records run on this (the main) runtime, not on the ingress workers.
+                let recorder = config.tenants.record_on_request.then(|| {
+                    Arc::new(TenantRecorder::new(
+                        Arc::clone(&store),
+                        Arc::clone(&metrics),
+                        tokio::runtime::Handle::current(),
+                    ))
+                });
                 let connect_tenant = ConnectTenant::new(
                     path.clone(),
                     config.ingress.token_headers.clone(),
                     Arc::clone(&verifier),
                     Arc::clone(&store),
+                    recorder.clone(),
                     Arc::clone(&metrics),
                     config.server.header_read_timeout,
                 );
-                (Some(store), Some(Arc::new(connect_tenant)))
+                (Some(store), recorder, Some(Arc::new(connect_tenant)))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let ingress = Arc::new(Ingress::new(
             config.ingress.clone(),
             verifier,
             jtl.tokens.clone(),
             connect_tenant,
+            tenant_recorder.clone(),
             upstream_tls,
             Arc::clone(&metrics),
         ));
@@ -169,6 +185,7 @@ impl Server {
             egress,
             admin,
             tenant_store,
+            tenant_recorder,
         })
     }
 
@@ -361,6 +378,9 @@ impl Server {
         stop_admin.cancel();
         let _ = admin_loop.await;
         background.cancel();
+        if let Some(recorder) = &self.tenant_recorder {
+            recorder.close(TENANT_RECORDS_DRAIN).await;
+        }
         if let Some(store) = &self.tenant_store {
             store.close().await;
         }

@@ -1,6 +1,6 @@
 //! Logs (tracing, JSON or pretty) and the Prometheus metrics registry.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -89,6 +89,74 @@ struct RequestMetrics {
 pub struct Metrics {
     registry: Registry,
     hot: Arc<RequestMetrics>,
+    tenant_records: Arc<TenantRecords>,
+}
+
+/// What asking the store about a tenant seen on a request found (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantRecord {
+    /// The store did not hold the tenant: it does now.
+    Inserted = 0,
+    /// The store held the tenant already (left as it was).
+    Known = 1,
+    /// The store could not be asked, or refused the insert: tried again on a later
+    /// request of the tenant.
+    Failure = 2,
+    /// Not asked: too many records were in flight (a slow store); tried again on a
+    /// later request of the tenant.
+    Skipped = 3,
+}
+
+impl TenantRecord {
+    const ALL: [TenantRecord; 4] = [
+        TenantRecord::Inserted,
+        TenantRecord::Known,
+        TenantRecord::Failure,
+        TenantRecord::Skipped,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            TenantRecord::Inserted => "inserted",
+            TenantRecord::Known => "known",
+            TenantRecord::Failure => "failure",
+            TenantRecord::Skipped => "skipped",
+        }
+    }
+}
+
+/// The recorder of tenants seen on requests: its results, and how many records are in
+/// flight. Written only when a tenant is not known yet (rarely), so plain atomics.
+#[derive(Debug, Default)]
+pub struct TenantRecords {
+    results: [AtomicU64; 4],
+    in_flight: AtomicUsize,
+}
+
+impl TenantRecords {
+    pub fn count(&self, result: TenantRecord) {
+        self.results[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one more record in flight, unless `limit` are already: then `false`.
+    pub fn begin(&self, limit: usize) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// One record (counted by a `begin` that returned `true`) is over.
+    pub fn end(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,7 +184,18 @@ impl Metrics {
             jtl: jtl.clone(),
             verifier: Arc::clone(verifier),
         }));
-        Arc::new(Metrics { registry, hot })
+        let tenant_records = Arc::new(TenantRecords::default());
+        registry.register_collector(Box::new(TenantRecordCollector(Arc::clone(&tenant_records))));
+        Arc::new(Metrics {
+            registry,
+            hot,
+            tenant_records,
+        })
+    }
+
+    /// The counts of the tenants recorded on request (SPEC §7).
+    pub fn tenant_records(&self) -> &TenantRecords {
+        &self.tenant_records
     }
 
     pub fn count_request(&self, listener: Listener, outcome: &'static str, status: u16) {
@@ -303,5 +382,58 @@ impl prometheus_client::collector::Collector for JtlCollector {
             [("hit", cache.hits.get()), ("miss", cache.misses.get())],
         )?;
         Ok(())
+    }
+}
+
+/// Reads the tenant recorder's counts at scrape time.
+#[derive(Debug)]
+struct TenantRecordCollector(Arc<TenantRecords>);
+
+impl prometheus_client::collector::Collector for TenantRecordCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let records = &self.0;
+        let mut family = encoder.encode_descriptor(
+            "tenant_records",
+            "Tenants seen on verified requests and not known in memory, by what the store \
+             said: inserted, known (held already), failure (tried again later), skipped \
+             (too many in flight, tried again later)",
+            None,
+            MetricType::Counter,
+        )?;
+        for result in TenantRecord::ALL {
+            let labels = ResultLabels {
+                result: result.as_str(),
+            };
+            let count = records.results[result as usize].load(Ordering::Relaxed);
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        let in_flight = i64::try_from(records.in_flight()).unwrap_or(i64::MAX);
+        ConstGauge::new(in_flight).encode(encoder.encode_descriptor(
+            "tenant_records_in_flight",
+            "Tenants being recorded in the store now",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_records_in_flight_stop_at_the_limit_and_never_go_below_zero() {
+        let records = TenantRecords::default();
+        assert!(records.begin(2));
+        assert!(records.begin(2));
+        assert!(!records.begin(2), "a third record past the limit of 2");
+        assert_eq!(records.in_flight(), 2);
+        records.end();
+        assert!(records.begin(2));
+        records.end();
+        records.end();
+        records.end();
+        assert_eq!(records.in_flight(), 0);
     }
 }

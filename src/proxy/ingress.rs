@@ -26,7 +26,7 @@ use crate::config::IngressConfig;
 use crate::jose::Session;
 use crate::jtl::AccessTokens;
 use crate::telemetry::{Listener, Metrics};
-use crate::tenants::ConnectTenant;
+use crate::tenants::{ConnectTenant, TenantRecorder};
 use crate::verify::{SessionVerifier, VerifyError};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -45,6 +45,9 @@ pub struct Ingress {
     tokens: AccessTokens,
     /// Answers `POST {tenants.connect_path}`; `None` when connect-tenant is disabled.
     connect_tenant: Option<Arc<ConnectTenant>>,
+    /// Records the tenants of verified requests (SPEC §7); `None` when
+    /// `tenants.record_on_request` is off or no store is opened.
+    recorder: Option<Arc<TenantRecorder>>,
     /// TLS settings for an `https://` upstream; kept to build one pool per worker.
     upstream_tls: rustls::ClientConfig,
     upstream: Upstream,
@@ -60,6 +63,7 @@ impl Ingress {
         verifier: Arc<SessionVerifier>,
         tokens: AccessTokens,
         connect_tenant: Option<Arc<ConnectTenant>>,
+        recorder: Option<Arc<TenantRecorder>>,
         upstream_tls: rustls::ClientConfig,
         metrics: Arc<Metrics>,
     ) -> Ingress {
@@ -106,6 +110,7 @@ impl Ingress {
             verifier,
             tokens,
             connect_tenant,
+            recorder,
             upstream_tls,
             upstream,
             metrics,
@@ -121,6 +126,7 @@ impl Ingress {
                 Arc::clone(&self.verifier),
                 self.tokens.clone(),
                 self.connect_tenant.clone(),
+                self.recorder.clone(),
                 self.upstream_tls.clone(),
                 Arc::clone(&self.metrics),
             )
@@ -272,6 +278,10 @@ impl Ingress {
                 return Handled::new(keys_unavailable(&error), error.outcome());
             }
         };
+        // A known tenant costs one cache lookup; an unknown one is recorded off the path.
+        if let Some(recorder) = &self.recorder {
+            recorder.saw(&session);
+        }
         let access_token = if self.settings.forward_access_token {
             match self.tokens.current_authorization() {
                 Some(value) => Some(value),

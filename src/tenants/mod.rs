@@ -8,6 +8,7 @@
 //! `Authorization` header (another app's credentials on a shared fetch wrapper) must not
 //! turn an install into an error.
 
+pub mod recorder;
 pub mod store;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::proxy::ingress::read_token;
 use crate::proxy::{full_body, Handled, ProxyBody};
 use crate::telemetry::Metrics;
 use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};
+pub use recorder::TenantRecorder;
 pub use store::{StoreError, StoredTenant, TenantStore};
 
 /// Request bodies larger than this are refused (413): a session token is a few hundred
@@ -48,6 +50,9 @@ pub struct ConnectTenant {
     token_headers: Vec<HeaderName>,
     verifier: Arc<SessionVerifier>,
     store: Arc<TenantStore>,
+    /// Told of every tenant connected, so requests do not ask the store about it again;
+    /// `None` when `tenants.record_on_request` is off.
+    recorder: Option<Arc<TenantRecorder>>,
     metrics: Arc<Metrics>,
     /// How long the (small) body may take to arrive: `server.header_read_timeout_ms`.
     body_read_timeout: Duration,
@@ -72,6 +77,7 @@ impl ConnectTenant {
         token_headers: Vec<HeaderName>,
         verifier: Arc<SessionVerifier>,
         store: Arc<TenantStore>,
+        recorder: Option<Arc<TenantRecorder>>,
         metrics: Arc<Metrics>,
         body_read_timeout: Duration,
     ) -> ConnectTenant {
@@ -80,6 +86,7 @@ impl ConnectTenant {
             token_headers,
             verifier,
             store,
+            recorder,
             metrics,
             body_read_timeout,
         }
@@ -152,7 +159,12 @@ impl ConnectTenant {
             )
             .await;
         let response = match stored {
-            Ok(()) => connected_response(&session),
+            Ok(()) => {
+                if let Some(recorder) = &self.recorder {
+                    recorder.mark_known(session.tenant_id).await;
+                }
+                connected_response(&session)
+            }
             Err(error) => {
                 tracing::warn!("connect-tenant: {error}");
                 return Handled {

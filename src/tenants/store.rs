@@ -232,6 +232,55 @@ impl TenantStore {
         done.map_err(|source| self.database_error(source))
     }
 
+    /// Inserts the tenant unless the store holds it already; a row that is there is left
+    /// exactly as it is (only a connect updates rows). `true` when this call inserted it.
+    /// Concurrent calls for one tenant leave one row, and exactly one of them says `true`.
+    pub async fn insert_if_absent(
+        &self,
+        tenant_id: Uuid,
+        tenant_slug: &str,
+        installed_by: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .insert_if_absent_once(tenant_id, tenant_slug, installed_by)
+            .await;
+        self.note(&result);
+        result
+    }
+
+    async fn insert_if_absent_once(
+        &self,
+        tenant_id: Uuid,
+        tenant_slug: &str,
+        installed_by: &str,
+    ) -> Result<bool, StoreError> {
+        self.ensure_schema().await?;
+        let tenant_id = tenant_id.hyphenated().to_string();
+        let inserted = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::query(
+                "INSERT INTO jtl_tenants (tenant_id, tenant_slug, installed_by) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (tenant_id) DO NOTHING",
+            )
+            .bind(&tenant_id)
+            .bind(tenant_slug)
+            .bind(installed_by)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0),
+            Pool::Postgres(pool) => sqlx::query(
+                "INSERT INTO jtl_tenants (tenant_id, tenant_slug, installed_by) \
+                 VALUES ($1::uuid, $2, $3) ON CONFLICT (tenant_id) DO NOTHING",
+            )
+            .bind(&tenant_id)
+            .bind(tenant_slug)
+            .bind(installed_by)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0),
+        };
+        inserted.map_err(|source| self.database_error(source))
+    }
+
     /// One tenant as stored, for operators and tests.
     pub async fn tenant(&self, tenant_id: Uuid) -> Result<Option<StoredTenant>, StoreError> {
         self.ensure_schema().await?;
