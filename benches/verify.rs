@@ -1,8 +1,10 @@
-//! Session-token verification against raw ring Ed25519 on the same signing input.
+//! Token verification against raw ring on the same signing input: Ed25519 session tokens
+//! and RS256 (RSA-2048) app tokens.
 //!
-//! `cargo bench --bench verify`. The ratios to `raw_ring_ed25519_verify` show what
-//! parsing, key selection, claim checks and the verified cache add to (or save from) the
-//! one signature check that a cache miss cannot avoid.
+//! `cargo bench --bench verify`. The ratios to `raw_ring_ed25519_verify` and
+//! `raw_ring_rsa2048_verify` show what parsing, key selection, claim checks and the
+//! verified cache add to (or save from) the one signature check that a cache miss cannot
+//! avoid.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +16,16 @@ use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_session_token, CompactJws, Ed25519Key, JwkSet, TokenPolicy,
+    base64url_encode, verify_session_token, Algorithm, CompactJws, Ed25519Key, JwkSet, RsaKey,
+    TokenFlow, TokenPolicy,
 };
 use jtl_auth_sidecar::jtl::Jtl;
 use jtl_auth_sidecar::verify::SessionVerifier;
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use ring::rsa::PublicKeyComponents;
+use ring::signature::{
+    Ed25519KeyPair, KeyPair, RsaKeyPair, RsaPublicKeyComponents, UnparsedPublicKey, ED25519,
+    RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+};
 
 const NOW: i64 = 1_790_000_000;
 const TENANT: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
@@ -73,6 +80,75 @@ fn bench_jose(c: &mut Criterion) {
             let jws = CompactJws::parse(black_box(&token), policy.max_token_bytes).expect("parses");
             policy.session_from(jws.into_payload(), NOW).is_ok()
         })
+    });
+    group.finish();
+}
+
+/// An app token shaped like Zitadel's, signed with the emulator's first test-only key.
+fn app_token(pair: &RsaKeyPair) -> String {
+    let header = r#"{"alg":"RS256","kid":"298817363741638659","typ":"JWT"}"#;
+    let payload = format!(
+        r#"{{"aud":["312909075212468632","312909075212460000"],"exp":{},"iat":{},"iss":"https://id.jtl-cloud.com","sub":"312909075212468999","urn:jtl:app_id":"312909075212468632","urn:jtl:tenant_id":"{TENANT}"}}"#,
+        NOW + 300,
+        NOW - 5
+    );
+    let signing_input = format!(
+        "{}.{}",
+        base64url_encode(header.as_bytes()),
+        base64url_encode(payload.as_bytes())
+    );
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(
+        &RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut signature,
+    )
+    .expect("signs");
+    format!("{signing_input}.{}", base64url_encode(&signature))
+}
+
+fn bench_app_token(c: &mut Criterion) {
+    let pair = RsaKeyPair::from_pkcs8(include_bytes!("../src/emulator/keys/rsa2048-1.pk8"))
+        .expect("test key");
+    let public = PublicKeyComponents::<Vec<u8>>::from(pair.public());
+    let token = app_token(&pair);
+    let keys = JwkSet::from_keys([RsaKey::from_components(
+        Some("298817363741638659".into()),
+        &public.n,
+        &public.e,
+    )
+    .expect("key")]);
+    let policy = TokenPolicy {
+        flow: TokenFlow::AppToken,
+        issuer: Some("https://id.jtl-cloud.com".into()),
+        audience: Some("312909075212468632".into()),
+        ..TokenPolicy::default()
+    };
+    assert!(verify_session_token(&token, &keys, &policy, NOW).is_ok());
+    let (signing_input, _) = token.rsplit_once('.').expect("three segments");
+    let signature = CompactJws::parse_as(&token, 8192, Algorithm::RS256)
+        .expect("parses")
+        .signature()
+        .to_vec();
+
+    let mut group = c.benchmark_group("app_token");
+    group.bench_function("raw_ring_rsa2048_verify", |b| {
+        b.iter(|| {
+            RsaPublicKeyComponents {
+                n: black_box(&public.n[..]),
+                e: black_box(&public.e[..]),
+            }
+            .verify(
+                &RSA_PKCS1_2048_8192_SHA256,
+                black_box(signing_input.as_bytes()),
+                black_box(&signature),
+            )
+            .is_ok()
+        })
+    });
+    group.bench_function("full_verification", |b| {
+        b.iter(|| verify_session_token(black_box(&token), &keys, &policy, NOW).is_ok())
     });
     group.finish();
 }
@@ -186,5 +262,5 @@ fn bench_verifier(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_jose, bench_verifier);
+criterion_group!(benches, bench_jose, bench_app_token, bench_verifier);
 criterion_main!(benches);

@@ -103,6 +103,30 @@ impl Proxy {
         options: EmulatorOptions,
         overrides: Vec<(String, String)>,
     ) -> Proxy {
+        Proxy::start_in_flow(upstream, toml, options, overrides, false).await
+    }
+
+    /// The sidecar in the app-token flow (SPEC §11) in front of the echo backend, with the
+    /// emulator as JTL's Zitadel: issuer, service-token endpoint and key set are its own,
+    /// the audience is its app id.
+    pub async fn start_app_token(toml: &str) -> Proxy {
+        let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("echo backend");
+        let url = backend.url();
+        let mut proxy =
+            Proxy::start_in_flow(&url, toml, EmulatorOptions::default(), Vec::new(), true).await;
+        proxy.backend = Some(backend);
+        proxy
+    }
+
+    async fn start_in_flow(
+        upstream: &str,
+        toml: &str,
+        options: EmulatorOptions,
+        overrides: Vec<(String, String)>,
+        app_token: bool,
+    ) -> Proxy {
         let clock = Clock::manual(START_MS);
         let emulator = Emulator::start(options.clone(), clock.clone())
             .await
@@ -138,6 +162,19 @@ impl Proxy {
                 emulator.api_base_url(),
             ),
         ];
+        if app_token {
+            env.retain(|(name, _)| name != "JTL_SIDECAR_JTL__TOKEN_URL");
+            for (name, value) in [
+                ("JTL_SIDECAR_SESSION__FLOW", "app-token".to_owned()),
+                ("JTL_SIDECAR_SESSION__ISSUER", emulator.issuer()),
+                (
+                    "JTL_SIDECAR_SESSION__AUDIENCE",
+                    jtl_auth_sidecar::emulator::DEV_APP_ID.to_owned(),
+                ),
+            ] {
+                env.push((name.to_owned(), value));
+            }
+        }
         // Each sidecar gets a tenant store of its own, never a file in the crate.
         let store_dir = tempfile::tempdir().expect("temp dir");
         env.push((
