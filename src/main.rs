@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use jtl_auth_sidecar::check;
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config;
-use jtl_auth_sidecar::dev::{self, DevError};
+use jtl_auth_sidecar::dev::{self, DevError, DevFlow};
 use jtl_auth_sidecar::server::Server;
 use jtl_auth_sidecar::telemetry;
 use url::Url;
@@ -57,12 +57,34 @@ enum Command {
         session_token: Option<String>,
     },
     /// Run the proxy against a built-in JTL emulator with an embedded config, and print a
-    /// ready-to-paste curl command with a fresh session token.
+    /// ready-to-paste curl command with a fresh session token (with --flow app-token: an
+    /// app token, the emulator acting as JTL's Zitadel).
     Dev {
         /// Your backend; without it a built-in echo backend answers with the request it got.
         #[arg(long, value_name = "URL")]
         upstream: Option<Url>,
+        /// The token flow: the legacy session token, or the app token of JTL's current
+        /// Cloud Apps (getAppToken), with the emulator as JTL's Zitadel.
+        #[arg(long, value_name = "FLOW", value_enum, default_value_t = DevFlowArg::SessionToken)]
+        flow: DevFlowArg,
     },
+}
+
+/// `dev --flow`; anything else is a usage error (exit 2) that names the flag and the
+/// possible values.
+#[derive(Clone, Copy, ValueEnum)]
+enum DevFlowArg {
+    SessionToken,
+    AppToken,
+}
+
+impl From<DevFlowArg> for DevFlow {
+    fn from(flow: DevFlowArg) -> DevFlow {
+        match flow {
+            DevFlowArg::SessionToken => DevFlow::SessionToken,
+            DevFlowArg::AppToken => DevFlow::AppToken,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -74,7 +96,7 @@ fn main() -> ExitCode {
             session_token,
         } => check(&config, online, session_token),
         Command::Run { config } => run(&config),
-        Command::Dev { upstream } => run_dev(upstream),
+        Command::Dev { upstream, flow } => run_dev(upstream, flow.into()),
     }
 }
 
@@ -177,11 +199,14 @@ fn run(path: &Path) -> ExitCode {
     })
 }
 
-fn run_dev(upstream: Option<Url>) -> ExitCode {
-    let config = match dev::dev_config() {
+fn run_dev(upstream: Option<Url>, flow: DevFlow) -> ExitCode {
+    let config = match dev::dev_config(flow) {
         Ok(config) => config,
         Err(DevError::Config(errors)) => {
-            report_invalid(Path::new("config/dev.toml (embedded)"), &errors);
+            report_invalid(
+                Path::new(&format!("{} (embedded)", flow.config_file())),
+                &errors,
+            );
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
         Err(error) => {

@@ -1,6 +1,7 @@
 //! `jtl-auth-sidecar dev`: the proxy against the built-in JTL emulator, with an embedded
 //! config and (without `--upstream`) the built-in echo backend, so the whole flow runs on
-//! a laptop with no JTL account and no network.
+//! a laptop with no JTL account and no network. `dev --flow app-token` runs the app-token
+//! flow (SPEC §11) with the emulator as JTL's Zitadel.
 
 pub mod echo;
 
@@ -11,9 +12,10 @@ use std::time::Duration;
 use url::Url;
 
 use crate::clock::Clock;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, Flow};
 use crate::emulator::{
-    Emulator, EmulatorOptions, DEV_TENANT_ID, DEV_TENANT_SLUG, DEV_USER_ID, MINT_PATH,
+    Emulator, EmulatorOptions, APP_TOKEN_MINT_PATH, DEV_APP_ID, DEV_APP_USER_ID, DEV_TENANT_ID,
+    DEV_TENANT_SLUG, DEV_USER_ID, MINT_PATH,
 };
 use crate::server::{Addresses, Server, StartError};
 use echo::EchoBackend;
@@ -21,9 +23,40 @@ use echo::EchoBackend;
 /// The config `dev` runs with (`config/dev.toml`).
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
 
-/// `tenants.database_url` in `config/dev.toml`: `dev` replaces it with a fresh SQLite
+/// The config `dev --flow app-token` runs with (`config/dev-app-token.toml`).
+pub const DEV_APP_TOKEN_CONFIG: &str = include_str!("../../config/dev-app-token.toml");
+
+/// `tenants.database_url` in both dev configs: `dev` replaces it with a fresh SQLite
 /// file under the system temp dir, so trying things out leaves nothing behind.
 pub const DEV_DATABASE_URL: &str = "sqlite://dev-temp-dir/jtl-tenants.db";
+
+/// The token flow `dev` runs (`dev --flow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevFlow {
+    /// The legacy session token (sections 4-5), the default.
+    #[default]
+    SessionToken,
+    /// The app token, with the emulator as JTL's Zitadel (section 11).
+    AppToken,
+}
+
+impl DevFlow {
+    /// The embedded config of this flow.
+    pub fn config_text(self) -> &'static str {
+        match self {
+            DevFlow::SessionToken => DEV_CONFIG,
+            DevFlow::AppToken => DEV_APP_TOKEN_CONFIG,
+        }
+    }
+
+    /// The file the embedded config mirrors, for messages.
+    pub fn config_file(self) -> &'static str {
+        match self {
+            DevFlow::SessionToken => "config/dev.toml",
+            DevFlow::AppToken => "config/dev-app-token.toml",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -35,25 +68,42 @@ pub enum DevError {
     Server(#[from] StartError),
 }
 
-/// The loaded dev config (embedded file plus environment overrides).
-pub fn dev_config() -> Result<Config, DevError> {
-    crate::config::load_str_with_process_env(DEV_CONFIG)
+/// The loaded dev config of `flow` (embedded file plus environment overrides).
+pub fn dev_config(flow: DevFlow) -> Result<Config, DevError> {
+    crate::config::load_str_with_process_env(flow.config_text())
         .map(|loaded| loaded.config)
         .map_err(DevError::Config)
 }
 
 /// Starts the emulator, the echo backend (unless `upstream` is given) and the proxy;
-/// prints how to try it; serves until `shutdown`.
+/// prints how to try it; serves until `shutdown`. The flow is `config.session.flow`: in
+/// the app-token flow the emulator listens on the port of `session.issuer` and is JTL's
+/// Zitadel; otherwise on the port of `jtl.token_url`.
 pub async fn run(
     mut config: Config,
     upstream: Option<Url>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DevError> {
     let clock = Clock::system();
-    let emulator_addr = socket_addr_of(&config.jtl.token_url).ok_or(DevError::Start {
-        what: "jtl.token_url",
-        reason: "dev needs an http://IP:port URL for the emulator".into(),
-    })?;
+    let app_token = config.session.flow == Flow::AppToken;
+    let emulator_addr = if app_token {
+        config
+            .session
+            .issuer
+            .as_deref()
+            .and_then(|issuer| Url::parse(issuer).ok())
+            .as_ref()
+            .and_then(socket_addr_of)
+            .ok_or(DevError::Start {
+                what: "session.issuer",
+                reason: "dev needs an http://IP:port URL for the emulator".into(),
+            })?
+    } else {
+        socket_addr_of(&config.jtl.token_url).ok_or(DevError::Start {
+            what: "jtl.token_url",
+            reason: "dev needs an http://IP:port URL for the emulator".into(),
+        })?
+    };
     let emulator = Emulator::start_on(
         EmulatorOptions {
             client_id: config.jtl.client_id.clone(),
@@ -74,14 +124,26 @@ pub async fn run(
         reason: e.to_string(),
     })?;
     let emulator_url = |path: &str| Url::parse(&format!("{}{path}", emulator.base_url()));
+    let (token_path, jwks_path) = if app_token {
+        (
+            crate::emulator::APP_TOKEN_PATH,
+            crate::emulator::APP_KEYS_PATH,
+        )
+    } else {
+        (crate::emulator::TOKEN_PATH, crate::emulator::JWKS_PATH)
+    };
     if let (Ok(token_url), Ok(api_base_url), Ok(jwks_url)) = (
-        emulator_url(crate::emulator::TOKEN_PATH),
+        emulator_url(token_path),
         emulator_url(""),
-        emulator_url(crate::emulator::JWKS_PATH),
+        emulator_url(jwks_path),
     ) {
         config.jtl.token_url = token_url;
         config.jtl.api_base_url = api_base_url;
         config.jtl.jwks_url = jwks_url;
+    }
+    if app_token {
+        // The port may have been 0: the issuer is the one the emulator's tokens carry.
+        config.session.issuer = Some(emulator.issuer());
     }
 
     let _echo = match upstream {
@@ -124,17 +186,31 @@ pub async fn run(
     let upstream_shown = config.ingress.upstream.to_string();
     let connect_path = config.tenants.connect_path.clone();
     let store_shown = crate::config::redact_url_password(config.tenants.database_url.expose());
+    let audience = config
+        .session
+        .audience
+        .clone()
+        .unwrap_or_else(|| DEV_APP_ID.to_owned());
     let server = Server::bind(config, clock).await?;
     let addresses = server.addresses();
-    let token = emulator
-        .mint_session_token(
-            DEV_TENANT_ID,
-            DEV_USER_ID,
-            DEV_TENANT_SLUG,
-            Duration::from_secs(3600),
-        )
-        .unwrap_or_default();
-    print_instructions(&emulator, &upstream_shown, addresses, &token);
+    let (token, shown) = if app_token {
+        let token = mint_app_token(&emulator, &audience).ok_or(DevError::Start {
+            what: "JTL emulator",
+            reason: "cannot mint an app token (no RSA signing key)".into(),
+        })?;
+        (token, Shown::app_token(&emulator, &audience))
+    } else {
+        let token = emulator
+            .mint_session_token(
+                DEV_TENANT_ID,
+                DEV_USER_ID,
+                DEV_TENANT_SLUG,
+                Duration::from_secs(3600),
+            )
+            .unwrap_or_default();
+        (token, Shown::session_token(&emulator))
+    };
+    print_instructions(&emulator, &upstream_shown, addresses, &token, &shown);
     if let Some(path) = connect_path {
         print_connect_tenant(
             &format!("http://{}", addresses.ingress),
@@ -182,9 +258,84 @@ fn socket_addr_of(url: &Url) -> Option<SocketAddr> {
     Some(SocketAddr::new(host, url.port_or_known_default()?))
 }
 
-fn print_instructions(emulator: &Emulator, upstream: &str, addresses: Addresses, token: &str) {
+/// A fresh app token (valid 1 hour) for the dev tenant and user, for `audience` (`aud`
+/// and `urn:jtl:app_id`, as Zitadel mints them for JTL), so it verifies also when
+/// `session.audience` is overridden.
+fn mint_app_token(emulator: &Emulator, audience: &str) -> Option<String> {
+    let claims = emulator.app_token_claims(
+        DEV_TENANT_ID,
+        DEV_APP_USER_ID,
+        &serde_json::json!([audience]),
+        Some(audience),
+        Duration::from_secs(3600),
+    );
+    emulator.mint_app_token(&claims, &emulator.default_app_kid()?)
+}
+
+/// What the printed instructions of the two flows differ in.
+struct Shown {
+    heading: &'static str,
+    /// After the emulator's URL on the `JTL` line.
+    emulator_note: String,
+    /// Introduces the first `curl`.
+    token_intro: String,
+    /// Introduces the minting `curl`.
+    mint_intro: &'static str,
+    mint_command: String,
+}
+
+impl Shown {
+    fn session_token(emulator: &Emulator) -> Shown {
+        Shown {
+            heading: "jtl-auth-sidecar dev is running.",
+            emulator_note: "(built-in emulator)".into(),
+            token_intro: format!(
+                "A request with a fresh session token (valid for 1 hour) for tenant {DEV_TENANT_SLUG}:"
+            ),
+            mint_intro: "Mint more tokens (any tenant, user and slug; count= for many):",
+            mint_command: format!(
+                "curl -s '{}{MINT_PATH}?tenantId={DEV_TENANT_ID}&userId={DEV_USER_ID}&tenantSlug={DEV_TENANT_SLUG}'",
+                emulator.base_url()
+            ),
+        }
+    }
+
+    fn app_token(emulator: &Emulator, audience: &str) -> Shown {
+        // The mint endpoint's `aud` defaults to DEV_APP_ID; name any other app id.
+        let aud = if audience == DEV_APP_ID {
+            String::new()
+        } else {
+            let encoded: String =
+                url::form_urlencoded::byte_serialize(audience.as_bytes()).collect();
+            format!("&aud={encoded}")
+        };
+        Shown {
+            heading: "jtl-auth-sidecar dev is running (app-token flow).",
+            emulator_note: format!(
+                "(built-in emulator as JTL's Zitadel: issuer {}, app id {audience})",
+                emulator.issuer()
+            ),
+            token_intro: format!(
+                "A request with a fresh app token (valid for 1 hour) for tenant {DEV_TENANT_ID}, user {DEV_APP_USER_ID}:"
+            ),
+            mint_intro: "Mint more app tokens (any tenant and user; count= for many):",
+            mint_command: format!(
+                "curl -s '{}{APP_TOKEN_MINT_PATH}?tenantId={DEV_TENANT_ID}&sub={DEV_APP_USER_ID}{aud}'",
+                emulator.base_url()
+            ),
+        }
+    }
+}
+
+fn print_instructions(
+    emulator: &Emulator,
+    upstream: &str,
+    addresses: Addresses,
+    token: &str,
+    shown: &Shown,
+) {
     let base = format!("http://{}", addresses.ingress);
-    println!("jtl-auth-sidecar dev is running.");
+    println!("{}", shown.heading);
     println!("  ingress  {base}  ->  backend {upstream}");
     if let Some(egress) = addresses.egress {
         println!(
@@ -196,11 +347,13 @@ fn print_instructions(emulator: &Emulator, upstream: &str, addresses: Addresses,
         "  admin    http://{}  (/healthz /readyz /metrics)",
         addresses.admin
     );
-    println!("  JTL      {}  (built-in emulator)", emulator.base_url());
-    println!();
     println!(
-        "A request with a fresh session token (valid for 1 hour) for tenant {DEV_TENANT_SLUG}:"
+        "  JTL      {}  {}",
+        emulator.base_url(),
+        shown.emulator_note
     );
+    println!();
+    println!("{}", shown.token_intro);
     println!();
     println!("  curl -s {base}/hello -H 'Authorization: Bearer {token}'");
     println!();
@@ -218,11 +371,36 @@ fn print_instructions(emulator: &Emulator, upstream: &str, addresses: Addresses,
         println!("  curl -s http://{egress}/v1/hello -H 'X-Tenant-ID: {DEV_TENANT_ID}'");
         println!();
     }
-    println!("Mint more tokens (any tenant, user and slug; count= for many):");
+    println!("{}", shown.mint_intro);
     println!();
-    println!(
-        "  curl -s '{}{MINT_PATH}?tenantId={DEV_TENANT_ID}&userId={DEV_USER_ID}&tenantSlug={DEV_TENANT_SLUG}'",
-        emulator.base_url()
-    );
+    println!("  {}", shown.mint_command);
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_app_token_config_is_the_emulators_app() {
+        let loaded = crate::config::load_str(DEV_APP_TOKEN_CONFIG, std::iter::empty())
+            .unwrap_or_else(|errors| panic!("{errors}"));
+        let config = loaded.config;
+        assert_eq!(config.session.flow, Flow::AppToken);
+        assert_eq!(config.session.audience.as_deref(), Some(DEV_APP_ID));
+        assert_eq!(
+            config.session.issuer.as_deref(),
+            Some("http://127.0.0.1:8090")
+        );
+        assert_eq!(
+            config.jtl.token_url.as_str(),
+            "http://127.0.0.1:8090/oauth/v2/token"
+        );
+        assert_eq!(
+            config.jtl.jwks_url.as_str(),
+            "http://127.0.0.1:8090/oauth/v2/keys"
+        );
+        assert_eq!(config.jtl.scope.as_deref(), Some("openid"));
+        assert_eq!(config.tenants.database_url.expose(), DEV_DATABASE_URL);
+    }
 }
