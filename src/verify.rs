@@ -144,6 +144,10 @@ impl SessionVerifier {
         self
     }
 
+    pub fn policy(&self) -> &TokenPolicy {
+        &self.policy
+    }
+
     pub fn keys(&self) -> &KeySet {
         &self.keys
     }

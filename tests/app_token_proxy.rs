@@ -138,6 +138,14 @@ async fn a_token_for_another_app_or_tenant_claim_is_401_naming_the_check_and_rea
         .mint_session_token(TENANT, USER, "acme", hour())
         .unwrap();
     assert_eq!(get_with(&proxy, &legacy).await.status, 401);
+    // No token at all: the 401 says which token is missing.
+    let answer = get(&proxy.url("/orders"), &[]).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.json()["error"], "missing_token");
+    assert!(answer.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .starts_with("An app token is required"));
     assert_eq!(proxy.backend_hits(), 0, "nothing was forwarded");
 }
 

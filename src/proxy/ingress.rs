@@ -23,7 +23,7 @@ use super::headers::{
 use super::upstream::Upstream;
 use super::{cors, paths, streamed_body, Handled, Peer, ProxyBody, RequestLine};
 use crate::config::IngressConfig;
-use crate::jose::Session;
+use crate::jose::{Session, TokenFlow};
 use crate::jtl::AccessTokens;
 use crate::telemetry::{Listener, Metrics};
 use crate::tenants::{ConnectTenant, TenantRecorder};
@@ -247,10 +247,15 @@ impl Ingress {
         let token = match read_token(request.headers(), &self.settings.token_headers) {
             Ok(Some(token)) => token,
             Ok(None) => {
-                let response = error_response(
-                    ErrorCode::MissingToken,
-                    "A session token is required: send it as Authorization: Bearer <token>.",
-                );
+                let description = match self.verifier.policy().flow {
+                    TokenFlow::SessionToken => {
+                        "A session token is required: send it as Authorization: Bearer <token>."
+                    }
+                    TokenFlow::AppToken => {
+                        "An app token is required: send it as Authorization: Bearer <token>."
+                    }
+                };
+                let response = error_response(ErrorCode::MissingToken, description);
                 return Handled::new(response, "missing_token");
             }
             Err(reason) => {
