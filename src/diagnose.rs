@@ -12,6 +12,28 @@ check jtl.client_id and jtl.client_secret (or the content of jtl.client_secret_f
 a wrong client id or secret, stray whitespace or a newline in the secret or the secret file, \
 or client id and secret swapped";
 
+/// What to do when JTL's Zitadel answers `invalid_scope` to the service account's token
+/// request (the app-token flow), given the scope that was sent (`jtl.scope`).
+pub fn invalid_scope_advice(scope: Option<&str>) -> String {
+    let scope = scope.unwrap_or_default().trim();
+    if scope.split(' ').any(|value| value == "openid") {
+        return "Zitadel refused a value of jtl.scope beside \"openid\": leave jtl.scope \
+                empty, which sends \"openid\" alone"
+            .to_owned();
+    }
+    let mut advice = "JTL's Zitadel requires \"openid\" in the service account's token \
+                      request: include openid in jtl.scope, or leave it empty (the app-token \
+                      flow defaults it to \"openid\")"
+        .to_owned();
+    if !scope.is_empty() {
+        advice.push_str(&format!(
+            "; here: jtl.scope = \"openid {}\"",
+            scope.escape_debug()
+        ));
+    }
+    advice
+}
+
 /// Where the client secret came from, for the observations about it.
 #[derive(Debug, Clone, Copy)]
 pub enum SecretSource<'a> {
@@ -169,6 +191,20 @@ mod tests {
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert!(seen[0].contains("trailing newline"), "{seen:?}");
         assert!(!seen[0].contains("s3cret"));
+    }
+
+    #[test]
+    fn invalid_scope_advice_says_to_include_openid() {
+        for scope in [None, Some(""), Some("profile"), Some("openidx email")] {
+            let advice = invalid_scope_advice(scope);
+            assert!(
+                advice.contains("include openid in jtl.scope"),
+                "{scope:?}: {advice}"
+            );
+        }
+        assert!(invalid_scope_advice(Some("profile")).ends_with("jtl.scope = \"openid profile\""));
+        let advice = invalid_scope_advice(Some("openid urn:x"));
+        assert!(advice.contains("beside \"openid\""), "{advice}");
     }
 
     #[test]
