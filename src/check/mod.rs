@@ -7,18 +7,29 @@
 //! reachable with the token, usable keys, tenant store, upstream, and optionally a pasted
 //! session token. A step that needs a failed one is skipped with the reason. Every
 //! network call is bounded by `jtl.timeout_ms`.
+//!
+//! The app-token flow (SPEC §11) differs where JTL's Zitadel does: the token endpoint line
+//! shows the scope sent (and `invalid_scope` gets the advice to include `openid`), the key
+//! set is fetched without a bearer (so it is checked even when no token was had), the
+//! usable keys are RSA ones (Zitadel's EC and OKP keys are skipped, as they should be), a
+//! discovery step compares `{issuer}/.well-known/openid-configuration` with the config,
+//! and a pasted token is an app token, explained by JTL's three checks.
 
+pub mod app_token;
+pub mod discovery;
 mod reach;
 pub mod session_token;
 
 use std::fmt;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{ClientSecret, Config, Flow};
 use crate::diagnose::{self, kid_list, span};
-use crate::jose::JwkSet;
-use crate::jtl::{AccessToken, Jtl, KeysError, LifetimeSource, SetupError, TokenError};
-use crate::secrets::fingerprint;
+use crate::jose::{JwkSet, KeyError, VerifyingKey};
+use crate::jtl::{
+    AccessToken, FetchedKeys, Jtl, JtlHttp, KeysError, LifetimeSource, SetupError, TokenError,
+};
+use crate::secrets::{fingerprint, Secret};
 
 /// How a step went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +88,14 @@ pub mod step {
     pub const TENANT_STORE: &str = "tenant store";
     pub const UPSTREAM: &str = "upstream";
     pub const SESSION_TOKEN: &str = "session token";
+    /// The app-token flow's OpenID Connect discovery document.
+    pub const DISCOVERY: &str = "discovery";
+    /// A pasted app token: its claims and the verdict.
+    pub const APP_TOKEN: &str = "app token";
+    /// JTL's three checks of an app token, in JTL's order.
+    pub const SIGNATURE_AND_ISSUER: &str = "app token 1/3 signature and issuer";
+    pub const AUDIENCE: &str = "app token 2/3 audience";
+    pub const APP_ID: &str = "app token 3/3 app id";
 }
 
 /// Every line of a run.
@@ -101,6 +120,8 @@ impl Report {
 struct Recorder<'a> {
     report: Report,
     emit: &'a mut dyn FnMut(&Line),
+    /// The app-token flow: the key set is public, so it does not wait for a token.
+    app_token: bool,
 }
 
 impl Recorder<'_> {
@@ -116,32 +137,55 @@ impl Recorder<'_> {
 
 /// Runs the online checks against `config` and returns the report; `emit` sees each
 /// line as soon as it is known. `session_token`, when given, is verified against the
-/// key set just fetched with the configured policy.
+/// key set just fetched with the configured policy (an app token in the app-token flow).
 pub async fn run_online(
     config: &Config,
     session_token: Option<&str>,
     emit: &mut dyn FnMut(&Line),
 ) -> Report {
+    let app_token = config.session.flow == Flow::AppToken;
     let mut out = Recorder {
         report: Report::default(),
         emit,
+        app_token,
     };
     let clock = Clock::system();
     let keys = check_jtl(config, &clock, &mut out).await;
+    if app_token {
+        let line = match JtlHttp::new(config.jtl.timeout, config.jtl.ca_file.as_deref()) {
+            Ok(http) => discovery::check(config, &http).await,
+            Err(error) => Line::new(
+                Verdict::Skipped,
+                step::DISCOVERY,
+                format!("not fetched: {error}"),
+            ),
+        };
+        out.push(line);
+    }
     out.push(reach::tenant_store(config).await);
     out.push(reach::upstream(config).await);
     if let Some(token) = session_token {
-        match &keys {
-            Some(keys) => {
-                let policy = config.session.token_policy();
+        let policy = config.session.token_policy();
+        match (&keys, app_token) {
+            (Some(keys), false) => {
                 for line in session_token::diagnose(token, keys, &policy, clock.now_s()) {
                     out.push(line);
                 }
             }
-            None => out.line(
+            (Some(keys), true) => {
+                for line in app_token::diagnose(token, keys, &policy, clock.now_s()) {
+                    out.push(line);
+                }
+            }
+            (None, false) => out.line(
                 Verdict::Skipped,
                 step::SESSION_TOKEN,
                 "not verified: no usable key set was fetched",
+            ),
+            (None, true) => out.line(
+                Verdict::Skipped,
+                step::APP_TOKEN,
+                "not verified: no usable RSA key set was fetched",
             ),
         }
     }
@@ -151,11 +195,11 @@ pub async fn run_online(
 /// Steps 1–5: token endpoint, credentials, lifetime, JWKS, keys. Returns the usable
 /// keys when there are any.
 async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Option<JwkSet> {
-    let token_url = config.jtl.token_url.as_str();
     let jtl = match Jtl::from_config(config, clock.clone()) {
         Ok(jtl) => jtl,
         Err(SetupError::Http(error)) => {
             out.line(Verdict::Fail, step::TOKEN_ENDPOINT, error.to_string());
+            out.app_token = false;
             skip_after_token_endpoint(out, "the HTTPS client could not be set up");
             return None;
         }
@@ -167,10 +211,34 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
             );
             out.line(Verdict::Fail, step::CREDENTIALS, error.to_string());
             skip_after_credentials(out, "no secret");
-            return None;
+            if !out.app_token {
+                return None;
+            }
+            // The public key set needs no secret: a stand-in lets the key set be built.
+            let mut without_secret = config.clone();
+            without_secret.jtl.client_secret = ClientSecret::Inline(Secret::new(""));
+            let jtl = Jtl::from_config(&without_secret, clock.clone()).ok()?;
+            return check_keys(config, &jtl, out).await;
         }
     };
+    if check_token(config, &jtl, clock, out).await || out.app_token {
+        check_keys(config, &jtl, out).await
+    } else {
+        None
+    }
+}
 
+/// Steps 1–3: token endpoint, credentials, lifetime. True when a token was had; the
+/// lines of the steps that could not run are there either way.
+async fn check_token(config: &Config, jtl: &Jtl, clock: &Clock, out: &mut Recorder<'_>) -> bool {
+    let token_url = config.jtl.token_url.as_str();
+    let answered = |url: &str| {
+        if out.app_token {
+            format!("{} ({} sent)", answered(url), scope_text(config))
+        } else {
+            answered(url)
+        }
+    };
     let token = match jtl.tokens.get().await {
         Ok(token) => token,
         Err(unavailable) => {
@@ -210,6 +278,26 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
                     );
                     skip_after_credentials(out, "the credentials were not accepted");
                 }
+                TokenError::Status {
+                    status,
+                    oauth_error,
+                } if out.app_token && oauth_error.as_deref() == Some("invalid_scope") => {
+                    out.line(
+                        Verdict::Fail,
+                        step::TOKEN_ENDPOINT,
+                        format!(
+                            "{token_url} refused the scope: {} sent, HTTP {status} invalid_scope; {}",
+                            scope_text(config),
+                            diagnose::invalid_scope_advice(config.jtl.scope.as_deref())
+                        ),
+                    );
+                    out.line(
+                        Verdict::Skipped,
+                        step::CREDENTIALS,
+                        "not known: the scope was refused before a token was handed out",
+                    );
+                    skip_after_credentials(out, "no access token");
+                }
                 TokenError::Status { status, .. } => {
                     out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
                     let hint = if *status == 404 {
@@ -238,7 +326,7 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
                     skip_after_credentials(out, "no secret");
                 }
             }
-            return None;
+            return false;
         }
     };
     out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
@@ -252,12 +340,20 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
         step::TOKEN_LIFETIME,
         lifetime(&token, clock.now_ms()),
     );
+    true
+}
 
+/// Steps 4–5: the key set and its usable keys.
+async fn check_keys(config: &Config, jtl: &Jtl, out: &mut Recorder<'_>) -> Option<JwkSet> {
     let jwks_url = config.jtl.jwks_url.as_str();
     let fetched = match jtl.keys.fetch_document().await {
         Ok(fetched) => fetched,
         Err(KeysError::Document(error)) => {
-            out.line(Verdict::Ok, step::JWKS, jwks_answered(jwks_url));
+            out.line(
+                Verdict::Ok,
+                step::JWKS,
+                jwks_answered(jwks_url, out.app_token),
+            );
             out.line(
                 Verdict::Fail,
                 step::KEYS,
@@ -266,8 +362,18 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
             return None;
         }
         Err(error) => {
-            let message = match &error {
-                KeysError::Call(_) => format!("{jwks_url}: {error}"),
+            let message = match (&error, out.app_token) {
+                (KeysError::Call(_), _) => format!("{jwks_url}: {error}"),
+                // The runtime's words assume JTL's authenticated JWKS; Zitadel's is public.
+                (KeysError::Unauthorized, true) => format!(
+                    "{jwks_url} answered HTTP 401 to a request without a bearer; Zitadel's key \
+                     set is public, so this is not it: check jtl.jwks_url (default \
+                     {{session.issuer}}/oauth/v2/keys)"
+                ),
+                (KeysError::NotFound, true) => format!(
+                    "the key set endpoint answered HTTP 404: wrong session.issuer / \
+                     jtl.jwks_url ({jwks_url})"
+                ),
                 _ => format!("{error} ({jwks_url})"),
             };
             out.line(Verdict::Fail, step::JWKS, message);
@@ -279,7 +385,22 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
             return None;
         }
     };
-    out.line(Verdict::Ok, step::JWKS, jwks_answered(jwks_url));
+    out.line(
+        Verdict::Ok,
+        step::JWKS,
+        jwks_answered(jwks_url, out.app_token),
+    );
+    let (verdict, message) = if out.app_token {
+        rsa_keys_text(&fetched)
+    } else {
+        ed25519_keys_text(&fetched)
+    };
+    out.line(verdict, step::KEYS, message);
+    (verdict == Verdict::Ok).then_some(fetched.set)
+}
+
+/// The keys line of the session-token flow.
+fn ed25519_keys_text(fetched: &FetchedKeys) -> (Verdict, String) {
     let skipped: Vec<String> = fetched.skipped.iter().map(diagnose::skipped_key).collect();
     let skipped_text = if skipped.is_empty() {
         "none skipped".to_owned()
@@ -296,20 +417,99 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
         } else {
             skipped_text
         };
-        out.line(Verdict::Fail, step::KEYS, format!("{error}: {detail}"));
-        return None;
+        return (Verdict::Fail, format!("{error}: {detail}"));
     }
     let count = fetched.set.len();
-    out.line(
+    (
         Verdict::Ok,
-        step::KEYS,
         format!(
             "{count} usable Ed25519 key{} ({}); {skipped_text}",
-            if count == 1 { "" } else { "s" },
+            plural(count),
             kid_list(fetched.set.keys().iter().map(|key| key.kid()))
         ),
+    )
+}
+
+/// The keys line of the app-token flow. Zitadel publishes EC and OKP keys beside its RSA
+/// ones; those are skipped as they should be and said so calmly. Other skipped keys (an
+/// RSA key too small, or not for signatures) are listed with why.
+fn rsa_keys_text(fetched: &FetchedKeys) -> (Verdict, String) {
+    let (other_types, refused): (Vec<_>, Vec<_>) = fetched
+        .skipped
+        .iter()
+        .partition(|key| key.reason == KeyError::WrongKeyType);
+    let other_kids = kid_list(other_types.iter().map(|key| key.kid.as_deref()));
+    let refused_text = (!refused.is_empty()).then(|| {
+        let each: Vec<String> = refused
+            .iter()
+            .map(|key| diagnose::skipped_key(key))
+            .collect();
+        format!(
+            "{} RSA key{} skipped: {}",
+            refused.len(),
+            plural(refused.len()),
+            each.join("; ")
+        )
+    });
+    if fetched.set.is_empty() {
+        let error = KeysError::NoUsableKeys {
+            skipped: fetched.skipped.len(),
+            kind: fetched.kind,
+        };
+        let mut detail = Vec::new();
+        if fetched.skipped.is_empty() {
+            detail.push("the document's \"keys\" array is empty".to_owned());
+        }
+        if !other_types.is_empty() {
+            detail.push(format!(
+                "only keys of other types ({other_kids}), while app tokens are signed with \
+                 RSA, so none could be verified (is jtl.jwks_url Zitadel's key set?)"
+            ));
+        }
+        detail.extend(refused_text);
+        return (Verdict::Fail, format!("{error}: {}", detail.join("; ")));
+    }
+    let count = fetched.set.len();
+    let usable: Vec<String> = fetched
+        .set
+        .keys()
+        .iter()
+        .map(|key| {
+            let kid = kid_list([key.kid()]);
+            match key {
+                VerifyingKey::Rsa(rsa) => format!("{kid} {} bits", rsa.modulus_bits()),
+                VerifyingKey::Ed25519(_) => kid,
+            }
+        })
+        .collect();
+    let mut text = format!(
+        "{count} usable RSA key{} ({})",
+        plural(count),
+        usable.join(", ")
     );
-    Some(fetched.set)
+    if fetched.skipped.is_empty() {
+        text.push_str("; none skipped");
+    }
+    if !other_types.is_empty() {
+        text.push_str(&format!(
+            "; {} key{} of other types skipped ({other_kids}), as expected: Zitadel publishes \
+             EC and OKP keys beside the RSA keys that sign app tokens",
+            other_types.len(),
+            plural(other_types.len())
+        ));
+    }
+    if let Some(refused_text) = refused_text {
+        text.push_str(&format!("; {refused_text}"));
+    }
+    (Verdict::Ok, text)
+}
+
+fn plural(count: usize) -> &'static str {
+    if count == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 fn skip_after_token_endpoint(out: &mut Recorder<'_>, why: &str) {
@@ -321,8 +521,15 @@ fn skip_after_token_endpoint(out: &mut Recorder<'_>, why: &str) {
     skip_after_credentials(out, why);
 }
 
+/// Skips what needs a token: the lifetime, and in the session-token flow the key set
+/// (fetched with the token); the app-token flow's key set is public and still checked.
 fn skip_after_credentials(out: &mut Recorder<'_>, why: &str) {
-    for name in [step::TOKEN_LIFETIME, step::JWKS, step::KEYS] {
+    let names: &[&'static str] = if out.app_token {
+        &[step::TOKEN_LIFETIME]
+    } else {
+        &[step::TOKEN_LIFETIME, step::JWKS, step::KEYS]
+    };
+    for &name in names {
         // The lifetime line may already be there (an unusable answer).
         if out.report.lines.iter().any(|line| line.step == name) {
             continue;
@@ -335,24 +542,39 @@ fn answered(url: &str) -> String {
     format!("{url} answered")
 }
 
+/// `scope "openid"`, or `no scope`.
+fn scope_text(config: &Config) -> String {
+    match config.jtl.scope.as_deref() {
+        Some(scope) => format!("scope {:?}", scope),
+        None => "no scope".to_owned(),
+    }
+}
+
 fn accepted(client_id: &str) -> String {
     format!("accepted for client_id {client_id:?}")
 }
 
-fn jwks_answered(url: &str) -> String {
-    format!("{url} answered HTTP 200 to the access token")
+fn jwks_answered(url: &str, app_token: bool) -> String {
+    if app_token {
+        format!("{url} answered HTTP 200 without a bearer (Zitadel's key set is public)")
+    } else {
+        format!("{url} answered HTTP 200 to the access token")
+    }
 }
 
 fn lifetime(token: &AccessToken, now_ms: i64) -> String {
     // Rounded: a few milliseconds have passed since the answer arrived.
     let seconds = ((token.expires_at_ms() - now_ms).max(0) + 500) / 1000;
     let from = match token.lifetime_from() {
-        LifetimeSource::ExpiresIn => "expires_in",
-        LifetimeSource::JwtExp => "the token's exp (no expires_in)",
-        LifetimeSource::Assumed => "assumed 300 s (an opaque token without expires_in)",
+        LifetimeSource::ExpiresIn => "as received in expires_in",
+        LifetimeSource::JwtExp => "as received in the token's exp (no expires_in)",
+        LifetimeSource::Assumed => {
+            "assumed 300 s: the opaque token came without expires_in (a short guess: a wrong \
+             one costs an early refresh)"
+        }
     };
     format!(
-        "{seconds} s ({}) as received in {from}; access token {}",
+        "{seconds} s ({}) {from}; access token {}",
         span(seconds),
         fingerprint(token.value())
     )

@@ -16,12 +16,7 @@ const MAX_SHOWN: usize = 80;
 /// The verdict starts with the sentence the sidecar puts in its 401 and its log, then
 /// says what that means here.
 pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> Vec<Line> {
-    // Pasted text may carry the scheme or a line break.
-    let token = token.trim();
-    let token = token
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .unwrap_or(token);
+    let token = pasted(token);
     let named = format!("token {}", fingerprint(token));
     let mut lines = Vec::new();
     let verdict = |verdict: Verdict, message: String| {
@@ -126,8 +121,17 @@ fn claims_text(kid: Option<&str>, payload: &Map<String, Value>, now: i64) -> Str
     )
 }
 
+/// The token in pasted text, which may carry the scheme or a line break.
+pub(super) fn pasted(token: &str) -> &str {
+    let token = token.trim();
+    token
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .unwrap_or(token)
+}
+
 /// A value quoted and escaped, cut at [`MAX_SHOWN`] characters.
-fn shown(text: &str) -> String {
+pub(super) fn shown(text: &str) -> String {
     let cut: String = text.chars().take(MAX_SHOWN).collect();
     let ellipsis = if cut.len() < text.len() { "…" } else { "" };
     format!("\"{}{ellipsis}\"", cut.escape_debug())
