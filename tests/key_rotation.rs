@@ -44,18 +44,17 @@ async fn waiting_requests(proxy: &Proxy) -> Option<String> {
     metric(proxy, "jtl_sidecar_jwks_waiting_requests ").await
 }
 
+/// A sidecar whose key set was just loaded by a verified request: no refetch is permitted
+/// for the next 10 s (jwks_min_refetch_interval_s).
+async fn warmed_proxy() -> Proxy {
+    let proxy = Proxy::start("").await;
+    assert_eq!(spawn_get(&proxy, proxy.token()).await.unwrap().status, 200);
+    proxy
+}
+
 #[tokio::test]
 async fn a_rotated_in_key_gets_200_while_forged_tokens_keep_the_refetch_limit_spent() {
-    let proxy = Proxy::start("").await;
-    assert_eq!(
-        get(
-            &proxy.url("/warm"),
-            &[("authorization", &format!("Bearer {}", proxy.token()))]
-        )
-        .await
-        .status,
-        200
-    );
+    let proxy = warmed_proxy().await;
     let fetches_before = proxy.emulator.jwks_requests();
 
     // The key set was just loaded, so no refetch is permitted for 10 s: forged tokens wait.
@@ -107,16 +106,7 @@ async fn a_rotated_in_key_gets_200_while_forged_tokens_keep_the_refetch_limit_sp
 
 #[tokio::test]
 async fn beyond_the_bound_of_waiting_requests_the_answer_is_503_with_retry_after() {
-    let proxy = Proxy::start("").await;
-    assert_eq!(
-        get(
-            &proxy.url("/warm"),
-            &[("authorization", &format!("Bearer {}", proxy.token()))]
-        )
-        .await
-        .status,
-        200
-    );
+    let proxy = warmed_proxy().await;
     let waiting: Vec<_> = (0..MAX_WAITING_FOR_KEYS)
         .map(|n| spawn_get(&proxy, forged(&proxy, n)))
         .collect();
@@ -133,15 +123,7 @@ async fn beyond_the_bound_of_waiting_requests_the_answer_is_503_with_retry_after
     assert_eq!(answer.json()["error"], "temporarily_unavailable");
     assert_eq!(answer.headers["retry-after"], "10");
     // A token whose key is cached never queues.
-    assert_eq!(
-        get(
-            &proxy.url("/ok"),
-            &[("authorization", &format!("Bearer {}", proxy.token()))]
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(spawn_get(&proxy, proxy.token()).await.unwrap().status, 200);
 
     proxy.clock.advance(Duration::from_secs(10));
     for request in waiting {

@@ -166,16 +166,8 @@ async fn token_endpoint(state: &State, request: Request<Incoming>) -> Reply {
 const MAX_MINTED: usize = 100_000;
 
 fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
+    let query = query_pairs(request);
+    let param = |name: &str| query_param(&query, name);
     let tenant_id = param("tenantId").unwrap_or(super::DEV_TENANT_ID);
     let user_id = param("userId").unwrap_or(super::DEV_USER_ID);
     let slug = param("tenantSlug").unwrap_or(super::DEV_TENANT_SLUG);
@@ -215,6 +207,21 @@ fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     reply
+}
+
+/// The query of a minting request, decoded.
+pub(super) fn query_pairs(request: &Request<Incoming>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The first value of a query parameter.
+pub(super) fn query_param<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
+    query
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
 }
 
 pub(super) fn basic_credentials(request: &Request<Incoming>) -> Option<(String, String)> {

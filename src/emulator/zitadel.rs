@@ -32,7 +32,9 @@ use ring::signature::{
 };
 use serde_json::{json, Value};
 
-use super::routes::{basic_credentials, json_reply, misbehave, read_body, Reply};
+use super::routes::{
+    basic_credentials, json_reply, misbehave, query_pairs, query_param, read_body, Reply,
+};
 use super::{lock, Emulator, EmulatorError, Failure, State};
 use crate::jose::base64url_encode;
 
@@ -570,16 +572,8 @@ fn discovery_endpoint(zitadel: &Zitadel, request: &Request<Incoming>) -> Reply {
 }
 
 fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
+    let query = query_pairs(request);
+    let param = |name: &str| query_param(&query, name);
     let tenant_id = param("tenantId").unwrap_or(super::DEV_TENANT_ID);
     let sub = param("sub").unwrap_or(DEV_APP_USER_ID);
     let mut audience: Vec<&str> = query
