@@ -599,7 +599,10 @@ pub fn load_str(
     });
     match config {
         Some(config) if problems.is_empty() => {
+            // `check` prints the values in force, derived ones included (SPEC §11).
             effective.jtl.jwks_url = config.jtl.jwks_url.to_string();
+            effective.jtl.token_url = config.jtl.token_url.to_string();
+            effective.jtl.scope = config.jtl.scope.clone().unwrap_or_default();
             if let Some(issuer) = &config.session.issuer {
                 effective.session.issuer = issuer.clone();
             }

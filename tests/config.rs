@@ -765,6 +765,17 @@ fn app_token_flow_asks_zitadel_for_the_service_token_with_openid() {
     ))
     .unwrap();
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // `check` prints the derived values, as they are in force.
+    let shown = config.effective.to_redacted_toml();
+    assert!(
+        shown.contains("token_url = \"https://id.example/oauth/v2/token\""),
+        "{shown}"
+    );
+    assert!(shown.contains("scope = \"openid\""), "{shown}");
+    assert!(
+        shown.contains("jwks_url = \"https://id.example/oauth/v2/keys\""),
+        "{shown}"
+    );
     let config = config.config;
     // A trailing '/' is dropped: `iss` is compared exactly.
     assert_eq!(config.session.issuer.as_deref(), Some("https://id.example"));
