@@ -42,6 +42,7 @@ pub struct RawConfig {
     pub jtl: RawJtl,
     pub session: RawSession,
     pub tenants: RawTenants,
+    pub shared_cache: RawSharedCache,
     pub admin: RawAdmin,
     pub log: RawLog,
     pub server: RawServer,
@@ -199,6 +200,28 @@ impl Default for RawTenants {
     }
 }
 
+/// `[shared_cache]` (SPEC §12): several replicas share one access token through Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSharedCache {
+    pub redis_url: String,
+    pub redis_password_file: String,
+    pub key_prefix: String,
+}
+
+/// `shared_cache.key_prefix`'s default.
+pub const DEFAULT_SHARED_CACHE_KEY_PREFIX: &str = "jtl-auth-sidecar";
+
+impl Default for RawSharedCache {
+    fn default() -> Self {
+        RawSharedCache {
+            redis_url: String::new(),
+            redis_password_file: String::new(),
+            key_prefix: DEFAULT_SHARED_CACHE_KEY_PREFIX.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawAdmin {
@@ -247,13 +270,14 @@ impl Default for RawServer {
 
 impl RawConfig {
     /// The config as TOML, with `jtl.client_secret` and any password in
-    /// `tenants.database_url` replaced by `<redacted>`.
+    /// `tenants.database_url` or `shared_cache.redis_url` replaced by `<redacted>`.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         if !shown.jtl.client_secret.is_empty() {
             shown.jtl.client_secret = REDACTED.into();
         }
         shown.tenants.database_url = redact_url_password(&shown.tenants.database_url);
+        shown.shared_cache.redis_url = redact_url_password(&shown.shared_cache.redis_url);
         // Serializing plain strings, numbers, booleans and maps cannot fail.
         toml::to_string(&shown).unwrap_or_default()
     }
@@ -288,9 +312,14 @@ pub fn redact_url_password(text: &str) -> String {
     }
     let mut shown = shown.to_string().replace("%3Credacted%3E", REDACTED);
     if url.password().is_some() {
-        // Put the marker where the password was: scheme://user:<redacted>@host
-        let user_end = format!("://{}@", url.username());
-        shown = shown.replacen(&user_end, &format!("://{}:{REDACTED}@", url.username()), 1);
+        // Put the marker where the password was: scheme://user:<redacted>@host, or
+        // scheme://:<redacted>@host (Redis's password-only form).
+        if url.username().is_empty() {
+            shown = shown.replacen("://", &format!("://:{REDACTED}@"), 1);
+        } else {
+            let user_end = format!("://{}@", url.username());
+            shown = shown.replacen(&user_end, &format!("://{}:{REDACTED}@", url.username()), 1);
+        }
     }
     shown
 }
@@ -316,6 +345,7 @@ pub struct Config {
     pub jtl: JtlConfig,
     pub session: SessionConfig,
     pub tenants: TenantsConfig,
+    pub shared_cache: SharedCacheConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub server: ServerConfig,
@@ -434,6 +464,53 @@ pub struct TenantsConfig {
     /// The first verified request of a tenant the store does not hold inserts it (SPEC §7).
     pub record_on_request: bool,
 }
+
+/// `[shared_cache]`, validated.
+#[derive(Debug, Clone)]
+pub struct SharedCacheConfig {
+    /// `None` when `redis_url` is empty: each replica keeps its own token.
+    pub redis: Option<RedisTarget>,
+    /// Never empty.
+    pub key_prefix: String,
+}
+
+/// Where Redis is and how to log in, read from `shared_cache.redis_url` (and
+/// `redis_password_file`). Its `Debug` never shows the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// `rediss://`: TLS with the roots of JTL's connections (`jtl.ca_file` included).
+    pub tls: bool,
+    /// A DNS name or an IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// The database number (the URL's path), 0 by default.
+    pub db: i64,
+    /// The ACL user, when the URL names one.
+    pub username: Option<String>,
+    pub password: Option<RedisPassword>,
+}
+
+impl RedisTarget {
+    /// `host:port` for logs (never the credentials).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisPassword {
+    /// From the URL's user info.
+    Inline(Secret),
+    /// `shared_cache.redis_password_file`, read at start-up.
+    File(PathBuf),
+}
+
+/// The default port of `redis://` and `rediss://`.
+pub const REDIS_DEFAULT_PORT: u16 = 6379;
 
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -809,7 +886,11 @@ fn check_shape(given: &mut Dict, schema: &Dict, prefix: &str, problems: &mut Vec
 }
 
 /// Keys whose values are never shown, not even in an error.
-const SECRET_KEYS: &[&str] = &["jtl.client_secret", "tenants.database_url"];
+const SECRET_KEYS: &[&str] = &[
+    "jtl.client_secret",
+    "tenants.database_url",
+    "shared_cache.redis_url",
+];
 
 /// A key as shown in a problem line: as written when it is plain, else quoted with
 /// escapes, so a key holding a newline cannot forge another line.
@@ -1028,6 +1109,7 @@ fn validate(
         warnings,
     );
     let tenants = validate_tenants(&raw.tenants, &mut check);
+    let shared_cache = validate_shared_cache(&raw.shared_cache, &mut check, warnings);
     let admin = check
         .socket_addr("admin.listen", &raw.admin.listen)
         .map(|listen| AdminConfig { listen });
@@ -1072,6 +1154,7 @@ fn validate(
         jtl: jtl?,
         session: session?,
         tenants: tenants?,
+        shared_cache: shared_cache?,
         admin: admin?,
         log: log?,
         server,
@@ -1625,6 +1708,151 @@ fn validate_tenants(raw: &RawTenants, check: &mut Checker) -> Option<TenantsConf
         database_url: Secret::new(url.clone()),
         record_on_request: raw.record_on_request,
     })
+}
+
+fn validate_shared_cache(
+    raw: &RawSharedCache,
+    check: &mut Checker,
+    warnings: &mut Vec<String>,
+) -> Option<SharedCacheConfig> {
+    let problems_before = check.problems.len();
+    if raw.key_prefix.is_empty() {
+        check.problem(
+            "shared_cache.key_prefix",
+            "must not be empty (it keeps apps and environments sharing one Redis apart)",
+        );
+    } else if raw
+        .key_prefix
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
+        check.problem(
+            "shared_cache.key_prefix",
+            format!(
+                "must not contain whitespace or control characters: {:?}",
+                raw.key_prefix
+            ),
+        );
+    }
+    let password_file =
+        (!raw.redis_password_file.is_empty()).then(|| PathBuf::from(&raw.redis_password_file));
+    let redis = if raw.redis_url.is_empty() {
+        if password_file.is_some() {
+            warnings.push(
+                "shared_cache.redis_password_file: ignored while shared_cache.redis_url is empty"
+                    .into(),
+            );
+        }
+        None
+    } else {
+        let target = parse_redis_url(&raw.redis_url, password_file.clone());
+        match target {
+            Ok(target) => {
+                match (&password_file, &target.password) {
+                    (Some(_), Some(RedisPassword::Inline(_))) => check.problem(
+                        "shared_cache.redis_password_file",
+                        "set either a password in shared_cache.redis_url or shared_cache.redis_password_file, not both",
+                    ),
+                    (Some(path), _) => {
+                        if let Err(error) = std::fs::metadata(path) {
+                            warnings.push(format!(
+                                "shared_cache.redis_password_file: cannot be read here ({error}); `run` needs it"
+                            ));
+                        }
+                    }
+                    (None, _) => {}
+                }
+                if !target.tls && !is_loopback_host_name(&target.host) {
+                    warnings.push(format!(
+                        "shared_cache.redis_url: redis:// to {} is unencrypted; the token is sealed, but the Redis password is not (use rediss://)",
+                        target.address()
+                    ));
+                }
+                Some(target)
+            }
+            Err(reason) => {
+                check.problem("shared_cache.redis_url", reason);
+                None
+            }
+        }
+    };
+    if check.problems.len() != problems_before {
+        return None;
+    }
+    Some(SharedCacheConfig {
+        redis,
+        key_prefix: raw.key_prefix.clone(),
+    })
+}
+
+/// `redis://[user][:password]@host[:port][/db]` or `rediss://…`: no query or fragment
+/// (redis-rs reads options from them that this sidecar does not offer, such as skipping
+/// certificate checks). A password in the URL and a password file exclude each other;
+/// the URL's wins the parse, and the caller reports the conflict.
+fn parse_redis_url(text: &str, password_file: Option<PathBuf>) -> Result<RedisTarget, String> {
+    let shown = redact_url_password(text);
+    let url =
+        Url::parse(text).map_err(|_| format!("not a redis:// or rediss:// URL: {shown:?}"))?;
+    let tls = match url.scheme() {
+        "redis" => false,
+        "rediss" => true,
+        _ => {
+            return Err(format!(
+                "must start with redis:// or rediss://, not {shown:?}"
+            ))
+        }
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(domain)) if !domain.is_empty() => domain.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(format!("names no host: {shown:?}")),
+    };
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "must not contain a query or fragment (TLS and the database are set by the scheme and the path): {shown:?}"
+        ));
+    }
+    let db = match url.path().trim_start_matches('/') {
+        "" => 0,
+        digits if digits.bytes().all(|b| b.is_ascii_digit()) && digits.len() <= 9 => digits
+            .parse::<i64>()
+            .map_err(|_| format!("the path is not a database number: {shown:?}"))?,
+        _ => {
+            return Err(format!(
+                "the path must be a database number (\"/0\", \"/1\", …): {shown:?}"
+            ))
+        }
+    };
+    let decode = |text: &str| -> Result<String, String> {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|_| "the user or password is not UTF-8 once percent-decoded".to_owned())
+    };
+    let username = match url.username() {
+        "" => None,
+        name => Some(decode(name)?),
+    };
+    let password = match url.password() {
+        Some(password) => Some(RedisPassword::Inline(Secret::new(decode(password)?))),
+        None => password_file.map(RedisPassword::File),
+    };
+    Ok(RedisTarget {
+        tls,
+        host,
+        port: url.port().unwrap_or(REDIS_DEFAULT_PORT),
+        db,
+        username,
+        password,
+    })
+}
+
+fn is_loopback_host_name(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn validate_log(raw: &RawLog, check: &mut Checker) -> Option<LogConfig> {
