@@ -2,7 +2,9 @@
 //! backend written in any language. See README.md for what it does and how to run it.
 //!
 //! Dependencies point one way: `jose` knows nothing; `jtl` knows `jose`; `verify` knows
-//! both; `proxy` and `tenants` use `verify`; `emulator` stands in for JTL in `dev` mode and in the tests.
+//! both; `jtl`'s access token may be shared through `shared_cache` (which borrows only `jtl`'s
+//! TLS roots);
+//! `proxy` and `tenants` use `verify`; `emulator` stands in for JTL in `dev` mode and in the tests.
 
 pub mod admin;
 pub mod check;
@@ -16,6 +18,7 @@ pub mod jtl;
 pub mod proxy;
 pub mod secrets;
 pub mod server;
+pub mod shared_cache;
 pub mod telemetry;
 pub mod tenants;
 pub mod verify;

@@ -26,6 +26,7 @@ use crate::jtl::{self, Jtl};
 use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
 use crate::proxy::Peer;
+use crate::shared_cache::SharedTokenStore;
 use crate::telemetry::Metrics;
 use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantStore};
 use crate::verify::SessionVerifier;
@@ -48,6 +49,8 @@ pub enum StartError {
     Jtl(#[from] jtl::SetupError),
     #[error(transparent)]
     TenantStore(#[from] StoreError),
+    #[error(transparent)]
+    SharedCache(#[from] crate::shared_cache::SetupError),
 }
 
 /// The addresses actually bound (ports chosen by the system when configured as 0).
@@ -87,7 +90,9 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 
 impl Server {
     pub async fn bind(config: Config, clock: Clock) -> Result<Server, StartError> {
-        let jtl = Jtl::from_config(&config, clock.clone())?;
+        // With `[shared_cache]`, the replicas share one access token through Redis.
+        let shared = SharedTokenStore::from_config(&config, clock.clone())?;
+        let jtl = Jtl::from_config_with_shared_store(&config, clock.clone(), shared)?;
         // Ports first: a port that is taken fails the start before a store is opened.
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())

@@ -326,6 +326,11 @@ impl std::fmt::Debug for JtlCollector {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -374,6 +379,28 @@ impl prometheus_client::collector::Collector for JtlCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        // Always exposed (zeros without `[shared_cache]`), so dashboards need no guard.
+        let shared = self.jtl.tokens.shared_counts();
+        let count = |pick: fn(&crate::shared_cache::SharedCounts) -> &AtomicU64| {
+            shared.map_or(0, |counts| pick(counts).load(Ordering::Relaxed))
+        };
+        let mut family = encoder.encode_descriptor(
+            "shared_token",
+            "The access token shared through Redis (shared_cache): entries read, hits (used \
+             without asking JTL), waits for another replica, locks won (asked JTL for all), \
+             Redis errors",
+            None,
+            MetricType::Counter,
+        )?;
+        for (event, value) in [
+            ("read", count(|c| &c.reads)),
+            ("hit", count(|c| &c.hits)),
+            ("wait", count(|c| &c.waits)),
+            ("lock_won", count(|c| &c.lock_wins)),
+            ("error", count(|c| &c.errors)),
+        ] {
+            ConstCounter::new(value).encode(family.encode_family(&EventLabels { event })?)?;
+        }
         let cache = self.verifier.cache_counts();
         encode_counts(
             &mut encoder,

@@ -1,7 +1,11 @@
 //! The app's OAuth2 client-credentials access token (SPEC §6): obtained from JTL's token
 //! endpoint, cached, refreshed in the background before it expires, one request in flight
-//! at a time, and never handed out once expired.
+//! at a time, and never handed out once expired. With `[shared_cache]`, several replicas
+//! share one token through Redis (SPEC §12, [`crate::shared_cache`]): the shared entry is
+//! read before JTL is asked, and only then (at start, at refresh, after a 401), never per
+//! request.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +25,11 @@ use crate::clock::{duration_ms, Clock};
 use crate::config::{ClientSecret, JtlConfig};
 use crate::diagnose::{credential_observations, observations_sentence, SecretSource};
 use crate::secrets::{fingerprint, Secret};
+use crate::shared_cache::{Acquired, Entry, Judgement, SealingKey, SharedCounts, SharedTokenStore};
+
+/// How many refused tokens are remembered, so that a shared entry still holding one is
+/// dropped rather than taken.
+const REFUSED_REMEMBERED: usize = 8;
 
 /// A token this close to its expiry is no longer handed out: it could expire while the
 /// request that carries it is on its way.
@@ -47,6 +56,8 @@ pub struct AccessToken {
     header: HeaderValue,
     expires_at_ms: i64,
     refresh_at_ms: i64,
+    /// When it was obtained from JTL (by this replica or the one that shared it).
+    obtained_at_ms: i64,
     fingerprint: String,
     lifetime_from: LifetimeSource,
 }
@@ -55,12 +66,12 @@ pub struct AccessToken {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifetimeSource {
     /// The response's `expires_in`.
-    ExpiresIn,
+    ExpiresIn = 0,
     /// The token's own JWT `exp` (the response had no `expires_in`).
-    JwtExp,
+    JwtExp = 1,
     /// Assumed: an opaque token (the app-token flow's, from Zitadel) came without
     /// `expires_in`, so [`OPAQUE_TOKEN_ASSUMED_LIFETIME`] is used.
-    Assumed,
+    Assumed = 2,
 }
 
 /// The lifetime assumed for an opaque service token answered without `expires_in`
@@ -68,6 +79,16 @@ pub enum LifetimeSource {
 /// refresh every few minutes rather than an expired token: JTL's 401 on such a token makes
 /// egress fetch a fresh one and retry.
 pub const OPAQUE_TOKEN_ASSUMED_LIFETIME: Duration = Duration::from_secs(300);
+
+impl LifetimeSource {
+    fn from_byte(byte: u8) -> LifetimeSource {
+        match byte {
+            1 => LifetimeSource::JwtExp,
+            2 => LifetimeSource::Assumed,
+            _ => LifetimeSource::ExpiresIn,
+        }
+    }
+}
 
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +125,37 @@ impl AccessToken {
 
     pub fn lifetime_from(&self) -> LifetimeSource {
         self.lifetime_from
+    }
+
+    /// A token read from the shared entry, refreshed on the same schedule as one obtained
+    /// here: `refresh_before` ahead, or at half-life for short ones.
+    fn from_entry(entry: &Entry, refresh_before_ms: i64) -> Option<AccessToken> {
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", entry.token)).ok()?;
+        header.set_sensitive(true);
+        let lifetime_ms = entry.expires_at_ms.checked_sub(entry.obtained_at_ms)?;
+        if lifetime_ms <= 0 {
+            return None;
+        }
+        Some(AccessToken {
+            serial: TOKEN_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            fingerprint: fingerprint(&entry.token),
+            value: Secret::new(entry.token.clone()),
+            header,
+            expires_at_ms: entry.expires_at_ms,
+            refresh_at_ms: entry.expires_at_ms - refresh_before_ms.min(lifetime_ms / 2),
+            obtained_at_ms: entry.obtained_at_ms,
+            lifetime_from: LifetimeSource::from_byte(entry.lifetime_source),
+        })
+    }
+
+    /// What the shared entry holds for this token.
+    fn to_entry(&self) -> Entry {
+        Entry {
+            token: self.value.expose().to_owned(),
+            expires_at_ms: self.expires_at_ms,
+            obtained_at_ms: self.obtained_at_ms,
+            lifetime_source: self.lifetime_from as u8,
+        }
     }
 
     fn is_usable_at(&self, now_ms: i64) -> bool {
@@ -172,6 +224,10 @@ struct Inner {
     next_attempt_ms: std::sync::atomic::AtomicI64,
     wake_refresher: Notify,
     counts: TokenFetchCounts,
+    /// `[shared_cache]`: the token shared with the other replicas through Redis.
+    shared: Option<SharedTokenStore>,
+    /// The values of the last tokens JTL refused (only kept with a shared store).
+    refused: Mutex<VecDeque<Secret>>,
 }
 
 #[derive(Default)]
@@ -193,6 +249,16 @@ impl AccessTokens {
     /// Reads `client_secret_file` when configured; the first token is fetched by the
     /// refresher or by the first caller.
     pub fn new(config: &JtlConfig, http: JtlHttp, clock: Clock) -> Result<Self, TokenError> {
+        AccessTokens::with_shared_store(config, http, clock, None)
+    }
+
+    /// As [`AccessTokens::new`], sharing the token through `shared` when given.
+    pub fn with_shared_store(
+        config: &JtlConfig,
+        http: JtlHttp,
+        clock: Clock,
+        shared: Option<SharedTokenStore>,
+    ) -> Result<Self, TokenError> {
         let secret = match &config.client_secret {
             ClientSecret::Inline(secret) => secret.clone(),
             ClientSecret::File(path) => read_secret_file(path)?,
@@ -213,6 +279,8 @@ impl AccessTokens {
                 next_attempt_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
                 wake_refresher: Notify::new(),
                 counts: TokenFetchCounts::default(),
+                shared,
+                refused: Mutex::new(VecDeque::new()),
             }),
         })
     }
@@ -268,12 +336,102 @@ impl AccessTokens {
             .is_some_and(|current| Arc::ptr_eq(current, token))
         {
             tracing::info!(token = %token.fingerprint(), "access token refused by JTL; dropped");
+            if self.inner.shared.is_some() {
+                // The shared entry is looked at by the next fetch, not here: this runs on
+                // the request path. It is dropped there if it still holds this token.
+                let mut refused = self.refused();
+                if refused.len() == REFUSED_REMEMBERED {
+                    refused.pop_front();
+                }
+                refused.push_back(token.value.clone());
+            }
             self.inner.wake_refresher.notify_one();
         }
     }
 
     pub fn counts(&self) -> &TokenFetchCounts {
         &self.inner.counts
+    }
+
+    /// The shared store's counts, when `[shared_cache]` is on.
+    pub fn shared_counts(&self) -> Option<&SharedCounts> {
+        self.inner.shared.as_ref().map(SharedTokenStore::counts)
+    }
+
+    /// The shared store, when `[shared_cache]` is on.
+    pub fn shared_store(&self) -> Option<&SharedTokenStore> {
+        self.inner.shared.as_ref()
+    }
+
+    fn refused(&self) -> std::sync::MutexGuard<'_, VecDeque<Secret>> {
+        self.inner
+            .refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sealing_key(&self) -> SealingKey {
+        let secret = self
+            .inner
+            .secret
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        SealingKey::derive(secret.expose().as_bytes())
+    }
+
+    /// Reads the shared entry, takes the lock or waits for the replica that holds it.
+    /// `Ok` is a token to use (no JTL request); `Err` says how to ask JTL: with the lock,
+    /// without it (the wait timed out), or as if there were no shared store.
+    async fn take_shared(
+        &self,
+        shared: &SharedTokenStore,
+        need: Need,
+    ) -> Result<Arc<AccessToken>, Acquired> {
+        let inner = &self.inner;
+        let key = self.sealing_key();
+        let judge = |entry: &Entry| {
+            if self
+                .refused()
+                .iter()
+                .any(|refused| refused.expose() == entry.token)
+            {
+                return Judgement::Refused;
+            }
+            let now = inner.clock.now_ms();
+            match AccessToken::from_entry(entry, inner.refresh_before_ms) {
+                Some(token)
+                    if token.is_usable_at(now)
+                        && (need == Need::Usable || now < token.refresh_at_ms) =>
+                {
+                    Judgement::Use
+                }
+                _ => Judgement::Stale,
+            }
+        };
+        match shared.acquire(&key, judge).await {
+            Acquired::Entry(entry) => {
+                // The same token as the current one keeps its `Arc`: a 401 for it must
+                // still invalidate it.
+                if let Some(current) = inner.current.load_full() {
+                    if current.value.expose() == entry.token {
+                        return Ok(current);
+                    }
+                }
+                let token = AccessToken::from_entry(&entry, inner.refresh_before_ms)
+                    .ok_or(Acquired::Unavailable)?;
+                let now = inner.clock.now_ms();
+                tracing::info!(
+                    token = %token.fingerprint(),
+                    expires_in_s = (token.expires_at_ms - now) / 1000,
+                    "took the JTL access token another replica shared through Redis"
+                );
+                let token = Arc::new(token);
+                inner.current.store(Some(Arc::clone(&token)));
+                Ok(token)
+            }
+            other => Err(other),
+        }
     }
 
     /// Refreshes the token ahead of expiry until `shutdown` completes.
@@ -315,6 +473,27 @@ impl AccessTokens {
         if now < flight.backoff.next_attempt_ms() {
             return self.current().ok_or_else(|| self.unavailable(&flight, now));
         }
+        // With a shared store: the other replicas' token, or the lock to ask for all.
+        let mut lock = None;
+        let mut publish = false;
+        if let Some(shared) = &inner.shared {
+            match self.take_shared(shared, need).await {
+                Ok(token) => {
+                    flight.backoff.succeeded();
+                    flight.last_error = None;
+                    inner
+                        .next_attempt_ms
+                        .store(i64::MIN, std::sync::atomic::Ordering::SeqCst);
+                    return Ok(token);
+                }
+                Err(Acquired::Won(won)) => {
+                    lock = Some(won);
+                    publish = true;
+                }
+                Err(Acquired::TimedOut) => publish = true,
+                Err(_) => {}
+            }
+        }
         let result = self.request_token().await;
         let now = inner.clock.now_ms();
         match result {
@@ -335,9 +514,17 @@ impl AccessTokens {
                 inner
                     .next_attempt_ms
                     .store(i64::MIN, std::sync::atomic::Ordering::SeqCst);
+                if let (Some(shared), true) = (&inner.shared, publish) {
+                    shared
+                        .publish(&self.sealing_key(), &token.to_entry(), lock)
+                        .await;
+                }
                 Ok(token)
             }
             Err((error, retry_after)) => {
+                if let (Some(shared), Some(lock)) = (&inner.shared, lock) {
+                    shared.release(lock).await;
+                }
                 inner
                     .counts
                     .failed
@@ -550,6 +737,7 @@ fn parse_token_response(
         header,
         expires_at_ms,
         refresh_at_ms,
+        obtained_at_ms: now_ms,
         lifetime_from,
     })
 }

@@ -34,9 +34,21 @@ pub struct Jtl {
 impl Jtl {
     /// Builds the HTTPS client, the access-token manager and the key set from the config.
     /// Nothing is fetched yet: the refreshers or the first callers do that.
+    /// The access token is this process's own: `check` and the tests use this.
     pub fn from_config(config: &Config, clock: Clock) -> Result<Jtl, SetupError> {
+        Jtl::from_config_with_shared_store(config, clock, None)
+    }
+
+    /// As [`Jtl::from_config`], with the access token shared through `shared` (SPEC §12,
+    /// `[shared_cache]`): what `run` uses. Nothing is connected yet.
+    pub fn from_config_with_shared_store(
+        config: &Config,
+        clock: Clock,
+        shared: Option<crate::shared_cache::SharedTokenStore>,
+    ) -> Result<Jtl, SetupError> {
         let http = JtlHttp::new(config.jtl.timeout, config.jtl.ca_file.as_deref())?;
-        let tokens = AccessTokens::new(&config.jtl, http.clone(), clock.clone())?;
+        let tokens =
+            AccessTokens::with_shared_store(&config.jtl, http.clone(), clock.clone(), shared)?;
         let options = KeySetOptions {
             url: config.jtl.jwks_url.to_string(),
             refresh_interval: config.session.jwks_refresh_interval,

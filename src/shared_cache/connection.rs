@@ -1,0 +1,168 @@
+//! One connection to Redis, opened by this crate and handed to redis-rs: plain TCP for
+//! `redis://`, rustls with the caller's `ClientConfig` (the roots of JTL's connections)
+//! for `rediss://`. redis-rs's own TLS (and so its `ConnectionManager`) can only trust
+//! the webpki roots *or* a PEM bundle, not a `ClientConfig`; opening the stream here keeps
+//! the TLS exactly that of JTL's connections.
+//!
+//! Reconnects by itself: a call on a broken connection drops it and, once, opens a new one
+//! within the same call; a failed connect is retried on the next call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{ProtocolVersion, RedisConnectionInfo};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::RedisTarget;
+use crate::secrets::Secret;
+
+/// Why a Redis call failed; the text never holds the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisFailure {
+    #[error("no answer within {0} ms (jtl.timeout_ms)")]
+    Timeout(u128),
+    #[error("cannot connect to {address}: {cause}")]
+    Connect { address: String, cause: String },
+    #[error("TLS handshake with {address} failed: {cause} (a private CA? set jtl.ca_file)")]
+    Tls { address: String, cause: String },
+    #[error("login refused by {address}: {cause} (check the password and user of shared_cache.redis_url / redis_password_file)")]
+    Auth { address: String, cause: String },
+    #[error("{0}")]
+    Command(String),
+}
+
+pub struct Connection {
+    target: RedisTarget,
+    info: RedisConnectionInfo,
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl Connection {
+    /// Nothing is opened yet. `password` is the URL's or the password file's.
+    pub fn new(
+        target: RedisTarget,
+        password: Option<Secret>,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Connection, String> {
+        let tls = match tls {
+            Some(config) if target.tls => {
+                let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                    .map_err(|_| format!("{:?} is not a valid TLS server name", target.host))?;
+                Some((TlsConnector::from(Arc::new(config)), name))
+            }
+            None if target.tls => return Err("rediss:// needs a TLS configuration".into()),
+            _ => None,
+        };
+        let info = RedisConnectionInfo {
+            db: target.db,
+            username: target.username.clone(),
+            password: password.map(|p| p.expose().to_owned()),
+            protocol: ProtocolVersion::RESP2,
+        };
+        Ok(Connection {
+            target,
+            info,
+            tls,
+            current: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn address(&self) -> String {
+        self.target.address()
+    }
+
+    /// Runs `command` (a `redis::Cmd`) within `timeout`, on the open connection or a new
+    /// one; a connection that failed is replaced once.
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+        timeout: Duration,
+    ) -> Result<T, RedisFailure> {
+        tokio::time::timeout(timeout, self.query_unbounded(command))
+            .await
+            .unwrap_or(Err(RedisFailure::Timeout(timeout.as_millis())))
+    }
+
+    async fn query_unbounded<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, RedisFailure> {
+        let mut current = self.current.lock().await;
+        let reused = current.is_some();
+        for attempt in 0..2 {
+            let connection = match &mut *current {
+                Some(connection) => connection,
+                None => current.insert(self.connect().await?),
+            };
+            match command.query_async::<T>(connection).await {
+                Ok(value) => return Ok(value),
+                Err(error) if is_connection_error(&error) => {
+                    *current = None;
+                    // A connection that was open before may just have died (Redis
+                    // restarted): one fresh try. A fresh one failing is the answer.
+                    if attempt == 0 && reused {
+                        continue;
+                    }
+                    return Err(RedisFailure::Command(error.to_string()));
+                }
+                Err(error) => return Err(RedisFailure::Command(error.to_string())),
+            }
+        }
+        Err(RedisFailure::Command("the connection was lost".into()))
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisFailure> {
+        let address = self.address();
+        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port))
+            .await
+            .map_err(|e| RedisFailure::Connect {
+                address: address.clone(),
+                cause: e.to_string(),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let result =
+            match &self.tls {
+                Some((connector, name)) => {
+                    let stream = connector.connect(name.clone(), tcp).await.map_err(|e| {
+                        RedisFailure::Tls {
+                            address: address.clone(),
+                            cause: e.to_string(),
+                        }
+                    })?;
+                    MultiplexedConnection::new(&self.info, stream).await.map(
+                        |(connection, driver)| {
+                            tokio::spawn(driver);
+                            connection
+                        },
+                    )
+                }
+                None => {
+                    MultiplexedConnection::new(&self.info, tcp)
+                        .await
+                        .map(|(connection, driver)| {
+                            tokio::spawn(driver);
+                            connection
+                        })
+                }
+            };
+        result.map_err(|error| {
+            let cause = error.to_string();
+            if error.kind() == redis::ErrorKind::AuthenticationFailed
+                || cause.contains("WRONGPASS")
+                || cause.contains("NOAUTH")
+                || cause.contains("NOPERM")
+            {
+                RedisFailure::Auth { address, cause }
+            } else {
+                RedisFailure::Connect { address, cause }
+            }
+        })
+    }
+}
+
+fn is_connection_error(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
+}
