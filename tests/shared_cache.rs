@@ -445,11 +445,18 @@ struct PrivateRedis {
     args: Vec<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Serves TLS only (`rediss://`), with a self-signed certificate for `localhost`
+    /// whose PEM is at this path.
+    tls_cert: Option<std::path::PathBuf>,
 }
 
 impl PrivateRedis {
     /// `None` (said loudly) when there is no `redis-server` to start.
     async fn start(test: &str, extra: &[&str]) -> Option<PrivateRedis> {
+        PrivateRedis::start_with(test, extra, false).await
+    }
+
+    async fn start_with(test: &str, extra: &[&str], tls: bool) -> Option<PrivateRedis> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -473,7 +480,37 @@ impl PrivateRedis {
             args: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            tls_cert: None,
         };
+        if tls {
+            let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                .expect("certificate");
+            let cert = redis.dir.path().join("redis.crt");
+            let key = redis.dir.path().join("redis.key");
+            std::fs::write(&cert, certified.cert.pem()).unwrap();
+            std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+            let port = port.to_string();
+            let cert_arg = cert.display().to_string();
+            let key_arg = key.display().to_string();
+            redis.args.extend(
+                [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-cert-file",
+                    &cert_arg,
+                    "--tls-key-file",
+                    &key_arg,
+                    "--tls-ca-cert-file",
+                    &cert_arg,
+                    "--tls-auth-clients",
+                    "no",
+                ]
+                .map(str::to_owned),
+            );
+            redis.tls_cert = Some(cert);
+        }
         redis.restart().await;
         Some(redis)
     }
@@ -752,4 +789,34 @@ async fn without_shared_cache_nothing_changes() {
         .tokens;
     assert!(tokens.get().await.is_ok());
     assert!(tokens.shared_counts().is_none());
+}
+
+#[tokio::test]
+async fn rediss_trusts_the_roots_of_jtls_connections_ca_file_included() {
+    let test = "rediss_trusts_the_roots_of_jtls_connections_ca_file_included";
+    if redis_url(test).is_none() {
+        return;
+    }
+    let Some(redis) = PrivateRedis::start_with(test, &[], true).await else {
+        return;
+    };
+    let url = format!("rediss://localhost:{}/0", redis.port);
+    let ca = redis.tls_cert.clone().expect("tls");
+
+    // jtl.ca_file names the private CA: TLS succeeds and the token is shared.
+    let app = App::start(&url, EmulatorOptions::default()).await;
+    let mut config = app.config();
+    config.jtl.ca_file = Some(ca);
+    let replicas = vec![app.replica_of(&config), app.replica_of(&config)];
+    let values = get_all(&replicas).await;
+    assert!(all_equal(&values));
+    assert_eq!(app.emulator.token_requests(), 1);
+    assert_eq!(sum(&replicas, errors), 0);
+
+    // Without it the certificate is not trusted: no sharing, but tokens all the same.
+    let untrusting = App::start(&url, EmulatorOptions::default()).await;
+    let replicas = untrusting.replicas(2);
+    get_all(&replicas).await;
+    assert_eq!(untrusting.emulator.token_requests(), 2);
+    assert!(sum(&replicas, errors) >= 2);
 }
