@@ -39,6 +39,8 @@ struct Setup {
     session: String,
     timeout_ms: u64,
     tenants: String,
+    /// The `[shared_cache]` section, empty for none (each replica its own token).
+    shared_cache: String,
 }
 
 struct Outcome {
@@ -125,6 +127,7 @@ impl Setup {
             session: String::new(),
             timeout_ms: 2000,
             tenants: format!("database_url = {store_url:?}"),
+            shared_cache: String::new(),
         }
     }
 
@@ -141,7 +144,7 @@ impl Setup {
             format!("token_url = {:?}\n", self.token_url)
         };
         let toml = format!(
-            "[ingress]\nupstream = {:?}\n\n[jtl]\nclient_id = \"emulated-client\"\n{}\n{token_url}api_base_url = {:?}\ntimeout_ms = {}\n{}\n{}\n[tenants]\n{}\n",
+            "[ingress]\nupstream = {:?}\n\n[jtl]\nclient_id = \"emulated-client\"\n{}\n{token_url}api_base_url = {:?}\ntimeout_ms = {}\n{}\n{}\n[tenants]\n{}\n{}\n",
             self.upstream_url,
             self.secret_line,
             self.emulator.api_base_url(),
@@ -149,6 +152,7 @@ impl Setup {
             self.jtl_extra,
             self.session,
             self.tenants,
+            self.shared_cache,
         );
         let path = self.dir.path().join("sidecar.toml");
         std::fs::write(&path, toml).expect("config");
@@ -229,6 +233,11 @@ async fn a_healthy_setup_passes_every_step_and_exits_0() {
     );
     assert_verdict(out.line("tenant store"), "ok", "table jtl_tenants present");
     assert_verdict(out.line("upstream"), "ok", "accepts connections");
+    assert_verdict(
+        out.line("shared cache"),
+        "skipped",
+        "shared_cache.redis_url is \"\": each replica gets its own access token",
+    );
     assert!(out.stderr.contains("online check passed"), "{}", out.stderr);
     // The offline part is unchanged: the effective config comes first.
     assert!(out.stdout.starts_with("[ingress]"), "{}", out.stdout);
@@ -1096,4 +1105,247 @@ async fn a_session_token_pasted_in_the_app_token_flow_is_named() {
         "FAIL",
         "Its header alg is \"EdDSA\": a session token (getSessionToken)",
     );
+}
+
+// ---- [shared_cache]: Redis (SPEC §12) --------------------------------------------------------
+
+/// The shared Redis, or `None` after saying loudly that the test is skipped.
+fn test_redis_url(test: &str) -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!! SKIPPED Redis test {test}: TEST_REDIS_URL is not set \
+                 (.ci/run sets it to the local server) !!!"
+            );
+            None
+        }
+    }
+}
+
+fn shared_cache_section(redis_url: &str, key_prefix: &str) -> String {
+    format!("[shared_cache]\nredis_url = {redis_url:?}\nkey_prefix = {key_prefix:?}\n")
+}
+
+/// A `redis-server` of the test's own on a free port, stopped by its pid when dropped.
+struct PrivateRedis {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    /// `None` (said loudly) when there is no `redis-server` to start.
+    async fn start(test: &str, extra: &[&str]) -> Option<PrivateRedis> {
+        use std::process::Stdio;
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!! SKIPPED Redis test {test}: no redis-server to start !!!"
+            );
+            return None;
+        }
+        let port = closed_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private redis-server does not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(PrivateRedis {
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reachable_redis_passes_the_shared_cache_step_and_says_the_entry_is_not_there_yet() {
+    let test = "a_reachable_redis_passes_the_shared_cache_step_and_says_the_entry_is_not_there_yet";
+    let Some(url) = test_redis_url(test) else {
+        return;
+    };
+    let mut setup = Setup::healthy().await;
+    let prefix = format!("jtl-sidecar-check-{}", uuid::Uuid::new_v4().simple());
+    setup.shared_cache = shared_cache_section(&url, &prefix);
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let line = out.line("shared cache");
+    assert_verdict(
+        line,
+        "ok",
+        "a sealed test entry was written, read back and deleted",
+    );
+    assert!(
+        line.contains(&format!("this app's entry {prefix}:access-token:")),
+        "{line}"
+    );
+    assert!(line.contains("is not there yet"), "{line}");
+    // The test entry is gone, and nothing else was written.
+    let mut redis = redis::Client::open(url.as_str())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut redis)
+        .await
+        .expect("KEYS");
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_shared_entry_is_read_and_never_overwritten() {
+    use jtl_auth_sidecar::shared_cache::{entry_key, Entry, SealingKey};
+    let test = "an_existing_shared_entry_is_read_and_never_overwritten";
+    let Some(url) = test_redis_url(test) else {
+        return;
+    };
+    let mut setup = Setup::healthy().await;
+    let prefix = format!("jtl-sidecar-check-{}", uuid::Uuid::new_v4().simple());
+    setup.shared_cache = shared_cache_section(&url, &prefix);
+    // What a running replica of this app would have published.
+    let token_url = url::Url::parse(&setup.token_url).expect("token url");
+    let key = entry_key(&prefix, token_url.as_str(), "emulated-client", None);
+    let secret = EmulatorOptions::default().client_secret;
+    let now = Clock::system().now_ms();
+    let entry = Entry {
+        token: "a-shared-access-token".into(),
+        expires_at_ms: now + 600_000,
+        obtained_at_ms: now,
+        lifetime_source: 0,
+    };
+    let sealed = SealingKey::derive(secret.as_bytes())
+        .seal(&key, &entry)
+        .expect("sealed");
+    let mut redis = redis::Client::open(url.as_str())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&sealed)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut redis)
+        .await
+        .expect("SET");
+    let out = setup.online().await;
+    let after: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("GET");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let line = out.line("shared cache");
+    assert_verdict(line, "ok", "there and opens with this client secret");
+    assert!(line.contains("valid 5"), "about 600 s left: {line}");
+    assert!(!line.contains("a-shared-access-token"), "{line}");
+    assert_eq!(
+        after.as_deref(),
+        Some(&sealed[..]),
+        "the entry is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_is_down_fails_the_shared_cache_step_and_exits_1() {
+    let mut setup = Setup::healthy().await;
+    let port = closed_port();
+    setup.shared_cache = shared_cache_section(&format!("redis://127.0.0.1:{port}"), "app");
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let line = out.line("shared cache");
+    assert_verdict(
+        line,
+        "FAIL",
+        &format!("redis://127.0.0.1:{port}/0: cannot connect to 127.0.0.1:{port}"),
+    );
+    assert!(
+        line.contains("the replicas fall back to their own access tokens"),
+        "{line}"
+    );
+    assert!(line.contains("does not stop serving"), "{line}");
+    // The other steps are unaffected.
+    assert_verdict(out.line("credentials"), "ok", "accepted");
+    assert_verdict(out.line("upstream"), "ok", "accepts connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_redis_password_fails_naming_the_login_and_never_shows_it() {
+    let test = "a_wrong_redis_password_fails_naming_the_login_and_never_shows_it";
+    let Some(redis) = PrivateRedis::start(test, &["--requirepass", "the-right-one"]).await else {
+        return;
+    };
+    let mut setup = Setup::healthy().await;
+    let password = setup.dir.path().join("redis-password");
+    std::fs::write(&password, "not-the-password\n").expect("password file");
+    setup.shared_cache = format!(
+        "{}redis_password_file = {:?}\n",
+        shared_cache_section(&format!("redis://127.0.0.1:{}", redis.port), "app"),
+        password.display().to_string()
+    );
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let line = out.line("shared cache");
+    assert_verdict(line, "FAIL", "login refused by 127.0.0.1:");
+    assert!(line.contains("redis_password_file"), "{line}");
+    assert!(
+        line.contains("the replicas fall back to their own access tokens"),
+        "{line}"
+    );
+    assert!(!out.all().contains("not-the-password"), "{}", out.all());
+
+    // The right password, in the URL: ok, and the URL is shown without it.
+    setup.shared_cache = shared_cache_section(
+        &format!("redis://:the-right-one@127.0.0.1:{}", redis.port),
+        "app",
+    );
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_verdict(
+        out.line("shared cache"),
+        "ok",
+        &format!("redis://127.0.0.1:{}/0: a sealed test entry", redis.port),
+    );
+    assert!(!out.all().contains("the-right-one"), "{}", out.all());
 }

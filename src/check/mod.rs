@@ -4,8 +4,9 @@
 //! types' messages and [`crate::diagnose`]).
 //!
 //! Steps, in order: token endpoint reachable, credentials accepted, token lifetime, JWKS
-//! reachable with the token, usable keys, tenant store, upstream, and optionally a pasted
-//! session token. A step that needs a failed one is skipped with the reason. Every
+//! reachable with the token, usable keys, tenant store, shared cache (Redis, SPEC §12;
+//! skipped without `shared_cache.redis_url`), upstream, and optionally a pasted session
+//! token. A step that needs a failed one is skipped with the reason. Every
 //! network call is bounded by `jtl.timeout_ms`.
 //!
 //! The app-token flow (SPEC §11) differs where JTL's Zitadel does: the token endpoint line
@@ -19,6 +20,7 @@ pub mod app_token;
 pub mod discovery;
 mod reach;
 pub mod session_token;
+pub mod shared_cache;
 
 use std::fmt;
 
@@ -86,6 +88,8 @@ pub mod step {
     pub const JWKS: &str = "JWKS";
     pub const KEYS: &str = "keys";
     pub const TENANT_STORE: &str = "tenant store";
+    /// `[shared_cache]`: Redis, a test entry written and read back, this app's entry.
+    pub const SHARED_CACHE: &str = "shared cache";
     pub const UPSTREAM: &str = "upstream";
     pub const SESSION_TOKEN: &str = "session token";
     /// The app-token flow's OpenID Connect discovery document.
@@ -163,6 +167,7 @@ pub async fn run_online(
         out.push(line);
     }
     out.push(reach::tenant_store(config).await);
+    out.push(shared_cache::check(config).await);
     out.push(reach::upstream(config).await);
     if let Some(token) = session_token {
         let policy = config.session.token_policy();

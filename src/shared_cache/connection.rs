@@ -74,6 +74,12 @@ impl Connection {
         self.target.address()
     }
 
+    /// `redis://host:port/db` (or `rediss://`), without the credentials.
+    pub fn shown_target(&self) -> String {
+        let scheme = if self.target.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{}/{}", self.address(), self.target.db)
+    }
+
     /// Runs `command` (a `redis::Cmd`) within `timeout`, on the open connection or a new
     /// one; a connection that failed is replaced once.
     pub async fn query<T: redis::FromRedisValue>(

@@ -51,6 +51,31 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 const COMPARE_AND_DELETE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
      return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// How long the test entry of [`SharedTokenStore::probe`] lives if it is not deleted.
+pub const PROBE_TTL: Duration = Duration::from_secs(10);
+
+/// What [`SharedTokenStore::probe`] found.
+#[derive(Debug)]
+pub struct Probe {
+    /// Milliseconds the test entry's write, read and delete took.
+    pub written_ms: i64,
+    /// The real entry of this app, as it is now.
+    pub entry: EntryNow,
+}
+
+/// The real entry, read and never written by [`SharedTokenStore::probe`].
+#[derive(Debug)]
+pub enum EntryNow {
+    /// No replica has published a token (or it expired).
+    Missing,
+    /// It opens with this client secret.
+    Opens(Entry),
+    /// Present, but another client secret (or another format) sealed it.
+    DoesNotOpen,
+    /// Present; not opened, as the client secret could not be read.
+    NotOpened,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("shared_cache.redis_password_file: cannot read {path}: {reason}")]
@@ -115,6 +140,7 @@ pub struct Lock {
 
 pub struct SharedTokenStore {
     connection: Connection,
+    key_prefix: String,
     key: String,
     lock_key: String,
     timeout: Duration,
@@ -214,6 +240,7 @@ impl SharedTokenStore {
         let key = entry_key(key_prefix, token_url, client_id, scope);
         Ok(SharedTokenStore {
             connection,
+            key_prefix: key_prefix.to_owned(),
             lock_key: lock_key(&key),
             key,
             timeout,
@@ -234,6 +261,94 @@ impl SharedTokenStore {
     /// The Redis key of the entry (`{key_prefix}:access-token:{digest}`).
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// `redis://host:port/db` or `rediss://…`, for `check` (never the credentials).
+    pub fn shown_target(&self) -> String {
+        self.connection.shown_target()
+    }
+
+    /// What `check --online` asks (SPEC §12), within `jtl.timeout_ms`: writes a sealed
+    /// test entry under `{key_prefix}:check:{random}` (expiring after [`PROBE_TTL`]), reads
+    /// it back, opens it and deletes it; then reads the real entry without writing it.
+    /// `key` opens the real entry (`None` when the client secret cannot be read); the test
+    /// entry is sealed with it or with a random key. Counts and health are left alone.
+    pub async fn probe(&self, key: Option<&SealingKey>) -> Result<Probe, RedisFailure> {
+        let started = Instant::now();
+        let work = async {
+            let random;
+            let seal_with = match key {
+                Some(key) => key,
+                None => {
+                    random = SealingKey::derive(uuid::Uuid::new_v4().as_bytes());
+                    &random
+                }
+            };
+            let check_key = format!(
+                "{}:check:{}",
+                self.key_prefix,
+                uuid::Uuid::new_v4().simple()
+            );
+            let now_ms = self.clock.now_ms();
+            let test = Entry {
+                token: format!("check-{}", uuid::Uuid::new_v4().simple()),
+                expires_at_ms: now_ms.saturating_add(duration_ms(PROBE_TTL)),
+                obtained_at_ms: now_ms,
+                lifetime_source: 0,
+            };
+            let sealed = seal_with
+                .seal(&check_key, &test)
+                .ok_or_else(|| RedisFailure::Command("the system's random source failed".into()))?;
+            let _: () = self
+                .connection
+                .query(
+                    redis::cmd("SET")
+                        .arg(&check_key)
+                        .arg(sealed)
+                        .arg("PX")
+                        .arg(duration_ms(PROBE_TTL)),
+                    self.timeout,
+                )
+                .await?;
+            let back: Option<Vec<u8>> = self
+                .connection
+                .query(redis::cmd("GET").arg(&check_key), self.timeout)
+                .await?;
+            let _: i64 = self
+                .connection
+                .query(redis::cmd("DEL").arg(&check_key), self.timeout)
+                .await?;
+            match back.and_then(|raw| seal_with.open(&check_key, &raw)) {
+                Some(opened) if opened == test => {}
+                Some(_) => {
+                    return Err(RedisFailure::Command(format!(
+                        "the test entry {check_key} read back differs from the one written"
+                    )))
+                }
+                None => {
+                    return Err(RedisFailure::Command(format!(
+                        "the test entry {check_key} written was not read back (evicted at once? maxmemory with no room)"
+                    )))
+                }
+            }
+            let written_ms = duration_ms(started.elapsed());
+            let raw: Option<Vec<u8>> = self
+                .connection
+                .query(redis::cmd("GET").arg(&self.key), self.timeout)
+                .await?;
+            let entry = match (raw, key) {
+                (None, _) => EntryNow::Missing,
+                (Some(_), None) => EntryNow::NotOpened,
+                (Some(raw), Some(key)) => match key.open(&self.key, &raw) {
+                    Some(entry) => EntryNow::Opens(entry),
+                    None => EntryNow::DoesNotOpen,
+                },
+            };
+            Ok(Probe { written_ms, entry })
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(RedisFailure::Timeout(self.timeout.as_millis())))
     }
 
     /// Whether the last call failed (until the next one succeeds).
