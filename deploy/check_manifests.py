@@ -4,7 +4,8 @@
 For every workload that runs the sidecar: the config it would read (the ConfigMap's
 config.toml plus the container's JTL_SIDECAR_* env, secrets taken from the Secrets of
 secrets.example.yaml) passes `jtl-auth-sidecar check`; probes, security context,
-resources, grace period and scrape annotations are as the README says; and no Service
+resources, grace period and scrape annotations are as the README says; the files the config
+names (client secret, Redis password) come from a mounted Secret; and no Service
 exposes anything but the ingress port. Usage: check_manifests.py BINARY MANIFEST_DIR
 """
 import os
@@ -121,6 +122,35 @@ for path, doc in docs:
                 continue
             env[e["name"]] = secrets[ref["name"]][ref["key"]]
     check_config(where, toml_texts[0], env)
+
+    # Files the config names (the client secret, the Redis password) come from a Secret of
+    # secrets.example.yaml mounted into the sidecar.
+    mounted = {}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for m in sidecar.get("volumeMounts", []):
+        v = volumes.get(m["name"], {})
+        sources = [s["secret"] for s in v.get("projected", {}).get("sources", []) if "secret" in s]
+        if "secret" in v:
+            sources.append({"name": v["secret"]["secretName"], "items": v["secret"].get("items", [])})
+        for src in sources:
+            for item in src.get("items", []):
+                mounted[f"{m['mountPath'].rstrip('/')}/{item['path']}"] = (src["name"], item["key"])
+    file_config = tomllib.loads(toml_texts[0]) if tomllib else {}
+    named = {
+        "jtl.client_secret_file": file_config.get("jtl", {}).get("client_secret_file", ""),
+        "shared_cache.redis_password_file": env.get(
+            "JTL_SIDECAR_SHARED_CACHE__REDIS_PASSWORD_FILE",
+            file_config.get("shared_cache", {}).get("redis_password_file", "")),
+    }
+    for key, file in named.items():
+        if not file:
+            continue
+        if file not in mounted:
+            fail(where, f"{key} {file} is not a file of a Secret mounted into the sidecar")
+        elif mounted[file][1] not in secrets.get(mounted[file][0], {}):
+            fail(where, f"{key} {file}: Secret {mounted[file][0]} key {mounted[file][1]} is not in secrets.example.yaml")
+        else:
+            print(f"  file ok: {where} {key} from Secret {mounted[file][0]} key {mounted[file][1]}")
 
     # Ports, probes, grace period: from the config, defaults as in SPEC §3.
     config = tomllib.loads(toml_texts[0]) if tomllib else {}

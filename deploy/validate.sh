@@ -55,7 +55,8 @@ mapfile -t manifests < <(find deploy/kubernetes -name '*.yaml' | sort)
 echo "-- and no-native-sidecar/ with what it needs against Kubernetes $K8S_VERSION_OLD"
 "$TOOLS/venv/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION_OLD" \
   deploy/kubernetes/no-native-sidecar/*.yaml deploy/kubernetes/common/*.yaml \
-  deploy/kubernetes/postgres/postgres.yaml deploy/kubernetes/secrets.example.yaml
+  deploy/kubernetes/postgres/postgres.yaml deploy/kubernetes/postgres/redis.yaml \
+  deploy/kubernetes/secrets.example.yaml
 echo "all passed"
 
 step "3. the embedded config passes jtl-auth-sidecar check; the example's policies"
