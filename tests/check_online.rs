@@ -1139,6 +1139,11 @@ struct PrivateRedis {
 impl PrivateRedis {
     /// `None` (said loudly) when there is no `redis-server` to start.
     async fn start(test: &str, extra: &[&str]) -> Option<PrivateRedis> {
+        PrivateRedis::start_at(test, closed_port(), extra).await
+    }
+
+    /// As [`PrivateRedis::start`], listening (or serving TLS) on `port`.
+    async fn start_at(test: &str, port: u16, extra: &[&str]) -> Option<PrivateRedis> {
         use std::process::Stdio;
         if Command::new("redis-server")
             .arg("--version")
@@ -1153,7 +1158,6 @@ impl PrivateRedis {
             );
             return None;
         }
-        let port = closed_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string()])
@@ -1348,4 +1352,65 @@ async fn a_wrong_redis_password_fails_naming_the_login_and_never_shows_it() {
         &format!("redis://127.0.0.1:{}/0: a sealed test entry", redis.port),
     );
     assert!(!out.all().contains("the-right-one"), "{}", out.all());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_redis_certificate_fails_naming_jtl_ca_file() {
+    let test = "an_untrusted_redis_certificate_fails_naming_jtl_ca_file";
+    // A TLS-only redis-server with a self-signed certificate for localhost.
+    let certs = tempfile::tempdir().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert = certs.path().join("redis.crt");
+    let key = certs.path().join("redis.key");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key");
+    let port = closed_port().to_string();
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let tls_args = [
+        "--port",
+        "0",
+        "--tls-port",
+        &port,
+        "--tls-cert-file",
+        &cert_arg,
+        "--tls-key-file",
+        &key_arg,
+        "--tls-ca-cert-file",
+        &cert_arg,
+        "--tls-auth-clients",
+        "no",
+    ];
+    let Some(redis) = PrivateRedis::start_at(test, port.parse().unwrap(), &tls_args).await else {
+        return;
+    };
+    let mut setup = Setup::healthy().await;
+    let url = format!("rediss://localhost:{}", redis.port);
+    setup.shared_cache = shared_cache_section(&url, "app");
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let line = out.line("shared cache");
+    assert_verdict(
+        line,
+        "FAIL",
+        &format!(
+            "rediss://localhost:{}/0: TLS handshake with localhost:{} failed",
+            redis.port, redis.port
+        ),
+    );
+    assert!(line.contains("set jtl.ca_file"), "{line}");
+    assert!(
+        line.contains("the replicas fall back to their own access tokens"),
+        "{line}"
+    );
+
+    // jtl.ca_file trusts it, as the runtime's connections would.
+    setup.jtl_extra = format!("ca_file = {cert_arg:?}");
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_verdict(
+        out.line("shared cache"),
+        "ok",
+        "a sealed test entry was written, read back and deleted",
+    );
 }
