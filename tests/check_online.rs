@@ -2,10 +2,13 @@
 //! listening (or closed) upstream port and a tenant store; each failure gives its own
 //! verdict line and exit 1, a healthy setup exits 0.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::redis::{test_redis_url, PrivateRedis};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{
     Emulator, EmulatorOptions, Failure, APP_EC_KEY_ID, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID,
@@ -1109,90 +1112,8 @@ async fn a_session_token_pasted_in_the_app_token_flow_is_named() {
 
 // ---- [shared_cache]: Redis (SPEC §12) --------------------------------------------------------
 
-/// The shared Redis, or `None` after saying loudly that the test is skipped.
-fn test_redis_url(test: &str) -> Option<String> {
-    match std::env::var("TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED Redis test {test}: TEST_REDIS_URL is not set \
-                 (.ci/run sets it to the local server) !!!"
-            );
-            None
-        }
-    }
-}
-
 fn shared_cache_section(redis_url: &str, key_prefix: &str) -> String {
     format!("[shared_cache]\nredis_url = {redis_url:?}\nkey_prefix = {key_prefix:?}\n")
-}
-
-/// A `redis-server` of the test's own on a free port, stopped by its pid when dropped.
-struct PrivateRedis {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateRedis {
-    /// `None` (said loudly) when there is no `redis-server` to start.
-    async fn start(test: &str, extra: &[&str]) -> Option<PrivateRedis> {
-        PrivateRedis::start_at(test, closed_port(), extra).await
-    }
-
-    /// As [`PrivateRedis::start`], listening (or serving TLS) on `port`.
-    async fn start_at(test: &str, port: u16, extra: &[&str]) -> Option<PrivateRedis> {
-        use std::process::Stdio;
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED Redis test {test}: no redis-server to start !!!"
-            );
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the private redis-server does not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Some(PrivateRedis {
-            port,
-            child,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1358,32 +1279,10 @@ async fn a_wrong_redis_password_fails_naming_the_login_and_never_shows_it() {
 async fn an_untrusted_redis_certificate_fails_naming_jtl_ca_file() {
     let test = "an_untrusted_redis_certificate_fails_naming_jtl_ca_file";
     // A TLS-only redis-server with a self-signed certificate for localhost.
-    let certs = tempfile::tempdir().expect("temp dir");
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let cert = certs.path().join("redis.crt");
-    let key = certs.path().join("redis.key");
-    std::fs::write(&cert, certified.cert.pem()).expect("cert");
-    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key");
-    let port = closed_port().to_string();
-    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
-    let tls_args = [
-        "--port",
-        "0",
-        "--tls-port",
-        &port,
-        "--tls-cert-file",
-        &cert_arg,
-        "--tls-key-file",
-        &key_arg,
-        "--tls-ca-cert-file",
-        &cert_arg,
-        "--tls-auth-clients",
-        "no",
-    ];
-    let Some(redis) = PrivateRedis::start_at(test, port.parse().unwrap(), &tls_args).await else {
+    let Some(redis) = PrivateRedis::start_tls(test, &[]).await else {
         return;
     };
+    let cert_arg = redis.tls_cert.as_ref().expect("tls").display().to_string();
     let mut setup = Setup::healthy().await;
     let url = format!("rediss://localhost:{}", redis.port);
     setup.shared_cache = shared_cache_section(&url, "app");

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::harness::{eventually, eventually_async, settle, START_MS};
 use common::proxy::get;
+use common::redis::{test_redis_url, PrivateRedis};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config::{load_str, Config};
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
@@ -19,24 +18,6 @@ use jtl_auth_sidecar::jtl::{AccessTokens, Jtl, TokenError};
 use jtl_auth_sidecar::server::{Addresses, Server};
 use jtl_auth_sidecar::shared_cache::{lock_key, SharedTokenStore};
 use tokio::sync::oneshot;
-
-/// The shared Redis, or `None` after saying loudly that the test is skipped.
-fn redis_url(test: &str) -> Option<String> {
-    match std::env::var("TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            // Straight to stderr: the harness swallows the output of a passing test, and
-            // a skip must be seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED Redis test {test}: TEST_REDIS_URL is not set \
-                 (.ci/run sets it to the local server) !!!"
-            );
-            None
-        }
-    }
-}
 
 /// A key prefix no other test (or run) uses.
 fn unique_prefix() -> String {
@@ -169,7 +150,7 @@ fn lasting(expires_in: u64) -> EmulatorOptions {
 
 #[tokio::test]
 async fn three_replicas_started_together_make_one_token_request() {
-    let Some(url) = redis_url("three_replicas_started_together_make_one_token_request") else {
+    let Some(url) = test_redis_url("three_replicas_started_together_make_one_token_request") else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -188,7 +169,7 @@ async fn three_replicas_started_together_make_one_token_request() {
 
 #[tokio::test]
 async fn a_replica_started_later_makes_no_token_request() {
-    let Some(url) = redis_url("a_replica_started_later_makes_no_token_request") else {
+    let Some(url) = test_redis_url("a_replica_started_later_makes_no_token_request") else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -209,7 +190,7 @@ async fn a_replica_started_later_makes_no_token_request() {
 
 #[tokio::test]
 async fn after_jtl_refuses_the_token_all_replicas_make_one_new_request_between_them() {
-    let Some(url) = redis_url("after_jtl_refuses_the_token_all_replicas_make_one_new_request")
+    let Some(url) = test_redis_url("after_jtl_refuses_the_token_all_replicas_make_one_new_request")
     else {
         return;
     };
@@ -242,7 +223,8 @@ async fn after_jtl_refuses_the_token_all_replicas_make_one_new_request_between_t
 
 #[tokio::test]
 async fn a_replica_holding_an_older_token_takes_the_newer_shared_one() {
-    let Some(url) = redis_url("a_replica_holding_an_older_token_takes_the_newer_shared_one") else {
+    let Some(url) = test_redis_url("a_replica_holding_an_older_token_takes_the_newer_shared_one")
+    else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -270,7 +252,7 @@ async fn a_replica_holding_an_older_token_takes_the_newer_shared_one() {
 
 #[tokio::test]
 async fn refresh_ahead_happens_once_for_all() {
-    let Some(url) = redis_url("refresh_ahead_happens_once_for_all") else {
+    let Some(url) = test_redis_url("refresh_ahead_happens_once_for_all") else {
         return;
     };
     let app = App::start(&url, lasting(600)).await;
@@ -316,7 +298,7 @@ async fn refresh_ahead_happens_once_for_all() {
 
 #[tokio::test]
 async fn a_lock_holder_that_dies_is_taken_over_after_the_lock_expires() {
-    let Some(url) = redis_url("a_lock_holder_that_dies_is_taken_over_after_the_lock_expires")
+    let Some(url) = test_redis_url("a_lock_holder_that_dies_is_taken_over_after_the_lock_expires")
     else {
         return;
     };
@@ -350,7 +332,7 @@ async fn a_lock_holder_that_dies_is_taken_over_after_the_lock_expires() {
 
 #[tokio::test]
 async fn the_value_in_redis_is_not_the_token_in_plain_text() {
-    let Some(url) = redis_url("the_value_in_redis_is_not_the_token_in_plain_text") else {
+    let Some(url) = test_redis_url("the_value_in_redis_is_not_the_token_in_plain_text") else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -393,7 +375,7 @@ async fn the_value_in_redis_is_not_the_token_in_plain_text() {
 
 #[tokio::test]
 async fn a_reader_with_another_client_secret_sees_no_entry() {
-    let Some(url) = redis_url("a_reader_with_another_client_secret_sees_no_entry") else {
+    let Some(url) = test_redis_url("a_reader_with_another_client_secret_sees_no_entry") else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -412,7 +394,7 @@ async fn a_reader_with_another_client_secret_sees_no_entry() {
 
 #[tokio::test]
 async fn two_apps_sharing_one_redis_never_see_each_others_token() {
-    let Some(url) = redis_url("two_apps_sharing_one_redis_never_see_each_others_token") else {
+    let Some(url) = test_redis_url("two_apps_sharing_one_redis_never_see_each_others_token") else {
         return;
     };
     let shop = App::start(&url, EmulatorOptions::default()).await;
@@ -438,119 +420,6 @@ async fn two_apps_sharing_one_redis_never_see_each_others_token() {
 }
 
 // ---- Redis is never a dependency ------------------------------------------------------------
-
-/// A `redis-server` of the test's own on a free port, stopped by its pid.
-struct PrivateRedis {
-    port: u16,
-    args: Vec<String>,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    /// Serves TLS only (`rediss://`), with a self-signed certificate for `localhost`
-    /// whose PEM is at this path.
-    tls_cert: Option<std::path::PathBuf>,
-}
-
-impl PrivateRedis {
-    /// `None` (said loudly) when there is no `redis-server` to start.
-    async fn start(test: &str, extra: &[&str]) -> Option<PrivateRedis> {
-        PrivateRedis::start_with(test, extra, false).await
-    }
-
-    async fn start_with(test: &str, extra: &[&str], tls: bool) -> Option<PrivateRedis> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED Redis test {test}: no redis-server to start !!!"
-            );
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = PrivateRedis {
-            port,
-            args: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-            tls_cert: None,
-        };
-        if tls {
-            let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-                .expect("certificate");
-            let cert = redis.dir.path().join("redis.crt");
-            let key = redis.dir.path().join("redis.key");
-            std::fs::write(&cert, certified.cert.pem()).unwrap();
-            std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
-            let port = port.to_string();
-            let cert_arg = cert.display().to_string();
-            let key_arg = key.display().to_string();
-            redis.args.extend(
-                [
-                    "--port",
-                    "0",
-                    "--tls-port",
-                    &port,
-                    "--tls-cert-file",
-                    &cert_arg,
-                    "--tls-key-file",
-                    &key_arg,
-                    "--tls-ca-cert-file",
-                    &cert_arg,
-                    "--tls-auth-clients",
-                    "no",
-                ]
-                .map(str::to_owned),
-            );
-            redis.tls_cert = Some(cert);
-        }
-        redis.restart().await;
-        Some(redis)
-    }
-
-    fn url(&self, userinfo: &str, db: u32) -> String {
-        format!("redis://{userinfo}127.0.0.1:{}/{db}", self.port)
-    }
-
-    async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        eventually_async("the private redis-server listens", || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A whole sidecar (ingress unused, egress on, no tenant store) of one app.
 struct Sidecar {
@@ -631,7 +500,7 @@ async fn all_ready(sidecars: &[Sidecar]) -> bool {
 #[tokio::test]
 async fn redis_killed_mid_run_replicas_keep_serving_and_share_again_once_it_is_back() {
     let test = "redis_killed_mid_run_replicas_keep_serving_and_share_again_once_it_is_back";
-    if redis_url(test).is_none() {
+    if test_redis_url(test).is_none() {
         return;
     }
     let Some(mut redis) = PrivateRedis::start(test, &[]).await else {
@@ -694,7 +563,7 @@ async fn redis_killed_mid_run_replicas_keep_serving_and_share_again_once_it_is_b
 
 #[tokio::test]
 async fn an_unreachable_redis_is_no_dependency() {
-    if redis_url("an_unreachable_redis_is_no_dependency").is_none() {
+    if test_redis_url("an_unreachable_redis_is_no_dependency").is_none() {
         return;
     }
     // Nothing listens on the port: each replica gets its own token, at once.
@@ -721,7 +590,7 @@ async fn an_unreachable_redis_is_no_dependency() {
 #[tokio::test]
 async fn a_refused_login_falls_back_and_the_password_file_logs_in_to_its_database() {
     let test = "a_refused_login_falls_back_and_the_password_file_logs_in_to_its_database";
-    if redis_url(test).is_none() {
+    if test_redis_url(test).is_none() {
         return;
     }
     let Some(redis) = PrivateRedis::start(test, &["--requirepass", "right-pass"]).await else {
@@ -794,10 +663,10 @@ async fn without_shared_cache_nothing_changes() {
 #[tokio::test]
 async fn rediss_trusts_the_roots_of_jtls_connections_ca_file_included() {
     let test = "rediss_trusts_the_roots_of_jtls_connections_ca_file_included";
-    if redis_url(test).is_none() {
+    if test_redis_url(test).is_none() {
         return;
     }
-    let Some(redis) = PrivateRedis::start_with(test, &[], true).await else {
+    let Some(redis) = PrivateRedis::start_tls(test, &[]).await else {
         return;
     };
     let url = format!("rediss://localhost:{}/0", redis.port);

@@ -88,3 +88,4 @@ pub fn session_claims() -> Value {
 
 pub mod harness;
 pub mod proxy;
+pub mod redis;
