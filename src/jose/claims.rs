@@ -86,26 +86,68 @@ fn is_past_expiry(expires_at: i64, now: i64, leeway_s: i64) -> bool {
     now >= expires_at.saturating_add(leeway_s)
 }
 
+/// The claims the checks read, found in one pass over the payload: looking each up in
+/// the map compared its name with the keys one by one, every time.
+#[derive(Default)]
+struct Found<'c> {
+    exp: Option<&'c Value>,
+    nbf: Option<&'c Value>,
+    iat: Option<&'c Value>,
+    iss: Option<&'c Value>,
+    aud: Option<&'c Value>,
+    tenant_id: Option<&'c Value>,
+    user_id: Option<&'c Value>,
+    tenant_slug: Option<&'c Value>,
+    app_tenant_id: Option<&'c Value>,
+    sub: Option<&'c Value>,
+    app_id: Option<&'c Value>,
+}
+
+impl<'c> Found<'c> {
+    fn in_claims(claims: &'c Map<String, Value>) -> Self {
+        let mut found = Found::default();
+        for (name, value) in claims {
+            let slot = match name.as_str() {
+                "exp" => &mut found.exp,
+                "nbf" => &mut found.nbf,
+                "iat" => &mut found.iat,
+                "iss" => &mut found.iss,
+                "aud" => &mut found.aud,
+                "tenantId" => &mut found.tenant_id,
+                "userId" => &mut found.user_id,
+                "tenantSlug" => &mut found.tenant_slug,
+                APP_TOKEN_TENANT_CLAIM => &mut found.app_tenant_id,
+                "sub" => &mut found.sub,
+                APP_TOKEN_APP_ID_CLAIM => &mut found.app_id,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        found
+    }
+}
+
 impl TokenPolicy {
     /// Checks the claims of a payload whose signature has been verified, at time `now`
     /// (Unix seconds), and returns the session.
     pub fn session_from(&self, claims: Map<String, Value>, now: i64) -> Result<Session, JoseError> {
-        let expires_at = whole_seconds(&claims, "exp")?.ok_or(JoseError::MissingClaim("exp"))?;
+        let found = Found::in_claims(&claims);
+        let expires_at = whole_seconds(found.exp, "exp")?.ok_or(JoseError::MissingClaim("exp"))?;
         if is_past_expiry(expires_at, now, self.leeway_s) {
             return Err(JoseError::Expired);
         }
-        if let Some(not_before) = whole_seconds(&claims, "nbf")? {
+        if let Some(not_before) = whole_seconds(found.nbf, "nbf")? {
             if now < not_before.saturating_sub(self.leeway_s) {
                 return Err(JoseError::NotYetValid);
             }
         }
-        if let Some(issued_at) = whole_seconds(&claims, "iat")? {
+        if let Some(issued_at) = whole_seconds(found.iat, "iat")? {
             if issued_at > now.saturating_add(self.leeway_s) {
                 return Err(JoseError::IssuedInFuture);
             }
         }
         if let Some(issuer) = &self.issuer {
-            match claims.get("iss") {
+            match found.iss {
                 None => return Err(JoseError::MissingClaim("iss")),
                 Some(Value::String(iss)) if iss == issuer => {}
                 Some(_) => return Err(JoseError::WrongIssuer),
@@ -113,7 +155,7 @@ impl TokenPolicy {
         }
         if let Some(audience) = &self.audience {
             let matches = |value: &Value| value.as_str() == Some(audience.as_str());
-            match claims.get("aud") {
+            match found.aud {
                 None => return Err(JoseError::MissingClaim("aud")),
                 Some(Value::Array(values)) if values.iter().any(matches) => {}
                 Some(value) if matches(value) => {}
@@ -122,15 +164,17 @@ impl TokenPolicy {
         }
         let (tenant_id, user_id, tenant_slug) = match self.flow {
             TokenFlow::SessionToken => (
-                uuid_claim(&claims, "tenantId")?,
-                uuid_claim(&claims, "userId")?.hyphenated().to_string(),
-                Some(text_claim(&claims, "tenantSlug")?),
+                uuid_claim(found.tenant_id, "tenantId")?,
+                uuid_claim(found.user_id, "userId")?
+                    .hyphenated()
+                    .to_string(),
+                Some(text_claim(found.tenant_slug, "tenantSlug")?),
             ),
             TokenFlow::AppToken => {
-                self.check_app_id(&claims)?;
+                self.check_app_id(found.app_id)?;
                 (
-                    uuid_claim(&claims, APP_TOKEN_TENANT_CLAIM)?,
-                    text_claim(&claims, "sub")?,
+                    uuid_claim(found.app_tenant_id, APP_TOKEN_TENANT_CLAIM)?,
+                    text_claim(found.sub, "sub")?,
                     None,
                 )
             }
@@ -152,8 +196,8 @@ impl TokenPolicy {
 
     /// JTL's third check of an app token: `urn:jtl:app_id` absent, or a string equal to
     /// the app id (the audience).
-    fn check_app_id(&self, claims: &Map<String, Value>) -> Result<(), JoseError> {
-        match (claims.get(APP_TOKEN_APP_ID_CLAIM), &self.audience) {
+    fn check_app_id(&self, app_id: Option<&Value>) -> Result<(), JoseError> {
+        match (app_id, &self.audience) {
             (None, _) => Ok(()),
             (Some(Value::String(app_id)), Some(audience)) if app_id == audience => Ok(()),
             (Some(Value::String(_)), _) => Err(JoseError::WrongAppId),
@@ -167,11 +211,8 @@ impl TokenPolicy {
 
 /// A NumericDate claim rounded up to whole seconds (`None` when absent). Rounding up
 /// keeps every comparison with a whole-second `now` exact.
-fn whole_seconds(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<i64>, JoseError> {
-    match claims.get(name) {
+fn whole_seconds(claim: Option<&Value>, name: &'static str) -> Result<Option<i64>, JoseError> {
+    match claim {
         None => Ok(None),
         Some(Value::Number(number)) => {
             if let Some(seconds) = number.as_i64() {
@@ -195,8 +236,8 @@ fn whole_seconds(
 
 /// A UUID claim in its hyphenated form (any case); other UUID spellings are refused so
 /// that one tenant has one spelling.
-fn uuid_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Uuid, JoseError> {
-    let text = match claims.get(name) {
+fn uuid_claim(claim: Option<&Value>, name: &'static str) -> Result<Uuid, JoseError> {
+    let text = match claim {
         None => return Err(JoseError::MissingClaim(name)),
         Some(Value::String(text)) => text,
         Some(_) => {
@@ -224,8 +265,8 @@ pub fn hyphenated_uuid(text: &str) -> Option<Uuid> {
 
 /// A text claim forwarded as a header (a slug, an app token's `sub`): a string of 1–255
 /// characters, none of them a control character.
-fn text_claim(claims: &Map<String, Value>, name: &'static str) -> Result<String, JoseError> {
-    let slug = match claims.get(name) {
+fn text_claim(claim: Option<&Value>, name: &'static str) -> Result<String, JoseError> {
+    let slug = match claim {
         None => return Err(JoseError::MissingClaim(name)),
         Some(Value::String(slug)) => slug,
         Some(_) => {

@@ -54,7 +54,10 @@ pub struct CompactJws<'t> {
     algorithm: Algorithm,
     kid: Option<String>,
     payload: Map<String, Value>,
-    signature: Vec<u8>,
+    /// The decoded header, payload and signature, one after the other (one allocation).
+    decoded: Vec<u8>,
+    /// Where the signature starts in `decoded`.
+    signature_at: usize,
 }
 
 impl<'t> CompactJws<'t> {
@@ -79,56 +82,80 @@ impl<'t> CompactJws<'t> {
         if bytes.len() > max_bytes {
             return Err(Malformed::TooLarge { max: max_bytes }.into());
         }
-        let mut dots = [0usize; 2];
-        let mut dot_count = 0;
-        for (at, &byte) in bytes.iter().enumerate() {
-            match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
-                b'.' => {
-                    if dot_count == 2 {
-                        return Err(Malformed::SegmentCount.into());
-                    }
-                    dots[dot_count] = at;
-                    dot_count += 1;
-                }
-                b'=' => return Err(Malformed::Padding.into()),
-                _ => return Err(Malformed::InvalidCharacter.into()),
+        // The two dots are found with memchr and the three segments decoded right away,
+        // into one buffer: the decoder refuses every byte outside the alphabet ('.' and
+        // '=' included), so a token whose segments all decode has exactly three of them
+        // and nothing else. Only a token that fails there is scanned byte by byte, so
+        // that it is refused for the first of its problems, as ever.
+        let fewer_than_two_dots = || first_problem(bytes).unwrap_or(Malformed::SegmentCount);
+        let Some(first_dot) = token.find('.') else {
+            return Err(fewer_than_two_dots().into());
+        };
+        let Some(second_dot) = token[first_dot + 1..]
+            .find('.')
+            .map(|at| first_dot + 1 + at)
+        else {
+            return Err(fewer_than_two_dots().into());
+        };
+        let segments = [
+            &bytes[..first_dot],
+            &bytes[first_dot + 1..second_dot],
+            &bytes[second_dot + 1..],
+        ];
+        let mut decoded = Vec::with_capacity(
+            segments
+                .iter()
+                .map(|segment| base64url::decoded_len(segment.len()).unwrap_or(0))
+                .sum(),
+        );
+        // Where each segment ends in `decoded`, for those that decoded: the first that
+        // does not is refused at its turn below, the ones after it are not needed.
+        let mut ends = [None; 3];
+        for (end, segment) in ends.iter_mut().zip(segments) {
+            if !base64url::decode_into(segment, &mut decoded) {
+                break;
+            }
+            *end = Some(decoded.len());
+        }
+        if ends[2].is_none() {
+            if let Some(problem) = first_problem(bytes) {
+                return Err(problem.into());
             }
         }
-        if dot_count != 2 {
-            return Err(Malformed::SegmentCount.into());
-        }
-        let header_b64 = &bytes[..dots[0]];
-        let payload_b64 = &bytes[dots[0] + 1..dots[1]];
-        let signature_b64 = &bytes[dots[1] + 1..];
 
-        let header = decode_object(header_b64, Part::Header)?;
-        if header.get("alg").and_then(Value::as_str) != Some(algorithm.name()) {
+        let header_end = ends[0].ok_or(Malformed::Base64(Part::Header))?;
+        let header = json::parse_header(&decoded[..header_end], algorithm.name())
+            .map_err(|error| Malformed::from_json(Part::Header, error))?;
+        if !header.alg_matches {
             return Err(JoseError::UnsupportedAlgorithm);
         }
-        if header.contains_key("crit") {
+        if header.has_crit {
             return Err(JoseError::CriticalHeader);
         }
-        let kid = match header.get("kid") {
+        let kid = match header.kid {
             None => None,
-            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(Value::String(kid)) => Some(kid),
             Some(_) => return Err(Malformed::KidNotString.into()),
         };
 
-        let payload = decode_object(payload_b64, Part::Payload)?;
+        let payload_end = ends[1].ok_or(Malformed::Base64(Part::Payload))?;
+        let payload = json::parse_object(&decoded[header_end..payload_end])
+            .map_err(|error| Malformed::from_json(Part::Payload, error))?;
 
-        let signature =
-            base64url::decode(signature_b64).ok_or(Malformed::Base64(Part::Signature))?;
-        if !algorithm.accepts_signature_length(signature.len()) {
+        if ends[2].is_none() {
+            return Err(Malformed::Base64(Part::Signature).into());
+        }
+        if !algorithm.accepts_signature_length(decoded.len() - payload_end) {
             return Err(Malformed::SignatureLength.into());
         }
 
         Ok(CompactJws {
-            signing_input: &bytes[..dots[1]],
+            signing_input: &bytes[..second_dot],
             algorithm,
             kid,
             payload,
-            signature,
+            decoded,
+            signature_at: payload_end,
         })
     }
 
@@ -152,7 +179,7 @@ impl<'t> CompactJws<'t> {
     }
 
     pub fn signature(&self) -> &[u8] {
-        &self.signature
+        &self.decoded[self.signature_at..]
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -160,7 +187,7 @@ impl<'t> CompactJws<'t> {
     }
 
     pub fn is_signed_by(&self, key: &VerifyingKey) -> bool {
-        key.verify(self.signing_input, &self.signature)
+        key.verify(self.signing_input, self.signature())
     }
 
     /// Finds the key of `keys` that signed this token: the one its header `kid` names, or,
@@ -194,7 +221,108 @@ impl<'t> CompactJws<'t> {
     }
 }
 
-fn decode_object(segment: &[u8], part: Part) -> Result<Map<String, Value>, Malformed> {
-    let bytes = base64url::decode(segment).ok_or(Malformed::Base64(part))?;
-    json::parse_object(&bytes).map_err(|error| Malformed::from_json(part, error))
+/// The first problem of a token's characters, in order: a third dot, `=`, or a byte
+/// outside the alphabet; then fewer than two dots. `None` for three segments of the
+/// alphabet (which may still not decode).
+fn first_problem(bytes: &[u8]) -> Option<Malformed> {
+    let mut dots = 0;
+    for &byte in bytes {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            b'.' => {
+                if dots == 2 {
+                    return Some(Malformed::SegmentCount);
+                }
+                dots += 1;
+            }
+            b'=' => return Some(Malformed::Padding),
+            _ => return Some(Malformed::InvalidCharacter),
+        }
+    }
+    (dots != 2).then_some(Malformed::SegmentCount)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(header: &str, payload: &str, signature: &str) -> String {
+        format!(
+            "{}.{}.{signature}",
+            base64url::encode(header.as_bytes()),
+            base64url::encode(payload.as_bytes())
+        )
+    }
+
+    fn refusal(token: &str) -> JoseError {
+        CompactJws::parse(token, 8192).unwrap_err()
+    }
+
+    /// 64 bytes of signature, in the 86 characters they take.
+    const SIGNATURE: &str =
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    #[test]
+    fn a_well_formed_token_parses() {
+        let token = token(r#"{"alg":"EdDSA","kid":"k"}"#, r#"{"a":1}"#, SIGNATURE);
+        let jws = CompactJws::parse(&token, 8192).unwrap();
+        assert_eq!(jws.kid(), Some("k"));
+        assert_eq!(jws.payload()["a"], 1);
+        assert_eq!(jws.signature(), [0u8; 64]);
+    }
+
+    /// A character problem anywhere is the refusal, before what the header or payload
+    /// would be refused for, and the parts are then checked in order: header, payload,
+    /// signature.
+    #[test]
+    fn the_first_problem_is_the_refusal() {
+        let wrong_alg = r#"{"alg":"none"}"#;
+        let good = r#"{"alg":"EdDSA"}"#;
+        let bad_sig = format!("{}+", &SIGNATURE[1..]);
+        assert_eq!(
+            refusal(&token(wrong_alg, "{}", &bad_sig)),
+            Malformed::InvalidCharacter.into()
+        );
+        assert_eq!(
+            refusal(&format!("{}=", token(wrong_alg, "{", SIGNATURE))),
+            Malformed::Padding.into()
+        );
+        assert_eq!(
+            refusal(&format!("{}.x.=", token(wrong_alg, "{", SIGNATURE))),
+            Malformed::SegmentCount.into()
+        );
+        assert_eq!(
+            refusal(&format!("{}.x+", token(wrong_alg, "{", SIGNATURE))),
+            Malformed::SegmentCount.into()
+        );
+        assert_eq!(refusal("e30=e30"), Malformed::Padding.into());
+        assert_eq!(refusal("e30+"), Malformed::InvalidCharacter.into());
+        assert_eq!(refusal("e30.e30"), Malformed::SegmentCount.into());
+        // Spare bits set in the signature's last character ('B' for 'A'): not canonical,
+        // but only found once header and payload have passed.
+        let spare_bits = format!("{}B", &SIGNATURE[..85]);
+        assert_eq!(
+            refusal(&token(wrong_alg, "{}", &spare_bits)),
+            JoseError::UnsupportedAlgorithm
+        );
+        assert_eq!(
+            refusal(&token(good, "{", &spare_bits)),
+            Malformed::Json(Part::Payload).into()
+        );
+        assert_eq!(
+            refusal(&token(good, "{}", &spare_bits)),
+            Malformed::Base64(Part::Signature).into()
+        );
+        // A header that does not decode is refused before anything else is looked at.
+        let later_problems = token(good, "{", &spare_bits);
+        let (_, rest) = later_problems.split_once('.').unwrap();
+        assert_eq!(
+            refusal(&format!("e31.{rest}")),
+            Malformed::Base64(Part::Header).into()
+        );
+        assert_eq!(
+            refusal(&token(good, "{}", "AAAA")),
+            Malformed::SignatureLength.into()
+        );
+    }
 }
