@@ -30,25 +30,19 @@ pub(super) async fn handle(
         Err(request) => request,
     };
     let reply = if path == TOKEN_PATH {
-        state.counters.token_requests.fetch_add(1, Ordering::SeqCst);
-        let failure = lock(&state.token_failure).clone();
-        match misbehave(failure).await {
+        match call_counted(&state.counters.token_requests, &state.token_failure).await {
             Some(reply) => reply,
             None => token_endpoint(&state, request).await,
         }
     } else if path == JWKS_PATH {
-        state.counters.jwks_requests.fetch_add(1, Ordering::SeqCst);
-        let failure = lock(&state.jwks_failure).clone();
-        match misbehave(failure).await {
+        match call_counted(&state.counters.jwks_requests, &state.jwks_failure).await {
             Some(reply) => reply,
             None => jwks_endpoint(&state, &request),
         }
     } else if path == MINT_PATH {
         mint_endpoint(&state, &request)
     } else {
-        state.counters.api_requests.fetch_add(1, Ordering::SeqCst);
-        let failure = lock(&state.api_failure).clone();
-        match misbehave(failure).await {
+        match call_counted(&state.counters.api_requests, &state.api_failure).await {
             Some(reply) => reply,
             None => api_echo(&state, request).await,
         }
@@ -56,7 +50,18 @@ pub(super) async fn handle(
     Ok(reply)
 }
 
-pub(super) async fn misbehave(failure: Failure) -> Option<Reply> {
+/// Counts a call of an endpoint and applies its failure switch: the switch's reply, or
+/// `None` when the endpoint answers normally.
+pub(super) async fn call_counted(
+    calls: &std::sync::atomic::AtomicU64,
+    switch: &std::sync::Mutex<Failure>,
+) -> Option<Reply> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    let failure = lock(switch).clone();
+    misbehave(failure).await
+}
+
+async fn misbehave(failure: Failure) -> Option<Reply> {
     match failure {
         Failure::None => None,
         Failure::Status(status) => Some(json_reply(

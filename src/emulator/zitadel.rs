@@ -33,7 +33,7 @@ use ring::signature::{
 use serde_json::{json, Value};
 
 use super::routes::{
-    basic_credentials, json_reply, misbehave, query_pairs, query_param, read_body, Reply,
+    basic_credentials, call_counted, json_reply, query_pairs, query_param, read_body, Reply,
 };
 use super::{lock, Emulator, EmulatorError, Failure, State};
 use crate::jose::base64url_encode;
@@ -413,34 +413,24 @@ pub(super) async fn route(
     let zitadel = &state.zitadel;
     let reply = match path {
         APP_TOKEN_PATH => {
-            state
-                .counters
-                .app_token_requests
-                .fetch_add(1, Ordering::SeqCst);
-            let failure = lock(&zitadel.token_failure).clone();
-            match misbehave(failure).await {
+            match call_counted(&state.counters.app_token_requests, &zitadel.token_failure).await {
                 Some(reply) => reply,
                 None => token_endpoint(state, request).await,
             }
         }
         APP_KEYS_PATH => {
-            state
-                .counters
-                .app_keys_requests
-                .fetch_add(1, Ordering::SeqCst);
-            let failure = lock(&zitadel.keys_failure).clone();
-            match misbehave(failure).await {
+            match call_counted(&state.counters.app_keys_requests, &zitadel.keys_failure).await {
                 Some(reply) => reply,
                 None => keys_endpoint(zitadel, &request),
             }
         }
         DISCOVERY_PATH => {
-            state
-                .counters
-                .discovery_requests
-                .fetch_add(1, Ordering::SeqCst);
-            let failure = lock(&zitadel.discovery_failure).clone();
-            match misbehave(failure).await {
+            match call_counted(
+                &state.counters.discovery_requests,
+                &zitadel.discovery_failure,
+            )
+            .await
+            {
                 Some(reply) => reply,
                 None => discovery_endpoint(zitadel, &request),
             }
