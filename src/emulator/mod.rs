@@ -64,6 +64,19 @@ pub enum Failure {
     /// Answers 429 as JTL's API does when a quota is used up: a JSON error body,
     /// `Retry-After` and `X-RateLimit-Limit` / `-Remaining: 0` / `-Reset`.
     RateLimited { retry_after_s: u64 },
+    /// Answers 200 `application/json` with a body that is not JSON (a proxy's HTML
+    /// error page).
+    Garbage,
+    /// Answers 200 `application/json` with an empty body.
+    Empty,
+    /// Answers 200 with JSON that is valid except for the one field the client needs:
+    /// no `access_token` at the token endpoints (legacy and Zitadel), no `keys` at the key
+    /// sets (legacy JWKS and Zitadel's keys), `{}` elsewhere.
+    MissingField,
+    /// Answers nothing: the connection is closed with `SO_LINGER` 0, so the client sees a
+    /// TCP reset (RST) after sending its request, not an orderly close. Other requests on
+    /// that connection (HTTP/2) fail with it.
+    Reset,
 }
 
 /// What the emulator starts with.

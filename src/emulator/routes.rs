@@ -30,19 +30,37 @@ pub(super) async fn handle(
         Err(request) => request,
     };
     let reply = if path == TOKEN_PATH {
-        match call_counted(&state.counters.token_requests, &state.token_failure).await {
+        match call_counted(
+            &state.counters.token_requests,
+            &state.token_failure,
+            Endpoint::Token,
+        )
+        .await
+        {
             Some(reply) => reply,
             None => token_endpoint(&state, request).await,
         }
     } else if path == JWKS_PATH {
-        match call_counted(&state.counters.jwks_requests, &state.jwks_failure).await {
+        match call_counted(
+            &state.counters.jwks_requests,
+            &state.jwks_failure,
+            Endpoint::Keys,
+        )
+        .await
+        {
             Some(reply) => reply,
             None => jwks_endpoint(&state, &request),
         }
     } else if path == MINT_PATH {
         mint_endpoint(&state, &request)
     } else {
-        match call_counted(&state.counters.api_requests, &state.api_failure).await {
+        match call_counted(
+            &state.counters.api_requests,
+            &state.api_failure,
+            Endpoint::Other,
+        )
+        .await
+        {
             Some(reply) => reply,
             None => api_echo(&state, request).await,
         }
@@ -50,18 +68,45 @@ pub(super) async fn handle(
     Ok(reply)
 }
 
+/// What a switchable endpoint serves, which decides what [`Failure::MissingField`] leaves
+/// out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    /// A token endpoint: the answer lacks `access_token`.
+    Token,
+    /// A key set: the answer lacks `keys`.
+    Keys,
+    /// Anything else: the answer is `{}`.
+    Other,
+}
+
+/// Marks a reply that must not be sent: the listener resets the connection instead
+/// ([`Failure::Reset`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ResetConnection;
+
 /// Counts a call of an endpoint and applies its failure switch: the switch's reply, or
 /// `None` when the endpoint answers normally.
 pub(super) async fn call_counted(
     calls: &std::sync::atomic::AtomicU64,
     switch: &std::sync::Mutex<Failure>,
+    endpoint: Endpoint,
 ) -> Option<Reply> {
     calls.fetch_add(1, Ordering::SeqCst);
     let failure = lock(switch).clone();
-    misbehave(failure).await
+    misbehave(failure, endpoint).await
 }
 
-async fn misbehave(failure: Failure) -> Option<Reply> {
+/// A 200 `application/json` with exactly this body.
+fn raw_json_reply(body: &'static str) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply
+}
+
+async fn misbehave(failure: Failure, endpoint: Endpoint) -> Option<Reply> {
     match failure {
         Failure::None => None,
         Failure::Status(status) => Some(json_reply(
@@ -98,6 +143,23 @@ async fn misbehave(failure: Failure) -> Option<Reply> {
             StatusCode::OK,
             &json!({"padding": "x".repeat(70 * 1024)}),
         )),
+        Failure::Garbage => Some(raw_json_reply(
+            "<html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>",
+        )),
+        Failure::Empty => Some(raw_json_reply("")),
+        Failure::MissingField => Some(json_reply(
+            StatusCode::OK,
+            &match endpoint {
+                Endpoint::Token => json!({"token_type": "Bearer", "expires_in": 3600}),
+                Endpoint::Keys => json!({"issuer": "jtl-emulator", "key_count": 1}),
+                Endpoint::Other => json!({}),
+            },
+        )),
+        Failure::Reset => {
+            let mut reply = raw_json_reply("");
+            reply.extensions_mut().insert(ResetConnection);
+            Some(reply)
+        }
     }
 }
 

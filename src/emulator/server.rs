@@ -1,14 +1,16 @@
 //! The emulator's listener: plain HTTP or HTTPS with a self-signed certificate, HTTP/1.1
 //! and HTTP/2.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::{routes, State};
 
@@ -70,23 +72,58 @@ impl Running {
                 let acceptor = acceptor.clone();
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
-                    let service =
-                        service_fn(move |request| routes::handle(Arc::clone(&state), request));
+                    // A second handle on the socket: `Failure::Reset` sets SO_LINGER 0
+                    // through it, so that closing the connection sends an RST.
+                    let socket = socket2::SockRef::from(&stream).try_clone().ok();
+                    let reset = Arc::new(Notify::new());
+                    let service = {
+                        let reset = Arc::clone(&reset);
+                        service_fn(move |request| {
+                            let state = Arc::clone(&state);
+                            let reset = Arc::clone(&reset);
+                            async move {
+                                let reply = routes::handle(state, request).await?;
+                                if reply
+                                    .extensions()
+                                    .get::<routes::ResetConnection>()
+                                    .is_some()
+                                {
+                                    // The connection task drops the connection, and this
+                                    // reply with it.
+                                    reset.notify_one();
+                                    std::future::pending::<()>().await;
+                                }
+                                Ok::<_, Infallible>(reply)
+                            }
+                        })
+                    };
+                    let reset_now = || {
+                        if let Some(socket) = &socket {
+                            let _ = socket.set_linger(Some(Duration::ZERO));
+                        }
+                    };
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    match acceptor {
-                        Some(acceptor) => {
-                            let Ok(stream) = acceptor.accept(stream).await else {
-                                return;
-                            };
-                            let connection =
-                                builder.serve_connection(TokioIo::new(stream), service);
-                            tokio::select! { _ = connection => {}, _ = stopped.changed() => {} }
+                    let served = async {
+                        match acceptor {
+                            Some(acceptor) => {
+                                let Ok(stream) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                            None => {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
                         }
-                        None => {
-                            let connection =
-                                builder.serve_connection(TokioIo::new(stream), service);
-                            tokio::select! { _ = connection => {}, _ = stopped.changed() => {} }
-                        }
+                    };
+                    tokio::select! {
+                        _ = served => {},
+                        _ = stopped.changed() => {},
+                        _ = reset.notified() => reset_now(),
                     }
                 });
             }

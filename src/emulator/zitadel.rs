@@ -33,7 +33,8 @@ use ring::signature::{
 use serde_json::{json, Value};
 
 use super::routes::{
-    basic_credentials, call_counted, json_reply, query_pairs, query_param, read_body, Reply,
+    basic_credentials, call_counted, json_reply, query_pairs, query_param, read_body, Endpoint,
+    Reply,
 };
 use super::{lock, Emulator, EmulatorError, Failure, State};
 use crate::jose::base64url_encode;
@@ -413,13 +414,25 @@ pub(super) async fn route(
     let zitadel = &state.zitadel;
     let reply = match path {
         APP_TOKEN_PATH => {
-            match call_counted(&state.counters.app_token_requests, &zitadel.token_failure).await {
+            match call_counted(
+                &state.counters.app_token_requests,
+                &zitadel.token_failure,
+                Endpoint::Token,
+            )
+            .await
+            {
                 Some(reply) => reply,
                 None => token_endpoint(state, request).await,
             }
         }
         APP_KEYS_PATH => {
-            match call_counted(&state.counters.app_keys_requests, &zitadel.keys_failure).await {
+            match call_counted(
+                &state.counters.app_keys_requests,
+                &zitadel.keys_failure,
+                Endpoint::Keys,
+            )
+            .await
+            {
                 Some(reply) => reply,
                 None => keys_endpoint(zitadel, &request),
             }
@@ -428,6 +441,7 @@ pub(super) async fn route(
             match call_counted(
                 &state.counters.discovery_requests,
                 &zitadel.discovery_failure,
+                Endpoint::Other,
             )
             .await
             {

@@ -13,14 +13,14 @@ use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::backoff::Backoff;
-use super::http::{CallError, JtlHttp};
+use super::http::{is_blank, retry_after, CallError, JtlHttp};
 use crate::clock::{duration_ms, Clock};
 use crate::config::{ClientSecret, JtlConfig};
 use crate::diagnose::{credential_observations, observations_sentence, SecretSource};
@@ -676,18 +676,6 @@ fn read_secret_file(path: &std::path::Path) -> Result<Secret, TokenError> {
         .map_err(|e| TokenError::SecretFile(format!("{}: {e}", path.display())))
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by token endpoints).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|seconds| Duration::from_secs(seconds.min(3600)))
-}
-
 /// Reads `access_token` and the lifetime: `expires_in`, or else the token's own `exp`
 /// (read without verifying: it only decides when to refresh); an `opaque` token is never
 /// decoded and without `expires_in` lives [`OPAQUE_TOKEN_ASSUMED_LIFETIME`].
@@ -697,6 +685,9 @@ fn parse_token_response(
     refresh_before_ms: i64,
     opaque: bool,
 ) -> Result<AccessToken, TokenError> {
+    if is_blank(body) {
+        return Err(TokenError::BadResponse("HTTP 200 with an empty body"));
+    }
     let body: Value =
         serde_json::from_slice(body).map_err(|_| TokenError::BadResponse("not JSON"))?;
     let value = body
@@ -793,7 +784,9 @@ mod tests {
     #[test]
     fn unusable_answers_are_errors() {
         for body in [
-            &b"not json"[..],
+            &b""[..],
+            b" \n",
+            b"not json",
             br#"{"expires_in":10}"#,
             br#"{"access_token":"","expires_in":10}"#,
             br#"{"access_token":"a\nb","expires_in":10}"#,

@@ -37,6 +37,10 @@ pub enum CallError {
     Timeout(u128),
     #[error("{kind}: {cause}")]
     Connect { kind: ConnectFailure, cause: String },
+    /// Connected and sent, but the connection broke before a complete answer: closed or
+    /// reset by the server or a proxy on the way.
+    #[error("the connection was closed or reset before an answer arrived (by JTL or a proxy on the way): {0}")]
+    Dropped(String),
     #[error("the response body is larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge,
     #[error("reading the response failed: {0}")]
@@ -184,14 +188,16 @@ impl JtlHttp {
     /// within the configured timeout.
     pub async fn call(&self, request: Request<Full<Bytes>>) -> Result<Response, CallError> {
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| CallError::Connect {
-                    kind: ConnectFailure::of(&e),
-                    cause: innermost_cause(&e),
-                })?;
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    CallError::Connect {
+                        kind: ConnectFailure::of(&e),
+                        cause: innermost_cause(&e),
+                    }
+                } else {
+                    CallError::Dropped(innermost_cause(&e))
+                }
+            })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
@@ -239,6 +245,24 @@ pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
 
 /// The innermost cause of a client error: "connection refused", "invalid peer
 /// certificate: UnknownIssuer", rather than hyper's generic wrapper text.
+/// `Retry-After` in seconds, at most an hour (JTL's token and key endpoints do not use
+/// the HTTP-date form).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|seconds| Duration::from_secs(seconds.min(3600)))
+}
+
+/// A body that holds nothing but whitespace: named as empty rather than as bad JSON.
+pub fn is_blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
+}
+
 pub fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut source = error;
     while let Some(inner) = source.source() {

@@ -67,6 +67,11 @@ pub enum KeysError {
     NotFound,
     #[error("the JWKS endpoint answered HTTP {0}")]
     Status(u16),
+    /// A refusal with `Retry-After`: no fetch is made sooner (a `429` or `503`).
+    #[error("the JWKS endpoint answered HTTP {status} and asked for {retry_after_s} s of quiet (Retry-After)")]
+    StatusRetryAfter { status: u16, retry_after_s: u64 },
+    #[error("the JWKS endpoint answered HTTP 200 with an empty body")]
+    EmptyBody,
     #[error("the JWKS document is unusable: {0}")]
     Document(JwksError),
     #[error("the JWKS document holds no usable {kind} signing key ({skipped} skipped)")]
@@ -296,8 +301,17 @@ impl KeySet {
                 self.inner
                     .last_failed_fetch
                     .store(fetch_number, Ordering::SeqCst);
+                // Never sooner than the rate limit, nor than a Retry-After.
+                let minimum = match &error {
+                    KeysError::StatusRetryAfter { retry_after_s, .. } => self
+                        .inner
+                        .options
+                        .min_refetch_interval
+                        .max(Duration::from_secs(*retry_after_s)),
+                    _ => self.inner.options.min_refetch_interval,
+                };
                 let next = backoff
-                    .failed(now, Some(self.inner.options.min_refetch_interval))
+                    .failed(now, Some(minimum))
                     .max(now.saturating_add(min_interval));
                 self.inner.next_fetch_ms.store(next, Ordering::SeqCst);
                 let stale_for_s =
@@ -377,7 +391,18 @@ impl KeySet {
             StatusCode::OK => {}
             StatusCode::UNAUTHORIZED => return Err(KeysError::Unauthorized),
             StatusCode::NOT_FOUND => return Err(KeysError::NotFound),
-            other => return Err(KeysError::Status(other.as_u16())),
+            other => {
+                return Err(match super::http::retry_after(&response.headers) {
+                    Some(wait) => KeysError::StatusRetryAfter {
+                        status: other.as_u16(),
+                        retry_after_s: wait.as_secs(),
+                    },
+                    None => KeysError::Status(other.as_u16()),
+                })
+            }
+        }
+        if super::http::is_blank(&response.body) {
+            return Err(KeysError::EmptyBody);
         }
         let (set, skipped) = JwkSet::from_json_of(&response.body, self.inner.options.key_kind)
             .map_err(KeysError::Document)?;
