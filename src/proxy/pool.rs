@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::upstream::UpstreamError;
-use super::{BoxError, ProxyBody};
+use super::{full_body, BoxError, ProxyBody};
 use http_body_util::BodyExt;
 
 /// Idle connections kept at most; more are closed when returned.
@@ -100,6 +100,13 @@ impl Http1Pool {
 
     /// Sends on an idle connection, or a new one. A request that an idle connection
     /// could not take (the backend had closed it) is sent again on a fresh connection.
+    ///
+    /// A backend closes an idle keep-alive connection when its own idle timeout ends
+    /// (Node 5 s, gunicorn 2 s), and the sidecar may write a request on it at that very
+    /// moment: the request is then on the wire before the close is seen, and hyper cannot
+    /// hand it back. Such a request, when it is safe to repeat (RFC 9110 §9.2.2) and has
+    /// no body, is sent once more on a fresh connection when the reused one was closed or
+    /// reset before the response headers came. Other requests (a POST) get the error.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<ProxyBody>,
@@ -116,11 +123,29 @@ impl Http1Pool {
             if sender.ready().await.is_err() {
                 continue;
             }
+            let again = if from_idle {
+                replayable(&request)
+            } else {
+                None
+            };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.returning(sender, response)),
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if from_idle => request = unsent,
-                    _ => return Err(UpstreamError::Unreachable(error.into_error().to_string())),
+                    _ => {
+                        let error = error.into_error();
+                        match again {
+                            Some(again) if closed_by_peer(&error) => {
+                                tracing::debug!(
+                                    "a reused backend connection was closed under a request \
+                                     ({error}); sending it again on a fresh one"
+                                );
+                                request = again;
+                                from_idle = false;
+                            }
+                            _ => return Err(UpstreamError::Unreachable(error.to_string())),
+                        }
+                    }
                 },
             }
         }
@@ -186,4 +211,44 @@ impl Body for ReturnWhenDone {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A copy of a request that may be sent again: a method safe to repeat (RFC 9110
+/// §9.2.2) and no body (so nothing of it is consumed by the first attempt).
+fn replayable(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut again = Request::new(full_body(Bytes::new()));
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.version_mut() = request.version();
+    *again.headers_mut() = request.headers().clone();
+    Some(again)
+}
+
+/// The backend closed or reset the connection before the response headers: what a request
+/// meets on a keep-alive connection the backend closed at its idle timeout.
+fn closed_by_peer(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        cause = inner.source();
+    }
+    false
 }
