@@ -176,9 +176,21 @@ for path, doc in docs:
                                       ("startupProbe", "/healthz")):
         if probe_target(probe_name) != (path_expected, admin_port):
             fail(where, f"{probe_name} should GET {path_expected} on the admin port {admin_port}")
+    delay = int(env.get("JTL_SIDECAR_SERVER__SHUTDOWN_DELAY_S",
+                        config.get("server", {}).get("shutdown_delay_s", 0)))
     tgps = spec.get("terminationGracePeriodSeconds", 30)
-    if tgps <= grace:
-        fail(where, f"terminationGracePeriodSeconds {tgps} must exceed server.shutdown_grace_s {grace}")
+    if tgps <= grace + delay:
+        fail(where, f"terminationGracePeriodSeconds {tgps} must exceed server.shutdown_delay_s {delay} + shutdown_grace_s {grace}")
+    # Rollouts behind a Service (which does not retry): keep-alive clients must be told to
+    # leave before the backend stops. Native sidecars get SIGTERM after the backend exits,
+    # so the backend's preStop must POST /drain; plain containers get SIGTERM at once and
+    # need a shutdown delay.
+    backends = [c for c in pod["spec"].get("containers", []) if c is not sidecar]
+    pre_stops = [str(c.get("lifecycle", {}).get("preStop", {})) for c in backends]
+    if native and not any("/drain" in p for p in pre_stops):
+        fail(where, "with a native sidecar the backend's preStop must POST /drain to the sidecar's admin port")
+    if not native and delay == 0:
+        fail(where, "with the sidecar as a plain container, server.shutdown_delay_s must be above 0")
     annotations = pod["metadata"].get("annotations", {})
     if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/port") != str(admin_port):
         fail(where, "pod needs prometheus.io/scrape \"true\" and prometheus.io/port of the admin port")

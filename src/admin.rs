@@ -1,4 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` (SPEC §9).
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (SPEC §9), and `POST /drain`
+//! from loopback, which begins the shutdown without closing the listeners (a backend's
+//! preStop hook calls it, so keep-alive clients leave while the pod is taken out).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,9 +31,14 @@ impl Readiness {
         })
     }
 
-    /// From now on `/readyz` answers 503, whatever else holds.
+    /// From now on `/readyz` answers 503, whatever else holds, and HTTP/1 answers carry
+    /// `Connection: close`.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
     }
 
     /// The names of what is missing; empty when ready.
@@ -64,7 +71,16 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
+    /// `peer` is the address the request came from: `/drain` is for the pod's own
+    /// containers only.
+    pub fn handle<B>(
+        &self,
+        request: &Request<B>,
+        peer: std::net::SocketAddr,
+    ) -> Response<ProxyBody> {
+        if request.uri().path() == "/drain" {
+            return self.drain(request, peer);
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return json(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -96,6 +112,29 @@ impl Admin {
             }
             _ => json(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
+    }
+
+    fn drain<B>(&self, request: &Request<B>, peer: std::net::SocketAddr) -> Response<ProxyBody> {
+        if request.method() != Method::POST {
+            return json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method_not_allowed"}),
+            );
+        }
+        // Anyone who reaches the admin port could otherwise take the pod out of service.
+        if !peer.ip().is_loopback() {
+            return json(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "forbidden", "error_description": "/drain is answered on loopback only (the pod's own containers)."}),
+            );
+        }
+        if !self.readiness.is_shutting_down() {
+            tracing::info!(
+                "draining: readiness fails and keep-alive clients are told to close; the listeners close on SIGTERM"
+            );
+        }
+        self.readiness.begin_shutdown();
+        json(StatusCode::ACCEPTED, &json!({"status": "draining"}))
     }
 }
 

@@ -256,6 +256,7 @@ impl Default for RawLog {
 #[serde(default, deny_unknown_fields)]
 pub struct RawServer {
     pub shutdown_grace_s: u64,
+    pub shutdown_delay_s: u64,
     pub header_read_timeout_ms: u64,
 }
 
@@ -263,6 +264,7 @@ impl Default for RawServer {
     fn default() -> Self {
         RawServer {
             shutdown_grace_s: 20,
+            shutdown_delay_s: 0,
             header_read_timeout_ms: 10_000,
         }
     }
@@ -532,6 +534,10 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long the listeners keep accepting (readiness failing, every
+    /// HTTP/1 response `Connection: close`) before they close: the time balancers need
+    /// to stop sending new connections. Zero closes them at once (SPEC §10).
+    pub shutdown_delay: Duration,
     pub header_read_timeout: Duration,
 }
 
@@ -1120,6 +1126,12 @@ fn validate(
             raw.server.shutdown_grace_s,
             0,
             3600,
+        ),
+        shutdown_delay: check.seconds(
+            "server.shutdown_delay_s",
+            raw.server.shutdown_delay_s,
+            0,
+            600,
         ),
         header_read_timeout: check.millis(
             "server.header_read_timeout_ms",

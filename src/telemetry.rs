@@ -90,6 +90,47 @@ pub struct Metrics {
     registry: Registry,
     hot: Arc<RequestMetrics>,
     tenant_records: Arc<TenantRecords>,
+    connections: Arc<ConnectionCounts>,
+}
+
+/// Why a connection was closed by the admission (`server::admission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// The oldest connection without a complete request, closed to make room.
+    IdleBeforeRequest = 0,
+    /// A new connection closed at once: at the limit, and every held one had sent a
+    /// request.
+    Refused = 1,
+}
+
+impl Shed {
+    const ALL: [Shed; 2] = [Shed::IdleBeforeRequest, Shed::Refused];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Shed::IdleBeforeRequest => "idle_before_request",
+            Shed::Refused => "refused_at_limit",
+        }
+    }
+}
+
+/// The connections all listeners hold, their limit, and those shed. Written once per
+/// connection, not per request, so plain atomics.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    pub open: AtomicUsize,
+    pub limit: AtomicUsize,
+    shed: [AtomicU64; 2],
+}
+
+impl ConnectionCounts {
+    pub fn count_shed(&self, why: Shed) {
+        self.shed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn shed_count(&self, why: Shed) -> u64 {
+        self.shed[why as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// What asking the store about a tenant seen on a request found (SPEC §7).
@@ -186,11 +227,19 @@ impl Metrics {
         }));
         let tenant_records = Arc::new(TenantRecords::default());
         registry.register_collector(Box::new(TenantRecordCollector(Arc::clone(&tenant_records))));
+        let connections = Arc::new(ConnectionCounts::default());
+        registry.register_collector(Box::new(ConnectionCollector(Arc::clone(&connections))));
         Arc::new(Metrics {
             registry,
             hot,
             tenant_records,
+            connections,
         })
+    }
+
+    /// The connection counts the admission keeps (`server::admission`).
+    pub fn connections(&self) -> &Arc<ConnectionCounts> {
+        &self.connections
     }
 
     /// The counts of the tenants recorded on request (SPEC §7).
@@ -441,6 +490,56 @@ impl prometheus_client::collector::Collector for TenantRecordCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        Ok(())
+    }
+}
+
+/// Reads the admission's connection counts at scrape time.
+#[derive(Debug)]
+struct ConnectionCollector(Arc<ConnectionCounts>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+impl prometheus_client::collector::Collector for ConnectionCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = &self.0;
+        for (name, help, value) in [
+            (
+                "connections_open",
+                "Client connections held now, all listeners",
+                &counts.open,
+            ),
+            (
+                "connection_limit",
+                "Client connections held at most (from RLIMIT_NOFILE)",
+                &counts.limit,
+            ),
+        ] {
+            let value = i64::try_from(value.load(Ordering::Acquire)).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "connections_shed",
+            "Client connections closed to stay under the connection limit: the oldest \
+             without a complete request (idle_before_request), or a new one when every \
+             held connection had sent a request (refused_at_limit)",
+            None,
+            MetricType::Counter,
+        )?;
+        for why in Shed::ALL {
+            let labels = ReasonLabels {
+                reason: why.as_str(),
+            };
+            ConstCounter::new(counts.shed_count(why)).encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }

@@ -950,6 +950,90 @@ async fn a_websocket_left_open_is_cut_when_the_grace_period_ends() {
     );
 }
 
+/// The first non-loopback IPv4 address of this machine, to reach a listener on 0.0.0.0
+/// from an address that is not loopback.
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let output = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter_map(|word| word.parse::<std::net::IpAddr>().ok())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+}
+
+/// Issue 16, rollouts with native sidecars (SIGTERM reaches the sidecar only after the
+/// backend has exited): the backend's preStop calls `POST /drain` on the admin port.
+/// Readiness fails, the listener keeps accepting, and HTTP/1 answers carry
+/// `Connection: close`; only the pod's own containers (loopback) may ask.
+#[tokio::test]
+async fn post_drain_from_loopback_fails_readiness_and_closes_keep_alive_but_keeps_accepting() {
+    let proxy = Proxy::start_with_env_and_backend(
+        "",
+        vec![("JTL_SIDECAR_ADMIN__LISTEN".into(), "0.0.0.0:0".into())],
+    )
+    .await;
+    let admin_port = proxy.addresses.admin.port();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let token = proxy.token();
+    let before = get(
+        &proxy.url("/before"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(before.status, 200);
+    assert!(
+        before.headers.get("connection").is_none(),
+        "{:?}",
+        before.headers
+    );
+
+    // Not a GET (a probe or a crawler must not drain the pod), and not from outside.
+    let (status, _) = raw(
+        loopback,
+        "GET /drain HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 405);
+    match non_loopback_ip() {
+        Some(ip) => {
+            let (status, text) = raw(
+                SocketAddr::new(ip, admin_port),
+                "POST /drain HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            )
+            .await;
+            assert_eq!(status, 403, "{text}");
+            let ready = get(&proxy.admin_url("/readyz"), &[]).await;
+            assert_eq!(ready.status, 200, "a refused drain changes nothing");
+        }
+        None => eprintln!("SKIP (part): no non-loopback address to test the 403 of /drain from"),
+    }
+
+    let (status, text) = raw(
+        loopback,
+        "POST /drain HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    let ready = get(&proxy.admin_url("/readyz"), &[]).await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.json()["missing"]
+        .to_string()
+        .contains("shutting_down"));
+    let during = get(
+        &proxy.url("/during"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(during.status, 200, "still accepting and serving");
+    assert_eq!(
+        during.headers.get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "keep-alive clients are told to go"
+    );
+}
+
 // ---- the HTTP layer ---------------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -1,13 +1,13 @@
 //! Binds the listeners, runs them and the background tasks, and shuts down gracefully:
-//! readiness fails at once, the traffic listeners stop accepting, in-flight requests get
-//! up to `shutdown_grace_s`, background tasks stop.
+//! readiness fails at once, the traffic listeners stop accepting (after
+//! `shutdown_delay_s`), in-flight requests get up to `shutdown_grace_s`, background tasks
+//! stop.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::Poll;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -15,7 +15,6 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +29,11 @@ use crate::shared_cache::SharedTokenStore;
 use crate::telemetry::Metrics;
 use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantStore};
 use crate::verify::SessionVerifier;
+use admission::Admission;
+use preface::PrefaceGuard;
+
+pub mod admission;
+mod preface;
 
 const HTTP2_KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
 const HTTP2_KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -80,6 +84,8 @@ pub struct Server {
     tenant_store: Option<Arc<TenantStore>>,
     /// `None` without a store or when `tenants.record_on_request` is off.
     tenant_recorder: Option<Arc<TenantRecorder>>,
+    /// The connection budget of all listeners.
+    admission: Arc<Admission>,
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -167,6 +173,16 @@ impl Server {
             jtl.tokens.clone(),
             Arc::clone(&metrics),
         ));
+        let (connection_limit, descriptors) = admission::connection_limit_from_descriptors();
+        tracing::info!(
+            connection_limit,
+            descriptors,
+            "client connections held at most (half the descriptors left after a reserve)"
+        );
+        let admission = Arc::new(Admission::new(
+            connection_limit,
+            Arc::clone(metrics.connections()),
+        ));
         let admin = Arc::new(Admin {
             readiness: Readiness::new(jtl.clone(), tenant_store.clone()),
             metrics,
@@ -191,6 +207,7 @@ impl Server {
             admin,
             tenant_store,
             tenant_recorder,
+            admission,
         })
     }
 
@@ -229,9 +246,16 @@ impl Server {
             .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
         let builder = Arc::new(builder);
-        let first_request_deadline = self.config.server.header_read_timeout;
         let stop_traffic = CancellationToken::new();
         let stop_admin = CancellationToken::new();
+        // From SIGTERM or `POST /drain` on: HTTP/1 responses carry `Connection: close`.
+        let draining = Draining(Arc::clone(&self.admin.readiness));
+        let serving = Serving {
+            admission: Arc::clone(&self.admission),
+            draining,
+            builder,
+            first_request_deadline: self.config.server.header_read_timeout,
+        };
 
         // Thread per core for the ingress, like nginx's worker processes: each thread runs
         // its own single-threaded runtime, accepts on the shared socket and keeps its own
@@ -244,7 +268,7 @@ impl Server {
         let mut worker_threads = Vec::new();
         for (index, listener) in self.ingress_listeners.into_iter().enumerate() {
             let ingress = Arc::new(self.ingress.for_worker());
-            let builder = Arc::clone(&builder);
+            let serving = serving.clone();
             let connections_done = connections_done.clone();
             let stop = stop_traffic.clone();
             let drained = drained.clone();
@@ -264,9 +288,8 @@ impl Server {
                             Ok(listener) => {
                                 accept_loop(
                                     listener,
-                                    builder,
+                                    serving,
                                     stop,
-                                    first_request_deadline,
                                     move |request: Request<Incoming>, peer: Peer| {
                                         let ingress = Arc::clone(&ingress);
                                         async move {
@@ -303,18 +326,17 @@ impl Server {
         let admin = Arc::clone(&self.admin);
         // The admin listener keeps answering during the drain, so `/readyz` can say 503.
         let admin_listener = self.admin_listener;
-        let admin_builder = Arc::clone(&builder);
+        let admin_serving = serving.clone();
         let admin_stop = stop_admin.clone();
         // Admin connections are not drained: they are cut when the process exits.
         let admin_loop = tokio::spawn(async move {
             accept_loop(
                 admin_listener,
-                admin_builder,
+                admin_serving,
                 admin_stop,
-                first_request_deadline,
-                move |request: Request<Incoming>, _peer: Peer| {
+                move |request: Request<Incoming>, peer: Peer| {
                     let admin = Arc::clone(&admin);
-                    async move { Ok::<_, Infallible>(admin.handle(&request)) }
+                    async move { Ok::<_, Infallible>(admin.handle(&request, peer.addr)) }
                 },
             )
             .await
@@ -324,14 +346,13 @@ impl Server {
         let (egress_done, mut egress_drained) = tokio::sync::mpsc::channel::<()>(1);
         let egress_loop = self.egress_listener.map(|listener| {
             let egress = Arc::clone(&self.egress);
-            let builder = Arc::clone(&builder);
+            let serving = serving.clone();
             let stop = stop_traffic.clone();
             tokio::spawn(async move {
                 let graceful = accept_loop(
                     listener,
-                    builder,
+                    serving,
                     stop,
-                    first_request_deadline,
                     move |request: Request<Incoming>, _peer: Peer| {
                         let egress = Arc::clone(&egress);
                         async move { Ok::<_, Infallible>(egress.handle(request).await) }
@@ -351,11 +372,22 @@ impl Server {
         );
 
         shutdown.await;
+        self.admin.readiness.begin_shutdown();
+        let delay = self.config.server.shutdown_delay;
+        if !delay.is_zero() {
+            // Balancers see readiness fail and stop sending new connections meanwhile;
+            // clients on keep-alive connections are told to close after their answer,
+            // so none is cut between two requests.
+            tracing::info!(
+                delay_s = delay.as_secs(),
+                "shutting down: readiness fails, the listeners accept for the shutdown delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
         tracing::info!(
             grace_s = self.config.server.shutdown_grace.as_secs(),
-            "shutting down: draining in-flight requests"
+            "shutting down: listeners closed, draining in-flight requests"
         );
-        self.admin.readiness.begin_shutdown();
         stop_traffic.cancel();
         // Every accept loop has ended (and dropped its socket) when the channel closes.
         while accept_loops_ended.recv().await.is_some() {}
@@ -442,15 +474,14 @@ fn local_addr(key: &'static str, listener: &TcpListener) -> Result<SocketAddr, S
 }
 
 /// Accepts connections until `stop`, serving each with HTTP/1.1 (upgrades included) or
-/// HTTP/2. Returns the watcher of the connections still open, for a drain to wait on
-/// (`shutdown()`), or to drop. The listener is dropped on return, so new connections
-/// fail at once. The watcher belongs to the calling thread's loop alone, so watching a
-/// connection touches nothing another worker writes.
+/// HTTP/2, within the shared connection budget. Returns the watcher of the connections
+/// still open, for a drain to wait on (`shutdown()`), or to drop. The listener is dropped
+/// on return, so new connections fail at once. The watcher belongs to the calling
+/// thread's loop alone, so watching a connection touches nothing another worker writes.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    serving: Serving,
     stop: CancellationToken,
-    first_request_deadline: std::time::Duration,
     handler: F,
 ) -> GracefulShutdown
 where
@@ -459,169 +490,203 @@ where
         + Send
         + 'static,
 {
+    let Serving {
+        admission,
+        draining,
+        builder,
+        first_request_deadline,
+    } = serving;
+    // This loop's own handle, cloned per request: a clone of the shared one would put a
+    // reference count written by every worker on the hot path.
+    let draining = Arc::new(draining);
     let graceful = GracefulShutdown::new();
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let (stream, peer_addr) = tokio::select! {
             _ = stop.cancelled() => return graceful,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    accept_errors.reset();
+                    accepted
+                }
                 Err(error) => {
-                    tracing::warn!("accept failed: {error}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Out of descriptors (EMFILE/ENFILE) or another transient failure:
+                    // make room and back off instead of spinning on a ready listener.
+                    if is_out_of_descriptors(&error) {
+                        admission.shed_oldest_waiting();
+                    }
+                    let pause = accept_errors.next_pause();
+                    if accept_errors.should_log() {
+                        tracing::warn!(
+                            pause_ms = pause.as_millis() as u64,
+                            "accept failed: {error}"
+                        );
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return graceful,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                     continue;
                 }
             },
         };
+        let Some(ticket) = admission.admit() else {
+            tracing::debug!("refused a connection from {peer_addr}: at the connection limit");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let peer = Peer::new(peer_addr);
-        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let service = service_fn({
-            let started = Arc::clone(&started);
-            move |request| {
-                started.store(true, std::sync::atomic::Ordering::Relaxed);
-                handler(request, peer.clone())
+            let slot = Arc::clone(ticket.slot());
+            let draining = Arc::clone(&draining);
+            move |request: Request<Incoming>| {
+                slot.mark_started();
+                let http1 = request.version() <= http::Version::HTTP_11;
+                let answer = handler(request, peer.clone());
+                let draining = Arc::clone(&draining);
+                async move {
+                    let mut response = match answer.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    if http1 && draining.is_on() {
+                        draining.close_after(&mut response);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             }
         });
-        let stream = PrefaceGuard {
-            io: stream,
-            state: Preface::Reading(0),
-        };
+        let stream = PrefaceGuard::new(stream);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let admission = Arc::clone(&admission);
         tokio::spawn(async move {
+            let slot = ticket.slot();
             // A client must complete its first request head within header_read_timeout,
             // whatever the protocol: hyper's own timeout covers HTTP/1 heads only, not the
-            // silence before the first byte or a slow HTTP/2 preface (slowloris).
-            // The timer is dropped as soon as a request has started, so later wake-ups
-            // of a busy connection poll the connection alone.
+            // silence before the first byte or a slow HTTP/2 preface (slowloris). Until
+            // then the admission may also shed the connection to make room. Both are
+            // dropped as soon as a request has started, so later wake-ups of a busy
+            // connection poll the connection alone.
             tokio::pin!(connection);
-            let mut deadline = Some(Box::pin(tokio::time::sleep(first_request_deadline)));
+            let mut waiting = Some((
+                Box::pin(tokio::time::sleep(first_request_deadline)),
+                Box::pin(slot.shed()),
+            ));
             let result = std::future::poll_fn(|cx| {
                 if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-                    return Poll::Ready(Some(result));
+                    return Poll::Ready(Ok(result));
                 }
-                if let Some(sleep) = &mut deadline {
-                    if started.load(std::sync::atomic::Ordering::Relaxed) {
-                        deadline = None;
-                    } else if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(None);
+                if let Some((deadline, shed)) = &mut waiting {
+                    if slot.started() {
+                        waiting = None;
+                    } else if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(Closed::Deadline));
+                    } else if shed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(Closed::Shed));
                     }
                 }
                 Poll::Pending
             })
             .await;
-            let Some(result) = result else {
-                tracing::debug!(
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!("connection from {peer_addr} ended: {error}"),
+                Err(Closed::Deadline) => tracing::debug!(
                     "closed a connection from {peer_addr}: no request within the header read timeout"
-                );
-                return;
-            };
-            if let Err(error) = result {
-                tracing::debug!("connection from {peer_addr} ended: {error}");
+                ),
+                Err(Closed::Shed) => {
+                    admission.count_shed();
+                    tracing::debug!(
+                        "closed a connection from {peer_addr}: no request yet, and room was needed"
+                    );
+                }
             }
         });
     }
 }
 
-/// The HTTP/2 client connection preface (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Length of its request line, "PRI * HTTP/2.0": no HTTP/1 request names HTTP/2.0.
-const H2_REQUEST_LINE: usize = 14;
-/// GOAWAY on stream 0: last stream 0, error PROTOCOL_ERROR, no debug data.
-const GOAWAY_PROTOCOL_ERROR: [u8; 17] = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-
-/// hyper-util's auto builder serves anything but the whole 24-byte HTTP/2 preface as
-/// HTTP/1, so a client that opens with `PRI * HTTP/2.0` and then diverges would get an
-/// HTTP/1.1 400 it cannot read. This watches the first 24 bytes read: on such a
-/// divergence it writes GOAWAY(PROTOCOL_ERROR) and fails the read, which ends the
-/// connection. Everything else, and every later read, passes straight through.
-struct PrefaceGuard<T> {
-    io: T,
-    state: Preface,
+/// What every accept loop serves its connections with.
+#[derive(Clone)]
+struct Serving {
+    /// The connection budget all listeners share.
+    admission: Arc<Admission>,
+    draining: Draining,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// `server.header_read_timeout`, which also bounds the wait for a first request.
+    first_request_deadline: std::time::Duration,
 }
 
-enum Preface {
-    /// This many bytes of the preface seen so far.
-    Reading(usize),
-    Passed,
-    /// Refused; this many bytes of the GOAWAY written.
-    Refusing(usize),
-}
+/// Whether shutdown has begun (readiness failing), for the listeners of every worker.
+#[derive(Clone)]
+struct Draining(Arc<Readiness>);
 
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PrefaceGuard<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            match this.state {
-                Preface::Passed => return Pin::new(&mut this.io).poll_read(cx, buf),
-                Preface::Reading(seen) => {
-                    let before = buf.filled().len();
-                    ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-                    let new = &buf.filled()[before..];
-                    let expected = &H2_PREFACE[seen..];
-                    let same = new.iter().zip(expected).take_while(|(a, b)| a == b).count();
-                    let at = seen + same;
-                    this.state = if new.is_empty() || at == H2_PREFACE.len() {
-                        Preface::Passed
-                    } else if same == new.len() {
-                        Preface::Reading(at)
-                    } else if at >= H2_REQUEST_LINE {
-                        // Diverged after "PRI * HTTP/2.0": an HTTP/2 client, bad preface.
-                        Preface::Refusing(0)
-                    } else {
-                        Preface::Passed
-                    };
-                    if !matches!(this.state, Preface::Refusing(_)) {
-                        return Poll::Ready(Ok(()));
-                    }
-                }
-                Preface::Refusing(written) if written < GOAWAY_PROTOCOL_ERROR.len() => {
-                    let frame = &GOAWAY_PROTOCOL_ERROR[written..];
-                    match ready!(Pin::new(&mut this.io).poll_write(cx, frame))? {
-                        0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
-                        n => this.state = Preface::Refusing(written + n),
-                    }
-                }
-                Preface::Refusing(_) => {
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "invalid HTTP/2 connection preface (sent GOAWAY)",
-                    )))
-                }
-            }
+impl Draining {
+    fn is_on(&self) -> bool {
+        self.0.is_shutting_down()
+    }
+
+    /// `Connection: close` on an HTTP/1 response: hyper closes the connection once it
+    /// is written, and the client knows not to send another request on it. A `101`
+    /// keeps its `Connection: upgrade`.
+    fn close_after<B>(&self, response: &mut http::Response<B>) {
+        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
         }
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for PrefaceGuard<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+/// Why a connection was closed before its first request.
+enum Closed {
+    Deadline,
+    Shed,
+}
+
+fn is_out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
+}
+
+/// Back-off between failing accepts (10 ms doubling to 1 s), and a warning at most
+/// every 10 s, so a full descriptor table neither spins a core nor floods the log.
+#[derive(Default)]
+struct AcceptErrors {
+    consecutive: u32,
+    last_logged: Option<std::time::Instant>,
+}
+
+impl AcceptErrors {
+    const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+    const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+    const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn reset(&mut self) {
+        self.consecutive = 0;
     }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+
+    fn next_pause(&mut self) -> std::time::Duration {
+        let pause = Self::FIRST_PAUSE.saturating_mul(1 << self.consecutive.min(7));
+        self.consecutive = self.consecutive.saturating_add(1);
+        pause.min(Self::MAX_PAUSE)
     }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+
+    fn should_log(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let due = self
+            .last_logged
+            .map_or(true, |last| now.duration_since(last) >= Self::LOG_EVERY);
+        if due {
+            self.last_logged = Some(now);
+        }
+        due
     }
 }
