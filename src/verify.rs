@@ -213,7 +213,9 @@ impl SessionVerifier {
             Some(loaded) => loaded,
             None => {
                 let stale = self.keys.current().generation;
-                self.keys.newer_than(stale, arrived).await?;
+                // Boxed: a fetch is rare, and inlined it would enlarge every request's
+                // future (see proxy::ingress).
+                Box::pin(self.keys.newer_than(stale, arrived)).await?;
                 self.keys.usable().ok_or(VerifyError::KeysUnavailable)?
             }
         };
@@ -227,7 +229,7 @@ impl SessionVerifier {
                     | JoseError::NoKeyMatches { .. }
                     | JoseError::NoKeys,
                 ) if loaded.fetch_number <= arrived => {
-                    loaded = self.keys.newer_than(loaded.generation, arrived).await?;
+                    loaded = Box::pin(self.keys.newer_than(loaded.generation, arrived)).await?;
                 }
                 Err(error) => return Err(VerifyError::Rejected(error)),
             }

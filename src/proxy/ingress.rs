@@ -195,12 +195,36 @@ impl Ingress {
         response
     }
 
-    async fn route(&self, mut request: Request<Incoming>, peer: Peer) -> Handled {
+    /// Admits the request (or answers it), then forwards it from one await point: the
+    /// compiler gives each await of the forward future room of its own, and hyper keeps
+    /// that room for every connection (see [`Self::admit`]).
+    async fn route(&self, request: Request<Incoming>, peer: Peer) -> Handled {
+        let (request, admitted) = match self.admit(request).await {
+            Admission::Forward(request, admitted) => (request, admitted),
+            Admission::Answered(answered) => return answered,
+        };
+        let verified = admitted.session.as_ref().map(|session| Verified {
+            session,
+            access_token: admitted.access_token,
+        });
+        let mut handled = self
+            .forward(request, peer, verified)
+            .await
+            .with_outcome(admitted.outcome);
+        handled.session = admitted.session;
+        handled
+    }
+
+    /// Everything before the forward: the request comes back with what it may carry, or
+    /// the sidecar's own answer. Cold paths (connect-tenant, a token fetch) are boxed:
+    /// hyper keeps room for a connection's request future as long as the connection
+    /// lives, so the largest path inlined here would cost every idle connection its size.
+    async fn admit(&self, mut request: Request<Incoming>) -> Admission {
         // Before anything else is looked at: a request without a host, with two, or
         // with a malformed one reaches nothing (RFC 9112 §3.2), token or not.
         if let Some(response) = refuse_bad_host(request.version(), request.headers(), request.uri())
         {
-            return Handled::new(response, "invalid_request");
+            return Admission::Answered(Handled::new(response, "invalid_request"));
         }
 
         // 1. Identity headers from the client never survive, on any path; nor do `_`
@@ -210,13 +234,13 @@ impl Ingress {
 
         // Methods that reflect or tunnel are never forwarded with credentials.
         if let Some(response) = refuse_method(request.method()) {
-            return Handled::new(response, "method_not_allowed");
+            return Admission::Answered(Handled::new(response, "method_not_allowed"));
         }
 
         // 2. Connect-tenant is answered here; nothing reaches the backend.
         if let Some(connect_tenant) = &self.connect_tenant {
             if connect_tenant.answers(&request) {
-                return connect_tenant.handle(request).await;
+                return Admission::Answered(Box::pin(connect_tenant.handle(request)).await);
             }
         }
 
@@ -227,20 +251,14 @@ impl Ingress {
                     request.headers(),
                     &self.settings.cors_allowed_origins,
                 );
-                return Handled::new(response, "preflight_answered");
+                return Admission::Answered(Handled::new(response, "preflight_answered"));
             }
             if self.settings.allow_cors_preflight {
-                return self
-                    .forward(request, peer, None)
-                    .await
-                    .with_outcome("preflight");
+                return Admission::Forward(request, Admitted::unverified("preflight"));
             }
         }
         if paths::is_public(request.uri().path(), &self.settings.public_paths) {
-            return self
-                .forward(request, peer, None)
-                .await
-                .with_outcome("public");
+            return Admission::Forward(request, Admitted::unverified("public"));
         }
 
         // 4. The token.
@@ -256,13 +274,13 @@ impl Ingress {
                     }
                 };
                 let response = error_response(ErrorCode::MissingToken, description);
-                return Handled::new(response, "missing_token");
+                return Admission::Answered(Handled::new(response, "missing_token"));
             }
             Err(reason) => {
-                return Handled::new(
+                return Admission::Answered(Handled::new(
                     error_response(ErrorCode::InvalidToken, reason),
                     "invalid_token",
-                )
+                ))
             }
         };
 
@@ -274,13 +292,16 @@ impl Ingress {
             Ok(session) => session,
             Err(VerifyError::Rejected(error)) => {
                 let response = error_response(ErrorCode::InvalidToken, &error.to_string());
-                return Handled {
+                return Admission::Answered(Handled {
                     reason: Some(error),
                     ..Handled::new(response, "invalid_token")
-                };
+                });
             }
             Err(error @ (VerifyError::KeysUnavailable | VerifyError::KeysCrowded)) => {
-                return Handled::new(keys_unavailable(&error), error.outcome());
+                return Admission::Answered(Handled::new(
+                    keys_unavailable(&error),
+                    error.outcome(),
+                ));
             }
         };
         // A known tenant costs one cache lookup; an unknown one is recorded off the path.
@@ -290,14 +311,14 @@ impl Ingress {
         let access_token = if self.settings.forward_access_token {
             match self.tokens.current_authorization() {
                 Some(value) => Some(value),
-                None => match self.tokens.get().await {
+                None => match Box::pin(self.tokens.get()).await {
                     Ok(token) => Some(token.authorization().clone()),
                     Err(error) => {
                         let response = access_token_unavailable(error.retry_after_s);
-                        return Handled {
+                        return Admission::Answered(Handled {
                             session: Some(session),
                             ..Handled::new(response, "access_token_unavailable")
-                        };
+                        });
                     }
                 },
             }
@@ -306,13 +327,12 @@ impl Ingress {
         };
 
         // 6. Forward with the verified identity.
-        let verified = Verified {
-            session: &session,
+        let admitted = Admitted {
+            outcome: "forwarded",
+            session: Some(session),
             access_token,
         };
-        let mut handled = self.forward(request, peer, Some(verified)).await;
-        handled.session = Some(session);
-        handled
+        Admission::Forward(request, admitted)
     }
 
     async fn forward(
@@ -464,6 +484,34 @@ fn refuse_switch(response: Response<ProxyBody>, asked_for_websocket: bool) -> Ha
         ),
         "upgrade_refused",
     )
+}
+
+/// What [`Ingress::admit`] decided.
+enum Admission {
+    /// The request goes on to the backend.
+    Forward(Request<Incoming>, Admitted),
+    /// The sidecar answered it.
+    Answered(Handled),
+}
+
+/// What a request is forwarded with.
+struct Admitted {
+    /// The log outcome when the backend answers: `forwarded`, `public`, `preflight`.
+    outcome: &'static str,
+    /// The verified session, when a token was required.
+    session: Option<Arc<crate::verify::VerifiedSession>>,
+    /// `Bearer <access token>` when it is forwarded.
+    access_token: Option<HeaderValue>,
+}
+
+impl Admitted {
+    fn unverified(outcome: &'static str) -> Self {
+        Admitted {
+            outcome,
+            session: None,
+            access_token: None,
+        }
+    }
 }
 
 struct Verified<'a> {

@@ -117,7 +117,8 @@ impl Http1Pool {
                 Some(sender) if from_idle => sender,
                 _ => {
                     from_idle = false;
-                    self.connect().await?
+                    // Boxed: only a new connection needs the connect future's room.
+                    Box::pin(self.connect()).await?
                 }
             };
             if sender.ready().await.is_err() {
