@@ -25,10 +25,10 @@ TOKENS="${TOKENS:-20000}"
 BACKEND_PORT=18080 NGINX_PROXY_PORT=18081 INGRESS_PORT=18082 ADMIN_PORT=18083
 EMULATOR_PORT=18090 JTL_INGRESS_PORT=18092 JTL_ADMIN_PORT=18093
 
-if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
-  echo "== installing wrk and nginx from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
-fi
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+need_debian wrk wrk
+need_debian nginx nginx-light
 
 echo "== building the release binary"
 cargo build --release --locked --quiet
@@ -37,17 +37,11 @@ BIN="$PWD/target/release/jtl-auth-sidecar"
 # One core's ring Ed25519 and RSA-2048 verification times, measured now on this machine
 # (criterion, short runs), unless given: the full-verification targets are relative to
 # them.
-# bench_us NAME: criterion's estimate for the benchmark NAME in $RING_BENCH, in µs.
-bench_us() {
-  awk -v name="$1" '$0 ~ name { found = 1 }
-    found && /time:/ { for (i = 1; i <= NF; i++) if ($i == "time:") { v = $(i + 3); u = $(i + 4) }
-      if (u == "ns") v /= 1000; if (u == "ms") v *= 1000; print v; exit }' <<<"$RING_BENCH"
-}
 if [ -z "${RING_VERIFY_US:-}" ] || [ -z "${RING_RSA_VERIFY_US:-}" ]; then
   echo "== measuring ring Ed25519 and RSA-2048 verification (criterion, short runs)"
   RING_BENCH="$(cargo bench --locked --bench verify -- --warm-up-time 1 --measurement-time 3 raw_ring_ 2>/dev/null)"
-  RING_VERIFY_US="${RING_VERIFY_US:-$(bench_us raw_ring_ed25519_verify)}"
-  RING_RSA_VERIFY_US="${RING_RSA_VERIFY_US:-$(bench_us raw_ring_rsa2048_verify)}"
+  RING_VERIFY_US="${RING_VERIFY_US:-$(bench_us raw_ring_ed25519_verify <<<"$RING_BENCH")}"
+  RING_RSA_VERIFY_US="${RING_RSA_VERIFY_US:-$(bench_us raw_ring_rsa2048_verify <<<"$RING_BENCH")}"
 fi
 echo "   ring Ed25519 verify: ${RING_VERIFY_US} µs, ring RSA-2048 (RS256) verify: ${RING_RSA_VERIFY_US} µs"
 
@@ -64,65 +58,10 @@ trap cleanup EXIT
 
 # Two nginx instances, so that nginx-as-proxy runs in processes of its own, as the
 # sidecar does: the backend answers `return 200`, the proxy forwards to it with keep-alive.
-mkdir -p "$WORK/backend" "$WORK/proxy"
-cat > "$WORK/backend/nginx.conf" <<NGINX
-worker_processes auto;
-pid $WORK/backend/nginx.pid;
-error_log $WORK/backend/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 "ok\n"; } }
-}
-NGINX
-cat > "$WORK/proxy/nginx.conf" <<NGINX
-worker_processes auto;
-pid $WORK/proxy/nginx.pid;
-error_log $WORK/proxy/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PROXY_PORT;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-NGINX
-nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf"
-nginx -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf"
+nginx_backend "$WORK/backend" "$BACKEND_PORT" auto
+nginx_proxy "$WORK/proxy" "$NGINX_PROXY_PORT" "$BACKEND_PORT"
 
-# Requests are formatted once per wrk thread, in init: the script then costs wrk a table
-# lookup per request, so the runs with many tokens measure the proxy, not Lua.
-cat > "$WORK/tokens.lua" <<'LUA'
-local requests = {}
-local i = 0
-init = function(args)
-  for line in io.lines(os.getenv("TOKENS_FILE")) do
-    requests[#requests + 1] = wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. line })
-  end
-  i = math.random(#requests)
-end
-request = function()
-  i = i % #requests + 1
-  return requests[i]
-end
-LUA
-
-# cpu_ticks PID...: user + system CPU of these processes so far, in clock ticks.
-cpu_ticks() {
-  local total=0 pid
-  for pid in "$@"; do
-    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
-  done
-  echo "$total"
-}
+tokens_lua "$WORK/tokens.lua"
 
 # wrk_run NAME URL TOKENS_FILE [PID...]: prints "NAME req/s p50 p99 cpu_us" into
 # $WORK/results. Every run, the direct and nginx ones included, sends the same kind of
@@ -159,94 +98,21 @@ warm_up() {
   TOKENS_FILE="$2" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$WORK/tokens.lua" "$1" > /dev/null
 }
 
-# JTL: the emulator of a `dev` process of its own (its ingress is not used), so the
-# sidecar measured below is `run` alone, as in production.
-JTL_SIDECAR_INGRESS__LISTEN="127.0.0.1:$JTL_INGRESS_PORT" \
-JTL_SIDECAR_ADMIN__LISTEN="127.0.0.1:$JTL_ADMIN_PORT" \
-JTL_SIDECAR_EGRESS__LISTEN="" \
-JTL_SIDECAR_JTL__TOKEN_URL="http://127.0.0.1:$EMULATOR_PORT/oauth2/token" \
-JTL_SIDECAR_JTL__API_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
-JTL_SIDECAR_LOG__LEVEL=warn \
-  "$BIN" dev --upstream "http://127.0.0.1:$BACKEND_PORT" > "$WORK/jtl.out" 2> "$WORK/jtl.err" &
-JTL_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$JTL_ADMIN_PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-
-cat > "$WORK/sidecar.toml" <<TOML
-[ingress]
-listen = "127.0.0.1:$INGRESS_PORT"
-upstream = "http://127.0.0.1:$BACKEND_PORT"
-[egress]
-listen = ""
-[jtl]
-client_id = "emulated-client"
-client_secret = "emulated-secret"
-token_url = "http://127.0.0.1:$EMULATOR_PORT/oauth2/token"
-api_base_url = "http://127.0.0.1:$EMULATOR_PORT"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[tenants]
-database_url = "sqlite://$WORK/tenants.db"
-[log]
-level = "warn"
-TOML
-
-# The same sidecar in the app-token flow: the emulator is JTL's Zitadel as well, so its
-# base URL is the issuer (the service token comes from {issuer}/oauth/v2/token, the keys
-# from {issuer}/oauth/v2/keys) and the audience is the emulator's app id (DEV_APP_ID).
-cat > "$WORK/sidecar-app-token.toml" <<TOML
-[ingress]
-listen = "127.0.0.1:$INGRESS_PORT"
-upstream = "http://127.0.0.1:$BACKEND_PORT"
-[egress]
-listen = ""
-[jtl]
-client_id = "emulated-client"
-client_secret = "emulated-secret"
-api_base_url = "http://127.0.0.1:$EMULATOR_PORT"
-[session]
-flow = "app-token"
-issuer = "http://127.0.0.1:$EMULATOR_PORT"
-audience = "312909075212468632"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[tenants]
-database_url = "sqlite://$WORK/tenants-app-token.db"
-[log]
-level = "warn"
-TOML
+start_jtl "$BIN" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT"
+sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
+sidecar_toml "$WORK/sidecar-app-token.toml" app-token "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
 
 # start_sidecar CACHE_ENTRIES [CONFIG]: `run` in front of the nginx backend
 start_sidecar() {
   JTL_SIDECAR_SESSION__VERIFIED_CACHE_ENTRIES="$1" \
     "$BIN" run --config "${2:-$WORK/sidecar.toml}" > "$WORK/sidecar.out" 2> "$WORK/sidecar.err" &
   SIDECAR_PID=$!
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "error: the sidecar did not become ready" >&2; cat "$WORK/sidecar.err" >&2; exit 1
+  wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" "the sidecar" || { cat "$WORK/sidecar.err" >&2; exit 1; }
 }
 
 stop_sidecar() {
   kill "$SIDECAR_PID"; wait "$SIDECAR_PID" 2>/dev/null || true; SIDECAR_PID=""
   while curl -s "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1; do sleep 0.2; done
-}
-
-# mint COUNT FILE [KIND]: COUNT distinct tokens from the emulator, 1000 per request (it
-# answers up to 100 000): session tokens, or with KIND app-token RS256 app tokens for its
-# app id (DEV_APP_ID), from the emulator's Zitadel. They live 2 h, past any run.
-mint() {
-  : > "$2"
-  local left="$1" kind="${3:-session-token}"
-  while [ "$left" -gt 0 ]; do
-    local n=$(( left < 1000 ? left : 1000 ))
-    curl -sf "http://127.0.0.1:$EMULATOR_PORT/_emulator/$kind?count=$n&lifetime_s=7200" >> "$2"
-    left=$(( left - n ))
-  done
-  [ "$(wc -l < "$2")" -eq "$1" ] || { echo "error: the emulator minted $(wc -l < "$2") of $1 $kind tokens" >&2; exit 1; }
 }
 
 # Peak RSS of the sidecar since the last reset, in MB. clear_refs 5 resets the peak, so
@@ -259,9 +125,9 @@ file_mb() { awk '/RssFile/ {printf "%.1f", $2 / 1024}' "/proc/$SIDECAR_PID/statu
 
 echo "== $CONNECTIONS connections, $THREADS wrk threads, $DURATION per run, $(nproc) cores"
 : > "$WORK/results"
-mint 1 "$WORK/one.txt"
-mint "$TOKENS" "$WORK/many.txt"
-mint "$TOKENS" "$WORK/many-app-tokens.txt" app-token
+mint "$EMULATOR_PORT" 1 "$WORK/one.txt"
+mint "$EMULATOR_PORT" "$TOKENS" "$WORK/many.txt"
+mint "$EMULATOR_PORT" "$TOKENS" "$WORK/many-app-tokens.txt" app-token
 NGINX_PROXY_PIDS="$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | tr '\n' ' ')"
 warm_up "http://127.0.0.1:$BACKEND_PORT/bench" "$WORK/one.txt"
 wrk_run backend_direct "http://127.0.0.1:$BACKEND_PORT/bench" "$WORK/one.txt"

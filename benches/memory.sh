@@ -18,9 +18,10 @@ DURATION="${DURATION:-4s}"
 BACKEND_PORT=18880 INGRESS_PORT=18882 ADMIN_PORT=18883 EMULATOR_PORT=18890
 JTL_INGRESS_PORT=18892 JTL_ADMIN_PORT=18891
 
-if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
-fi
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+need_debian wrk wrk
+need_debian nginx nginx-light
 if [ "$#" -eq 0 ]; then
   cargo build --release --locked --quiet
   set -- "$PWD/target/release/jtl-auth-sidecar"
@@ -36,71 +37,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 "ok\n"; } } }
-NGINX
-nginx -p "$WORK" -c "$WORK/nginx.conf"
-
-# JTL: the emulator of a `dev` process of its own, as in benches/load.sh.
-JTL_SIDECAR_INGRESS__LISTEN="127.0.0.1:$JTL_INGRESS_PORT" \
-JTL_SIDECAR_ADMIN__LISTEN="127.0.0.1:$JTL_ADMIN_PORT" \
-JTL_SIDECAR_EGRESS__LISTEN="" \
-JTL_SIDECAR_JTL__TOKEN_URL="http://127.0.0.1:$EMULATOR_PORT/oauth2/token" \
-JTL_SIDECAR_JTL__API_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
-JTL_SIDECAR_LOG__LEVEL=warn \
-  "$1" dev --upstream "http://127.0.0.1:$BACKEND_PORT" > "$WORK/jtl.out" 2> "$WORK/jtl.err" &
-JTL_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$JTL_ADMIN_PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$EMULATOR_PORT/_emulator/session-token?count=1&lifetime_s=7200" > "$WORK/token"
-
-cat > "$WORK/sidecar.toml" <<TOML
-[ingress]
-listen = "127.0.0.1:$INGRESS_PORT"
-upstream = "http://127.0.0.1:$BACKEND_PORT"
-[egress]
-listen = ""
-[jtl]
-client_id = "emulated-client"
-client_secret = "emulated-secret"
-token_url = "http://127.0.0.1:$EMULATOR_PORT/oauth2/token"
-api_base_url = "http://127.0.0.1:$EMULATOR_PORT"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[tenants]
-database_url = "sqlite://$WORK/tenants.db"
-[log]
-level = "warn"
-TOML
-cat > "$WORK/token.lua" <<LUA
-local formatted
-init = function(args)
-  for line in io.lines("$WORK/token") do
-    formatted = wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. line })
-  end
-end
-request = function() return formatted end
-LUA
+nginx_backend "$WORK" "$BACKEND_PORT" 1
+start_jtl "$1" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT"
+mint "$EMULATOR_PORT" 1 "$WORK/token"
+sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
+tokens_lua "$WORK/token.lua"
 
 anon_kb() { awk '/RssAnon/ {print $2}' "/proc/$SIDECAR_PID/status"; }
 for binary in "$@"; do
   "$binary" run --config "$WORK/sidecar.toml" > "$WORK/sidecar.out" 2> "$WORK/sidecar.err" &
   SIDECAR_PID=$!
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" "the sidecar" || { cat "$WORK/sidecar.err" >&2; exit 1; }
   line="$(basename "$binary"): idle $(anon_kb) kB"
   declare -A peak=()
   for connections in 16 64 256; do
-    wrk -t2 -c"$connections" -d"$DURATION" -s "$WORK/token.lua" "http://127.0.0.1:$INGRESS_PORT/bench" > "$WORK/wrk.out" &
+    TOKENS_FILE="$WORK/token" wrk -t2 -c"$connections" -d"$DURATION" -s "$WORK/token.lua" "http://127.0.0.1:$INGRESS_PORT/bench" > "$WORK/wrk.out" &
     wrk_pid=$! max=0
     while kill -0 "$wrk_pid" 2>/dev/null; do
       now="$(anon_kb)"; [ "$now" -gt "$max" ] && max="$now"; sleep 0.1
