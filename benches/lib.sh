@@ -129,11 +129,14 @@ mint() {
 }
 
 # cpu_ticks PID...: user + system CPU of these processes (all their threads) so far, in
-# clock ticks (getconf CLK_TCK per second).
+# clock ticks (getconf CLK_TCK per second). CPU_FIELDS="14" counts user time only, "15"
+# system time only.
 cpu_ticks() {
-  local total=0 pid
+  local total=0 pid field
   for pid in "$@"; do
-    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+    for field in ${CPU_FIELDS:-14 15}; do
+      total=$(( total + $(awk -v f="$field" '{print $f}' "/proc/$pid/stat") ))
+    done
   done
   echo "$total"
 }

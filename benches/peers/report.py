@@ -78,7 +78,7 @@ def table(results, flow):
     conns = results.connections
     head = ["setup"]
     for c in conns:
-        head += [f"req/s, {c} conns", f"CPU µs/req, {c}"]
+        head += [f"req/s, {c} conns", f"CPU µs/req, {c} (of it user)"]
     last = conns[-1]
     head += [f"p99 ms, {last}", f"peak RSS MB, {last} (of it file-backed)", "errors"]
     rate = results.meta["rate"]
@@ -89,7 +89,10 @@ def table(results, flow):
         errors = 0
         for c in conns:
             run = results.wrk(flow, setup, c) or {}
-            row += [number(run.get("rps")), number(run.get("cpu_us_per_request"))]
+            cpu = number(run.get("cpu_us_per_request"))
+            if run.get("user_cpu_us_per_request") is not None:
+                cpu += f" ({number(run['user_cpu_us_per_request'])})"
+            row += [number(run.get("rps")), cpu]
             errors += run.get("errors", 0)
         run = results.wrk(flow, setup, last) or {}
         rss = number(run.get("peak_rss_mb"))

@@ -21,7 +21,8 @@
 # token with a broken signature 401.
 #
 # Per setup: wrk -t2 at each of CONNS for DURATION after a 2 s warm-up (requests/s, p50,
-# p99, CPU per request of the setup's own processes from /proc/PID/stat, peak RSS from
+# p99, CPU per request of the setup's own processes from /proc/PID/stat (and of it the
+# user-space part; the rest is the kernel's loopback TCP), peak RSS from
 # VmHWM reset before the run, and of it the file-backed pages: the binary and libraries
 # mapped), then oha at a fixed RATE with --latency-correction (one
 # token: oha sends one fixed header, so the sidecar's full-verification setup verifies
@@ -221,16 +222,19 @@ to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v
 # measure NAME FLOW URL TOKENS_FILE: the wrk runs and the fixed-rate run of one setup,
 # appended to runs.jsonl.
 measure() {
-  local name="$1" flow="$2" url="$3" tokens="$4" conns out before after requests ticks errors
+  local name="$1" flow="$2" url="$3" tokens="$4" conns out before after before_user after_user requests errors
   for conns in $CONNS; do
     TOKENS_FILE="$tokens" wrk -t2 -c"$conns" -d2s -s "$WORK/tokens.lua" "$url" > /dev/null
-    [ "${#SETUP_PIDS[@]}" -gt 0 ] && reset_peaks && before="$(cpu_ticks "${SETUP_PIDS[@]}")"
+    [ "${#SETUP_PIDS[@]}" -gt 0 ] && reset_peaks && before="$(cpu_ticks "${SETUP_PIDS[@]}")" \
+      && before_user="$(CPU_FIELDS=14 cpu_ticks "${SETUP_PIDS[@]}")"
     out="$(TOKENS_FILE="$tokens" wrk -t2 -c"$conns" -d"$DURATION" --latency -s "$WORK/tokens.lua" "$url")"
-    local cpu_us=null rss_mb=null file_mb=null
+    local cpu_us=null user_us=null rss_mb=null file_mb=null
     if [ "${#SETUP_PIDS[@]}" -gt 0 ]; then
       after="$(cpu_ticks "${SETUP_PIDS[@]}")"
       requests="$(awk '/requests in/ {print $1}' <<<"$out")"
       cpu_us="$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
+      after_user="$(CPU_FIELDS=14 cpu_ticks "${SETUP_PIDS[@]}")"
+      user_us="$(awk -v t=$(( after_user - before_user )) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
       rss_mb="$(awk -v kb="$(status_kb VmHWM)" 'BEGIN {printf "%.1f", kb / 1024}')"
       file_mb="$(awk -v kb="$(status_kb RssFile)" 'BEGIN {printf "%.1f", kb / 1024}')"
     fi
@@ -239,8 +243,8 @@ measure() {
     rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
     p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
     p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
-    printf '{"kind":"wrk","flow":"%s","setup":"%s","connections":%s,"rps":%s,"p50_ms":%s,"p99_ms":%s,"cpu_us_per_request":%s,"peak_rss_mb":%s,"rss_file_mb":%s,"errors":%s}\n' \
-      "$flow" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$rss_mb" "$file_mb" "$errors" >> "$OUT/runs.jsonl"
+    printf '{"kind":"wrk","flow":"%s","setup":"%s","connections":%s,"rps":%s,"p50_ms":%s,"p99_ms":%s,"cpu_us_per_request":%s,"user_cpu_us_per_request":%s,"peak_rss_mb":%s,"rss_file_mb":%s,"errors":%s}\n' \
+      "$flow" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$user_us" "$rss_mb" "$file_mb" "$errors" >> "$OUT/runs.jsonl"
     printf '  %-9s %-26s %4s conns %9s req/s  p50 %7s ms  p99 %7s ms  CPU %6s µs/req  peak RSS %6s MB  errors %s\n' \
       "$flow" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$rss_mb" "$errors"
   done
