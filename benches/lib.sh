@@ -26,38 +26,32 @@ wait_ready() {
 # `return 200 "ok\n"` on PORT with keep-alive (WORKERS processes, default 1). Stop it with
 # `nginx -p DIR -c DIR/nginx.conf -s stop`.
 nginx_backend() {
-  mkdir -p "$1/logs"
-  cat > "$1/nginx.conf" <<NGINX
-worker_processes ${3:-1};
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$2; location / { return 200 "ok\n"; } }
-}
-NGINX
-  nginx -p "$1" -c "$1/nginx.conf"
+  nginx_start "$1" "${3:-1}" "server { listen 127.0.0.1:$2; location / { return 200 \"ok\\n\"; } }"
 }
 
 # nginx_proxy DIR PORT BACKEND_PORT: nginx `proxy_pass` to the backend with upstream
 # keep-alive, one worker per core; checks nothing (the floor any production proxy pays).
 nginx_proxy() {
+  nginx_start "$1" auto "upstream backend { server 127.0.0.1:$3; keepalive 64; }
+  server {
+    listen 127.0.0.1:$2;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
+}
+
+# nginx_start DIR WORKERS HTTP_BODY: nginx with its pid, logs and config in DIR, keep-alive
+# without a request limit, no access log, and HTTP_BODY inside `http { }`.
+nginx_start() {
   mkdir -p "$1/logs"
   cat > "$1/nginx.conf" <<NGINX
-worker_processes auto;
+worker_processes $2;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$3; keepalive 64; }
-  server {
-    listen 127.0.0.1:$2;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
+  $3
 }
 NGINX
   nginx -p "$1" -c "$1/nginx.conf"
@@ -167,4 +161,17 @@ bench_us() {
   awk -v name="$1" '$0 ~ name { found = 1 }
     found && /time:/ { for (i = 1; i <= NF; i++) if ($i == "time:") { v = $(i + 3); u = $(i + 4) }
       if (u == "ns") v /= 1000; if (u == "ms") v *= 1000; print v; exit }'
+}
+
+# ring_verify_times: sets RING_ED25519_US and RING_RSA_US to one core's ring Ed25519 and
+# RSA-2048 verify times, measured now (criterion, short runs), unless both are set.
+ring_verify_times() {
+  if [ -z "${RING_ED25519_US:-}" ] || [ -z "${RING_RSA_US:-}" ]; then
+    echo "== one core's ring Ed25519 and RSA-2048 verification (criterion, short runs)"
+    local out
+    out="$(cargo bench --locked --bench verify -- --warm-up-time 1 --measurement-time 3 raw_ring_ 2>/dev/null)"
+    RING_ED25519_US="$(bench_us raw_ring_ed25519_verify <<<"$out")"
+    RING_RSA_US="$(bench_us raw_ring_rsa2048_verify <<<"$out")"
+  fi
+  echo "   ring Ed25519 verify: ${RING_ED25519_US} µs, RSA-2048 (RS256) verify: ${RING_RSA_US} µs"
 }

@@ -37,13 +37,9 @@ BIN="$PWD/target/release/jtl-auth-sidecar"
 # One core's ring Ed25519 and RSA-2048 verification times, measured now on this machine
 # (criterion, short runs), unless given: the full-verification targets are relative to
 # them.
-if [ -z "${RING_VERIFY_US:-}" ] || [ -z "${RING_RSA_VERIFY_US:-}" ]; then
-  echo "== measuring ring Ed25519 and RSA-2048 verification (criterion, short runs)"
-  RING_BENCH="$(cargo bench --locked --bench verify -- --warm-up-time 1 --measurement-time 3 raw_ring_ 2>/dev/null)"
-  RING_VERIFY_US="${RING_VERIFY_US:-$(bench_us raw_ring_ed25519_verify <<<"$RING_BENCH")}"
-  RING_RSA_VERIFY_US="${RING_RSA_VERIFY_US:-$(bench_us raw_ring_rsa2048_verify <<<"$RING_BENCH")}"
-fi
-echo "   ring Ed25519 verify: ${RING_VERIFY_US} µs, ring RSA-2048 (RS256) verify: ${RING_RSA_VERIFY_US} µs"
+RING_ED25519_US="${RING_VERIFY_US:-}" RING_RSA_US="${RING_RSA_VERIFY_US:-}"
+ring_verify_times
+RING_VERIFY_US="$RING_ED25519_US" RING_RSA_VERIFY_US="$RING_RSA_US"
 
 WORK="$(mktemp -d)"
 SIDECAR_PID="" JTL_PID=""

@@ -17,6 +17,8 @@
 # mode; it is never started here. Only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 REPLICAS="${REPLICAS:-10}"
 RUNS="${RUNS:-3}"
@@ -59,22 +61,8 @@ for i in $(seq 1 "$REPLICAS"); do
   done
 done
 
-# JTL: the emulator of a `dev` process of its own, as in benches/load.sh.
-JTL_SIDECAR_INGRESS__LISTEN="127.0.0.1:$JTL_INGRESS_PORT" \
-JTL_SIDECAR_ADMIN__LISTEN="127.0.0.1:$JTL_ADMIN_PORT" \
-JTL_SIDECAR_EGRESS__LISTEN="" \
-JTL_SIDECAR_JTL__TOKEN_URL="http://127.0.0.1:$EMULATOR_PORT/oauth2/token" \
-JTL_SIDECAR_JTL__API_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
-JTL_SIDECAR_LOG__LEVEL=warn \
-  "$BIN" dev --upstream "$UNUSED_UPSTREAM" > "$WORK/jtl.out" 2> "$WORK/jtl.err" &
-JTL_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$JTL_ADMIN_PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-if ! curl -sf "http://127.0.0.1:$JTL_ADMIN_PORT/readyz" >/dev/null 2>&1; then
-  echo "error: the dev process (emulator) did not become ready" >&2; cat "$WORK/jtl.err" >&2; exit 1
-fi
+# JTL: the emulator of a `dev` process of its own.
+start_jtl "$BIN" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "$UNUSED_UPSTREAM"
 
 cat > "$WORK/sidecar.toml" <<TOML
 [ingress]

@@ -18,6 +18,8 @@
 # stopped sidecar's exit code. Installs wrk and nginx from Debian when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 DURATION_S="${DURATION_S:-12}" CONNECTIONS="${CONNECTIONS:-64}" LAG_S="${LAG_S:-1}" DELAY_S="${DELAY_S:-5}"
 BACKEND_PORT=18180 BALANCER_PORT=18181 EMULATOR_PORT=18190 JTL_INGRESS_PORT=18192 JTL_ADMIN_PORT=18193
@@ -55,13 +57,8 @@ NGINX
 nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf"
 
 # JTL: the emulator of a `dev` process of its own.
-JTL_SIDECAR_INGRESS__LISTEN="127.0.0.1:$JTL_INGRESS_PORT" JTL_SIDECAR_ADMIN__LISTEN="127.0.0.1:$JTL_ADMIN_PORT" \
-JTL_SIDECAR_EGRESS__LISTEN="" JTL_SIDECAR_LOG__LEVEL=warn \
-JTL_SIDECAR_JTL__TOKEN_URL="http://127.0.0.1:$EMULATOR_PORT/oauth2/token" \
-JTL_SIDECAR_JTL__API_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" \
-  "$BIN" dev --upstream "http://127.0.0.1:$BACKEND_PORT" > "$WORK/jtl.out" 2> "$WORK/jtl.err" &
-PIDS+=($!)
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$JTL_ADMIN_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+start_jtl "$BIN" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT"
+PIDS+=("$JTL_PID")
 TOKEN="$(curl -sf "http://127.0.0.1:$EMULATOR_PORT/_emulator/session-token?count=1&lifetime_s=3600")"
 
 # start_sidecar NAME PORT ADMIN DELAY_S: `run` in front of the nginx backend; sets $STARTED.

@@ -64,13 +64,7 @@ cargo build --release --locked --quiet --manifest-path benches/peers/axum-jwt/Ca
 AXUM="$PWD/target/peers/axum-jwt/release/peer-axum-jwt"
 [ -d benches/peers/node-jose/node_modules/jose ] || (cd benches/peers/node-jose && npm ci --no-audit --no-fund --silent)
 
-if [ -z "${RING_ED25519_US:-}" ] || [ -z "${RING_RSA_US:-}" ]; then
-  echo "== one core's ring verification (criterion, short runs)"
-  RING="$(cargo bench --locked --bench verify -- --warm-up-time 1 --measurement-time 3 raw_ring_ 2>/dev/null)"
-  RING_ED25519_US="$(bench_us raw_ring_ed25519_verify <<<"$RING")"
-  RING_RSA_US="$(bench_us raw_ring_rsa2048_verify <<<"$RING")"
-fi
-echo "   Ed25519 ${RING_ED25519_US} µs, RSA-2048 (RS256) ${RING_RSA_US} µs"
+ring_verify_times
 
 WORK="$(mktemp -d)"
 JTL_PID="" SETUP_PIDS=() SETUP_KIND=""
