@@ -289,8 +289,15 @@ done
 python3 - "$OUT/meta.json" <<PY
 import json, platform, subprocess, sys
 def out(*cmd):
-    try: return subprocess.run(cmd, capture_output=True, text=True).stdout.strip() or subprocess.run(cmd, capture_output=True, text=True).stderr.strip()
-    except OSError: return ""
+    """What the command printed: stdout, or stderr where it prints its version there (nginx)."""
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError:
+        return ""
+    return (run.stdout or run.stderr).strip()
+def word(text, index):
+    words = text.split()
+    return words[index] if len(words) > index else ""
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
 json.dump({
     "date": out("date", "-u", "+%Y-%m-%d %H:%M UTC"), "commit": out("git", "rev-parse", "--short", "HEAD"),
@@ -298,9 +305,9 @@ json.dump({
     "duration": "$DURATION", "connections": "$CONNS".split(), "tokens": $TOKENS,
     "rate": $RATE, "rate_connections": $RATE_CONNS, "rate_duration": "$RATE_DURATION",
     "ring_ed25519_verify_us": $RING_ED25519_US, "ring_rsa2048_verify_us": $RING_RSA_US,
-    "versions": {"nginx": out("nginx", "-v").split("/")[-1], "haproxy": out("haproxy", "-v").split()[2],
-                 "node": out("node", "-v"), "wrk": out("wrk", "-v").split()[1] if out("wrk", "-v") else "",
-                 "oha": out("$OHA", "--version").split()[-1]},
+    "versions": {"nginx": out("nginx", "-v").split("/")[-1], "haproxy": word(out("haproxy", "-v"), 2),
+                 "node": out("node", "-v"), "wrk": word(out("wrk", "-v"), 1),
+                 "oha": word(out("$OHA", "--version"), -1)},
 }, open(sys.argv[1], "w"), indent=2)
 PY
 VENV="$PWD/target/peers/venv"
