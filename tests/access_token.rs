@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::harness::{eventually, settle, Extra, Harness};
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
-use jtl_auth_sidecar::jtl::access_token::EXPIRY_MARGIN;
+use jtl_auth_sidecar::jtl::token::EXPIRY_MARGIN;
 use jtl_auth_sidecar::jtl::TokenError;
 
 fn lasting(expires_in: u64) -> EmulatorOptions {

@@ -8,7 +8,9 @@
 //! endpoint, public key set, discovery document and app-token minting are in
 //! `src/emulator/zitadel.rs` ([`APP_TOKEN_PATH`], [`Emulator::mint_app_token`], ...).
 
+mod app_keys;
 mod describe;
+mod reply;
 mod routes;
 mod server;
 mod zitadel;

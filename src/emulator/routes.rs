@@ -1,24 +1,20 @@
 //! The emulator's endpoints: token, JWKS, and an API echo for everything else.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{describe_request, lock, Failure, State, JWKS_PATH, MINT_PATH, TOKEN_PATH};
-
-pub(super) type Reply = Response<Full<Bytes>>;
-
-/// Request bodies the emulator reads at most (the API echo returns them).
-const MAX_BODY: usize = 16 * 1024 * 1024;
+use super::reply::{
+    basic_credentials, call_counted, json_reply, query_pairs, query_param, read_body, Endpoint,
+    Reply,
+};
+use super::{describe_request, lock, State, JWKS_PATH, MINT_PATH, TOKEN_PATH};
 
 pub(super) async fn handle(
     state: Arc<State>,
@@ -66,105 +62,6 @@ pub(super) async fn handle(
         }
     };
     Ok(reply)
-}
-
-/// What a switchable endpoint serves, which decides what [`Failure::MissingField`] leaves
-/// out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Endpoint {
-    /// A token endpoint: the answer lacks `access_token`.
-    Token,
-    /// A key set: the answer lacks `keys`.
-    Keys,
-    /// Anything else: the answer is `{}`.
-    Other,
-}
-
-/// Marks a reply that must not be sent: the listener resets the connection instead
-/// ([`Failure::Reset`]).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ResetConnection;
-
-/// Counts a call of an endpoint and applies its failure switch: the switch's reply, or
-/// `None` when the endpoint answers normally.
-pub(super) async fn call_counted(
-    calls: &std::sync::atomic::AtomicU64,
-    switch: &std::sync::Mutex<Failure>,
-    endpoint: Endpoint,
-) -> Option<Reply> {
-    calls.fetch_add(1, Ordering::SeqCst);
-    let failure = lock(switch).clone();
-    misbehave(failure, endpoint).await
-}
-
-/// A 200 `application/json` with exactly this body.
-fn raw_json_reply(body: &'static str) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    reply
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    reply
-}
-
-async fn misbehave(failure: Failure, endpoint: Endpoint) -> Option<Reply> {
-    match failure {
-        Failure::None => None,
-        Failure::Status(status) => Some(json_reply(
-            status_or_500(status),
-            &json!({"error": "emulated_failure", "error_description": "failure switched on in the JTL emulator"}),
-        )),
-        Failure::StatusRetryAfter(status, seconds) => {
-            let mut reply = json_reply(
-                status_or_500(status),
-                &json!({"error": "temporarily_unavailable"}),
-            );
-            reply
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(seconds));
-            Some(reply)
-        }
-        Failure::Delay(delay) => {
-            tokio::time::sleep(delay).await;
-            None
-        }
-        Failure::RateLimited { retry_after_s } => {
-            let mut reply = json_reply(
-                StatusCode::TOO_MANY_REQUESTS,
-                &json!({"error": "rate_limited", "error_description": "Too many requests"}),
-            );
-            let headers = reply.headers_mut();
-            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
-            headers.insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
-            headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-            headers.insert("x-ratelimit-reset", HeaderValue::from(retry_after_s));
-            Some(reply)
-        }
-        Failure::Oversize => Some(json_reply(
-            StatusCode::OK,
-            &json!({"padding": "x".repeat(70 * 1024)}),
-        )),
-        Failure::Garbage => Some(raw_json_reply(
-            "<html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>",
-        )),
-        Failure::Empty => Some(raw_json_reply("")),
-        Failure::MissingField => Some(json_reply(
-            StatusCode::OK,
-            &match endpoint {
-                Endpoint::Token => json!({"token_type": "Bearer", "expires_in": 3600}),
-                Endpoint::Keys => json!({"issuer": "jtl-emulator", "key_count": 1}),
-                Endpoint::Other => json!({}),
-            },
-        )),
-        Failure::Reset => {
-            let mut reply = raw_json_reply("");
-            reply.extensions_mut().insert(ResetConnection);
-            Some(reply)
-        }
-    }
-}
-
-fn status_or_500(status: u16) -> StatusCode {
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn token_endpoint(state: &State, request: Request<Incoming>) -> Reply {
@@ -276,29 +173,6 @@ fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
     reply
 }
 
-/// The query of a minting request, decoded.
-pub(super) fn query_pairs(request: &Request<Incoming>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
-}
-
-/// The first value of a query parameter.
-pub(super) fn query_param<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
-    query
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.as_str())
-}
-
-pub(super) fn basic_credentials(request: &Request<Incoming>) -> Option<(String, String)> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
-}
-
 fn bearer_is_valid(state: &State, request: &Request<Incoming>) -> bool {
     request
         .headers()
@@ -347,22 +221,5 @@ async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
     reply
         .headers_mut()
         .insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
-    reply
-}
-
-pub(super) async fn read_body(body: Incoming) -> Option<Bytes> {
-    Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .ok()
-        .map(|collected| collected.to_bytes())
-}
-
-pub(super) fn json_reply(status: StatusCode, body: &Value) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
-    *reply.status_mut() = status;
-    reply
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     reply
 }

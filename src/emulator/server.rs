@@ -12,7 +12,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use super::{routes, State};
+use super::{reply, routes, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
@@ -83,11 +83,7 @@ impl Running {
                             let reset = Arc::clone(&reset);
                             async move {
                                 let reply = routes::handle(state, request).await?;
-                                if reply
-                                    .extensions()
-                                    .get::<routes::ResetConnection>()
-                                    .is_some()
-                                {
+                                if reply.extensions().get::<reply::ResetConnection>().is_some() {
                                     // The connection task drops the connection, and this
                                     // reply with it.
                                     reset.notify_one();

@@ -20,7 +20,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::backoff::Backoff;
-use super::http::{is_blank, retry_after, CallError, JtlHttp};
+use super::http::{retry_after, CallError, JtlHttp};
+use super::token::{parse_token_response, AccessToken};
 use crate::clock::{duration_ms, Clock};
 use crate::config::{ClientSecret, JtlConfig};
 use crate::diagnose::{credential_observations, observations_sentence, SecretSource};
@@ -31,15 +32,8 @@ use crate::shared_cache::{Acquired, Entry, Judgement, SealingKey, SharedCounts, 
 /// dropped rather than taken.
 const REFUSED_REMEMBERED: usize = 8;
 
-/// A token this close to its expiry is no longer handed out: it could expire while the
-/// request that carries it is on its way.
-pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
-
 /// `invalid_client` is not retried faster than this (SPEC §6).
 pub const INVALID_CLIENT_RETRY: Duration = Duration::from_secs(60);
-
-/// Numbers every token ever obtained, so per-thread copies can tell them apart.
-static TOKEN_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 thread_local! {
     /// This thread's copy of the current `Authorization` value, by token serial: cloning a
@@ -47,123 +41,6 @@ thread_local! {
     /// each request into a cross-core reference-count update.
     static THREAD_AUTHORIZATION: std::cell::RefCell<Option<(u64, HeaderValue)>> =
         const { std::cell::RefCell::new(None) };
-}
-
-/// One access token and when to replace it.
-pub struct AccessToken {
-    serial: u64,
-    value: Secret,
-    header: HeaderValue,
-    expires_at_ms: i64,
-    refresh_at_ms: i64,
-    /// When it was obtained from JTL (by this replica or the one that shared it).
-    obtained_at_ms: i64,
-    fingerprint: String,
-    lifetime_from: LifetimeSource,
-}
-
-/// Where a token's lifetime was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifetimeSource {
-    /// The response's `expires_in`.
-    ExpiresIn = 0,
-    /// The token's own JWT `exp` (the response had no `expires_in`).
-    JwtExp = 1,
-    /// Assumed: an opaque token (the app-token flow's, from Zitadel) came without
-    /// `expires_in`, so [`OPAQUE_TOKEN_ASSUMED_LIFETIME`] is used.
-    Assumed = 2,
-}
-
-/// The lifetime assumed for an opaque service token answered without `expires_in`
-/// (Zitadel always sends it; this is the fallback). Short, so that a wrong guess costs a
-/// refresh every few minutes rather than an expired token: JTL's 401 on such a token makes
-/// egress fetch a fresh one and retry.
-pub const OPAQUE_TOKEN_ASSUMED_LIFETIME: Duration = Duration::from_secs(300);
-
-impl LifetimeSource {
-    fn from_byte(byte: u8) -> LifetimeSource {
-        match byte {
-            1 => LifetimeSource::JwtExp,
-            2 => LifetimeSource::Assumed,
-            _ => LifetimeSource::ExpiresIn,
-        }
-    }
-}
-
-impl std::fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("fingerprint", &self.fingerprint)
-            .field("expires_at_ms", &self.expires_at_ms)
-            .finish()
-    }
-}
-
-impl AccessToken {
-    pub fn value(&self) -> &str {
-        self.value.expose()
-    }
-
-    /// `Bearer <token>`, marked sensitive so HTTP/2 never indexes it.
-    pub fn authorization(&self) -> &HeaderValue {
-        &self.header
-    }
-
-    pub fn expires_at_ms(&self) -> i64 {
-        self.expires_at_ms
-    }
-
-    /// When the background refresher replaces this token.
-    pub fn refresh_at_ms(&self) -> i64 {
-        self.refresh_at_ms
-    }
-
-    /// First 8 hex digits of the token's SHA-256, for logs.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-
-    pub fn lifetime_from(&self) -> LifetimeSource {
-        self.lifetime_from
-    }
-
-    /// A token read from the shared entry, refreshed on the same schedule as one obtained
-    /// here: `refresh_before` ahead, or at half-life for short ones.
-    fn from_entry(entry: &Entry, refresh_before_ms: i64) -> Option<AccessToken> {
-        let mut header = HeaderValue::from_str(&format!("Bearer {}", entry.token)).ok()?;
-        header.set_sensitive(true);
-        let lifetime_ms = entry.expires_at_ms.checked_sub(entry.obtained_at_ms)?;
-        if lifetime_ms <= 0 {
-            return None;
-        }
-        Some(AccessToken {
-            serial: TOKEN_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            fingerprint: fingerprint(&entry.token),
-            value: Secret::new(entry.token.clone()),
-            header,
-            expires_at_ms: entry.expires_at_ms,
-            refresh_at_ms: entry.expires_at_ms - refresh_before_ms.min(lifetime_ms / 2),
-            obtained_at_ms: entry.obtained_at_ms,
-            lifetime_from: LifetimeSource::from_byte(entry.lifetime_source),
-        })
-    }
-
-    /// What the shared entry holds for this token.
-    fn to_entry(&self) -> Entry {
-        Entry {
-            token: self.value.expose().to_owned(),
-            expires_at_ms: self.expires_at_ms,
-            obtained_at_ms: self.obtained_at_ms,
-            lifetime_source: self.lifetime_from as u8,
-        }
-    }
-
-    fn is_usable_at(&self, now_ms: i64) -> bool {
-        now_ms
-            < self
-                .expires_at_ms
-                .saturating_sub(duration_ms(EXPIRY_MARGIN))
-    }
 }
 
 /// Why the token endpoint gave no token.
@@ -306,7 +183,8 @@ impl AccessTokens {
             match &*copy {
                 Some((serial, value)) if *serial == token.serial => Some(value.clone()),
                 _ => {
-                    let mut value = HeaderValue::from_bytes(token.header.as_bytes()).ok()?;
+                    let mut value =
+                        HeaderValue::from_bytes(token.authorization().as_bytes()).ok()?;
                     value.set_sensitive(true);
                     *copy = Some((token.serial, value.clone()));
                     Some(value)
@@ -402,7 +280,7 @@ impl AccessTokens {
             match AccessToken::from_entry(entry, inner.refresh_before_ms) {
                 Some(token)
                     if token.is_usable_at(now)
-                        && (need == Need::Usable || now < token.refresh_at_ms) =>
+                        && (need == Need::Usable || now < token.refresh_at_ms()) =>
                 {
                     Judgement::Use
                 }
@@ -414,7 +292,7 @@ impl AccessTokens {
                 // The same token as the current one keeps its `Arc`: a 401 for it must
                 // still invalidate it.
                 if let Some(current) = inner.current.load_full() {
-                    if current.value.expose() == entry.token {
+                    if current.value() == entry.token {
                         return Ok(current);
                     }
                 }
@@ -423,7 +301,7 @@ impl AccessTokens {
                 let now = inner.clock.now_ms();
                 tracing::info!(
                     token = %token.fingerprint(),
-                    expires_in_s = (token.expires_at_ms - now) / 1000,
+                    expires_in_s = (token.expires_at_ms() - now) / 1000,
                     "took the JTL access token another replica shared through Redis"
                 );
                 let token = Arc::new(token);
@@ -443,7 +321,7 @@ impl AccessTokens {
                 .current
                 .load()
                 .as_ref()
-                .map(|token| token.refresh_at_ms)
+                .map(|token| token.refresh_at_ms())
                 .unwrap_or(i64::MIN);
             let next_attempt_ms = self
                 .inner
@@ -466,7 +344,7 @@ impl AccessTokens {
         let now = inner.clock.now_ms();
         // Another caller may have fetched while this one waited for the lock.
         if let Some(token) = self.current() {
-            if need == Need::Usable || now < token.refresh_at_ms {
+            if need == Need::Usable || now < token.refresh_at_ms() {
                 return Ok(token);
             }
         }
@@ -504,7 +382,7 @@ impl AccessTokens {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     token = %token.fingerprint(),
-                    expires_in_s = (token.expires_at_ms - now) / 1000,
+                    expires_in_s = (token.expires_at_ms() - now) / 1000,
                     "obtained a JTL access token"
                 );
                 flight.backoff.succeeded();
@@ -614,6 +492,7 @@ impl AccessTokens {
             return Err((error, retry_after(&response.headers)));
         }
         parse_token_response(&response.body, now, inner.refresh_before_ms, inner.opaque)
+            .map_err(TokenError::BadResponse)
             .map_err(|e| (e, None))
     }
 
@@ -674,176 +553,4 @@ fn read_secret_file(path: &std::path::Path) -> Result<Secret, TokenError> {
     std::fs::read_to_string(path)
         .map(Secret::new)
         .map_err(|e| TokenError::SecretFile(format!("{}: {e}", path.display())))
-}
-
-/// Reads `access_token` and the lifetime: `expires_in`, or else the token's own `exp`
-/// (read without verifying: it only decides when to refresh); an `opaque` token is never
-/// decoded and without `expires_in` lives [`OPAQUE_TOKEN_ASSUMED_LIFETIME`].
-fn parse_token_response(
-    body: &[u8],
-    now_ms: i64,
-    refresh_before_ms: i64,
-    opaque: bool,
-) -> Result<AccessToken, TokenError> {
-    if is_blank(body) {
-        return Err(TokenError::BadResponse("HTTP 200 with an empty body"));
-    }
-    let body: Value =
-        serde_json::from_slice(body).map_err(|_| TokenError::BadResponse("not JSON"))?;
-    let value = body
-        .get("access_token")
-        .and_then(Value::as_str)
-        .filter(|token| !token.is_empty())
-        .ok_or(TokenError::BadResponse("no access_token"))?;
-    let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
-        .map_err(|_| TokenError::BadResponse("access_token is not header-safe"))?;
-    header.set_sensitive(true);
-    let (expires_at_ms, lifetime_from) = match body.get("expires_in").and_then(Value::as_f64) {
-        Some(seconds) if seconds > 0.0 => (
-            now_ms.saturating_add((seconds * 1000.0) as i64),
-            LifetimeSource::ExpiresIn,
-        ),
-        Some(_) => return Err(TokenError::BadResponse("expires_in is not positive")),
-        None if opaque => (
-            now_ms.saturating_add(duration_ms(OPAQUE_TOKEN_ASSUMED_LIFETIME)),
-            LifetimeSource::Assumed,
-        ),
-        None => (
-            jwt_exp_ms(value).ok_or(TokenError::BadResponse(
-                "neither expires_in nor a JWT exp tells the token's lifetime",
-            ))?,
-            LifetimeSource::JwtExp,
-        ),
-    };
-    let lifetime_ms = expires_at_ms - now_ms;
-    if lifetime_ms <= duration_ms(EXPIRY_MARGIN) {
-        return Err(TokenError::BadResponse("the token expires at once"));
-    }
-    // Refresh `refresh_before` ahead, or at half-life for tokens shorter than twice that.
-    let refresh_at_ms = expires_at_ms - refresh_before_ms.min(lifetime_ms / 2);
-    Ok(AccessToken {
-        serial: TOKEN_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        fingerprint: fingerprint(value),
-        value: Secret::new(value),
-        header,
-        expires_at_ms,
-        refresh_at_ms,
-        obtained_at_ms: now_ms,
-        lifetime_from,
-    })
-}
-
-fn jwt_exp_ms(token: &str) -> Option<i64> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_f64()?;
-    Some((exp * 1000.0) as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lifetime_comes_from_expires_in() {
-        let token = parse_token_response(
-            br#"{"access_token":"abc","expires_in":3600}"#,
-            0,
-            60_000,
-            false,
-        )
-        .unwrap();
-        assert_eq!(token.expires_at_ms(), 3_600_000);
-        assert_eq!(token.refresh_at_ms(), 3_540_000);
-        assert_eq!(token.authorization(), "Bearer abc");
-    }
-
-    #[test]
-    fn short_tokens_refresh_at_half_life() {
-        let token = parse_token_response(
-            br#"{"access_token":"abc","expires_in":60}"#,
-            0,
-            60_000,
-            false,
-        )
-        .unwrap();
-        assert_eq!(token.refresh_at_ms(), 30_000);
-    }
-
-    #[test]
-    fn lifetime_falls_back_to_the_jwt_exp() {
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1000}"#);
-        let body = format!(r#"{{"access_token":"eyJhbGciOiJFZERTQSJ9.{payload}.c2ln"}}"#);
-        let token = parse_token_response(body.as_bytes(), 100_000, 60_000, false).unwrap();
-        assert_eq!(token.expires_at_ms(), 1_000_000);
-    }
-
-    #[test]
-    fn unusable_answers_are_errors() {
-        for body in [
-            &b""[..],
-            b" \n",
-            b"not json",
-            br#"{"expires_in":10}"#,
-            br#"{"access_token":"","expires_in":10}"#,
-            br#"{"access_token":"a\nb","expires_in":10}"#,
-            br#"{"access_token":"opaque"}"#,
-            br#"{"access_token":"opaque","expires_in":0}"#,
-            br#"{"access_token":"opaque","expires_in":2}"#,
-        ] {
-            assert!(
-                parse_token_response(body, 0, 60_000, false).is_err(),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
-    }
-
-    #[test]
-    fn token_is_unusable_within_the_expiry_margin() {
-        let token = parse_token_response(
-            br#"{"access_token":"abc","expires_in":100}"#,
-            0,
-            60_000,
-            false,
-        )
-        .unwrap();
-        assert!(token.is_usable_at(94_999));
-        assert!(!token.is_usable_at(95_000));
-    }
-
-    #[test]
-    fn debug_output_hides_the_token() {
-        let token = parse_token_response(
-            br#"{"access_token":"top-secret-token","expires_in":100}"#,
-            0,
-            0,
-            false,
-        )
-        .unwrap();
-        assert!(!format!("{token:?}").contains("top-secret-token"));
-    }
-
-    #[test]
-    fn an_opaque_token_is_never_decoded_for_its_lifetime() {
-        // A JWT-shaped value with a far exp: in the app-token flow it is opaque.
-        let claims =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":99999999999}"#);
-        let body = format!(r#"{{"access_token":"e30.{claims}.sig"}}"#);
-        let token = parse_token_response(body.as_bytes(), 1_000, 60_000, true).unwrap();
-        assert_eq!(token.lifetime_from(), LifetimeSource::Assumed);
-        assert_eq!(token.expires_at_ms(), 1_000 + 300_000);
-        let with_expires_in = parse_token_response(
-            br#"{"access_token":"opaque","expires_in":43199}"#,
-            0,
-            60_000,
-            true,
-        )
-        .unwrap();
-        assert_eq!(with_expires_in.lifetime_from(), LifetimeSource::ExpiresIn);
-        assert_eq!(with_expires_in.expires_at_ms(), 43_199_000);
-    }
 }

@@ -243,8 +243,6 @@ pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
         .with_no_client_auth())
 }
 
-/// The innermost cause of a client error: "connection refused", "invalid peer
-/// certificate: UnknownIssuer", rather than hyper's generic wrapper text.
 /// `Retry-After` in seconds, at most an hour (JTL's token and key endpoints do not use
 /// the HTTP-date form).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -263,6 +261,8 @@ pub fn is_blank(body: &[u8]) -> bool {
     body.iter().all(u8::is_ascii_whitespace)
 }
 
+/// The innermost cause of a client error: "connection refused", "invalid peer
+/// certificate: UnknownIssuer", rather than hyper's generic wrapper text.
 pub fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut source = error;
     while let Some(inner) = source.source() {

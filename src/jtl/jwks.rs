@@ -18,9 +18,10 @@ use http::header::{ACCEPT, AUTHORIZATION};
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 
-use super::access_token::{AccessToken, AccessTokens, TokenUnavailable};
+use super::access_token::{AccessTokens, TokenUnavailable};
 use super::backoff::Backoff;
 use super::http::{CallError, JtlHttp, Response};
+use super::token::AccessToken;
 use crate::clock::{duration_ms, Clock};
 use crate::diagnose;
 use crate::jose::{JwkSet, JwksError, KeyKind, SkippedKey};

@@ -1,16 +1,18 @@
-//! Everything that talks to JTL: the HTTPS client, the access-token manager and the
-//! session-token key set.
+//! Everything that talks to JTL: the HTTPS client, the access-token manager (and one
+//! token as JTL answered it) and the session-token key set.
 
 pub mod access_token;
 pub mod backoff;
 pub mod http;
 pub mod jwks;
+pub mod token;
 
-pub use access_token::{AccessToken, AccessTokens, LifetimeSource, TokenError, TokenUnavailable};
+pub use access_token::{AccessTokens, TokenError, TokenUnavailable};
 pub use http::JtlHttp;
 pub use jwks::{
     FetchedKeys, KeySet, KeySetOptions, KeyWait, KeysError, LoadedKeys, MAX_WAITING_FOR_KEYS,
 };
+pub use token::{AccessToken, LifetimeSource};
 
 use crate::clock::Clock;
 use crate::config::Config;

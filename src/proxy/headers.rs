@@ -1,9 +1,11 @@
 //! Header rules of SPEC §4: identity headers stripped however they are spelled,
 //! hop-by-hop headers removed, the request id set, and which upgrades may pass
-//! (WebSocket only).
+//! (WebSocket only); and where the session token is read from, for the ingress and
+//! connect-tenant alike.
 
 use http::header::{
-    CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    AUTHORIZATION, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -185,9 +187,126 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     value
 }
 
+/// The session token from the first of `token_headers` present. `Authorization` counts
+/// only with the `Bearer` scheme. The same header twice, or two different tokens, is an
+/// error (which one would the client have meant?).
+pub fn read_token<'h>(
+    headers: &'h HeaderMap,
+    token_headers: &[HeaderName],
+) -> Result<Option<&'h str>, &'static str> {
+    let mut found: Option<&str> = None;
+    for name in token_headers {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { continue };
+        if values.next().is_some() {
+            return Err("The request carries the session token header more than once.");
+        }
+        let Ok(text) = value.to_str() else {
+            return Err("The session token header is not valid text.");
+        };
+        let token = if *name == AUTHORIZATION {
+            match bearer_token(text) {
+                Some(token) => token,
+                None => continue,
+            }
+        } else {
+            text.trim()
+        };
+        if token.is_empty() {
+            return Err("The session token header is empty.");
+        }
+        match found {
+            None => found = Some(token),
+            Some(previous) if previous == token => {}
+            Some(_) => return Err("The request carries two different session tokens."),
+        }
+    }
+    Ok(found)
+}
+
+/// The credentials of `Bearer <token>` (scheme case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' ').trim_end())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn names() -> Vec<HeaderName> {
+        vec![AUTHORIZATION, HeaderName::from_static("x-session-token")]
+    }
+
+    #[test]
+    fn token_comes_from_the_first_header_present() {
+        assert_eq!(
+            read_token(&token_headers(&[("authorization", "Bearer abc")]), &names()),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            read_token(
+                &token_headers(&[("authorization", "bearer  abc")]),
+                &names()
+            ),
+            Ok(Some("abc"))
+        );
+        assert_eq!(
+            read_token(&token_headers(&[("x-session-token", "abc")]), &names()),
+            Ok(Some("abc"))
+        );
+        assert_eq!(read_token(&token_headers(&[]), &names()), Ok(None));
+    }
+
+    #[test]
+    fn authorization_without_bearer_is_not_a_token() {
+        assert_eq!(
+            read_token(&token_headers(&[("authorization", "Basic eDp5")]), &names()),
+            Ok(None)
+        );
+        assert_eq!(
+            read_token(
+                &token_headers(&[("authorization", "Basic eDp5"), ("x-session-token", "t")]),
+                &names()
+            ),
+            Ok(Some("t"))
+        );
+    }
+
+    #[test]
+    fn duplicates_and_conflicts_are_refused() {
+        assert!(read_token(
+            &token_headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
+            &names()
+        )
+        .is_err());
+        assert!(read_token(
+            &token_headers(&[("authorization", "Bearer a"), ("x-session-token", "b")]),
+            &names()
+        )
+        .is_err());
+        assert_eq!(
+            read_token(
+                &token_headers(&[("authorization", "Bearer a"), ("x-session-token", "a")]),
+                &names()
+            ),
+            Ok(Some("a"))
+        );
+        assert!(read_token(&token_headers(&[("authorization", "Bearer ")]), &names()).is_err());
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

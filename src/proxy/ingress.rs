@@ -17,8 +17,9 @@ use super::errors::{
     upstream_failure, ErrorCode,
 };
 use super::headers::{
-    asks_for_websocket, ensure_request_id, folded, remove_hop_by_hop, restore_websocket_upgrade,
-    strip_folded, strip_underscore_variants, upgrade_is_websocket, X_REQUEST_ID,
+    asks_for_websocket, ensure_request_id, folded, read_token, remove_hop_by_hop,
+    restore_websocket_upgrade, strip_folded, strip_underscore_variants, upgrade_is_websocket,
+    X_REQUEST_ID,
 };
 use super::upstream::Upstream;
 use super::{cors, paths, streamed_body, Handled, Peer, ProxyBody, RequestLine};
@@ -539,51 +540,6 @@ fn claim_value(claim: Option<&Value>) -> Option<String> {
     (!text.chars().any(char::is_control)).then_some(text)
 }
 
-/// The session token from the first of `token_headers` present. `Authorization` counts
-/// only with the `Bearer` scheme. The same header twice, or two different tokens, is an
-/// error (which one would the client have meant?).
-pub(crate) fn read_token<'h>(
-    headers: &'h HeaderMap,
-    token_headers: &[HeaderName],
-) -> Result<Option<&'h str>, &'static str> {
-    let mut found: Option<&str> = None;
-    for name in token_headers {
-        let mut values = headers.get_all(name).iter();
-        let Some(value) = values.next() else { continue };
-        if values.next().is_some() {
-            return Err("The request carries the session token header more than once.");
-        }
-        let Ok(text) = value.to_str() else {
-            return Err("The session token header is not valid text.");
-        };
-        let token = if *name == AUTHORIZATION {
-            match bearer_token(text) {
-                Some(token) => token,
-                None => continue,
-            }
-        } else {
-            text.trim()
-        };
-        if token.is_empty() {
-            return Err("The session token header is empty.");
-        }
-        match found {
-            None => found = Some(token),
-            Some(previous) if previous == token => {}
-            Some(_) => return Err("The request carries two different session tokens."),
-        }
-    }
-    Ok(found)
-}
-
-/// The credentials of `Bearer <token>` (scheme case-insensitive).
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, rest) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| rest.trim_start_matches(' ').trim_end())
-}
-
 /// HTTP/2 lets a client split `Cookie` into several fields; an HTTP/1.1 backend
 /// expects one, joined with `; ` (RFC 9113 §8.2.3).
 fn join_cookies(headers: &mut HeaderMap) {
@@ -651,64 +607,6 @@ mod tests {
             );
         }
         map
-    }
-
-    fn names() -> Vec<HeaderName> {
-        vec![AUTHORIZATION, HeaderName::from_static("x-session-token")]
-    }
-
-    #[test]
-    fn token_comes_from_the_first_header_present() {
-        assert_eq!(
-            read_token(&headers(&[("authorization", "Bearer abc")]), &names()),
-            Ok(Some("abc"))
-        );
-        assert_eq!(
-            read_token(&headers(&[("authorization", "bearer  abc")]), &names()),
-            Ok(Some("abc"))
-        );
-        assert_eq!(
-            read_token(&headers(&[("x-session-token", "abc")]), &names()),
-            Ok(Some("abc"))
-        );
-        assert_eq!(read_token(&headers(&[]), &names()), Ok(None));
-    }
-
-    #[test]
-    fn authorization_without_bearer_is_not_a_token() {
-        assert_eq!(
-            read_token(&headers(&[("authorization", "Basic eDp5")]), &names()),
-            Ok(None)
-        );
-        assert_eq!(
-            read_token(
-                &headers(&[("authorization", "Basic eDp5"), ("x-session-token", "t")]),
-                &names()
-            ),
-            Ok(Some("t"))
-        );
-    }
-
-    #[test]
-    fn duplicates_and_conflicts_are_refused() {
-        assert!(read_token(
-            &headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
-            &names()
-        )
-        .is_err());
-        assert!(read_token(
-            &headers(&[("authorization", "Bearer a"), ("x-session-token", "b")]),
-            &names()
-        )
-        .is_err());
-        assert_eq!(
-            read_token(
-                &headers(&[("authorization", "Bearer a"), ("x-session-token", "a")]),
-                &names()
-            ),
-            Ok(Some("a"))
-        );
-        assert!(read_token(&headers(&[("authorization", "Bearer ")]), &names()).is_err());
     }
 
     #[test]

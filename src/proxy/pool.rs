@@ -18,9 +18,13 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::UpstreamError;
 use super::{full_body, BoxError, ProxyBody};
 use http_body_util::BodyExt;
+
+/// The backend could not be reached, or closed the connection before answering: why.
+/// (The upstream client turns it into its own error; the pool knows nothing above it.)
+#[derive(Debug)]
+pub struct Unreachable(pub String);
 
 /// Idle connections kept at most; more are closed when returned.
 const MAX_IDLE: usize = 1024;
@@ -82,23 +86,23 @@ impl Http1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+    async fn connect(&self) -> Result<SendRequest<ProxyBody>, Unreachable> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(self.target.as_str()),
         )
         .await
         .map_err(|_| {
-            UpstreamError::Unreachable(format!(
+            Unreachable(format!(
                 "connect timeout ({} ms)",
                 self.connect_timeout.as_millis()
             ))
         })?
-        .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        .map_err(|e| Unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+            .map_err(|e| Unreachable(e.to_string()))?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!("upstream connection ended: {error}");
@@ -120,7 +124,7 @@ impl Http1Pool {
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<ProxyBody>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, Unreachable> {
         let mut from_idle = true;
         loop {
             let (mut sender, idle_for) = match self.take_idle() {
@@ -154,7 +158,7 @@ impl Http1Pool {
                                 request = again;
                                 from_idle = false;
                             }
-                            _ => return Err(UpstreamError::Unreachable(error.to_string())),
+                            _ => return Err(Unreachable(error.to_string())),
                         }
                     }
                 },

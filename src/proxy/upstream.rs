@@ -10,7 +10,7 @@ use url::Url;
 
 use std::sync::Arc;
 
-use super::pool::Http1Pool;
+use super::pool::{Http1Pool, Unreachable};
 use super::{streamed_body, ProxyBody};
 use crate::jtl::http::{innermost_cause, pooled_client, HttpsClient};
 
@@ -30,6 +30,12 @@ pub enum UpstreamError {
     Timeout(u128),
     #[error("The request path cannot be forwarded.")]
     BadPath,
+}
+
+impl From<Unreachable> for UpstreamError {
+    fn from(Unreachable(cause): Unreachable) -> Self {
+        UpstreamError::Unreachable(cause)
+    }
 }
 
 /// How requests reach the backend.
@@ -153,7 +159,7 @@ impl Upstream {
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let exchange = async {
             match &self.transport {
-                Transport::Plain(pool) => pool.send(request).await,
+                Transport::Plain(pool) => pool.send(request).await.map_err(UpstreamError::from),
                 Transport::Tls(client) => client
                     .request(request)
                     .await

@@ -25,7 +25,7 @@ use crate::proxy::errors::{
     body_too_slow, body_unreadable, error_response, invalid_token_challenge, keys_unavailable,
     unavailable, with_status, ErrorCode,
 };
-use crate::proxy::ingress::read_token;
+use crate::proxy::headers::read_token;
 use crate::proxy::{full_body, Handled, ProxyBody};
 use crate::telemetry::Metrics;
 use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};

@@ -1,0 +1,278 @@
+//! Validation: each section's raw values checked and turned into typed settings, every
+//! problem collected (one file per group of sections), and the checks across sections.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+use url::Url;
+
+use super::raw::{strip_userinfo, RawConfig, RawLog};
+use super::settings::{AdminConfig, Config, LogConfig, LogFormat, ServerConfig};
+use super::ConfigProblem;
+
+mod ingress;
+mod jtl;
+mod session;
+mod stores;
+
+use ingress::{validate_egress, validate_ingress};
+use jtl::validate_jtl;
+use session::validate_session;
+use stores::{validate_shared_cache, validate_tenants};
+
+/// Collects problems into a list instead of stopping at the first.
+struct Checker<'p> {
+    problems: &'p mut Vec<ConfigProblem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, reason: impl Into<String>) {
+        self.problems.push(ConfigProblem::new(key, reason));
+    }
+
+    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        if text.is_empty() {
+            self.problem(key, "missing (an address such as \"0.0.0.0:8080\")");
+            return None;
+        }
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!("not an IP address with a port (such as \"0.0.0.0:8080\"): {text:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn http_url(&mut self, key: &str, text: &str) -> Option<Url> {
+        if text.is_empty() {
+            self.problem(key, "missing");
+            return None;
+        }
+        let url = match Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+            _ => {
+                self.problem(
+                    key,
+                    format!("not an http(s) URL: {:?}", strip_userinfo(text)),
+                );
+                return None;
+            }
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            self.problem(key, "must not contain credentials");
+            return None;
+        }
+        if url.fragment().is_some() {
+            self.problem(key, "must not contain a fragment (#...)");
+            return None;
+        }
+        Some(url)
+    }
+
+    fn range(&mut self, key: &str, value: u64, min: u64, max: u64) -> u64 {
+        if value < min || value > max {
+            self.problem(key, format!("{value} is out of range ({min} to {max})"));
+        }
+        value
+    }
+
+    fn millis(&mut self, key: &str, value: u64, min: u64, max: u64) -> Duration {
+        Duration::from_millis(self.range(key, value, min, max))
+    }
+
+    fn seconds(&mut self, key: &str, value: u64, min: u64, max: u64) -> Duration {
+        Duration::from_secs(self.range(key, value, min, max))
+    }
+
+    /// A header the sidecar sets: a valid name, not one with a fixed meaning in HTTP or
+    /// in forwarding, and without `_` (which many servers drop or fold into `-`).
+    fn settable_header(&mut self, key: &str, text: &str) -> Option<HeaderName> {
+        if text.is_empty() {
+            self.problem(key, "missing (a header name)");
+            return None;
+        }
+        let Ok(name) = HeaderName::from_bytes(text.as_bytes()) else {
+            self.problem(key, format!("not a valid header name: {text:?}"));
+            return None;
+        };
+        if text.contains('_') {
+            self.problem(
+                key,
+                format!("{text:?} contains '_'; use '-' (many servers drop or rewrite headers with '_')"),
+            );
+            return None;
+        }
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            self.problem(
+                key,
+                format!("{text:?} is a header the proxy manages itself"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+}
+
+/// A level (`info`) or `tracing` filter directives (`info,hyper=warn`). A bare word
+/// that is not a level would be read as a target name and silently enable everything for
+/// it, so each directive must end in a level.
+fn is_level_filter(text: &str) -> bool {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let directives_ok = !text.trim().is_empty()
+        && text.split(',').all(|directive| {
+            let level = directive.rsplit('=').next().unwrap_or_default().trim();
+            LEVELS.iter().any(|known| known.eq_ignore_ascii_case(level))
+        });
+    directives_ok && tracing_subscriber::EnvFilter::builder().parse(text).is_ok()
+}
+
+/// Headers that must not be configured as identity or claim headers.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "cookie",
+    "forwarded",
+    "host",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// Header names compared the way identity headers are stripped: case-insensitively and
+/// with `_` treated as `-`.
+fn folded(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+pub(super) fn validate(
+    raw: &RawConfig,
+    problems: &mut Vec<ConfigProblem>,
+    warnings: &mut Vec<String>,
+) -> Option<Config> {
+    let mut check = Checker { problems };
+    let ingress = validate_ingress(&raw.ingress, &mut check);
+    let egress = validate_egress(&raw.egress, &mut check, warnings);
+    let session = validate_session(&raw.session, &mut check);
+    let jtl = validate_jtl(
+        &raw.jtl,
+        session.as_ref().map(|s| s.flow),
+        session.as_ref(),
+        &mut check,
+        warnings,
+    );
+    let tenants = validate_tenants(&raw.tenants, &mut check);
+    let shared_cache = validate_shared_cache(&raw.shared_cache, &mut check, warnings);
+    let admin = check
+        .socket_addr("admin.listen", &raw.admin.listen)
+        .map(|listen| AdminConfig { listen });
+    let log = validate_log(&raw.log, &mut check);
+    let server = ServerConfig {
+        shutdown_grace: check.seconds(
+            "server.shutdown_grace_s",
+            raw.server.shutdown_grace_s,
+            0,
+            3600,
+        ),
+        shutdown_delay: check.seconds(
+            "server.shutdown_delay_s",
+            raw.server.shutdown_delay_s,
+            0,
+            600,
+        ),
+        header_read_timeout: check.millis(
+            "server.header_read_timeout_ms",
+            raw.server.header_read_timeout_ms,
+            1,
+            600_000,
+        ),
+    };
+
+    // Listeners must not collide with each other.
+    let listeners = [
+        ("ingress.listen", ingress.as_ref().map(|i| i.listen)),
+        ("egress.listen", egress.as_ref().and_then(|e| e.listen)),
+        ("admin.listen", admin.as_ref().map(|a| a.listen)),
+    ];
+    for (index, (key, addr)) in listeners.iter().enumerate() {
+        for (other_key, other) in &listeners[..index] {
+            if let (Some(addr), Some(other)) = (addr, other) {
+                let overlapping_ip = addr.ip() == other.ip()
+                    || addr.ip().is_unspecified()
+                    || other.ip().is_unspecified();
+                if addr.port() != 0 && addr.port() == other.port() && overlapping_ip {
+                    check.problem(key, format!("uses the same port as {other_key}"));
+                }
+            }
+        }
+    }
+
+    Some(Config {
+        ingress: ingress?,
+        egress: egress?,
+        jtl: jtl?,
+        session: session?,
+        tenants: tenants?,
+        shared_cache: shared_cache?,
+        admin: admin?,
+        log: log?,
+        server,
+    })
+}
+
+fn validate_log(raw: &RawLog, check: &mut Checker) -> Option<LogConfig> {
+    let format = match raw.format.as_str() {
+        "json" => Some(LogFormat::Json),
+        "pretty" => Some(LogFormat::Pretty),
+        other => {
+            check.problem(
+                "log.format",
+                format!("must be \"json\" or \"pretty\", not {other:?}"),
+            );
+            None
+        }
+    };
+    if !is_level_filter(&raw.level) {
+        check.problem(
+            "log.level",
+            format!(
+                "not a level or filter (such as \"info\" or \"info,jtl_auth_sidecar=debug\"): {:?}",
+                raw.level
+            ),
+        );
+        return None;
+    }
+    Some(LogConfig {
+        format: format?,
+        level: raw.level.clone(),
+    })
+}
