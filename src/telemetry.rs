@@ -14,10 +14,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 use crate::jtl::Jtl;
+use crate::sharded::{ShardedCounterMap, ShardedGauge, ShardedHistogram};
 use crate::verify::SessionVerifier;
-use sharded::{ShardedCounterMap, ShardedGauge, ShardedHistogram};
-
-pub mod sharded;
 
 /// Installs the global tracing subscriber: `log.level` unless `RUST_LOG` is set, in
 /// `log.format`. `to_stderr` keeps stdout free for `dev`'s instructions. Does nothing
@@ -77,7 +75,7 @@ static LATENCY_BUCKETS: [f64; 18] = [
 ];
 
 /// The request metrics of SPEC §9, written on the hot path by every worker thread, and
-/// therefore sharded per thread (see [`sharded`]); a scrape adds the shards up.
+/// therefore sharded per thread (see [`crate::sharded`]); a scrape adds the shards up.
 struct RequestMetrics {
     requests: ShardedCounterMap<RequestLabels>,
     in_flight: [ShardedGauge; 2],

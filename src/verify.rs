@@ -9,7 +9,7 @@ use ring::digest;
 use crate::clock::Clock;
 use crate::jose::{CompactJws, JoseError, Malformed, Session, TokenPolicy};
 use crate::jtl::{KeySet, KeyWait, LoadedKeys};
-use crate::telemetry::sharded::ShardedCounter;
+use crate::sharded::ShardedCounter;
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

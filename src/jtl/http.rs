@@ -2,7 +2,7 @@
 //! `jtl.ca_file`, HTTP/1.1 and HTTP/2, pooled connections, `jtl.timeout_ms` on every call.
 
 use std::path::Path;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,22 +13,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+pub use crate::tls::{client_tls_config, SetupError};
+
 /// Token and JWKS responses larger than this are errors (SPEC §6).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Idle pooled connections are closed after this long; below typical server keep-alive
 /// timeouts, so a connection the server already closed is not reused.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("jtl.ca_file: cannot read {path}: {reason}")]
-    CaFile { path: String, reason: String },
-    #[error("jtl.ca_file: {path} holds no PEM certificate")]
-    CaFileEmpty { path: String },
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
-}
 
 /// Why a call to JTL produced no usable response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -224,25 +216,6 @@ impl JtlHttp {
     }
 }
 
-/// rustls with ring, the webpki roots and the certificates of `ca_file`.
-pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        for certificate in read_pem_certificates(path)? {
-            roots
-                .add(certificate)
-                .map_err(|e| SetupError::Tls(format!("jtl.ca_file {}: {e}", path.display())))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 /// `Retry-After` in seconds, at most an hour (JTL's token and key endpoints do not use
 /// the HTTP-date form).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -269,24 +242,4 @@ pub fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
         source = inner;
     }
     source.to_string()
-}
-
-fn read_pem_certificates(
-    path: &Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SetupError> {
-    let shown = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| SetupError::CaFile {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    let certificates: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(file))
-        .collect::<Result<_, _>>()
-        .map_err(|e| SetupError::CaFile {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
-    if certificates.is_empty() {
-        return Err(SetupError::CaFileEmpty { path: shown });
-    }
-    Ok(certificates)
 }

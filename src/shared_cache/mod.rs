@@ -198,7 +198,7 @@ impl SharedTokenStore {
         };
         let tls = if target.tls {
             Some(
-                crate::jtl::http::client_tls_config(config.jtl.ca_file.as_deref())
+                crate::tls::client_tls_config(config.jtl.ca_file.as_deref())
                     .map_err(|e| SetupError::Tls(e.to_string()))?,
             )
         } else {
