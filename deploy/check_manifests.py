@@ -4,7 +4,7 @@
 For every workload that runs the sidecar: the config it would read (the ConfigMap's
 config.toml plus the container's JTL_SIDECAR_* env, secrets taken from the Secrets of
 secrets.example.yaml) passes `jtl-auth-sidecar check`; probes, security context,
-resources, grace period and scrape annotations are as the README says; the files the config
+resources, grace period and scrape annotations are as docs/operations.md says; the files the config
 names (client secret, Redis password) come from a mounted Secret; and no Service
 exposes anything but the ingress port. Usage: check_manifests.py BINARY MANIFEST_DIR
 """

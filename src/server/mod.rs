@@ -260,7 +260,7 @@ impl Server {
 
         // Thread per core for the ingress, like nginx's worker processes: each thread runs
         // its own single-threaded runtime, accepts on the shared socket and keeps its own
-        // upstream pool, so a request never hops between threads (measured: see README).
+        // upstream pool, so a request never hops between threads (measured: see docs/benchmarks.md).
         let workers = self.ingress_listeners.len();
         let (accepting_done, mut accept_loops_ended) = tokio::sync::mpsc::channel::<()>(workers);
         // Each worker drops its sender once its connections have finished.

@@ -1,4 +1,4 @@
-// The app's frontend (tests/browser_cors.rs), written as README.md's "Frontend" section
+// The app's frontend (tests/browser_cors.rs), written as docs/frontend.md
 // tells a JTL app to be: a fresh token from the AppBridge before every call, sent to the
 // backend's origin (the sidecar) as `Authorization: Bearer <token>`. The checks run here,
 // in the page, so what they see is what the browser lets a frontend see.
@@ -42,7 +42,7 @@ const appBridge = createAppBridge();
 
 const TIMEOUT_MS = 10000;
 
-// One call to the backend, README-style. `token: undefined` asks the AppBridge for a fresh
+// One call to the backend, as docs/frontend.md writes it. `token: undefined` asks the AppBridge for a fresh
 // one; `token: null` sends none. The timeout turns a hang into a TimeoutError, which is not
 // the TypeError a CORS refusal gives.
 async function api(setup, path, { token, method = 'GET', json } = {}) {
@@ -155,7 +155,7 @@ const allowedChecks = {
     return `401 ${JSON.stringify(body)}`;
   },
 
-  // Connect-tenant, answered by the sidecar itself (README: the setup page posts it).
+  // Connect-tenant, answered by the sidecar itself (docs/frontend.md: the setup page posts it).
   async connect_tenant_readable(setup) {
     const sessionToken = await appBridge.method.call(setup.tokenMethod);
     const response = await api(setup, '/api/connect-tenant', { token: null, method: 'POST', json: { sessionToken } });
