@@ -233,19 +233,8 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-
-    fn token_headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     fn names() -> Vec<HeaderName> {
         vec![AUTHORIZATION, HeaderName::from_static("x-session-token")]
@@ -254,32 +243,29 @@ mod tests {
     #[test]
     fn token_comes_from_the_first_header_present() {
         assert_eq!(
-            read_token(&token_headers(&[("authorization", "Bearer abc")]), &names()),
+            read_token(&map(&[("authorization", "Bearer abc")]), &names()),
             Ok(Some("abc"))
         );
         assert_eq!(
-            read_token(
-                &token_headers(&[("authorization", "bearer  abc")]),
-                &names()
-            ),
+            read_token(&map(&[("authorization", "bearer  abc")]), &names()),
             Ok(Some("abc"))
         );
         assert_eq!(
-            read_token(&token_headers(&[("x-session-token", "abc")]), &names()),
+            read_token(&map(&[("x-session-token", "abc")]), &names()),
             Ok(Some("abc"))
         );
-        assert_eq!(read_token(&token_headers(&[]), &names()), Ok(None));
+        assert_eq!(read_token(&map(&[]), &names()), Ok(None));
     }
 
     #[test]
     fn authorization_without_bearer_is_not_a_token() {
         assert_eq!(
-            read_token(&token_headers(&[("authorization", "Basic eDp5")]), &names()),
+            read_token(&map(&[("authorization", "Basic eDp5")]), &names()),
             Ok(None)
         );
         assert_eq!(
             read_token(
-                &token_headers(&[("authorization", "Basic eDp5"), ("x-session-token", "t")]),
+                &map(&[("authorization", "Basic eDp5"), ("x-session-token", "t")]),
                 &names()
             ),
             Ok(Some("t"))
@@ -289,26 +275,27 @@ mod tests {
     #[test]
     fn duplicates_and_conflicts_are_refused() {
         assert!(read_token(
-            &token_headers(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
+            &map(&[("authorization", "Bearer a"), ("authorization", "Bearer a")]),
             &names()
         )
         .is_err());
         assert!(read_token(
-            &token_headers(&[("authorization", "Bearer a"), ("x-session-token", "b")]),
+            &map(&[("authorization", "Bearer a"), ("x-session-token", "b")]),
             &names()
         )
         .is_err());
         assert_eq!(
             read_token(
-                &token_headers(&[("authorization", "Bearer a"), ("x-session-token", "a")]),
+                &map(&[("authorization", "Bearer a"), ("x-session-token", "a")]),
                 &names()
             ),
             Ok(Some("a"))
         );
-        assert!(read_token(&token_headers(&[("authorization", "Bearer ")]), &names()).is_err());
+        assert!(read_token(&map(&[("authorization", "Bearer ")]), &names()).is_err());
     }
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    /// A header map of these pairs, in order (the ingress tests use it too).
+    pub(crate) fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
             headers.append(

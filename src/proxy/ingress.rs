@@ -598,16 +598,7 @@ fn set_forwarding_headers(headers: &mut HeaderMap, uri: &http::Uri, peer: &Peer)
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::proxy::headers::tests::map as headers;
 
     #[test]
     fn claims_become_headers_only_when_plain() {
