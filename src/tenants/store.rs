@@ -113,6 +113,11 @@ pub struct TenantStore {
     reachable: AtomicBool,
 }
 
+/// SQLite's `SQLITE_BUSY` (5) or `SQLITE_LOCKED` (6): another connection holds the lock.
+fn is_busy(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("5" | "6")))
+}
+
 impl TenantStore {
     /// Opens the store named by `database_url` (`sqlite://path` or `postgres://...`).
     ///
@@ -130,15 +135,29 @@ impl TenantStore {
                 // With WAL, NORMAL is durable against process crashes and much faster.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(MAX_CONNECTIONS)
-                .acquire_timeout(SQLITE_BUSY_TIMEOUT)
-                .connect_with(options)
-                .await
-                .map_err(|source| StoreError::Database {
-                    store: shown.clone(),
-                    source,
-                })?;
+            // Processes opening one new file together can find it locked while one of
+            // them switches it to WAL, and SQLite answers that with SQLITE_BUSY at once,
+            // not after the busy timeout: try again, as for the migrations below.
+            let mut attempts = 1;
+            let pool = loop {
+                let connected = SqlitePoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(SQLITE_BUSY_TIMEOUT)
+                    .connect_with(options.clone())
+                    .await;
+                match connected {
+                    Err(error) if is_busy(&error) && attempts < SQLITE_MIGRATION_ATTEMPTS => {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    connected => {
+                        break connected.map_err(|source| StoreError::Database {
+                            store: shown.clone(),
+                            source,
+                        })?
+                    }
+                }
+            };
             let store = TenantStore::new(Pool::Sqlite(pool), shown);
             store.ensure_schema().await?;
             store.reachable.store(true, Ordering::SeqCst);
