@@ -4,14 +4,14 @@
 #
 #   bash benches/soak.sh [MINUTES]        (results: benches/soak-results.md)
 #
-# The driver, examples/soak.rs, runs the JTL emulator, a backend answering 200 and 32
+# The driver, examples/soak/, runs the JTL emulator, a backend answering 200 and 32
 # keep-alive connections sending requests without pause, each with a fresh session token,
 # in its own process; the sidecar is `target/release/jtl-auth-sidecar run` (log level warn)
 # in another. It samples the sidecar's VmRSS every 5 s, reads /metrics at the end, prints
 # and writes a summary: requests and failures (expected 0), VmRSS after a 60 s warm-up
 # (expected flat within 10 %), and the access-token and key-set requests the emulator
 # counted against what the configured intervals predict (the formula is in the summary
-# and in examples/soak.rs). Exits non-zero when an expectation fails; bounded by
+# and in examples/soak/main.rs). Exits non-zero when an expectation fails; bounded by
 # `timeout` (the run plus 2 minutes). Only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 //! The frontend path in a real browser (issue 18): a JTL app's page, embedded by an App
 //! Shell stand-in, takes its token from a stubbed AppBridge and calls the sidecar on
 //! another origin, as a frontend in JTL's App Shell does. CORS is where such apps break
-//! first; tests/ingress.rs checks the headers over HTTP, this checks that Chromium agrees.
+//! first; tests/ingress/ checks the headers over HTTP, this checks that Chromium agrees.
 //!
 //! Everything but the browser runs in-process: emulator, echo backend, one sidecar per
 //! flow (session token and app token) and a static server for tests/browser/'s pages on

@@ -194,7 +194,7 @@ async fn serve_http2(stream: TcpStream, connection: usize, log: Log) {
         .await;
 }
 
-/// A WebSocket echo server (tokio-tungstenite), as in tests/ingress.rs.
+/// A WebSocket echo server (tokio-tungstenite), as in tests/ingress/websocket.rs.
 async fn websocket_echo_backend() -> SocketAddr {
     use futures_util::{SinkExt, StreamExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

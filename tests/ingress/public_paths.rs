@@ -1,0 +1,124 @@
+//! Public paths and CORS preflights: which requests pass without a token.
+
+use super::*;
+
+#[tokio::test]
+async fn public_paths_match_the_path_only_and_never_ambiguous_ones() {
+    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]").await;
+    for (path, public) in [
+        ("/health", true),
+        ("/health?probe=1", true),
+        ("/public/app.js", true),
+        ("/healthz", false),
+        ("/health/x", false),
+        ("/public", false),
+        ("/secret?x=/public/a", false),
+        ("/public/../secret", false),
+        ("/public/%2e%2e/secret", false),
+        ("/public/%2E%2E/secret", false),
+        ("/public/a%2Fb", false),
+        ("/public/a%5cb", false),
+    ] {
+        let answer = get(&proxy.url(path), &[]).await;
+        let expected = if public { 200 } else { 401 };
+        assert_eq!(answer.status, expected, "{path}");
+    }
+    let (status, _) = raw(
+        proxy.addresses.ingress,
+        "GET /public/a\\..\\secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_ne!(status, 200, "a raw backslash never matches");
+}
+
+#[tokio::test]
+async fn preflights_pass_without_a_token_only_when_they_are_preflights() {
+    let proxy = Proxy::start("").await;
+    let preflight = Request::options(proxy.url("/orders"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(preflight).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["method"], "OPTIONS");
+
+    let not_preflight = Request::options(proxy.url("/orders"))
+        .header("origin", "https://app.example")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(not_preflight).await.status, 401);
+}
+
+#[tokio::test]
+async fn preflights_need_a_token_when_not_allowed() {
+    let proxy = Proxy::start("[ingress]\nallow_cors_preflight = false").await;
+    let preflight = Request::options(proxy.url("/orders"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(preflight).await.status, 401);
+}
+
+#[tokio::test]
+async fn configured_origins_get_preflights_answered_and_cors_headers_on_401s() {
+    let proxy = Proxy::start("[ingress]\ncors_allowed_origins = [\"https://app.example\"]").await;
+    let preflight = Request::options(proxy.url("/orders"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(preflight).await;
+    assert_eq!(answer.status, 204);
+    assert_eq!(
+        answer.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(answer.headers["access-control-allow-methods"], "POST");
+    assert_eq!(
+        answer.headers["access-control-allow-headers"],
+        "authorization, content-type"
+    );
+    assert!(
+        answer.body.is_empty(),
+        "answered by the sidecar, not the backend"
+    );
+
+    let unauthorized = get(&proxy.url("/orders"), &[("origin", "https://app.example")]).await;
+    assert_eq!(unauthorized.status, 401);
+    assert_eq!(
+        unauthorized.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(unauthorized.headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("WWW-Authenticate"));
+
+    let other = get(&proxy.url("/orders"), &[("origin", "https://evil.example")]).await;
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+    // Still `Vary: Origin`, so a shared cache does not hand this answer to an allowed origin.
+    assert_eq!(other.headers["vary"], "Origin");
+    let without_origin = get(&proxy.url("/orders"), &[]).await;
+    assert_eq!(without_origin.headers["vary"], "Origin");
+
+    let token = proxy.token();
+    let ok = get(
+        &proxy.url("/orders"),
+        &[
+            ("origin", "https://app.example"),
+            ("authorization", &bearer(&token)),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
