@@ -11,7 +11,7 @@
 //!
 //! Needs Chromium (`/usr/bin/chromium`, or the path in `CHROMIUM`), Node.js and
 //! `npm ci` in tests/browser. Without them the test says SKIP on stderr and passes, unless
-//! `JTL_SIDECAR_REQUIRE_BROWSER=1` (as .ci/run sets it), which makes it fail instead.
+//! `REQUIRE_BROWSER_TEST=1` (as .ci/run sets it), which makes it fail instead.
 
 mod common;
 
@@ -272,7 +272,7 @@ struct Run {
 
 impl Prerequisites {
     /// Chromium, Node.js and playwright-core; `None` (after a loud SKIP) when one is
-    /// missing, a panic instead when `JTL_SIDECAR_REQUIRE_BROWSER=1`.
+    /// missing, a panic instead when `REQUIRE_BROWSER_TEST=1`.
     fn find() -> Option<Prerequisites> {
         let chromium = PathBuf::from(
             std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into()),
@@ -313,14 +313,14 @@ impl Prerequisites {
             });
         }
         let list = missing.join("\n    ");
-        if std::env::var("JTL_SIDECAR_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("JTL_SIDECAR_REQUIRE_BROWSER=1, but the browser test cannot run; missing:\n    {list}");
+        if std::env::var("REQUIRE_BROWSER_TEST").as_deref() == Ok("1") {
+            panic!("REQUIRE_BROWSER_TEST=1, but the browser test cannot run; missing:\n    {list}");
         }
         // Straight to stderr: libtest does not capture this, so the skip shows in any run.
         let _ = writeln!(
             std::io::stderr(),
             "\n{bar}\nSKIP tests/browser_cors.rs: the browser CORS test did NOT run; missing:\n    {list}\n\
-             (set JTL_SIDECAR_REQUIRE_BROWSER=1 to make this a failure, as .ci/run does)\n{bar}\n",
+             (set REQUIRE_BROWSER_TEST=1 to make this a failure, as .ci/run does)\n{bar}\n",
             bar = "!".repeat(78),
         );
         None
