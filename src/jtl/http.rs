@@ -2,7 +2,6 @@
 //! `jtl.ca_file`, HTTP/1.1 and HTTP/2, pooled connections, `jtl.timeout_ms` on every call.
 
 use std::path::Path;
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use crate::tls::{client_tls_config, SetupError};
+use crate::tls::{client_tls_config, SetupError};
 
 /// Token and JWKS responses larger than this are errors (SPEC §6).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;

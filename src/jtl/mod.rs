@@ -21,7 +21,7 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(transparent)]
-    Http(#[from] http::SetupError),
+    Http(#[from] crate::tls::SetupError),
     #[error(transparent)]
     Token(#[from] TokenError),
 }

@@ -189,7 +189,7 @@ mod tests {
     use super::*;
 
     fn upstream(url: &str) -> Upstream {
-        let tls = crate::jtl::http::client_tls_config(None).unwrap();
+        let tls = crate::tls::client_tls_config(None).unwrap();
         let url = Url::parse(url).unwrap();
         Upstream::new(&url, Duration::from_secs(1), Duration::from_secs(1), tls)
     }

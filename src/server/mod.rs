@@ -126,7 +126,7 @@ impl Server {
             .keeping_claims(forwarded_claims),
         );
         let metrics = Metrics::new(&jtl, &verifier);
-        let upstream_tls = jtl::http::client_tls_config(None).map_err(jtl::SetupError::Http)?;
+        let upstream_tls = crate::tls::client_tls_config(None).map_err(jtl::SetupError::Http)?;
         // The store is opened only when connect-tenant is enabled; tenants are recorded
         // on request only into that store (with `connect_path = ""` nothing is opened).
         let (tenant_store, tenant_recorder, connect_tenant) = match &config.tenants.connect_path {
@@ -163,7 +163,7 @@ impl Server {
             upstream_tls,
             Arc::clone(&metrics),
         ));
-        let egress_tls = jtl::http::client_tls_config(config.jtl.ca_file.as_deref())
+        let egress_tls = crate::tls::client_tls_config(config.jtl.ca_file.as_deref())
             .map_err(jtl::SetupError::Http)?;
         let egress = Arc::new(Egress::new(
             &config.egress,

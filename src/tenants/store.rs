@@ -34,8 +34,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per replica. A connect happens once per installation, so a few suffice
 /// and several replicas stay far below PostgreSQL's `max_connections`.
 const MAX_CONNECTIONS: u32 = 4;
-/// Tries at the SQLite migrations before giving up (see `ensure_schema`).
-const SQLITE_MIGRATION_ATTEMPTS: u32 = 5;
+/// Tries at opening and migrating a SQLite file before giving up (see [`sqlite_attempts`]).
+const SQLITE_ATTEMPTS: u32 = 5;
 /// How often the background check looks at the store (readiness reads its last result).
 pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -118,6 +118,27 @@ fn is_busy(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("5" | "6")))
 }
 
+/// `attempt`, tried again 50 ms later while it fails with an error `retry` accepts, at
+/// most [`SQLITE_ATTEMPTS`] times in all: the last error is returned.
+async fn sqlite_attempts<T, E, Fut>(
+    retry: impl Fn(&E) -> bool,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempts = 1;
+    loop {
+        match attempt().await {
+            Err(error) if retry(&error) && attempts < SQLITE_ATTEMPTS => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 impl TenantStore {
     /// Opens the store named by `database_url` (`sqlite://path` or `postgres://...`).
     ///
@@ -137,27 +158,18 @@ impl TenantStore {
                 .busy_timeout(SQLITE_BUSY_TIMEOUT);
             // Processes opening one new file together can find it locked while one of
             // them switches it to WAL, and SQLite answers that with SQLITE_BUSY at once,
-            // not after the busy timeout: try again, as for the migrations below.
-            let mut attempts = 1;
-            let pool = loop {
-                let connected = SqlitePoolOptions::new()
+            // not after the busy timeout: try again.
+            let pool = sqlite_attempts(is_busy, || {
+                SqlitePoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
                     .acquire_timeout(SQLITE_BUSY_TIMEOUT)
                     .connect_with(options.clone())
-                    .await;
-                match connected {
-                    Err(error) if is_busy(&error) && attempts < SQLITE_MIGRATION_ATTEMPTS => {
-                        attempts += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    connected => {
-                        break connected.map_err(|source| StoreError::Database {
-                            store: shown.clone(),
-                            source,
-                        })?
-                    }
-                }
-            };
+            })
+            .await
+            .map_err(|source| StoreError::Database {
+                store: shown.clone(),
+                source,
+            })?;
             let store = TenantStore::new(Pool::Sqlite(pool), shown);
             store.ensure_schema().await?;
             store.reachable.store(true, Ordering::SeqCst);
@@ -401,16 +413,9 @@ impl TenantStore {
                         // sqlx takes no lock on SQLite: two processes opening one new
                         // file race to record the same version, and the loser fails on
                         // the unique version. Its retry finds the version applied.
-                        let mut attempts = 1;
-                        loop {
-                            match migrator.run(pool).await {
-                                Err(_) if attempts < SQLITE_MIGRATION_ATTEMPTS => {
-                                    attempts += 1;
-                                    tokio::time::sleep(Duration::from_millis(50)).await;
-                                }
-                                done => break done.map_err(migration_error),
-                            }
-                        }
+                        sqlite_attempts(|_| true, || migrator.run(pool))
+                            .await
+                            .map_err(migration_error)
                     }
                     Pool::Postgres(pool) => Migrator::new(Embedded(POSTGRES_MIGRATIONS))
                         .await
