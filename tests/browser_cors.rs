@@ -24,7 +24,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::harness::{TENANT, USER};
+use common::harness::{eventually_async, TENANT, USER};
 use common::proxy::{get, Proxy};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -205,19 +205,11 @@ fn counter(metrics: &str, outcome: &str, status: &str) -> u64 {
 }
 
 async fn wait_until_ready(proxy: &Proxy) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ready = get(&proxy.admin_url("/readyz"), &[]).await;
-        if ready.status == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sidecar is not ready: {}",
-            String::from_utf8_lossy(&ready.body)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let readyz = proxy.admin_url("/readyz");
+    eventually_async("the sidecar answers /readyz with 200", || async {
+        get(&readyz, &[]).await.status == 200
+    })
+    .await;
 }
 
 // ---- the pages --------------------------------------------------------------------------
