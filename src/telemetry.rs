@@ -91,43 +91,92 @@ pub struct Metrics {
     connections: Arc<ConnectionCounts>,
 }
 
+/// The listeners whose connections the admission counts, each within a budget of its
+/// own (`server::admission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionListener {
+    Ingress = 0,
+    Egress = 1,
+    Admin = 2,
+}
+
+impl ConnectionListener {
+    pub const ALL: [ConnectionListener; 3] = [
+        ConnectionListener::Ingress,
+        ConnectionListener::Egress,
+        ConnectionListener::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionListener::Ingress => "ingress",
+            ConnectionListener::Egress => "egress",
+            ConnectionListener::Admin => "admin",
+        }
+    }
+}
+
 /// Why a connection was closed by the admission (`server::admission`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shed {
     /// The oldest connection without a complete request, closed to make room.
     IdleBeforeRequest = 0,
-    /// A new connection closed at once: at the limit, and every held one had sent a
-    /// request.
+    /// A new connection closed at once: at the limit, and every held one had a request
+    /// in flight.
     Refused = 1,
+    /// An idle connection that never carried a verified request (only `401`s, public
+    /// paths or preflights), closed to make room: these go first.
+    IdleUnverified = 2,
+    /// An idle connection that carried a verified request, closed to make room: last.
+    IdleVerified = 3,
+    /// An HTTP/2 connection with no open stream for the idle timeout, sent `GOAWAY`.
+    Http2IdleTimeout = 4,
 }
 
 impl Shed {
-    const ALL: [Shed; 2] = [Shed::IdleBeforeRequest, Shed::Refused];
+    const ALL: [Shed; 5] = [
+        Shed::IdleBeforeRequest,
+        Shed::Refused,
+        Shed::IdleUnverified,
+        Shed::IdleVerified,
+        Shed::Http2IdleTimeout,
+    ];
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Shed::IdleBeforeRequest => "idle_before_request",
             Shed::Refused => "refused_at_limit",
+            Shed::IdleUnverified => "idle_unverified",
+            Shed::IdleVerified => "idle_verified",
+            Shed::Http2IdleTimeout => "http2_idle_timeout",
         }
     }
 }
 
-/// The connections all listeners hold, their limit, and those shed. Written once per
+/// The connections each listener holds, their limits, and those shed. Written once per
 /// connection, not per request, so plain atomics.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
-    pub open: AtomicUsize,
-    pub limit: AtomicUsize,
-    shed: [AtomicU64; 2],
+    open: [AtomicUsize; 3],
+    limit: [AtomicUsize; 3],
+    shed: [[AtomicU64; 5]; 3],
 }
 
 impl ConnectionCounts {
-    pub fn count_shed(&self, why: Shed) {
-        self.shed[why as usize].fetch_add(1, Ordering::Relaxed);
+    pub fn open(&self, listener: ConnectionListener) -> &AtomicUsize {
+        &self.open[listener as usize]
     }
 
-    pub fn shed_count(&self, why: Shed) -> u64 {
-        self.shed[why as usize].load(Ordering::Relaxed)
+    pub fn set_limit(&self, listener: ConnectionListener, limit: usize) {
+        self.limit[listener as usize].store(limit, Ordering::Relaxed);
+    }
+
+    pub fn count_shed(&self, listener: ConnectionListener, why: Shed) {
+        self.shed[listener as usize][why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn shed_count(&self, listener: ConnectionListener, why: Shed) -> u64 {
+        self.shed[listener as usize][why as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -497,46 +546,55 @@ impl prometheus_client::collector::Collector for TenantRecordCollector {
 struct ConnectionCollector(Arc<ConnectionCounts>);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ReasonLabels {
+struct ShedLabels {
+    listener: &'static str,
     reason: &'static str,
 }
 
 impl prometheus_client::collector::Collector for ConnectionCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counts = &self.0;
-        for (name, help, value) in [
+        for (name, help, values) in [
             (
                 "connections_open",
-                "Client connections held now, all listeners",
+                "Client connections held now, by listener",
                 &counts.open,
             ),
             (
                 "connection_limit",
-                "Client connections held at most (from RLIMIT_NOFILE)",
+                "Client connections held at most, by listener (budgets from RLIMIT_NOFILE)",
                 &counts.limit,
             ),
         ] {
-            let value = i64::try_from(value.load(Ordering::Acquire)).unwrap_or(i64::MAX);
-            ConstGauge::new(value).encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                MetricType::Gauge,
-            )?)?;
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for listener in ConnectionListener::ALL {
+                let value = values[listener as usize].load(Ordering::Acquire);
+                let labels = ListenerLabels {
+                    listener: listener.as_str(),
+                };
+                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&labels)?)?;
+            }
         }
         let mut family = encoder.encode_descriptor(
             "connections_shed",
-            "Client connections closed to stay under the connection limit: the oldest \
-             without a complete request (idle_before_request), or a new one when every \
-             held connection had sent a request (refused_at_limit)",
+            "Client connections closed to stay within a listener's connection budget: \
+             the oldest idle one (idle_unverified first: it never carried a verified \
+             request; then idle_before_request; then idle_verified), an HTTP/2 connection \
+             idle past the idle timeout (http2_idle_timeout), or a new one when every held \
+             connection had a request in flight (refused_at_limit)",
             None,
             MetricType::Counter,
         )?;
-        for why in Shed::ALL {
-            let labels = ReasonLabels {
-                reason: why.as_str(),
-            };
-            ConstCounter::new(counts.shed_count(why)).encode(family.encode_family(&labels)?)?;
+        for listener in ConnectionListener::ALL {
+            for why in Shed::ALL {
+                let labels = ShedLabels {
+                    listener: listener.as_str(),
+                    reason: why.as_str(),
+                };
+                ConstCounter::new(counts.shed_count(listener, why))
+                    .encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -233,6 +233,7 @@ pub struct RawServer {
     pub shutdown_grace_s: u64,
     pub shutdown_delay_s: u64,
     pub header_read_timeout_ms: u64,
+    pub http2_idle_timeout_s: u64,
 }
 
 impl Default for RawServer {
@@ -241,6 +242,7 @@ impl Default for RawServer {
             shutdown_grace_s: 20,
             shutdown_delay_s: 0,
             header_read_timeout_ms: 10_000,
+            http2_idle_timeout_s: 300,
         }
     }
 }

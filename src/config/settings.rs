@@ -209,4 +209,7 @@ pub struct ServerConfig {
     /// to stop sending new connections. Zero closes them at once (SPEC §10).
     pub shutdown_delay: Duration,
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no request for this long is sent `GOAWAY`: idle ones
+    /// cost memory, and a client opens a new one when it needs it.
+    pub http2_idle_timeout: Duration,
 }

@@ -204,6 +204,9 @@ impl Ingress {
             Admission::Forward(request, admitted) => (request, admitted),
             Admission::Answered(answered) => return answered,
         };
+        if admitted.session.is_some() {
+            peer.mark_verified();
+        }
         let verified = admitted.session.as_ref().map(|session| Verified {
             session,
             access_token: admitted.access_token,

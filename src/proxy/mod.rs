@@ -12,6 +12,8 @@ pub mod pool;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -70,17 +72,51 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Its IP as an `X-Forwarded-For` entry, formatted once per connection.
     pub forwarded_for: HeaderValue,
+    /// What the connection's requests earned it, shared with the listener's admission.
+    marks: Arc<ConnectionMarks>,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
+        Peer::with_marks(addr, Arc::default())
+    }
+
+    /// A peer whose connection's marks the admission reads too.
+    pub fn with_marks(addr: SocketAddr, marks: Arc<ConnectionMarks>) -> Peer {
         let ip = addr.ip().to_string();
         Peer {
             addr,
             // An IP address is always a valid header value.
             forwarded_for: HeaderValue::from_str(&ip)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            marks,
         }
+    }
+
+    /// A request on this connection carried a verified token.
+    pub fn mark_verified(&self) {
+        self.marks.mark_verified();
+    }
+}
+
+/// What a connection's requests earned it, for the admission: a connection that never
+/// carried a verified token (only `401`s, public paths, preflights) is shed before one
+/// that did when the listener runs out of room.
+#[derive(Debug, Default)]
+pub struct ConnectionMarks {
+    verified: AtomicBool,
+}
+
+impl ConnectionMarks {
+    pub fn mark_verified(&self) {
+        // Most requests of a verified connection find it set: a load, no write.
+        if !self.verified.load(Ordering::Relaxed) {
+            self.verified.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn verified(&self) -> bool {
+        self.verified.load(Ordering::Relaxed)
     }
 }
 

@@ -7,15 +7,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 
 use futures_util::FutureExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -27,13 +24,15 @@ use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
 use crate::proxy::Peer;
 use crate::shared_cache::SharedTokenStore;
+use crate::telemetry::ConnectionListener;
 use crate::telemetry::Metrics;
 use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantStore};
 use crate::verify::SessionVerifier;
-use admission::Admission;
-use preface::PrefaceGuard;
+use admission::{Budget, Limits};
+use connection::{accept_loop, Connections, Draining, Serving};
 
 pub mod admission;
+mod connection;
 mod preface;
 
 const HTTP2_KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
@@ -85,8 +84,8 @@ pub struct Server {
     tenant_store: Option<Arc<TenantStore>>,
     /// `None` without a store or when `tenants.record_on_request` is off.
     tenant_recorder: Option<Arc<TenantRecorder>>,
-    /// The connection budget of all listeners.
-    admission: Arc<Admission>,
+    /// The connection budgets of the ingress, egress and admin listeners.
+    budgets: [Arc<Budget>; 3],
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -174,16 +173,20 @@ impl Server {
             jtl.tokens.clone(),
             Arc::clone(&metrics),
         ));
-        let (connection_limit, descriptors) = admission::connection_limit_from_descriptors();
+        let limits = Limits::from_descriptors();
         tracing::info!(
-            connection_limit,
-            descriptors,
-            "client connections held at most (half the descriptors left after a reserve)"
+            ingress = limits.ingress,
+            egress = limits.egress,
+            admin = limits.admin,
+            descriptors = limits.descriptors,
+            "client connections held at most, per listener (budgets from the descriptor limit)"
         );
-        let admission = Arc::new(Admission::new(
-            connection_limit,
-            Arc::clone(metrics.connections()),
-        ));
+        let budgets = [
+            (ConnectionListener::Ingress, limits.ingress),
+            (ConnectionListener::Egress, limits.egress),
+            (ConnectionListener::Admin, limits.admin),
+        ]
+        .map(|(listener, limit)| Budget::new(listener, limit, Arc::clone(metrics.connections())));
         let admin = Arc::new(Admin {
             readiness: Readiness::new(jtl.clone(), tenant_store.clone()),
             metrics,
@@ -208,7 +211,7 @@ impl Server {
             admin,
             tenant_store,
             tenant_recorder,
-            admission,
+            budgets,
         })
     }
 
@@ -251,11 +254,13 @@ impl Server {
         let stop_admin = CancellationToken::new();
         // From SIGTERM or `POST /drain` on: HTTP/1 responses carry `Connection: close`.
         let draining = Draining(Arc::clone(&self.admin.readiness));
+        let [ingress_budget, egress_budget, admin_budget] = &self.budgets;
         let serving = Serving {
-            admission: Arc::clone(&self.admission),
+            budget: Arc::clone(ingress_budget),
             draining,
             builder,
             first_request_deadline: self.config.server.header_read_timeout,
+            http2_idle_timeout: self.config.server.http2_idle_timeout,
         };
 
         // Thread per core for the ingress, like nginx's worker processes: each thread runs
@@ -285,9 +290,9 @@ impl Server {
                         return;
                     };
                     runtime.block_on(async move {
-                        let graceful = match TcpListener::from_std(listener) {
+                        let connections = match TcpListener::from_std(listener) {
                             Ok(listener) => {
-                                accept_loop(
+                                let connections = accept_loop(
                                     listener,
                                     serving,
                                     stop,
@@ -297,17 +302,23 @@ impl Server {
                                             .map(Ok::<_, Infallible>)
                                     },
                                 )
-                                .await
+                                .await;
+                                Some(connections)
                             }
                             Err(error) => {
                                 tracing::error!("ingress worker {index}: {error}");
-                                GracefulShutdown::new()
+                                None
                             }
                         };
                         let _ = accepting_done.send(()).await;
                         drop(accepting_done);
+                        let connections = async {
+                            if let Some(connections) = connections {
+                                connections.shutdown().await;
+                            }
+                        };
                         tokio::select! {
-                            _ = graceful.shutdown() => {}
+                            _ = connections => {}
                             _ = drained.cancelled() => {}
                         }
                         drop(connections_done);
@@ -326,7 +337,7 @@ impl Server {
         let admin = Arc::clone(&self.admin);
         // The admin listener keeps answering during the drain, so `/readyz` can say 503.
         let admin_listener = self.admin_listener;
-        let admin_serving = serving.clone();
+        let admin_serving = serving.with_budget(admin_budget);
         let admin_stop = stop_admin.clone();
         // Admin connections are not drained: they are cut when the process exits.
         let admin_loop = tokio::spawn(async move {
@@ -345,10 +356,10 @@ impl Server {
         let (egress_done, mut egress_drained) = tokio::sync::mpsc::channel::<()>(1);
         let egress_loop = self.egress_listener.map(|listener| {
             let egress = Arc::clone(&self.egress);
-            let serving = serving.clone();
+            let serving = serving.with_budget(egress_budget);
             let stop = stop_traffic.clone();
             tokio::spawn(async move {
-                let graceful = accept_loop(
+                let connections: Connections = accept_loop(
                     listener,
                     serving,
                     stop,
@@ -357,7 +368,7 @@ impl Server {
                     },
                 )
                 .await;
-                graceful.shutdown().await;
+                connections.shutdown().await;
                 drop(egress_done);
             })
         });
@@ -469,246 +480,4 @@ fn local_addr(key: &'static str, listener: &TcpListener) -> Result<SocketAddr, S
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })
-}
-
-/// Accepts connections until `stop`, serving each with HTTP/1.1 (upgrades included) or
-/// HTTP/2, within the shared connection budget. Returns the watcher of the connections
-/// still open, for a drain to wait on (`shutdown()`), or to drop. The listener is dropped
-/// on return, so new connections fail at once. The watcher belongs to the calling
-/// thread's loop alone, so watching a connection touches nothing another worker writes.
-async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    serving: Serving,
-    stop: CancellationToken,
-    handler: F,
-) -> GracefulShutdown
-where
-    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<http::Response<crate::proxy::ProxyBody>, Infallible>>
-        + Send
-        + 'static,
-{
-    let Serving {
-        admission,
-        draining,
-        builder,
-        first_request_deadline,
-    } = serving;
-    // This loop's own handle, cloned per request: a clone of the shared one would put a
-    // reference count written by every worker on the hot path.
-    let draining = Arc::new(draining);
-    let graceful = GracefulShutdown::new();
-    let mut accept_errors = AcceptErrors::default();
-    loop {
-        let (stream, peer_addr) = tokio::select! {
-            _ = stop.cancelled() => return graceful,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => {
-                    accept_errors.reset();
-                    accepted
-                }
-                Err(error) => {
-                    // Out of descriptors (EMFILE/ENFILE) or another transient failure:
-                    // make room and back off instead of spinning on a ready listener.
-                    if is_out_of_descriptors(&error) {
-                        admission.shed_oldest_waiting();
-                    }
-                    let pause = accept_errors.next_pause();
-                    if accept_errors.should_log() {
-                        tracing::warn!(
-                            pause_ms = pause.as_millis() as u64,
-                            "accept failed: {error}"
-                        );
-                    }
-                    tokio::select! {
-                        _ = stop.cancelled() => return graceful,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                    continue;
-                }
-            },
-        };
-        let Some(ticket) = admission.admit() else {
-            tracing::debug!("refused a connection from {peer_addr}: at the connection limit");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let peer = Peer::new(peer_addr);
-        let service = service_fn({
-            let slot = Arc::clone(ticket.slot());
-            let draining = Arc::clone(&draining);
-            move |request: Request<Incoming>| {
-                slot.mark_started();
-                let http1 = request.version() <= http::Version::HTTP_11;
-                let draining = Arc::clone(&draining);
-                // A future of its own, not an async block around the handler's future:
-                // such a block holds that future twice (captured, and again where it is
-                // awaited), each layer doubling what hyper reserves per connection for
-                // its request (measured: 17.3 KB against 4.3 KB for the ingress).
-                Answer {
-                    answer: handler(request, peer.clone()),
-                    http1,
-                    draining,
-                }
-            }
-        });
-        let stream = PrefaceGuard::new(stream);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let admission = Arc::clone(&admission);
-        tokio::spawn(async move {
-            let slot = ticket.slot();
-            // A client must complete its first request head within header_read_timeout,
-            // whatever the protocol: hyper's own timeout covers HTTP/1 heads only, not the
-            // silence before the first byte or a slow HTTP/2 preface (slowloris). Until
-            // then the admission may also shed the connection to make room. Both are
-            // dropped as soon as a request has started, so later wake-ups of a busy
-            // connection poll the connection alone.
-            tokio::pin!(connection);
-            let mut waiting = Some((
-                Box::pin(tokio::time::sleep(first_request_deadline)),
-                Box::pin(slot.shed()),
-            ));
-            let result = std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-                    return Poll::Ready(Ok(result));
-                }
-                if let Some((deadline, shed)) = &mut waiting {
-                    if slot.started() {
-                        waiting = None;
-                    } else if deadline.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(Closed::Deadline));
-                    } else if shed.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(Closed::Shed));
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::debug!("connection from {peer_addr} ended: {error}"),
-                Err(Closed::Deadline) => tracing::debug!(
-                    "closed a connection from {peer_addr}: no request within the header read timeout"
-                ),
-                Err(Closed::Shed) => {
-                    admission.count_shed();
-                    tracing::debug!(
-                        "closed a connection from {peer_addr}: no request yet, and room was needed"
-                    );
-                }
-            }
-        });
-    }
-}
-
-/// What every accept loop serves its connections with.
-#[derive(Clone)]
-struct Serving {
-    /// The connection budget all listeners share.
-    admission: Arc<Admission>,
-    draining: Draining,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    /// `server.header_read_timeout`, which also bounds the wait for a first request.
-    first_request_deadline: std::time::Duration,
-}
-
-/// Whether shutdown has begun (readiness failing), for the listeners of every worker.
-#[derive(Clone)]
-struct Draining(Arc<Readiness>);
-
-impl Draining {
-    fn is_on(&self) -> bool {
-        self.0.is_shutting_down()
-    }
-
-    /// `Connection: close` on an HTTP/1 response: hyper closes the connection once it
-    /// is written, and the client knows not to send another request on it. A `101`
-    /// keeps its `Connection: upgrade`.
-    fn close_after<B>(&self, response: &mut http::Response<B>) {
-        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            response.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A handler's answer, with `Connection: close` on HTTP/1 once draining has begun.
-    struct Answer<F> {
-        #[pin]
-        answer: F,
-        http1: bool,
-        draining: Arc<Draining>,
-    }
-}
-
-impl<F> Future for Answer<F>
-where
-    F: Future<Output = Result<http::Response<crate::proxy::ProxyBody>, Infallible>>,
-{
-    type Output = Result<http::Response<crate::proxy::ProxyBody>, Infallible>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Ok(mut response) = std::task::ready!(this.answer.poll(cx));
-        if *this.http1 && this.draining.is_on() {
-            this.draining.close_after(&mut response);
-        }
-        Poll::Ready(Ok(response))
-    }
-}
-
-/// Why a connection was closed before its first request.
-enum Closed {
-    Deadline,
-    Shed,
-}
-
-fn is_out_of_descriptors(error: &std::io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE)
-    )
-}
-
-/// Back-off between failing accepts (10 ms doubling to 1 s), and a warning at most
-/// every 10 s, so a full descriptor table neither spins a core nor floods the log.
-#[derive(Default)]
-struct AcceptErrors {
-    consecutive: u32,
-    last_logged: Option<std::time::Instant>,
-}
-
-impl AcceptErrors {
-    const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
-    const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
-    const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-    fn reset(&mut self) {
-        self.consecutive = 0;
-    }
-
-    fn next_pause(&mut self) -> std::time::Duration {
-        let pause = Self::FIRST_PAUSE.saturating_mul(1 << self.consecutive.min(7));
-        self.consecutive = self.consecutive.saturating_add(1);
-        pause.min(Self::MAX_PAUSE)
-    }
-
-    fn should_log(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        let due = self
-            .last_logged
-            .map_or(true, |last| now.duration_since(last) >= Self::LOG_EVERY);
-        if due {
-            self.last_logged = Some(now);
-        }
-        due
-    }
 }

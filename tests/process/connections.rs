@@ -30,6 +30,7 @@ async fn ready_in_front_of_a_fast_backend(
         lines,
         ingress,
         admin,
+        ..
     } = start_run_with(
         wrapper,
         &emulator,
@@ -171,23 +172,30 @@ async fn with_1024_descriptors_1500_idle_connections_do_not_keep_a_valid_request
     assert_eq!(status, 200);
     let metrics = String::from_utf8_lossy(&metrics).into_owned();
     assert_eq!(
-        metric(&metrics, "jtl_sidecar_connection_limit"),
-        Some(480.0),
-        "(1024 - 64) / 2\n{metrics}"
+        metric(
+            &metrics,
+            "jtl_sidecar_connection_limit{listener=\"ingress\"}"
+        ),
+        Some(405.0),
+        "(1024 - 64 - 30 for admin - 2 * 60 for egress) / 2\n{metrics}"
     );
     let shed = metric(
         &metrics,
-        "jtl_sidecar_connections_shed_total{reason=\"idle_before_request\"}",
+        "jtl_sidecar_connections_shed_total{listener=\"ingress\",reason=\"idle_before_request\"}",
     )
     .expect("the shed counter is exported");
     assert!(
-        shed >= (idle.len() - 480) as f64 * 0.9,
+        shed >= (idle.len() - 405) as f64 * 0.9,
         "{shed} shed of {} idle",
         idle.len()
     );
-    let open = metric(&metrics, "jtl_sidecar_connections_open").expect("open gauge");
+    let open = metric(
+        &metrics,
+        "jtl_sidecar_connections_open{listener=\"ingress\"}",
+    )
+    .expect("open gauge");
     eprintln!("flood: {shed} connections shed, {open} open after the valid request");
-    assert!(open <= 480.0 + 2.0, "{open} connections open");
+    assert!(open <= 405.0 + 2.0, "{open} connections open");
     // Spinning on a full descriptor table would burn a core: 2 s is 200 ticks.
     assert!(
         cpu_idle < 50,

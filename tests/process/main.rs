@@ -1,5 +1,6 @@
 //! The binary as an operator runs it: `run` (exit codes, SIGTERM drain) and `dev`.
 
+mod budgets;
 mod connections;
 mod dev;
 mod run;
@@ -144,6 +145,8 @@ struct RunningSidecar {
     lines: mpsc::Receiver<String>,
     ingress: SocketAddr,
     admin: SocketAddr,
+    /// `None` when egress is off (the file's default here).
+    egress: Option<SocketAddr>,
 }
 
 fn start_run(
@@ -163,6 +166,19 @@ fn start_run_with(
     extra_toml: &str,
     dir: &std::path::Path,
 ) -> RunningSidecar {
+    start_run_with_env(wrapper, emulator, upstream, extra_toml, dir, &[])
+}
+
+/// [`start_run_with`] with environment variables for the child (config overrides such
+/// as `JTL_SIDECAR_EGRESS__LISTEN`, for keys of a section the file already has).
+fn start_run_with_env(
+    wrapper: &[&str],
+    emulator: &Emulator,
+    upstream: &str,
+    extra_toml: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> RunningSidecar {
     let config = dir.join("sidecar.toml");
     std::fs::write(
         &config,
@@ -175,6 +191,7 @@ fn start_run_with(
     )
     .unwrap();
     let mut child = sidecar_through(wrapper)
+        .envs(env.iter().copied())
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -187,11 +204,13 @@ fn start_run_with(
             .expect("JSON log line");
     let ingress: SocketAddr = listening["ingress"].as_str().unwrap().parse().unwrap();
     let admin: SocketAddr = listening["admin"].as_str().unwrap().parse().unwrap();
+    let egress = listening["egress"].as_str().map(|e| e.parse().unwrap());
     RunningSidecar {
         child,
         lines,
         ingress,
         admin,
+        egress,
     }
 }
 

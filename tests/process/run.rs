@@ -16,6 +16,7 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
         lines: _lines,
         ingress,
         admin,
+        ..
     } = start_run(
         &emulator,
         &format!("http://{backend}"),
@@ -138,6 +139,7 @@ async fn a_refused_token_is_logged_with_the_reason_check_online_prints() {
         lines,
         ingress,
         admin,
+        ..
     } = start_run(&emulator, "http://127.0.0.1:1", "", dir.path());
     became_ready(admin).await;
 

@@ -215,6 +215,12 @@ pub(super) fn validate(
             1,
             600_000,
         ),
+        http2_idle_timeout: check.seconds(
+            "server.http2_idle_timeout_s",
+            raw.server.http2_idle_timeout_s,
+            1,
+            86_400,
+        ),
     };
 
     // Listeners must not collide with each other.
