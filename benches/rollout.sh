@@ -9,8 +9,9 @@
 #   delay0  SIGTERM, server.shutdown_delay_s = 0: the listener closes at once (SPEC §10
 #           as written; an ordinary container without a delay)
 #   delay   SIGTERM, server.shutdown_delay_s = DELAY_S (the no-native-sidecar manifest)
-#   drain   POST /drain, SIGTERM DELAY_S later (the native-sidecar manifests: the
-#           backend's preStop drains, the sidecar gets SIGTERM after the backend exits)
+#   drain   POST /drain with the token of admin.drain_token_file, SIGTERM DELAY_S later
+#           (the native-sidecar manifests: the backend's preStop drains, the sidecar gets
+#           SIGTERM after the backend exits)
 #
 #   bash benches/rollout.sh        (DURATION_S=12 CONNECTIONS=64 LAG_S=1 DELAY_S=5)
 #
@@ -76,6 +77,7 @@ token_url = "http://127.0.0.1:$EMULATOR_PORT/oauth2/token"
 api_base_url = "http://127.0.0.1:$EMULATOR_PORT"
 [admin]
 listen = "127.0.0.1:$3"
+drain_token_file = "$WORK/$1.drain-token"
 [tenants]
 database_url = "sqlite://$WORK/$1.db"
 [log]
@@ -105,7 +107,8 @@ for layout in delay0 delay drain; do
   WRK_PID=$!
   sleep $(( DURATION_S / 3 ))
   case $layout in
-    drain) curl -sf -X POST "http://127.0.0.1:$A_ADMIN/drain" >/dev/null ;;
+    drain) curl -sf -X POST -H "Authorization: Bearer $(cat "$WORK/a.drain-token")" \
+             "http://127.0.0.1:$A_ADMIN/drain" >/dev/null ;;
     *) kill -TERM "$A_PID" ;;
   esac
   sleep "$LAG_S"

@@ -5,11 +5,14 @@ For every workload that runs the sidecar: the config it would read (the ConfigMa
 config.toml plus the container's JTL_SIDECAR_* env, secrets taken from the Secrets of
 secrets.example.yaml) passes `jtl-auth-sidecar check`; probes, security context,
 resources, grace period and scrape annotations are as docs/operations.md says; the files the config
-names (client secret, Redis password) come from a mounted Secret; and no Service
+names (client secret, Redis password) come from a mounted Secret; a backend preStop that
+drains sends the token of admin.drain_token_file from an emptyDir both containers mount;
+and no Service
 exposes anything but the ingress port. Usage: check_manifests.py BINARY MANIFEST_DIR
 """
 import os
 import pathlib
+import posixpath
 import subprocess
 import sys
 import tempfile
@@ -189,6 +192,38 @@ for path, doc in docs:
     pre_stops = [str(c.get("lifecycle", {}).get("preStop", {})) for c in backends]
     if native and not any("/drain" in p for p in pre_stops):
         fail(where, "with a native sidecar the backend's preStop must POST /drain to the sidecar's admin port")
+    # POST /drain needs the token the sidecar writes to admin.drain_token_file: the
+    # preStop sends it, read from a volume of this pod that both containers mount.
+    drain_file = env.get("JTL_SIDECAR_ADMIN__DRAIN_TOKEN_FILE",
+                         file_config.get("admin", {}).get("drain_token_file", ""))
+    for backend in backends:
+        pre_stop = str(backend.get("lifecycle", {}).get("preStop", {}))
+        if "/drain" not in pre_stop:
+            continue
+        if not drain_file:
+            fail(where, f"{backend['name']}: the preStop POSTs /drain, but admin.drain_token_file is not set, so every drain is refused")
+            continue
+        if "Authorization: Bearer" not in pre_stop or drain_file not in pre_stop:
+            fail(where, f"{backend['name']}: the preStop must send Authorization: Bearer with the token read from {drain_file}")
+        directory = posixpath.dirname(drain_file)
+
+        def volume_at(container):
+            for m in container.get("volumeMounts", []):
+                if m["mountPath"].rstrip("/") == directory:
+                    return m
+            return None
+
+        theirs, ours = volume_at(sidecar), volume_at(backend)
+        if not theirs or theirs.get("readOnly"):
+            fail(where, f"the sidecar must mount a writable volume at {directory} for admin.drain_token_file")
+        elif not ours or ours["name"] != theirs["name"]:
+            fail(where, f"{backend['name']}: must mount the sidecar's volume {theirs['name']} at {directory} to read the drain token")
+        elif "emptyDir" not in volumes.get(theirs["name"], {}):
+            fail(where, f"volume {theirs['name']} (the drain token) must be an emptyDir: only this pod's containers may read it")
+        elif "fsGroup" not in spec.get("securityContext", {}):
+            fail(where, "the pod needs securityContext.fsGroup, so the backend can read the drain token (mode 0640)")
+        else:
+            print(f"  drain ok: {where} {backend['name']} sends the token of {drain_file} (volume {theirs['name']})")
     if not native and delay == 0:
         fail(where, "with the sidecar as a plain container, server.shutdown_delay_s must be above 0")
     annotations = pod["metadata"].get("annotations", {})

@@ -82,6 +82,7 @@ pub struct RawEgress {
     pub allow_non_loopback: bool,
     pub retry_on_401: bool,
     pub max_retry_body_bytes: u64,
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawEgress {
@@ -91,6 +92,7 @@ impl Default for RawEgress {
             allow_non_loopback: false,
             retry_on_401: true,
             max_retry_body_bytes: 1_048_576,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -201,12 +203,14 @@ impl Default for RawSharedCache {
 #[serde(default, deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
+    pub drain_token_file: String,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: "0.0.0.0:9090".into(),
+            drain_token_file: String::new(),
         }
     }
 }

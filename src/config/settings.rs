@@ -68,6 +68,9 @@ pub struct EgressConfig {
     pub allow_non_loopback: bool,
     pub retry_on_401: bool,
     pub max_retry_body_bytes: u64,
+    /// Host names (lowercase) the egress listener and `POST /drain` answer for, besides
+    /// IP literals and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +190,8 @@ pub const REDIS_DEFAULT_PORT: u16 = 6379;
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Where the drain credential is written at start; `None`: `POST /drain` is refused.
+    pub drain_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! the body could be kept, the request is sent once more with a fresh token.
 //! `Content-Type: application/json; charset=utf-8` goes on as `application/json`: JTL's
 //! API refuses the parameter, and JSON is UTF-8 by definition (RFC 8259).
+//! Only programs on this machine are answered ([`super::local_caller`]): a foreign `Host`
+//! is `421`, a request with `Origin` (a browser) `403`, and neither reaches JTL.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use super::errors::{
     upstream_failure, ErrorCode,
 };
 use super::headers::{ensure_request_id, remove_hop_by_hop};
+use super::local_caller::refuse_foreign_caller;
 use super::upstream::{Upstream, UpstreamError};
 use super::{full_body, streamed_body, BoxError, ProxyBody, RequestLine};
 use crate::config::EgressConfig;
@@ -47,6 +50,9 @@ pub struct Egress {
     tokens: AccessTokens,
     retry_on_401: bool,
     max_retry_body_bytes: u64,
+    /// `egress.allowed_hosts`, lowercase: names the listener answers for besides IP
+    /// literals and `localhost`.
+    allowed_hosts: Vec<String>,
     /// How long a body read for a possible retry may take (`server.header_read_timeout_ms`):
     /// a caller trickling a body does not hold a buffer forever.
     body_read_timeout: Duration,
@@ -78,6 +84,7 @@ impl Egress {
             tokens,
             retry_on_401: settings.retry_on_401,
             max_retry_body_bytes: settings.max_retry_body_bytes,
+            allowed_hosts: settings.allowed_hosts.clone(),
             body_read_timeout,
             metrics,
         }
@@ -91,13 +98,22 @@ impl Egress {
         let request_id = ensure_request_id(request.headers_mut());
         let tenant_id = tenant_id(request.headers());
 
-        let (response, outcome) = match (&tenant_id, refuse_method(&method)) {
-            (_, Some(refused)) => (refused, "method_not_allowed"),
-            (Err(reason), None) => (
+        // Only programs on this machine: a browser (an `Origin`, or DNS rebinding behind
+        // a foreign `Host`) is refused before anything reaches JTL.
+        let foreign = refuse_foreign_caller(
+            request.version(),
+            request.headers(),
+            request.uri(),
+            &self.allowed_hosts,
+        );
+        let (response, outcome) = match (foreign, &tenant_id, refuse_method(&method)) {
+            (Err(refused), _, _) => (refused.response(), refused.outcome()),
+            (Ok(()), _, Some(refused)) => (refused, "method_not_allowed"),
+            (Ok(()), Err(reason), None) => (
                 error_response(ErrorCode::InvalidRequest, reason),
                 "invalid_request",
             ),
-            (Ok(_), None) => self.forward(request).await,
+            (Ok(()), Ok(_), None) => self.forward(request).await,
         };
 
         RequestLine {

@@ -17,6 +17,11 @@ pub enum ErrorCode {
     BadGateway,
     GatewayTimeout,
     InvalidRequest,
+    /// `421`: the request names a host this listener does not answer for.
+    MisdirectedRequest,
+    /// `403`: the caller may not do this (a browser on a local endpoint, a drain without
+    /// its credential).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -28,6 +33,8 @@ impl ErrorCode {
             ErrorCode::BadGateway => "bad_gateway",
             ErrorCode::GatewayTimeout => "gateway_timeout",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::MisdirectedRequest => "misdirected_request",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 
@@ -38,6 +45,8 @@ impl ErrorCode {
             ErrorCode::BadGateway => StatusCode::BAD_GATEWAY,
             ErrorCode::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -87,14 +96,23 @@ pub fn refuse_bad_host(
     headers: &http::HeaderMap,
     uri: &http::Uri,
 ) -> Option<Response<ProxyBody>> {
-    let refuse = |description| Some(error_response(ErrorCode::InvalidRequest, description));
+    bad_host(version, headers, uri)
+        .map(|description| error_response(ErrorCode::InvalidRequest, description))
+}
+
+/// What [`refuse_bad_host`] refuses, as the sentence of its answer.
+pub fn bad_host(
+    version: Version,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> Option<&'static str> {
     let mut hosts = headers.get_all(http::header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return refuse("The request has more than one Host header.");
+        return Some("The request has more than one Host header.");
     }
     if host.is_some_and(|host| !is_host_and_port(host.as_bytes())) {
-        return refuse("The request's Host header is not a host with an optional port.");
+        return Some("The request's Host header is not a host with an optional port.");
     }
     let http1 = matches!(
         version,
@@ -103,19 +121,19 @@ pub fn refuse_bad_host(
     if http1 {
         return match host {
             Some(_) => None,
-            None => refuse("The request has no Host header."),
+            None => Some("The request has no Host header."),
         };
     }
     let authority = uri.authority().map(http::uri::Authority::as_str);
     match (authority, host) {
-        (None, None) => refuse("The request has neither :authority nor a Host header."),
+        (None, None) => Some("The request has neither :authority nor a Host header."),
         (Some(authority), _) if authority.contains('@') => {
-            refuse("The request's :authority is not a host with an optional port.")
+            Some("The request's :authority is not a host with an optional port.")
         }
         (Some(authority), Some(host))
             if !host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) =>
         {
-            refuse("The request's Host header and :authority name different hosts.")
+            Some("The request's Host header and :authority name different hosts.")
         }
         _ => None,
     }

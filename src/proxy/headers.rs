@@ -225,7 +225,7 @@ pub fn read_token<'h>(
 }
 
 /// The credentials of `Bearer <token>` (scheme case-insensitive).
-fn bearer_token(value: &str) -> Option<&str> {
+pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, rest) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

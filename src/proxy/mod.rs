@@ -7,6 +7,7 @@ pub mod egress;
 pub mod errors;
 pub mod headers;
 pub mod ingress;
+pub mod local_caller;
 pub mod paths;
 pub mod pool;
 pub mod upstream;

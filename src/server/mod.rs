@@ -55,6 +55,8 @@ pub enum StartError {
     TenantStore(#[from] StoreError),
     #[error(transparent)]
     SharedCache(#[from] crate::shared_cache::SetupError),
+    #[error(transparent)]
+    DrainToken(#[from] crate::admin::DrainTokenError),
 }
 
 /// The addresses actually bound (ports chosen by the system when configured as 0).
@@ -190,6 +192,7 @@ impl Server {
         let admin = Arc::new(Admin {
             readiness: Readiness::new(jtl.clone(), tenant_store.clone()),
             metrics,
+            drain: crate::admin::Drain::from_config(&config)?,
         });
         let addresses = Addresses {
             ingress: ingress_addr,

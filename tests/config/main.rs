@@ -5,6 +5,7 @@ mod check_command;
 mod defaults;
 mod environment;
 mod invalid;
+mod local_callers;
 mod secrets;
 mod shared_cache;
 

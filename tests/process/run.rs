@@ -126,6 +126,41 @@ fn run_exits_1_when_the_egress_port_is_taken() {
     assert_run_exits_1_when_port_taken("egress.listen");
 }
 
+/// The drain token is this start's credential: a sidecar that cannot write it does not
+/// start, and says which key to fix, on one line.
+#[test]
+fn run_exits_1_when_the_drain_token_file_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecar.toml");
+    let token_file = dir.path().join("no-such-directory").join("drain-token");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingress]\nlisten = \"127.0.0.1:0\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\ndrain_token_file = {:?}\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n[tenants]\ndatabase_url = \"sqlite://{}\"\n",
+            token_file.display().to_string(),
+            dir.path().join("jtl-tenants.db").display()
+        ),
+    )
+    .unwrap();
+    let output = sidecar()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with("error: admin.drain_token_file: cannot write the drain token to "),
+        "{stderr}"
+    );
+}
+
 /// The request log line of a refused token carries the sentence of the 401, the one
 /// `check --online --session-token` starts its verdict with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

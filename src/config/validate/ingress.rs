@@ -248,6 +248,18 @@ pub(super) fn validate_egress(
         0,
         64 * 1024 * 1024,
     );
+    let mut allowed_hosts = Vec::new();
+    for (index, name) in raw.allowed_hosts.iter().enumerate() {
+        if is_host_name(name) {
+            // Lowercase once here, so the per-request comparison allocates nothing.
+            allowed_hosts.push(name.to_ascii_lowercase());
+        } else {
+            check.problem(
+                &format!("egress.allowed_hosts[{index}]"),
+                format!("not a host name such as \"backend.internal\" (no scheme, port or path): {name:?}"),
+            );
+        }
+    }
     if check.problems.len() != problems_before {
         return None;
     }
@@ -256,5 +268,20 @@ pub(super) fn validate_egress(
         allow_non_loopback: raw.allow_non_loopback,
         retry_on_401: raw.retry_on_401,
         max_retry_body_bytes,
+        allowed_hosts,
     })
+}
+
+/// A DNS name: dot-separated labels of letters, digits, `-` (not at either end) and `_`
+/// (container runtimes name services with it), at most 63 characters each and 253 in all.
+pub(super) fn is_host_name(text: &str) -> bool {
+    text.len() <= 253
+        && text.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::HeaderName;
 use url::Url;
 
-use super::raw::{strip_userinfo, RawConfig, RawLog};
+use super::raw::{strip_userinfo, RawAdmin, RawConfig, RawLog};
 use super::settings::{AdminConfig, Config, LogConfig, LogFormat, ServerConfig};
 use super::ConfigProblem;
 
@@ -192,9 +192,7 @@ pub(super) fn validate(
     );
     let tenants = validate_tenants(&raw.tenants, &mut check);
     let shared_cache = validate_shared_cache(&raw.shared_cache, &mut check, warnings);
-    let admin = check
-        .socket_addr("admin.listen", &raw.admin.listen)
-        .map(|listen| AdminConfig { listen });
+    let admin = validate_admin(&raw.admin, &mut check);
     let log = validate_log(&raw.log, &mut check);
     let server = ServerConfig {
         shutdown_grace: check.seconds(
@@ -252,6 +250,31 @@ pub(super) fn validate(
         admin: admin?,
         log: log?,
         server,
+    })
+}
+
+fn validate_admin(raw: &RawAdmin, check: &mut Checker) -> Option<AdminConfig> {
+    let listen = check.socket_addr("admin.listen", &raw.listen);
+    let drain_token_file = match raw.drain_token_file.as_str() {
+        "" => None,
+        text => {
+            // Written at start by rename: it must name a file, not a directory.
+            let path = std::path::PathBuf::from(text);
+            if text.ends_with('/') || path.file_name().is_none() {
+                check.problem(
+                    "admin.drain_token_file",
+                    format!(
+                        "not a file path (such as \"/var/run/jtl-sidecar/drain-token\"): {text:?}"
+                    ),
+                );
+                return None;
+            }
+            Some(path)
+        }
+    };
+    Some(AdminConfig {
+        listen: listen?,
+        drain_token_file,
     })
 }
 

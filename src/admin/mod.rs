@@ -1,6 +1,13 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` (SPEC §9), and `POST /drain`
-//! from loopback, which begins the shutdown without closing the listeners (a backend's
-//! preStop hook calls it, so keep-alive clients leave while the pod is taken out).
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (SPEC §9), open to probes and
+//! scrapers by pod IP, and `POST /drain` with its credential ([`drain`]), which begins the
+//! shutdown without closing the listeners (a backend's preStop hook calls it, so
+//! keep-alive clients leave while the pod is taken out).
+
+mod drain;
+mod drain_token;
+
+pub use drain::Drain;
+pub use drain_token::DrainTokenError;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -68,6 +75,8 @@ impl Readiness {
 pub struct Admin {
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
+    /// Who may `POST /drain`.
+    pub drain: Drain,
 }
 
 impl Admin {
@@ -122,15 +131,16 @@ impl Admin {
             );
         }
         // Anyone who reaches the admin port could otherwise take the pod out of service.
-        if !peer.ip().is_loopback() {
-            return json(
-                StatusCode::FORBIDDEN,
-                &json!({"error": "forbidden", "error_description": "/drain is answered on loopback only (the pod's own containers)."}),
-            );
+        if let Err(refused) = self.drain.authorize(request, peer) {
+            tracing::warn!(%peer, reason = refused.reason(), "POST /drain refused; nothing changed");
+            return refused.response();
         }
-        if !self.readiness.is_shutting_down() {
+        if self.readiness.is_shutting_down() {
+            tracing::info!(%peer, "POST /drain: already draining");
+        } else {
             tracing::info!(
-                "draining: readiness fails and keep-alive clients are told to close; the listeners close on SIGTERM"
+                %peer,
+                "draining (POST /drain): readiness fails and keep-alive clients are told to close; the listeners close on SIGTERM"
             );
         }
         self.readiness.begin_shutdown();

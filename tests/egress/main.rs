@@ -1,8 +1,10 @@
 //! The egress listener (SPEC §8, §6) over real sockets: the sidecar in front of the JTL
 //! emulator, whose API echo answers with the request it received (or 401 when the access
-//! token is not one it issued and still honours).
+//! token is not one it issued and still honours). Who may call it: local_callers.rs.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod local_callers;
 
 use std::time::Duration;
 
@@ -81,7 +83,7 @@ async fn egress_injects_the_access_token_and_keeps_method_path_query_and_body() 
 
 #[tokio::test]
 async fn egress_sends_the_apis_host_and_drops_hop_by_hop_headers() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::start_egress("[egress]\nallowed_hosts = [\"backend.internal\"]").await;
     let answer = get(
         &proxy.egress_url("/v1/ping"),
         &[
