@@ -5,6 +5,7 @@
 pub mod cors;
 pub mod egress;
 pub mod errors;
+pub mod forwarding;
 pub mod headers;
 pub mod ingress;
 pub mod paths;
@@ -74,7 +75,8 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
-        let ip = addr.ip().to_string();
+        // An IPv4 client of a dual-stack listener is `::ffff:a.b.c.d`: logged as IPv4.
+        let ip = addr.ip().to_canonical().to_string();
         Peer {
             addr,
             // An IP address is always a valid header value.

@@ -4,6 +4,7 @@
 mod common;
 
 mod admin;
+mod forwarding;
 mod headers;
 mod host;
 mod http_layer;
