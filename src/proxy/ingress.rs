@@ -443,9 +443,9 @@ impl Ingress {
 
 /// `502` for a `101` the sidecar does not relay: to a request not relayed as a WebSocket
 /// handshake (it did not ask for one, or was no verified GET), or switching to something
-/// else. The response is dropped without being
-/// upgraded, which closes that backend connection: hyper's client never keeps a
-/// connection that answered `101` (the lean pool does not take it back either).
+/// else. The response is dropped without being upgraded, which closes that backend
+/// connection: hyper's client never keeps a connection that answered `101` (the lean
+/// pool does not take it back either).
 fn refuse_switch(response: Response<ProxyBody>, asked_for_websocket: bool) -> Handled {
     // The backend's own words, cut short: a log line, not a place for a whole header.
     let switched_to: String = match response.headers().get(http::header::UPGRADE) {
