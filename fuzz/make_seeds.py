@@ -140,6 +140,11 @@ def main() -> None:
           "x_forwarded_for:1.2.3.4\nx-forwarded-for:5.6.7.8\nhost:a\ncontent-length:0\n")
     write("headers", "dot-segments", "/public/%2e%2E/secret;x\n\nx-request-id:r\n")
     write("headers", "encoded-slash", "/public/a%2Fb\\c/..;/health\n\n")
+    write("headers", "routing-overrides",
+          "/public/%252e%252e/admin\n\n"
+          "x-original-url:/admin\nX_Rewrite_URL:/admin\nTransfer_Encoding:chunked\n"
+          "Content_Length:5\nX_Real_IP:1.2.3.4\nx-real-ip:1.2.3.4\nx_other:stays\n")
+    write("headers", "u-escape", "/public/%u002e%u002e/admin\n\n")
 
 
 if __name__ == "__main__":

@@ -515,6 +515,76 @@ async fn a_101_switching_a_websocket_handshake_to_h2c_is_502() {
     );
 }
 
+// ---- upgrades only for a verified GET ----------------------------------------------------------
+
+/// What a browser adds to a request to open a WebSocket, after `Connection: Upgrade`.
+const WEBSOCKET_OFFER: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// Sends the request `build` makes (given the sidecar, for its token) to a sidecar with
+/// `toml` in front of a backend that answers `101 Upgrade: websocket` to every
+/// `/switch…` path, and checks that the client got `502`, the backend saw a plain
+/// request, and the client's connection still speaks HTTP/1.1. Returns what the backend
+/// saw.
+async fn assert_not_relayed_as_an_upgrade(
+    toml: &str,
+    path: &str,
+    build: impl FnOnce(&Proxy) -> String,
+) -> Seen {
+    let backend = Backend::start(Behaviour::SwitchUnasked("websocket")).await;
+    let proxy = Proxy::start_with_upstream(&backend.url(), toml).await;
+    let mut client = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
+    let reply = exchange(&mut client, &build(&proxy)).await;
+    reply.assert_bad_gateway();
+    let seen = backend.seen_at(path);
+    assert_eq!(seen.len(), 1, "{path}: {seen:?}");
+    seen[0].assert_plain();
+    let next = exchange(&mut client, &get("/next", &proxy.token(), "")).await;
+    assert_eq!(
+        (next.status, next.body.as_str()),
+        (200, "plain"),
+        "{next:?}"
+    );
+    seen[0].clone()
+}
+
+#[tokio::test]
+async fn a_preflight_asking_for_a_websocket_is_forwarded_plain_and_a_101_to_it_is_502() {
+    assert_not_relayed_as_an_upgrade("", "/switch-preflight", |_| {
+        format!(
+            "OPTIONS /switch-preflight HTTP/1.1\r\nHost: app.example\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\n{WEBSOCKET_OFFER}\r\n"
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_post_asking_for_a_websocket_with_a_valid_token_is_forwarded_plain_and_a_101_to_it_is_502(
+) {
+    let seen = assert_not_relayed_as_an_upgrade("", "/switch-post", |proxy| {
+        format!(
+            "POST /switch-post HTTP/1.1\r\nHost: app.example\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n{WEBSOCKET_OFFER}\r\n",
+            proxy.token()
+        )
+    })
+    .await;
+    // The token was verified: the request went on with its identity, just no upgrade.
+    assert_eq!(seen.values("x-tenant-id").len(), 1, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_token_less_websocket_on_a_public_path_is_forwarded_plain_and_a_101_to_it_is_502() {
+    assert_not_relayed_as_an_upgrade(
+        "[ingress]\npublic_paths = [\"/switch-public/*\"]",
+        "/switch-public/socket",
+        |_| {
+            format!(
+                "GET /switch-public/socket HTTP/1.1\r\nHost: app.example\r\n{WEBSOCKET_OFFER}\r\n"
+            )
+        },
+    )
+    .await;
+}
+
 // ---- WebSocket still works -------------------------------------------------------------------
 
 #[tokio::test]

@@ -8,13 +8,15 @@
 //! Invariants:
 //! - after `strip_folded`, no header remains whose name equals an identity header name
 //!   case-insensitively with `_` read as `-`, and every other header is left as it was;
-//! - after `strip_underscore_variants`, no `_` spelling of a forwarding header remains, and
-//!   every other header is left as it was;
+//! - after `strip_client_headers`, no identity header (however spelled), no routing
+//!   override (`X-Original-URL`, `X-Rewrite-URL`, however spelled) and no `_` spelling of a
+//!   framing, hop-by-hop or forwarding header remains, and every other header is left as
+//!   it was;
 //! - after `remove_hop_by_hop`, no fixed hop-by-hop header and no header that `Connection`
 //!   named (except the proxy's own forwarding headers) remains, and every other header is
 //!   left as it was;
-//! - a path with a dot segment (raw or `%2e`, also with a `;` parameter), `%2F`, `%5C` or
-//!   a backslash never matches a public path; a path that matches still matches once
+//! - a path with a dot segment (raw or `%2e`, also with a `;` parameter), `%2F`, `%5C`,
+//!   `%25`, a `%u` escape or a backslash never matches a public path; a path that matches still matches once
 //!   normalised (RFC 3986 §6.2.2: percent-encoded unreserved characters decoded, dot
 //!   segments removed), so the backend reads it as the same public path.
 
@@ -23,19 +25,32 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jtl_auth_sidecar::config::PublicPath;
 use jtl_auth_sidecar::proxy::headers::{
-    remove_hop_by_hop, strip_folded, strip_underscore_variants,
+    remove_hop_by_hop, strip_client_headers, strip_folded,
 };
 use jtl_auth_sidecar::proxy::paths::is_public;
 use libfuzzer_sys::fuzz_target;
 
 const IDENTITY: [&str; 3] = ["X-Tenant-ID", "X-User-ID", "X-Tenant-Slug"];
-const FORWARDING: [&str; 5] = [
+/// Whose `_` spellings never pass (folded).
+const NO_UNDERSCORE: [&str; 16] = [
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "http2-settings",
     "x-forwarded-for",
-    "x-forwarded-proto",
     "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-real-ip",
     "x-request-id",
-    "forwarded",
+    "x-original-url",
+    "x-rewrite-url",
 ];
+const ROUTING_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "keep-alive",
@@ -126,7 +141,12 @@ fn has_dot_segment(path: &str) -> bool {
 
 fn is_ambiguous(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    path.contains('\\') || lower.contains("%2f") || lower.contains("%5c") || has_dot_segment(path)
+    path.contains('\\')
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower.contains("%25")
+        || lower.contains("%u")
+        || has_dot_segment(path)
 }
 
 /// RFC 3986 §6.2.2.2 and §5.2.4: percent-encoded unreserved characters decoded, then dot
@@ -243,13 +263,17 @@ fuzz_target!(|data: &[u8]| {
     );
 
     let before = headers.clone();
-    let forwarding: Vec<String> = FORWARDING.map(str::to_owned).to_vec();
-    strip_underscore_variants(&mut headers, &forwarding);
+    strip_client_headers(&mut headers, &identity);
     check_filtered(
         &before,
         &headers,
-        |name| name.contains('_') && forwarding.contains(&fold(name)),
-        "underscore variants",
+        |name| {
+            let folded = fold(name);
+            identity.contains(&folded)
+                || ROUTING_OVERRIDES.contains(&folded.as_str())
+                || (name.contains('_') && NO_UNDERSCORE.contains(&folded.as_str()))
+        },
+        "client headers",
     );
 
     let before = headers.clone();

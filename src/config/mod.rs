@@ -14,6 +14,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::Dict;
 use figment::Figment;
 
+mod cidr;
 mod env;
 mod raw;
 mod settings;
@@ -21,6 +22,7 @@ mod shape;
 mod validate;
 
 pub use crate::secrets::Secret;
+pub use cidr::{Cidr, NotACidr};
 pub use raw::*;
 pub use settings::*;
 pub use shape::accepted_keys;

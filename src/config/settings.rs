@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::HeaderName;
 use url::Url;
 
+use super::Cidr;
 use crate::jose::{TokenFlow, TokenPolicy};
 use crate::secrets::Secret;
 
@@ -32,6 +33,9 @@ pub struct IngressConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Lowercase, in the order they are tried.
     pub token_headers: Vec<HeaderName>,
+    /// The proxies in front (a TLS ingress, a load balancer) whose forwarding headers are
+    /// kept; empty: every peer is a client, and the sidecar sets them itself.
+    pub trusted_proxies: Vec<Cidr>,
     pub forward_access_token: bool,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,

@@ -1,5 +1,5 @@
-//! Header rules of SPEC §4: identity headers stripped however they are spelled,
-//! hop-by-hop headers removed, the request id set, and which upgrades may pass
+//! Header rules of SPEC §4: identity headers, routing overrides and `_` spellings of
+//! framing and forwarding headers stripped, hop-by-hop headers removed, the request id set, and which upgrades may pass
 //! (WebSocket only); and where the session token is read from, for the ingress and
 //! connect-tenant alike.
 
@@ -41,14 +41,73 @@ pub fn folded(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-/// Removes the `_` spellings of headers the proxy sets itself (`X_Forwarded_For`...),
-/// which CGI-style backends would read as the real ones.
-pub fn strip_underscore_variants(headers: &mut HeaderMap, folded_names: &[String]) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().contains('_') && folded_names.contains(&folded(name.as_str())))
-        .cloned()
-        .collect();
+/// Routing overrides: some backends (IIS's URL Rewrite, Symfony before 5, Zend, Laminas)
+/// route a request by these instead of its path, so a request admitted on a public path
+/// could be served by a protected route. Never forwarded, however spelled.
+const ROUTING_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// Headers whose `_` spellings never pass (folded names). CGI, WSGI, Rack and PHP turn
+/// `X_Forwarded_For` and `X-Forwarded-For` into the same variable, so a `_` copy would
+/// stand in for (or beside) what the sidecar set, removed or checked under the `-` name:
+/// hop-by-hop and framing headers, forwarding headers, the request id, routing overrides.
+const NO_UNDERSCORE_SPELLING: [&str; 16] = [
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "http2-settings",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-request-id",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Whether `name` (a header name, lowercase as `http` stores it) reads as `folded_name`
+/// case-insensitively with `_` as `-`, compared in place.
+pub fn folds_to(name: &str, folded_name: &str) -> bool {
+    name.len() == folded_name.len()
+        && name.bytes().zip(folded_name.bytes()).all(|(n, f)| {
+            let n = if n == b'_' {
+                b'-'
+            } else {
+                n.to_ascii_lowercase()
+            };
+            n == f
+        })
+}
+
+/// Step 1 of every request, in one pass over the names: removes client copies of the
+/// identity headers (`identity_folded`, however spelled), the routing overrides (however
+/// spelled), and the `_` spellings of [`NO_UNDERSCORE_SPELLING`]. A request with no `_` in
+/// any name and none of these headers costs a scan of its names and no allocation.
+pub fn strip_client_headers(headers: &mut HeaderMap, identity_folded: &[String]) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let text = name.as_str();
+        let goes = if text.contains('_') {
+            NO_UNDERSCORE_SPELLING
+                .iter()
+                .any(|folded_name| folds_to(text, folded_name))
+                || identity_folded
+                    .iter()
+                    .any(|folded_name| folds_to(text, folded_name))
+        } else {
+            ROUTING_OVERRIDES.contains(&text)
+                || identity_folded
+                    .iter()
+                    .any(|folded_name| folded_name == text)
+        };
+        if goes {
+            doomed.push(name.clone());
+        }
+    }
     for name in doomed {
         headers.remove(&name);
     }
@@ -61,7 +120,7 @@ pub fn strip_folded(headers: &mut HeaderMap, folded_names: &[String]) {
         .filter(|name| {
             let name = name.as_str();
             if name.contains('_') {
-                folded_names.iter().any(|f| *f == folded(name))
+                folded_names.iter().any(|f| folds_to(name, f))
             } else {
                 folded_names.iter().any(|f| f == name)
             }
@@ -352,15 +411,82 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn underscore_spellings_of_forwarding_headers_go() {
-        let mut headers = map(&[
-            ("x_forwarded_proto", "https"),
+    fn underscore_spellings_of_framing_forwarding_and_hop_by_hop_headers_go() {
+        let underscored = [
+            "transfer_encoding",
+            "content_length",
+            "x_forwarded_for",
+            "x_forwarded_host",
+            "x_forwarded_proto",
+            "x_forwarded_prefix",
+            "x_forwarded_port",
+            "x_real_ip",
+            "keep_alive",
+            "proxy_connection",
+            "proxy_authenticate",
+            "proxy_authorization",
+            "http2_settings",
+            "x_request_id",
+            "x_original_url",
+            "x_rewrite_url",
+            "x-forwarded_for",
+        ];
+        let mut pairs: Vec<(&str, &str)> = underscored.iter().map(|name| (*name, "1")).collect();
+        pairs.extend([
             ("x-forwarded-proto", "http"),
+            ("content-length", "0"),
             ("x_other", "1"),
+            ("x_forwarded_forx", "1"),
         ]);
-        strip_underscore_variants(&mut headers, &[folded("X-Forwarded-Proto")]);
+        let mut headers = map(&pairs);
+        strip_client_headers(&mut headers, &[]);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "content-length",
+                "x-forwarded-proto",
+                "x_forwarded_forx",
+                "x_other"
+            ]
+        );
+    }
+
+    #[test]
+    fn routing_overrides_go_however_spelled() {
+        let mut headers = map(&[
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x_original_url", "/admin"),
+            ("X_Rewrite-URL", "/admin"),
+            ("x-original-urls", "keep"),
+        ]);
+        strip_client_headers(&mut headers, &[]);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-original-urls"], "keep");
+    }
+
+    #[test]
+    fn the_client_header_strip_removes_identity_headers_however_spelled() {
+        let mut headers = map(&[
+            ("x-tenant-id", "a"),
+            ("X_Tenant_ID", "b"),
+            ("x_tenant-id", "c"),
+            ("x-tenant-idx", "keep"),
+            ("x-forwarded-for", "kept here; set by trust later"),
+        ]);
+        strip_client_headers(&mut headers, &[folded("X-Tenant-ID")]);
         assert_eq!(headers.len(), 2);
-        assert!(headers.contains_key("x-forwarded-proto") && headers.contains_key("x_other"));
+        assert_eq!(headers["x-tenant-idx"], "keep");
+    }
+
+    #[test]
+    fn folding_compares_in_place() {
+        assert!(folds_to("x_forwarded_for", "x-forwarded-for"));
+        assert!(folds_to("x-forwarded-for", "x-forwarded-for"));
+        assert!(!folds_to("x_forwarded_fo", "x-forwarded-for"));
+        assert!(!folds_to("x.forwarded.for", "x-forwarded-for"));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{AUTHORIZATION, HOST};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -16,9 +16,10 @@ use super::errors::{
     access_token_unavailable, error_response, keys_unavailable, refuse_bad_host, refuse_method,
     upstream_failure, ErrorCode,
 };
+use super::forwarding::{is_trusted, set_forwarding_headers};
 use super::headers::{
     asks_for_websocket, ensure_request_id, folded, read_token, remove_hop_by_hop,
-    restore_websocket_upgrade, strip_folded, strip_underscore_variants, upgrade_is_websocket,
+    restore_websocket_upgrade, strip_client_headers, strip_folded, upgrade_is_websocket,
     X_REQUEST_ID,
 };
 use super::upstream::Upstream;
@@ -30,18 +31,12 @@ use crate::telemetry::{Listener, Metrics};
 use crate::tenants::{ConnectTenant, TenantRecorder};
 use crate::verify::{SessionVerifier, VerifyError};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
 pub struct Ingress {
     settings: IngressConfig,
     /// Folded names of every header the sidecar sets from the token.
     identity_folded: Vec<String>,
     /// Folded names of the token headers: removed before forwarding however spelled.
     token_folded: Vec<String>,
-    /// Folded names of the forwarding headers the sidecar sets.
-    forwarding_folded: Vec<String>,
     verifier: Arc<SessionVerifier>,
     tokens: AccessTokens,
     /// Answers `POST {tenants.connect_path}`; `None` when connect-tenant is disabled.
@@ -99,15 +94,6 @@ impl Ingress {
             settings,
             identity_folded,
             token_folded,
-            forwarding_folded: [
-                "x-forwarded-for",
-                "x-forwarded-proto",
-                "x-forwarded-host",
-                "x-request-id",
-                "forwarded",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
             verifier,
             tokens,
             connect_tenant,
@@ -231,10 +217,9 @@ impl Ingress {
             return Admission::Answered(Handled::new(response, "invalid_request"));
         }
 
-        // 1. Identity headers from the client never survive, on any path; nor do `_`
-        // spellings of the forwarding headers the sidecar sets.
-        strip_folded(request.headers_mut(), &self.identity_folded);
-        strip_underscore_variants(request.headers_mut(), &self.forwarding_folded);
+        // 1. Identity headers from the client never survive, on any path; nor do
+        // routing overrides or `_` spellings of framing and forwarding headers.
+        strip_client_headers(request.headers_mut(), &self.identity_folded);
 
         // Methods that reflect or tunnel are never forwarded with credentials.
         if let Some(response) = refuse_method(request.method()) {
@@ -345,11 +330,15 @@ impl Ingress {
         peer: Peer,
         verified: Option<Verified<'_>>,
     ) -> Handled {
-        // Only an HTTP/1.1 WebSocket handshake is relayed as an upgrade. Any other offer
-        // (`h2c` above all: a tunnel of HTTP/2 streams the sidecar would never see) goes
-        // on as a plain request, its upgrade headers removed with the hop-by-hop ones.
-        let websocket =
-            request.version() == Version::HTTP_11 && asks_for_websocket(request.headers());
+        // Only a verified HTTP/1.1 GET WebSocket handshake is relayed as an upgrade: a
+        // tunnel outlives the one request that was checked, so it is never opened by a
+        // preflight, a public path or another method. Any other offer (`h2c` above all:
+        // a tunnel of HTTP/2 streams the sidecar would never see) goes on as a plain
+        // request, its upgrade headers removed with the hop-by-hop ones.
+        let websocket = verified.is_some()
+            && request.version() == Version::HTTP_11
+            && request.method() == Method::GET
+            && asks_for_websocket(request.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
         let mut headers = parts.headers;
@@ -365,7 +354,8 @@ impl Ingress {
         if let Some(verified) = &verified {
             self.set_identity(&mut headers, verified);
         }
-        set_forwarding_headers(&mut headers, &parts.uri, &peer);
+        let trusted = is_trusted(&self.settings.trusted_proxies, peer.addr.ip());
+        set_forwarding_headers(&mut headers, &parts.uri, &peer, trusted);
         if websocket {
             restore_websocket_upgrade(&mut headers);
         }
@@ -454,10 +444,11 @@ impl Ingress {
     }
 }
 
-/// `502` for a `101` the sidecar does not relay: to a request that did not ask for a
-/// WebSocket, or switching to something else. The response is dropped without being
-/// upgraded, which closes that backend connection: hyper's client never keeps a
-/// connection that answered `101` (the lean pool does not take it back either).
+/// `502` for a `101` the sidecar does not relay: to a request not relayed as a WebSocket
+/// handshake (it did not ask for one, or was no verified GET), or switching to something
+/// else. The response is dropped without being upgraded, which closes that backend
+/// connection: hyper's client never keeps a connection that answered `101` (the lean
+/// pool does not take it back either).
 fn refuse_switch(response: Response<ProxyBody>, asked_for_websocket: bool) -> Handled {
     // The backend's own words, cut short: a log line, not a place for a whole header.
     let switched_to: String = match response.headers().get(http::header::UPGRADE) {
@@ -476,15 +467,16 @@ fn refuse_switch(response: Response<ProxyBody>, asked_for_websocket: bool) -> Ha
     } else {
         tracing::warn!(
             switched_to = %switched_to,
-            "the app backend answered a request that asked for no WebSocket with 101 \
-             Switching Protocols; not relayed: answered 502 and closed that backend connection"
+            "the app backend answered a request that was not relayed as a WebSocket handshake \
+             with 101 Switching Protocols; not relayed: answered 502 and closed that backend \
+             connection"
         );
     }
     drop(response);
     Handled::new(
         error_response(
             ErrorCode::BadGateway,
-            "The app backend switched protocols, which the sidecar relays only for a WebSocket the client asked for.",
+            "The app backend switched protocols, which the sidecar relays only for a verified WebSocket handshake.",
         ),
         "upgrade_refused",
     )
@@ -560,43 +552,6 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, `Host`
-/// kept (taken from `:authority` for HTTP/2 clients, which send no `Host`).
-fn set_forwarding_headers(headers: &mut HeaderMap, uri: &http::Uri, peer: &Peer) {
-    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut chain: Vec<&[u8]> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect();
-        chain.push(peer.forwarded_for.as_bytes());
-        HeaderValue::from_bytes(&chain.join(&b", "[..])).ok()
-    } else {
-        Some(peer.forwarded_for.clone())
-    };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if !headers.contains_key(HOST) {
-        if let Some(authority) = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(HOST, authority);
-        }
-    }
-    match headers.get(HOST).cloned() {
-        Some(host) => {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,23 +573,5 @@ mod tests {
         join_cookies(&mut map);
         assert_eq!(map.get_all("cookie").iter().count(), 1);
         assert_eq!(map["cookie"], "a=1; b=2");
-    }
-
-    #[test]
-    fn forwarding_headers_append_and_set() {
-        let mut map = headers(&[
-            ("x-forwarded-for", "10.0.0.1"),
-            ("host", "app.example"),
-            ("x-forwarded-proto", "https"),
-        ]);
-        set_forwarding_headers(
-            &mut map,
-            &"/x".parse().unwrap(),
-            &Peer::new("127.0.0.9:5000".parse().unwrap()),
-        );
-        assert_eq!(map["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
-        assert_eq!(map["x-forwarded-proto"], "http");
-        assert_eq!(map["x-forwarded-host"], "app.example");
-        assert_eq!(map["host"], "app.example");
     }
 }

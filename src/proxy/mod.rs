@@ -5,6 +5,7 @@
 pub mod cors;
 pub mod egress;
 pub mod errors;
+pub mod forwarding;
 pub mod headers;
 pub mod ingress;
 pub mod local_caller;
@@ -84,7 +85,8 @@ impl Peer {
 
     /// A peer whose connection's marks the admission reads too.
     pub fn with_marks(addr: SocketAddr, marks: Arc<ConnectionMarks>) -> Peer {
-        let ip = addr.ip().to_string();
+        // An IPv4 client of a dual-stack listener is `::ffff:a.b.c.d`: logged as IPv4.
+        let ip = addr.ip().to_canonical().to_string();
         Peer {
             addr,
             // An IP address is always a valid header value.

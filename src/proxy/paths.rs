@@ -15,20 +15,54 @@ pub fn is_public(path: &str, patterns: &[PublicPath]) -> bool {
 
 /// A path a backend could read as another path never matches: dot segments (raw or
 /// percent-encoded, also with a `;` parameter as servlet containers read them), encoded
-/// slashes or backslashes, raw backslashes.
+/// slashes or backslashes, raw backslashes, an encoded percent sign (`%25`: a backend or
+/// framework that decodes twice reads `%252e%252e` as `..`), and `%u` escapes (IIS and
+/// some frameworks read `%u002e` as `.`). Compared case-insensitively, without
+/// allocating.
 pub fn is_unambiguous(path: &str) -> bool {
-    if path.contains('\\') {
+    if path.contains('\\') || has_ambiguous_escape(path) {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") {
-        return false;
-    }
-    lower.split('/').all(|segment| {
-        let decoded = segment.replace("%2e", ".");
-        let name = decoded.split(';').next().unwrap_or_default();
-        name != "." && name != ".."
+    path.split('/').all(|segment| {
+        let name = segment.split(';').next().unwrap_or_default();
+        !is_dot_segment(name)
     })
+}
+
+/// `%2F`, `%5C`, `%25` or `%u`, any case.
+fn has_ambiguous_escape(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().any(|(at, &byte)| {
+        if byte != b'%' {
+            return false;
+        }
+        let next = |n: usize| bytes.get(at + n).map_or(0, u8::to_ascii_lowercase);
+        matches!(
+            (next(1), next(2)),
+            (b'u', _) | (b'2', b'f') | (b'5', b'c') | (b'2', b'5')
+        )
+    })
+}
+
+/// `.` or `..`, each dot raw or `%2e` (any case).
+fn is_dot_segment(name: &str) -> bool {
+    let mut rest = name.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3
+            && rest[0] == b'%'
+            && rest[1] == b'2'
+            && rest[2].eq_ignore_ascii_case(&b'e')
+        {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 #[cfg(test)]
@@ -80,6 +114,29 @@ mod tests {
         ] {
             assert!(!is_public(path, &patterns()), "{path}");
         }
+    }
+
+    #[test]
+    fn double_encoding_and_u_escapes_never_match() {
+        for path in [
+            "/public/%252e%252e/secret",
+            "/public/%252E%252E/secret",
+            "/public/..%2500",
+            "/public/a%2500",
+            "/public/%25",
+            "/public/x%252fsecret",
+            "/public/%u002e%u002e/secret",
+            "/public/%U002E",
+            "/public/%uff0e",
+            "/public/a%u",
+            "/health%25",
+        ] {
+            assert!(!is_public(path, &patterns()), "{path}");
+        }
+        // Other escapes are fine: a backend reads them one way.
+        assert!(is_public("/public/a%20b", &patterns()));
+        assert!(is_public("/public/%41pp.js", &patterns()));
+        assert!(is_public("/public/100%", &patterns()));
     }
 
     #[test]

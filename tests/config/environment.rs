@@ -45,6 +45,37 @@ fn environment_overrides_win_over_the_file() {
 }
 
 #[test]
+fn trusted_proxies_take_ipv4_and_ipv6_networks_and_bare_addresses() {
+    let entries = r#"["10.0.0.0/8", "192.168.1.7", "fd00::/8", "::1"]"#;
+    let from_file = load(&format!(
+        "{VALID}\n[ingress]\ntrusted_proxies = {entries}\n"
+    ))
+    .unwrap()
+    .config;
+    let from_env = load_with_env(VALID, &[("JTL_SIDECAR_INGRESS__TRUSTED_PROXIES", entries)])
+        .unwrap()
+        .config;
+    for config in [from_file, from_env] {
+        let shown: Vec<String> = config
+            .ingress
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "::1/128"]
+        );
+    }
+    assert!(load(VALID)
+        .unwrap()
+        .config
+        .ingress
+        .trusted_proxies
+        .is_empty());
+}
+
+#[test]
 fn environment_strings_are_taken_verbatim() {
     // A numeric-looking secret must not become the number 7.
     let loaded = load_with_env(

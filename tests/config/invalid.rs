@@ -237,6 +237,38 @@ fn zero_and_absurd_limits() {
 }
 
 #[test]
+fn trusted_proxies_must_be_cidrs() {
+    for (entries, bad) in [
+        (r#"["10.0.0.0/8", "proxy.internal"]"#, 1),
+        (r#"["10.0.0.0/33"]"#, 0),
+        (r#"["fd00::/129"]"#, 0),
+        (r#"["10.0.0/8"]"#, 0),
+        (r#"[""]"#, 0),
+        (r#"["::1", "10.0.0.0/ 8"]"#, 1),
+    ] {
+        assert_problem(
+            &format!("[ingress]\ntrusted_proxies = {entries}"),
+            &format!("ingress.trusted_proxies[{bad}]"),
+            "not a CIDR",
+        );
+    }
+    // One line per entry, naming what was written.
+    let lines = problems(&format!(
+        "{VALID}\n[ingress]\ntrusted_proxies = [\"lb\", \"10.0.0.0/8\", \"1.2.3.4/40\"]\n"
+    ));
+    let cidr_lines: Vec<&String> = lines.iter().filter(|l| l.contains("not a CIDR")).collect();
+    assert_eq!(cidr_lines.len(), 2, "{lines:?}");
+    assert!(
+        cidr_lines[0].starts_with("ingress.trusted_proxies[0]: ")
+            && cidr_lines[0].ends_with("\"lb\"")
+    );
+    assert!(
+        cidr_lines[1].starts_with("ingress.trusted_proxies[2]: ")
+            && cidr_lines[1].ends_with("\"1.2.3.4/40\"")
+    );
+}
+
+#[test]
 fn public_paths_must_be_plain() {
     assert_problem(
         "[ingress]\npublic_paths = [\"health\"]",

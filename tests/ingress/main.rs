@@ -5,6 +5,7 @@ mod common;
 
 mod admin;
 mod drain;
+mod forwarding;
 mod headers;
 mod host;
 mod http_layer;

@@ -32,6 +32,28 @@ async fn public_paths_match_the_path_only_and_never_ambiguous_ones() {
 }
 
 #[tokio::test]
+async fn double_encoded_and_u_escaped_paths_never_match_a_public_path() {
+    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]").await;
+    for path in [
+        "/public/%252e%252e/secret",
+        "/public/%252E%252E/secret",
+        "/public/..%2500",
+        "/public/a%2500",
+        "/public/x%252Fsecret",
+        "/health%25",
+        "/public/%u002e%u002e/secret",
+        "/public/%U002E%U002E/secret",
+        "/public/%uff0e%uff0e/secret",
+    ] {
+        let answer = get(&proxy.url(path), &[]).await;
+        assert_eq!(answer.status, 401, "{path} passed without a token");
+    }
+    assert_eq!(proxy.backend_hits(), 0);
+    // Other escapes still match: every backend reads them one way.
+    assert_eq!(get(&proxy.url("/public/a%20b"), &[]).await.status, 200);
+}
+
+#[tokio::test]
 async fn preflights_pass_without_a_token_only_when_they_are_preflights() {
     let proxy = Proxy::start("").await;
     let preflight = Request::options(proxy.url("/orders"))

@@ -4,6 +4,7 @@ use http::HeaderName;
 use url::Url;
 
 use super::{folded, is_loopback, Checker, RESERVED_HEADERS};
+use crate::config::cidr::Cidr;
 use crate::config::printable_key;
 use crate::config::raw::{RawEgress, RawIngress};
 use crate::config::settings::{
@@ -67,6 +68,15 @@ pub(super) fn validate_ingress(raw: &RawIngress, check: &mut Checker) -> Option<
             }
             Ok(name) => token_headers.push(name),
             Err(_) => check.problem(&key, format!("not a valid header name: {text:?}")),
+        }
+    }
+
+    let mut trusted_proxies = Vec::new();
+    for (index, text) in raw.trusted_proxies.iter().enumerate() {
+        let key = format!("ingress.trusted_proxies[{index}]");
+        match text.parse::<Cidr>() {
+            Ok(cidr) => trusted_proxies.push(cidr),
+            Err(not_a_cidr) => check.problem(&key, format!("{not_a_cidr}: {text:?}")),
         }
     }
 
@@ -152,6 +162,7 @@ pub(super) fn validate_ingress(raw: &RawIngress, check: &mut Checker) -> Option<
         allow_cors_preflight: raw.allow_cors_preflight,
         cors_allowed_origins,
         token_headers,
+        trusted_proxies,
         forward_access_token: raw.forward_access_token,
         connect_timeout,
         request_timeout,
