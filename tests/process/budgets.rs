@@ -62,14 +62,6 @@ async fn http2_holder(
     (status == 401).then_some((sender, task))
 }
 
-fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| {
-            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
-        })
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 /// With the descriptor limit at 200 (ingress 58 connections, egress 8, admin 4), 90
 /// HTTP/2 and 20 HTTP/1.1 keep-alive holders of 401s take more than the ingress has;
 /// still a valid request gets 200, `/healthz` 200 and an egress call its answer, each
@@ -103,14 +95,7 @@ async fn with_200_descriptors_token_less_holders_keep_out_neither_a_valid_reques
     );
     assert!(became_ready(admin).await, "the sidecar became ready");
     let egress = egress.expect("egress is on");
-    let token = emulator
-        .mint_session_token(
-            DEV_TENANT_ID,
-            "9b8a7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d",
-            "shop",
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    let token = dev_session_token(&emulator);
 
     // The HTTP/2 holders, then the HTTP/1.1 ones, which go on asking.
     let mut http2 = Vec::new();
@@ -253,14 +238,7 @@ async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout_but_an_open
         dir.path(),
     );
     assert!(became_ready(admin).await, "the sidecar became ready");
-    let token = emulator
-        .mint_session_token(
-            DEV_TENANT_ID,
-            "9b8a7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d",
-            "shop",
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    let token = dev_session_token(&emulator);
 
     // An idle holder: one 401, then nothing. Its connection ends by the sidecar's GOAWAY.
     let (sender, idle) = http2_holder(ingress).await.expect("a 401 on HTTP/2");

@@ -39,14 +39,7 @@ async fn ready_in_front_of_a_fast_backend(
         dir.path(),
     );
     assert!(became_ready(admin).await, "the sidecar became ready");
-    let token = emulator
-        .mint_session_token(
-            DEV_TENANT_ID,
-            "9b8a7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d",
-            "shop",
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    let token = dev_session_token(&emulator);
     let ready = KeptAlive {
         _emulator: emulator,
         _dir: dir,
@@ -93,14 +86,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     };
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
     field(11) + field(12)
-}
-
-fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| {
-            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
-        })
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 /// Issue 16: idle connections that never send a byte must not keep valid clients out.

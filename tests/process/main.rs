@@ -228,3 +228,24 @@ async fn became_ready(admin: SocketAddr) -> bool {
     }
     false
 }
+
+/// A session token of the emulator's dev tenant, valid for 10 minutes.
+fn dev_session_token(emulator: &Emulator) -> String {
+    emulator
+        .mint_session_token(
+            DEV_TENANT_ID,
+            "9b8a7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d",
+            "shop",
+            Duration::from_secs(600),
+        )
+        .unwrap()
+}
+
+/// The value of one sample of the Prometheus text `text`, named with its labels.
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| {
+            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}

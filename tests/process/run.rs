@@ -26,14 +26,7 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
     let readyz = format!("http://{admin}/readyz");
     assert!(became_ready(admin).await, "the sidecar became ready");
 
-    let token = emulator
-        .mint_session_token(
-            DEV_TENANT_ID,
-            "9b8a7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d",
-            "shop",
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    let token = dev_session_token(&emulator);
     let in_flight = tokio::spawn({
         let url = format!("http://{ingress}/slow");
         async move { status_of(&url, Some(&token)).await }
