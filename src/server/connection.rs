@@ -260,10 +260,9 @@ where
         tokio::select! {
             biased;
             result = connection.as_mut() => {
-                return match (result, closing) {
-                    (Ok(()), Some(why)) => why,
-                    (result, _) => Ended::Done(result),
-                };
+                // Asked to close, it is counted as such even when the peer then
+                // resets the connection rather than closing it cleanly.
+                return closing.unwrap_or(Ended::Done(result));
             }
             () = close.cancelled(), if closing.is_none() => {
                 graceful(connection.as_mut());
