@@ -131,15 +131,19 @@ pub enum Shed {
     IdleVerified = 3,
     /// An HTTP/2 connection with no open stream for the idle timeout, sent `GOAWAY`.
     Http2IdleTimeout = 4,
+    /// A connection whose responses its client left unread (an HTTP/2 window of 0, a
+    /// socket not read) for seconds, closed to make room.
+    Stalled = 5,
 }
 
 impl Shed {
-    const ALL: [Shed; 5] = [
+    const ALL: [Shed; 6] = [
         Shed::IdleBeforeRequest,
         Shed::Refused,
         Shed::IdleUnverified,
         Shed::IdleVerified,
         Shed::Http2IdleTimeout,
+        Shed::Stalled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +153,7 @@ impl Shed {
             Shed::IdleUnverified => "idle_unverified",
             Shed::IdleVerified => "idle_verified",
             Shed::Http2IdleTimeout => "http2_idle_timeout",
+            Shed::Stalled => "stalled_client",
         }
     }
 }
@@ -159,7 +164,7 @@ impl Shed {
 pub struct ConnectionCounts {
     open: [AtomicUsize; 3],
     limit: [AtomicUsize; 3],
-    shed: [[AtomicU64; 5]; 3],
+    shed: [[AtomicU64; 6]; 3],
 }
 
 impl ConnectionCounts {
@@ -580,9 +585,10 @@ impl prometheus_client::collector::Collector for ConnectionCollector {
             "connections_shed",
             "Client connections closed to stay within a listener's connection budget: \
              the oldest idle one (idle_unverified first: it never carried a verified \
-             request; then idle_before_request; then idle_verified), an HTTP/2 connection \
-             idle past the idle timeout (http2_idle_timeout), or a new one when every held \
-             connection had a request in flight (refused_at_limit)",
+             request; then stalled_client: responses left unread; then idle_before_request; \
+             then idle_verified), an HTTP/2 connection idle past the idle timeout \
+             (http2_idle_timeout), or a new one when every held connection was being \
+             answered (refused_at_limit)",
             None,
             MetricType::Counter,
         )?;

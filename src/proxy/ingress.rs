@@ -397,6 +397,9 @@ impl Ingress {
             restore_websocket_upgrade(response.headers_mut());
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             self.tunnels.spawn(async move {
+                // The tunnel keeps the connection's place in the listener's budget: its
+                // client socket and its backend socket are still held.
+                let _place = peer;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);

@@ -104,13 +104,32 @@ impl Peer {
 
 /// What a connection's requests earned it, for the admission: a connection that never
 /// carried a verified token (only `401`s, public paths, preflights) is shed before one
-/// that did when the listener runs out of room.
-#[derive(Debug, Default)]
+/// that did when the listener runs out of room. It also holds the connection's place in
+/// the budget, so the place is given back when the last holder is gone: the connection,
+/// or the WebSocket tunnel it became.
+#[derive(Default)]
 pub struct ConnectionMarks {
     verified: AtomicBool,
+    _place: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ConnectionMarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionMarks")
+            .field("verified", &self.verified())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectionMarks {
+    /// Marks holding `place` (released when they are dropped).
+    pub fn holding(place: Box<dyn std::any::Any + Send + Sync>) -> ConnectionMarks {
+        ConnectionMarks {
+            verified: AtomicBool::new(false),
+            _place: Some(place),
+        }
+    }
+
     pub fn mark_verified(&self) {
         // Most requests of a verified connection find it set: a load, no write.
         if !self.verified.load(Ordering::Relaxed) {

@@ -42,6 +42,8 @@ pub(super) struct Serving {
     /// `server.http2_idle_timeout`: an HTTP/2 connection without a request this long
     /// is sent `GOAWAY`.
     pub http2_idle_timeout: Duration,
+    /// `server.shutdown_grace`: how long a shed connection may take to finish.
+    pub close_grace: Duration,
 }
 
 impl Serving {
@@ -91,6 +93,7 @@ where
         builder,
         first_request_deadline,
         http2_idle_timeout,
+        close_grace,
     } = serving;
     // This loop's own handle, cloned per request: a clone of the shared one would put a
     // reference count written by every worker on the hot path.
@@ -129,7 +132,7 @@ where
                 }
             },
         };
-        let Some(ticket) = budget.admit(&connections.stop) else {
+        let Some(slot) = budget.admit(&connections.stop) else {
             tracing::debug!(
                 listener = budget.listener().as_str(),
                 "refused a connection from {peer_addr}: at the connection limit, every held connection busy"
@@ -139,9 +142,9 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let peer = Peer::with_marks(peer_addr, Arc::clone(ticket.slot().marks()));
+        let peer = Peer::with_marks(peer_addr, Arc::clone(slot.marks()));
         let service = service_fn({
-            let slot = Arc::clone(ticket.slot());
+            let slot = Arc::clone(&slot);
             let draining = Arc::clone(&draining);
             move |request: Request<Incoming>| {
                 let http1 = request.version() <= http::Version::HTTP_11;
@@ -155,7 +158,10 @@ where
                     answer: handler(request, peer.clone()),
                     http1,
                     draining,
-                    in_flight: Some(InFlight(Arc::clone(&slot))),
+                    in_flight: Some(InFlight {
+                        slot: Arc::clone(&slot),
+                        waiting: true,
+                    }),
                 }
             }
         });
@@ -165,13 +171,16 @@ where
             .into_owned();
         let budget = Arc::clone(&budget);
         connections.tracker.spawn(async move {
-            let slot = ticket.slot();
+            let slot = &slot;
             let ended = serve(
                 connection,
                 |connection| connection.graceful_shutdown(),
                 slot,
-                first_request_deadline,
-                http2_idle_timeout,
+                Timeouts {
+                    first_request: first_request_deadline,
+                    http2_idle: http2_idle_timeout,
+                    close_grace,
+                },
             );
             match ended.await {
                 Ended::Done(Ok(())) => {}
@@ -186,7 +195,7 @@ where
                         budget.count_closed(why);
                         tracing::debug!(
                             reason = why.as_str(),
-                            "closed a connection from {peer_addr}: idle, and room was needed"
+                            "closed a connection from {peer_addr}: room was needed"
                         );
                     }
                     None => tracing::debug!("closed a connection from {peer_addr}: stopping"),
@@ -214,13 +223,23 @@ enum Ended {
 }
 
 /// Serves one connection to its end.
+/// The deadlines of one connection.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// For the first request head.
+    first_request: Duration,
+    /// HTTP/2 without a request this long: `GOAWAY`.
+    http2_idle: Duration,
+    /// Asked to close, it is dropped after this long whatever it is still doing.
+    close_grace: Duration,
+}
+
 /// `graceful` asks the connection to finish what it is answering and close.
 async fn serve<C>(
     connection: C,
     graceful: impl Fn(Pin<&mut C>),
     slot: &Arc<Slot>,
-    first_request_deadline: Duration,
-    http2_idle_timeout: Duration,
+    timeouts: Timeouts,
 ) -> Ended
 where
     C: Future<Output = Result<(), BoxError>>,
@@ -241,7 +260,7 @@ where
         biased;
         result = connection.as_mut() => return Ended::Done(result),
         () = started => {}
-        () = tokio::time::sleep(first_request_deadline) => return Ended::Deadline,
+        () = tokio::time::sleep(timeouts.first_request) => return Ended::Deadline,
         () = close.cancelled() => return Ended::Closed,
     }
 
@@ -250,12 +269,13 @@ where
     // end). An HTTP/2 connection without requests for the idle timeout is sent GOAWAY.
     let mut idle_clock = slot.http2().then(|| {
         tokio::time::interval_at(
-            tokio::time::Instant::now() + http2_idle_timeout,
-            http2_idle_timeout,
+            tokio::time::Instant::now() + timeouts.http2_idle,
+            timeouts.http2_idle,
         )
     });
     let mut closing: Option<Ended> = None;
     let mut shed_grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut hard_stop: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             biased;
@@ -265,9 +285,14 @@ where
                 return closing.unwrap_or(Ended::Done(result));
             }
             () = close.cancelled(), if closing.is_none() => {
+                // Its client does not read: nothing would reach it, so it goes now.
+                if slot.shed_as() == Some(Shed::Stalled) {
+                    return Ended::Closed;
+                }
                 graceful(connection.as_mut());
                 if slot.shed_as().is_some() {
                     shed_grace = Some(Box::pin(tokio::time::sleep(SHED_GRACE)));
+                    hard_stop = Some(Box::pin(tokio::time::sleep(timeouts.close_grace)));
                 }
                 closing = Some(Ended::Closed);
             }
@@ -279,12 +304,14 @@ where
             }
             () = wait(&mut shed_grace), if shed_grace.is_some() => {
                 // A peer that ignores GOAWAY still holds the place: drop it while it
-                // is idle; a request that came in meanwhile is answered first.
-                if slot.in_flight() == 0 {
+                // is idle or leaves its answers unread; a request that came in
+                // meanwhile and is being answered gets the close grace.
+                if slot.in_flight() == 0 || slot.stalled() {
                     return Ended::Closed;
                 }
                 shed_grace = None;
             }
+            () = wait(&mut hard_stop), if hard_stop.is_some() => return Ended::Closed,
         }
     }
 }
@@ -328,11 +355,22 @@ impl Draining {
 }
 
 /// A request in flight on its connection, until its response is sent or dropped.
-struct InFlight(Arc<Slot>);
+struct InFlight {
+    slot: Arc<Slot>,
+    /// Its answer is being worked on (not ready yet, or a body waiting on its source),
+    /// rather than waiting on the client.
+    waiting: bool,
+}
+
+impl InFlight {
+    fn moved(&mut self, waiting: bool) {
+        self.slot.answer_moved(&mut self.waiting, waiting);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.request_ended();
+        self.slot.request_ended(self.waiting);
     }
 }
 
@@ -360,7 +398,10 @@ where
         if *this.http1 && this.draining.is_on() {
             this.draining.close_after(&mut response);
         }
-        let in_flight = this.in_flight.take();
+        let mut in_flight = this.in_flight.take();
+        if let Some(in_flight) = &mut in_flight {
+            in_flight.moved(false);
+        }
         Poll::Ready(Ok(response.map(|body| AnswerBody { body, in_flight })))
     }
 }
@@ -384,7 +425,12 @@ impl http_body::Body for AnswerBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if let Some(in_flight) = this.in_flight {
+            in_flight.moved(polled.is_pending());
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

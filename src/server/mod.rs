@@ -28,7 +28,7 @@ use crate::telemetry::ConnectionListener;
 use crate::telemetry::Metrics;
 use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantStore};
 use crate::verify::SessionVerifier;
-use admission::{Budget, Limits};
+use admission::{Budget, CoarseClock, Limits};
 use connection::{accept_loop, Connections, Draining, Serving};
 
 pub mod admission;
@@ -88,6 +88,8 @@ pub struct Server {
     tenant_recorder: Option<Arc<TenantRecorder>>,
     /// The connection budgets of the ingress, egress and admin listeners.
     budgets: [Arc<Budget>; 3],
+    /// Their clock, moved by a background task.
+    budget_clock: Arc<CoarseClock>,
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -176,6 +178,7 @@ impl Server {
             Arc::clone(&metrics),
         ));
         let limits = Limits::from_descriptors();
+        let budget_clock = CoarseClock::new();
         tracing::info!(
             ingress = limits.ingress,
             egress = limits.egress,
@@ -188,7 +191,14 @@ impl Server {
             (ConnectionListener::Egress, limits.egress),
             (ConnectionListener::Admin, limits.admin),
         ]
-        .map(|(listener, limit)| Budget::new(listener, limit, Arc::clone(metrics.connections())));
+        .map(|(listener, limit)| {
+            Budget::new(
+                listener,
+                limit,
+                Arc::clone(metrics.connections()),
+                Arc::clone(&budget_clock),
+            )
+        });
         let admin = Arc::new(Admin {
             readiness: Readiness::new(jtl.clone(), tenant_store.clone()),
             metrics,
@@ -215,6 +225,7 @@ impl Server {
             tenant_store,
             tenant_recorder,
             budgets,
+            budget_clock,
         })
     }
 
@@ -240,6 +251,22 @@ impl Server {
         if let Some(store) = &self.tenant_store {
             tokio::spawn(Arc::clone(store).run_health_check(background.clone().cancelled_owned()));
         }
+        // The budgets' coarse clock: when an answer last moved, without a clock read per
+        // request.
+        tokio::spawn({
+            let clock = Arc::clone(&self.budget_clock);
+            let stop = background.clone();
+            async move {
+                let mut ticks = tokio::time::interval(CoarseClock::TICK);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = ticks.tick() => clock.tick(),
+                    }
+                }
+            }
+        });
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -264,6 +291,7 @@ impl Server {
             builder,
             first_request_deadline: self.config.server.header_read_timeout,
             http2_idle_timeout: self.config.server.http2_idle_timeout,
+            close_grace: self.config.server.shutdown_grace,
         };
 
         // Thread per core for the ingress, like nginx's worker processes: each thread runs

@@ -283,3 +283,133 @@ async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout_but_an_open
     terminate(&child);
     assert_eq!(wait_for_exit(&mut child), Some(0));
 }
+
+/// An HTTP/2 connection whose client never takes a response body: its stream window is
+/// 0, so the sidecar's answer (a 401 or /healthz body) can never be sent. `None` when
+/// the connection or the answer's head did not come.
+async fn stalled_holder(
+    addr: SocketAddr,
+    path: &str,
+) -> Option<(
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    http::Response<hyper::body::Incoming>,
+)> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder.initial_stream_window_size(0);
+    builder.adaptive_window(false);
+    let (mut sender, connection) = builder.handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = Request::get(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+        .await
+        .ok()?
+        .ok()?;
+    Some((sender, response))
+}
+
+/// Asks `url` until it answers `expected` (a refused connection is asked again), for at
+/// most `within`; how long it took.
+async fn answered_within(
+    url: &str,
+    token: Option<&str>,
+    expected: u16,
+    within: Duration,
+) -> Option<Duration> {
+    let asked = std::time::Instant::now();
+    while asked.elapsed() < within {
+        if let Ok(Ok((status, _))) =
+            tokio::time::timeout(Duration::from_secs(1), status_of(url, token)).await
+        {
+            if status == expected {
+                return Some(asked.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Clients that leave their answers unread hold connections that are never idle: with
+/// the admin listener's 4 places and the ingress's 58 all taken so (token-less, HTTP/2
+/// window 0), `/healthz` and a valid request are answered again once those answers have
+/// waited on their clients for 5 s, because such connections are shed like idle ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_200_descriptors_clients_that_leave_answers_unread_lose_their_places_after_5_s() {
+    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
+        .await
+        .unwrap();
+    let backend = slow_backend(
+        Duration::ZERO,
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let RunningSidecar {
+        mut child,
+        lines: _lines,
+        ingress,
+        admin,
+        ..
+    } = start_run_with(
+        &["prlimit", "--nofile=200:200", "--"],
+        &emulator,
+        &format!("http://{backend}"),
+        "[session]\nflow = \"session-token\"\n",
+        dir.path(),
+    );
+    assert!(became_ready(admin).await, "the sidecar became ready");
+    let token = dev_session_token(&emulator);
+
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.extend(stalled_holder(admin, "/healthz").await);
+    }
+    for _ in 0..58 {
+        held.extend(stalled_holder(ingress, "/held").await);
+    }
+    assert_eq!(held.len(), 62, "every place taken by an unread answer");
+
+    let healthz = answered_within(
+        &format!("http://{admin}/healthz"),
+        None,
+        200,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("/healthz is answered again within 10 s");
+    let valid = answered_within(
+        &format!("http://{ingress}/valid"),
+        Some(&token),
+        200,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("a valid request is answered again within 10 s");
+    // A shed connection is counted when it is gone: a second after it was asked to go,
+    // when its answer is still unread.
+    let mut stalled = 0.0;
+    let mut metrics = String::new();
+    let counting = std::time::Instant::now();
+    while stalled < 1.0 && counting.elapsed() < Duration::from_secs(5) {
+        let (_, body) = status_of(&format!("http://{admin}/metrics"), None)
+            .await
+            .expect("metrics");
+        metrics = String::from_utf8_lossy(&body).into_owned();
+        stalled = metric(
+            &metrics,
+            "jtl_sidecar_connections_shed_total{listener=\"ingress\",reason=\"stalled_client\"}",
+        )
+        .unwrap_or(0.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stalled >= 1.0, "{metrics}");
+    eprintln!("stalled: /healthz answered after {healthz:?}, the valid request after {valid:?}; {stalled} stalled ingress connections shed");
+    drop(held);
+    terminate(&child);
+    assert_eq!(wait_for_exit(&mut child), Some(0));
+}
