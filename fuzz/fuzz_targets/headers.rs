@@ -33,7 +33,7 @@ use libfuzzer_sys::fuzz_target;
 
 const IDENTITY: [&str; 3] = ["X-Tenant-ID", "X-User-ID", "X-Tenant-Slug"];
 /// Whose `_` spellings never pass (folded).
-const NO_UNDERSCORE: [&str; 16] = [
+const NO_UNDERSCORE: [&str; 26] = [
     "content-length",
     "transfer-encoding",
     "keep-alive",
@@ -47,6 +47,16 @@ const NO_UNDERSCORE: [&str; 16] = [
     "x-forwarded-prefix",
     "x-forwarded-port",
     "x-real-ip",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-server",
+    "x-original-host",
+    "x-host",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
     "x-request-id",
     "x-original-url",
     "x-rewrite-url",
