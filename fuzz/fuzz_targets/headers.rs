@@ -15,8 +15,9 @@
 //! - after `remove_hop_by_hop`, no fixed hop-by-hop header and no header that `Connection`
 //!   named (except the proxy's own forwarding headers) remains, and every other header is
 //!   left as it was;
-//! - a path with a dot segment (raw or `%2e`, also with a `;` parameter), `%2F`, `%5C`,
-//!   `%25`, a `%u` escape or a backslash never matches a public path; a path that matches still matches once
+//! - a path with a dot segment (raw or `%2e`, also with a `;` or `%3B` parameter), `%2F`,
+//!   `%5C`, `%25`, `%00`, `%C0`, `%C1`, a `%` without two hex digits (`%u` escapes and
+//!   malformed ones) or a backslash never matches a public path; a path that matches still matches once
 //!   normalised (RFC 3986 §6.2.2: percent-encoded unreserved characters decoded, dot
 //!   segments removed), so the backend reads it as the same public path.
 
@@ -32,7 +33,7 @@ use libfuzzer_sys::fuzz_target;
 
 const IDENTITY: [&str; 3] = ["X-Tenant-ID", "X-User-ID", "X-Tenant-Slug"];
 /// Whose `_` spellings never pass (folded).
-const NO_UNDERSCORE: [&str; 16] = [
+const NO_UNDERSCORE: [&str; 26] = [
     "content-length",
     "transfer-encoding",
     "keep-alive",
@@ -46,6 +47,16 @@ const NO_UNDERSCORE: [&str; 16] = [
     "x-forwarded-prefix",
     "x-forwarded-port",
     "x-real-ip",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-server",
+    "x-original-host",
+    "x-host",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
     "x-request-id",
     "x-original-url",
     "x-rewrite-url",
@@ -134,6 +145,9 @@ fn has_dot_segment(path: &str) -> bool {
             .split(';')
             .next()
             .unwrap_or_default()
+            .split("%3b")
+            .next()
+            .unwrap_or_default()
             .replace("%2e", ".");
         name == "." || name == ".."
     })
@@ -145,8 +159,18 @@ fn is_ambiguous(path: &str) -> bool {
         || lower.contains("%2f")
         || lower.contains("%5c")
         || lower.contains("%25")
-        || lower.contains("%u")
+        || lower.contains("%00")
+        || lower.contains("%c0")
+        || lower.contains("%c1")
+        || has_malformed_escape(path)
         || has_dot_segment(path)
+}
+
+/// A `%` not followed by two hex digits (`%u` escapes included).
+fn has_malformed_escape(path: &str) -> bool {
+    path.match_indices('%').any(|(at, _)| {
+        !matches!(path.get(at + 1..at + 3), Some(hex) if hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
 }
 
 /// RFC 3986 §6.2.2.2 and §5.2.4: percent-encoded unreserved characters decoded, then dot

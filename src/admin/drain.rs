@@ -97,7 +97,9 @@ impl Drain {
         let Some(token) = &self.token else {
             return Err(DrainRefusal::Disabled);
         };
-        if !peer.ip().is_loopback() {
+        // A dual-stack listener (`[::]:9090`) reports an IPv4 peer as `::ffff:127.0.0.1`,
+        // which is no IPv6 loopback address: compare the IPv4 address it stands for.
+        if !peer.ip().to_canonical().is_loopback() {
             return Err(DrainRefusal::NotLoopback);
         }
         let mut values = request.headers().get_all(AUTHORIZATION).iter();
@@ -108,6 +110,59 @@ impl Drain {
         match presented {
             Some(presented) if token.matches(presented.as_bytes()) => Ok(()),
             _ => Err(DrainRefusal::BadCredential),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drain gate with a token written to a temporary directory, and that token.
+    fn drain() -> (Drain, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drain-token");
+        let token = DrainToken::create(&path).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        let drain = Drain {
+            token: Some(token),
+            allowed_hosts: Vec::new(),
+        };
+        (drain, written, dir)
+    }
+
+    fn request(token: &str) -> Request<()> {
+        Request::post("/drain")
+            .header("host", "127.0.0.1:9090")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn an_ipv4_loopback_peer_on_a_dual_stack_listener_may_drain() {
+        let (drain, token, _dir) = drain();
+        for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            assert_eq!(drain.authorize(&request(&token), peer), Ok(()), "{peer}");
+        }
+    }
+
+    #[test]
+    fn a_peer_off_loopback_may_not_drain_however_its_address_is_written() {
+        let (drain, token, _dir) = drain();
+        for peer in [
+            "10.0.0.1:5000",
+            "[::ffff:10.0.0.1]:5000",
+            "[fd00::1]:5000",
+            "[::127.0.0.1]:5000",
+        ] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            assert_eq!(
+                drain.authorize(&request(&token), peer),
+                Err(DrainRefusal::NotLoopback),
+                "{peer}"
+            );
         }
     }
 }

@@ -6,7 +6,8 @@
 //! `Content-Type: application/json; charset=utf-8` goes on as `application/json`: JTL's
 //! API refuses the parameter, and JSON is UTF-8 by definition (RFC 8259).
 //! Only programs on this machine are answered ([`super::local_caller`]): a foreign `Host`
-//! is `421`, a request with `Origin` (a browser) `403`, and neither reaches JTL.
+//! is `421`, a request with `Origin` or `Sec-Fetch-*` (a browser) `403`, and neither
+//! reaches JTL.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -98,8 +99,8 @@ impl Egress {
         let request_id = ensure_request_id(request.headers_mut());
         let tenant_id = tenant_id(request.headers());
 
-        // Only programs on this machine: a browser (an `Origin`, or DNS rebinding behind
-        // a foreign `Host`) is refused before anything reaches JTL.
+        // Only programs on this machine: a browser (`Origin`, `Sec-Fetch-*`, or DNS
+        // rebinding behind a foreign `Host`) is refused before anything reaches JTL.
         let foreign = refuse_foreign_caller(
             request.version(),
             request.headers(),

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{FORWARDED, HOST};
+use http::header::HOST;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Peer;
@@ -14,15 +14,30 @@ use crate::config::Cidr;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// What only a proxy in front can know, and the sidecar does not set: from any other
-/// peer these are the client's own claims (a backend would build redirects and links
-/// from them, or log a forged client address), so they go.
-const SAID_BY_PROXIES: [HeaderName; 4] =
-    [FORWARDED, X_FORWARDED_PREFIX, X_FORWARDED_PORT, X_REAL_IP];
+/// peer these are the client's own claims, so they go. Backends build redirects and links
+/// from them (Rack and Rails read `X-Forwarded-Ssl` and `X-Forwarded-Scheme` to decide a
+/// request was `https`; others read `Front-End-Https` or `X-Url-Scheme`, and the host from
+/// `X-Forwarded-Server`, `X-Original-Host` or `X-Host`), or log and rate-limit by a client
+/// address (`X-Real-IP`, `True-Client-IP`, `X-Client-IP`, `X-Cluster-Client-IP`).
+/// Sorted, for a binary search per request header name.
+const SAID_BY_PROXIES: [&str; 14] = [
+    "forwarded",
+    "front-end-https",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-host",
+    "x-original-host",
+    "x-real-ip",
+    "x-url-scheme",
+];
 
 /// Whether a peer is one of the proxies in front. An empty list trusts no one, at the
 /// cost of one length check.
@@ -32,8 +47,8 @@ pub fn is_trusted(trusted_proxies: &[Cidr], ip: IpAddr) -> bool {
 
 /// `Host` kept (taken from `:authority` for HTTP/2 clients, which send no `Host`); then,
 /// from a trusted proxy: `X-Forwarded-For` appended to, `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` kept (set as below when it sent none), `Forwarded`,
-/// `X-Forwarded-Prefix`, `X-Forwarded-Port` and `X-Real-IP` kept. From any other peer:
+/// `X-Forwarded-Host` kept (set as below when it sent none), and the headers of
+/// [`SAID_BY_PROXIES`] kept. From any other peer:
 /// `X-Forwarded-For` is the peer alone, `X-Forwarded-Proto` is `http` (the listener's),
 /// `X-Forwarded-Host` is `Host`, and the others are removed.
 pub fn set_forwarding_headers(
@@ -60,12 +75,26 @@ pub fn set_forwarding_headers(
         }
         return;
     }
-    for name in &SAID_BY_PROXIES {
-        headers.remove(name);
-    }
+    remove_proxy_claims(headers);
     headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     set_forwarded_host(headers);
+}
+
+/// Removes every header of [`SAID_BY_PROXIES`]: one pass over the request's names, and no
+/// removal (nor allocation) when none is there, as in most requests.
+fn remove_proxy_claims(headers: &mut HeaderMap) {
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Ok(index) = SAID_BY_PROXIES.binary_search(&name.as_str()) {
+            present |= 1 << index;
+        }
+    }
+    for (index, name) in SAID_BY_PROXIES.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(*name);
+        }
+    }
 }
 
 /// The trusted proxy's chain with the peer appended, as one field.
@@ -120,7 +149,26 @@ mod tests {
             ("x-forwarded-prefix", "/shop"),
             ("x-forwarded-port", "443"),
             ("x-real-ip", "10.0.0.1"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("front-end-https", "on"),
+            ("x-url-scheme", "https"),
+            ("x-forwarded-server", "shop.example"),
+            ("x-original-host", "shop.example"),
+            ("x-host", "shop.example"),
+            ("true-client-ip", "10.0.0.1"),
+            ("x-client-ip", "10.0.0.1"),
+            ("x-cluster-client-ip", "10.0.0.1"),
         ])
+    }
+
+    #[test]
+    fn the_proxy_claims_are_sorted_and_fit_the_bit_set() {
+        assert!(SAID_BY_PROXIES.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(SAID_BY_PROXIES.len() <= u16::BITS as usize);
+        for name in SAID_BY_PROXIES {
+            assert_eq!(HeaderName::from_static(name).as_str(), name);
+        }
     }
 
     #[test]
@@ -135,6 +183,9 @@ mod tests {
         assert_eq!(map["x-forwarded-prefix"], "/shop");
         assert_eq!(map["x-forwarded-port"], "443");
         assert_eq!(map["x-real-ip"], "10.0.0.1");
+        assert_eq!(map["x-forwarded-ssl"], "on");
+        assert_eq!(map["x-forwarded-scheme"], "https");
+        assert_eq!(map["x-cluster-client-ip"], "10.0.0.1");
         assert_eq!(map["host"], "app.example");
     }
 
@@ -155,18 +206,41 @@ mod tests {
         assert_eq!(map.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(map["x-forwarded-proto"], "http");
         assert_eq!(map["x-forwarded-host"], "app.example");
-        for name in [
-            "forwarded",
-            "x-forwarded-prefix",
-            "x-forwarded-port",
-            "x-real-ip",
-        ] {
+        for name in SAID_BY_PROXIES {
             assert!(
                 !map.contains_key(name),
                 "{name} kept from an untrusted peer"
             );
         }
         assert_eq!(map["host"], "app.example");
+        // `Host` and the three the sidecar set, nothing else.
+        assert_eq!(map.len(), 4);
+    }
+
+    #[test]
+    fn https_host_and_client_address_claims_in_other_spellings_go_from_an_untrusted_peer() {
+        for name in [
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "front-end-https",
+            "x-url-scheme",
+            "x-forwarded-server",
+            "x-original-host",
+            "x-host",
+            "true-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+        ] {
+            let mut map = headers(&[("host", "app.example"), (name, "x"), (name, "y")]);
+            set_forwarding_headers(&mut map, &"/x".parse().unwrap(), &peer(), false);
+            assert!(
+                !map.contains_key(name),
+                "{name} kept from an untrusted peer"
+            );
+            let mut map = headers(&[("host", "app.example"), (name, "x")]);
+            set_forwarding_headers(&mut map, &"/x".parse().unwrap(), &peer(), true);
+            assert_eq!(map[name], "x", "{name} dropped from a trusted proxy");
+        }
     }
 
     #[test]

@@ -49,8 +49,9 @@ const ROUTING_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 /// Headers whose `_` spellings never pass (folded names). CGI, WSGI, Rack and PHP turn
 /// `X_Forwarded_For` and `X-Forwarded-For` into the same variable, so a `_` copy would
 /// stand in for (or beside) what the sidecar set, removed or checked under the `-` name:
-/// hop-by-hop and framing headers, forwarding headers, the request id, routing overrides.
-const NO_UNDERSCORE_SPELLING: [&str; 16] = [
+/// hop-by-hop and framing headers, forwarding headers (those only a trusted proxy may
+/// send included), the request id, routing overrides. Checked only for names with a `_`.
+const NO_UNDERSCORE_SPELLING: [&str; 26] = [
     "content-length",
     "transfer-encoding",
     "keep-alive",
@@ -64,6 +65,16 @@ const NO_UNDERSCORE_SPELLING: [&str; 16] = [
     "x-forwarded-prefix",
     "x-forwarded-port",
     "x-real-ip",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-server",
+    "x-original-host",
+    "x-host",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
     "x-request-id",
     "x-original-url",
     "x-rewrite-url",
@@ -421,6 +432,16 @@ pub(crate) mod tests {
             "x_forwarded_prefix",
             "x_forwarded_port",
             "x_real_ip",
+            "x_forwarded_ssl",
+            "X_Forwarded_Scheme",
+            "front_end_https",
+            "x_url_scheme",
+            "x_forwarded_server",
+            "x_original_host",
+            "x_host",
+            "true_client_ip",
+            "x_client_ip",
+            "x_cluster_client_ip",
             "keep_alive",
             "proxy_connection",
             "proxy_authenticate",

@@ -7,10 +7,13 @@
 //! rebinding (the page's own name, re-resolved to `127.0.0.1`, so the `Host` is still that
 //! name). Relays and meshes in the pod reach loopback too. So a `Host` (HTTP/2:
 //! `:authority`) that is not an IP literal, `localhost` or a name the operator allowed is
-//! refused with `421`, and any request with `Origin` with `403`, before anything else.
+//! refused with `421`, and any request with `Origin` or a `Sec-Fetch-*` header with `403`,
+//! before anything else. A browser sends no `Origin` on a navigation, an `<img>` or a
+//! prefetch, but every current browser sends the `Sec-Fetch-*` headers on every request,
+//! and no page script can set them (they are forbidden request headers).
 
 use http::header::{HOST, ORIGIN};
-use http::{HeaderMap, Response, Uri, Version};
+use http::{HeaderMap, HeaderName, Response, Uri, Version};
 
 use super::errors::{bad_host, error_response, ErrorCode};
 use super::ProxyBody;
@@ -28,7 +31,16 @@ pub enum Refusal {
 
 const MISDIRECTED: &str = "This endpoint answers callers on the same machine only: the Host must be an IP address, localhost or a name in egress.allowed_hosts.";
 const FROM_BROWSER: &str =
-    "This endpoint does not answer browsers: the request carries an Origin header.";
+    "This endpoint does not answer browsers: the request carries an Origin or Sec-Fetch-* header.";
+
+/// Headers only a browser sends (Fetch Metadata); a program's HTTP client sends none.
+const FROM_BROWSERS_ONLY: [HeaderName; 5] = [
+    ORIGIN,
+    HeaderName::from_static("sec-fetch-site"),
+    HeaderName::from_static("sec-fetch-mode"),
+    HeaderName::from_static("sec-fetch-dest"),
+    HeaderName::from_static("sec-fetch-user"),
+];
 
 impl Refusal {
     /// The outcome for the log line and the metrics.
@@ -80,7 +92,10 @@ pub fn refuse_foreign_caller(
             return Err(Refusal::Misdirected);
         }
     }
-    if headers.contains_key(ORIGIN) {
+    if FROM_BROWSERS_ONLY
+        .iter()
+        .any(|name| headers.contains_key(name))
+    {
         return Err(Refusal::FromBrowser);
     }
     Ok(())
@@ -203,6 +218,38 @@ mod tests {
         assert_eq!(
             refused(h2, &[], "http://evil.example:8081/x"),
             Some(Refusal::Misdirected)
+        );
+    }
+
+    #[test]
+    fn a_browser_request_without_origin_is_forbidden_by_its_fetch_metadata() {
+        let h1 = Version::HTTP_11;
+        for header in [
+            "sec-fetch-site",
+            "sec-fetch-mode",
+            "sec-fetch-dest",
+            "sec-fetch-user",
+            "Sec-Fetch-Site",
+        ] {
+            assert_eq!(
+                refused(h1, &[("host", "127.0.0.1:8081"), (header, "?1")], "/x"),
+                Some(Refusal::FromBrowser),
+                "{header}"
+            );
+        }
+        // A navigation through DNS rebinding: an allowed name, no Origin.
+        let navigation = [
+            ("host", "backend.internal"),
+            ("sec-fetch-site", "none"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+            ("sec-fetch-user", "?1"),
+        ];
+        assert_eq!(refused(h1, &navigation, "/x"), Some(Refusal::FromBrowser));
+        // Other `sec-` headers are no browser's mark.
+        assert_eq!(
+            refused(h1, &[("host", "localhost"), ("sec-fetch", "x")], "/x"),
+            None
         );
     }
 

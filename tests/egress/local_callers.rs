@@ -111,6 +111,37 @@ async fn egress_refuses_a_request_with_an_origin_with_403_and_sends_nothing_to_j
     );
 }
 
+/// A navigation, an `<img>` or a prefetch carries no `Origin`, but every current browser
+/// sends Fetch Metadata, which no page script can set.
+#[tokio::test]
+async fn egress_refuses_a_browser_request_without_origin_by_its_sec_fetch_headers() {
+    let proxy = Proxy::start_egress("").await;
+    warm_up(&proxy).await;
+    let api_before = proxy.emulator.api_requests();
+    let host = format!("127.0.0.1:{}", proxy.addresses.egress.unwrap().port());
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-mode", "no-cors"),
+        ("sec-fetch-dest", "image"),
+        ("sec-fetch-user", "?1"),
+    ] {
+        let answer = get_as(&proxy, &host, &[(name, value), ("x-tenant-id", TENANT)]).await;
+        assert_eq!(answer.status, 403, "{name}");
+        assert_eq!(answer.json()["error"], "forbidden", "{name}");
+        assert!(
+            answer.json()["error_description"]
+                .as_str()
+                .is_some_and(|text| text.contains("Sec-Fetch")),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        proxy.emulator.api_requests(),
+        api_before,
+        "nothing reached JTL"
+    );
+}
+
 /// HTTP/2 names the host in `:authority`; the rule is the same.
 #[tokio::test]
 async fn egress_checks_the_http2_authority() {

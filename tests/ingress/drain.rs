@@ -186,6 +186,25 @@ async fn post_drain_with_an_origin_is_403_even_with_the_right_token() {
     assert_eq!(readyz(&proxy).await, 200);
 }
 
+/// A page can send a form POST without `Origin` in some browsers, or be a navigation; its
+/// Fetch Metadata gives it away.
+#[tokio::test]
+async fn post_drain_with_a_sec_fetch_header_is_403_even_with_the_right_token() {
+    let (proxy, _dir, token) = drainable("127.0.0.1:0").await;
+    for header in [
+        "Sec-Fetch-Site: same-site",
+        "Sec-Fetch-Mode: navigate",
+        "Sec-Fetch-Dest: document",
+        "Sec-Fetch-User: ?1",
+    ] {
+        let extra = format!("Authorization: Bearer {token}\r\n{header}\r\n");
+        let (status, text) = post_drain(&proxy, "127.0.0.1", &extra).await;
+        assert_eq!(status, 403, "{header}: {text}");
+        assert_eq!(json_body(&text)["error"], "forbidden");
+    }
+    assert_eq!(readyz(&proxy).await, 200);
+}
+
 /// The token is the proof; loopback stays a condition on top, so a token that leaked out
 /// of the pod is useless from outside it.
 #[tokio::test]

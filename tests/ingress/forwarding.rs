@@ -88,6 +88,38 @@ async fn an_untrusted_clients_claims_are_dropped_on_public_paths_and_preflights_
     }
 }
 
+/// Other proxies' ways of saying `https`, the host and the client's address.
+const OTHER_CLAIMS: [(&str, &str); 10] = [
+    ("x-forwarded-ssl", "on"),
+    ("x-forwarded-scheme", "https"),
+    ("front-end-https", "on"),
+    ("x-url-scheme", "https"),
+    ("x-forwarded-server", "shop.example"),
+    ("x-original-host", "shop.example"),
+    ("x-host", "shop.example"),
+    ("true-client-ip", "203.0.113.7"),
+    ("x-client-ip", "203.0.113.7"),
+    ("x-cluster-client-ip", "203.0.113.7"),
+];
+
+#[tokio::test]
+async fn other_https_host_and_client_address_claims_pass_from_a_trusted_proxy_only() {
+    let trusted = Proxy::start("[ingress]\ntrusted_proxies = [\"127.0.0.1\"]").await;
+    let answer = verified_get(&trusted, &OTHER_CLAIMS).await;
+    for (name, value) in OTHER_CLAIMS {
+        assert_eq!(answer.echoed(name), [value], "{name} from a trusted proxy");
+    }
+    let untrusted = Proxy::start("[ingress]\npublic_paths = [\"/public/*\"]").await;
+    let verified = verified_get(&untrusted, &OTHER_CLAIMS).await;
+    let public = get(&untrusted.url("/public/a"), &OTHER_CLAIMS).await;
+    assert_eq!(public.status, 200);
+    for answer in [verified, public] {
+        for (name, _) in OTHER_CLAIMS {
+            assert!(answer.echoed(name).is_empty(), "{name} reached the backend");
+        }
+    }
+}
+
 #[tokio::test]
 async fn identity_headers_are_stripped_from_a_trusted_proxy_too() {
     let proxy = Proxy::start(
@@ -143,7 +175,7 @@ async fn an_ipv6_peer_is_trusted_by_an_ipv6_entry_only() {
 // ---- headers no peer passes on -----------------------------------------------------------
 
 /// `_` spellings of framing, hop-by-hop and forwarding headers, and routing overrides.
-const NEVER_FORWARDED: [(&str, &str); 16] = [
+const NEVER_FORWARDED: [(&str, &str); 26] = [
     ("X-Original-URL", "/admin"),
     ("X-Rewrite-URL", "/admin"),
     ("X_Original_URL", "/admin"),
@@ -155,6 +187,16 @@ const NEVER_FORWARDED: [(&str, &str); 16] = [
     ("X_Forwarded_Proto", "https"),
     ("X_Forwarded_Prefix", "/evil"),
     ("X_Real_IP", "10.9.9.9"),
+    ("X_Forwarded_Ssl", "on"),
+    ("X_Forwarded_Scheme", "https"),
+    ("Front_End_Https", "on"),
+    ("X_Url_Scheme", "https"),
+    ("X_Forwarded_Server", "evil.example"),
+    ("X_Original_Host", "evil.example"),
+    ("X_Host", "evil.example"),
+    ("True_Client_IP", "10.9.9.9"),
+    ("X_Client_IP", "10.9.9.9"),
+    ("X_Cluster_Client_IP", "10.9.9.9"),
     ("Keep_Alive", "timeout=5"),
     ("Proxy_Connection", "keep-alive"),
     ("Proxy_Authorization", "Basic eDp5"),

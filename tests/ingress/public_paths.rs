@@ -54,6 +54,28 @@ async fn double_encoded_and_u_escaped_paths_never_match_a_public_path() {
 }
 
 #[tokio::test]
+async fn malformed_escapes_nul_overlong_utf8_and_encoded_semicolons_never_match_a_public_path() {
+    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]").await;
+    for path in [
+        // Lenient decoders leave `%2%65` in place; decoding again reads `..`.
+        "/public/%2%65%2%65/secret",
+        "/public/%%32%65%%32%65/secret",
+        "/public/100%",
+        "/public/a%zz",
+        "/public/a%00",
+        "/public/%c0%ae%c0%ae/secret",
+        "/public/%C1%9C",
+        "/public/..%3B/secret",
+        "/public/%2e%2e%3bx/secret",
+    ] {
+        let answer = get(&proxy.url(path), &[]).await;
+        assert_eq!(answer.status, 401, "{path} passed without a token");
+    }
+    assert_eq!(proxy.backend_hits(), 0);
+    assert_eq!(get(&proxy.url("/public/caf%C3%A9"), &[]).await.status, 200);
+}
+
+#[tokio::test]
 async fn preflights_pass_without_a_token_only_when_they_are_preflights() {
     let proxy = Proxy::start("").await;
     let preflight = Request::options(proxy.url("/orders"))
