@@ -222,7 +222,6 @@ enum Ended {
     IdleTimeout,
 }
 
-/// Serves one connection to its end.
 /// The deadlines of one connection.
 #[derive(Clone, Copy)]
 struct Timeouts {
@@ -234,7 +233,8 @@ struct Timeouts {
     close_grace: Duration,
 }
 
-/// `graceful` asks the connection to finish what it is answering and close.
+/// Serves one connection to its end. `graceful` asks the connection to finish what it is
+/// answering and close.
 async fn serve<C>(
     connection: C,
     graceful: impl Fn(Pin<&mut C>),
