@@ -99,8 +99,9 @@ fn remove_proxy_claims(headers: &mut HeaderMap) {
 
 /// Where `name` stands in [`SAID_BY_PROXIES`]. Most names are passed over on their first
 /// byte, the rest compared by length before their bytes: this runs for every header of
-/// every request from an untrusted peer (measured with callgrind: a binary search of the
-/// list cost ~650 instructions a request).
+/// every request from an untrusted peer (callgrind, `benches/callgrind.sh`: the whole of
+/// `set_forwarding_headers` 1 414 instructions a request this way, 2 508 with a binary
+/// search of the list).
 fn proxy_claim_index(name: &str) -> Option<usize> {
     if !matches!(name.as_bytes().first(), Some(b'f' | b't' | b'x')) {
         return None;

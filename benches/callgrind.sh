@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Instructions per request of the whole proxy, under valgrind's callgrind: the sidecar
+# `run` at the default log level (info: the access log on, stdout to /dev/null), in the
+# session-token flow with one token (every request a verified-cache hit), in front of an
+# nginx backend; `wrk -t1 -c32` for 10 s after a 3 s warm-up, the counters zeroed in
+# between. Instructions are repeatable for one binary whatever else the machine does, so
+# two builds can be compared on a busy machine.
+#
+#   bash benches/callgrind.sh BINARY [LABEL]   (e.g. target/release/jtl-auth-sidecar)
+#
+# Prints "LABEL requests=N Ir=N Ir/req=N"; the dump stays in benches/callgrind-out/LABEL/
+# for callgrind_annotate. Installs wrk, nginx-light and valgrind from Debian when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="$(realpath "$1")"
+LABEL="${2:-run}"
+BACKEND_PORT=28080 INGRESS_PORT=28082 ADMIN_PORT=28083
+EMULATOR_PORT=28090 JTL_INGRESS_PORT=28092 JTL_ADMIN_PORT=28093
+source benches/lib.sh
+need_debian wrk wrk
+need_debian nginx nginx-light
+need_debian valgrind valgrind
+OUT="benches/callgrind-out/$LABEL"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+WORK="$(mktemp -d)"
+SIDECAR_PID="" JTL_PID=""
+cleanup() {
+  [ -n "$SIDECAR_PID" ] && { kill "$SIDECAR_PID" 2>/dev/null || true; wait "$SIDECAR_PID" 2>/dev/null || true; }
+  [ -n "$JTL_PID" ] && { kill "$JTL_PID" 2>/dev/null || true; wait "$JTL_PID" 2>/dev/null || true; }
+  nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" -s stop 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+nginx_backend "$WORK/backend" "$BACKEND_PORT"
+start_jtl "$BIN" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT"
+sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
+# The default level: the other benchmarks log at warn, this one measures what operators run.
+sed -i 's/^level = "warn"$/level = "info"/' "$WORK/sidecar.toml"
+grep -q '^level = "info"$' "$WORK/sidecar.toml"
+tokens_lua "$WORK/tokens.lua"
+mint "$EMULATOR_PORT" 1 "$WORK/one.txt"
+
+valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+  "$BIN" run --config "$WORK/sidecar.toml" >/dev/null 2>"$OUT/sidecar.err" &
+SIDECAR_PID=$!
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" "the sidecar under valgrind"
+URL="http://127.0.0.1:$INGRESS_PORT/bench"
+TOKENS_FILE="$WORK/one.txt" wrk -t1 -c32 -d3s -s "$WORK/tokens.lua" "$URL" >"$OUT/warmup.txt"
+callgrind_control -z "$SIDECAR_PID" >/dev/null
+TOKENS_FILE="$WORK/one.txt" wrk -t1 -c32 -d10s -s "$WORK/tokens.lua" "$URL" >"$OUT/wrk.txt"
+callgrind_control -d "$SIDECAR_PID" >/dev/null
+if grep -q Non-2xx "$OUT/wrk.txt"; then
+  echo "error: non-2xx answers" >&2
+  cat "$OUT/wrk.txt" >&2
+  exit 1
+fi
+REQUESTS="$(awk '/requests in/ {print $1}' "$OUT/wrk.txt")"
+DUMP="$(ls "$OUT"/callgrind.out.* | head -n 1)"
+IR="$(awk '/^totals:/ {print $2}' "$DUMP")"
+echo "$LABEL requests=$REQUESTS Ir=$IR Ir/req=$(awk -v a="$IR" -v b="$REQUESTS" 'BEGIN {printf "%.0f", a / b}')"
