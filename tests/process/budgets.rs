@@ -70,32 +70,22 @@ async fn http2_holder(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_200_descriptors_token_less_holders_keep_out_neither_a_valid_request_nor_the_probe_nor_egress(
 ) {
-    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
-        .await
-        .unwrap();
-    let backend = slow_backend(
-        Duration::ZERO,
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let RunningSidecar {
+    let ReadySidecar {
+        kept: _kept,
         mut child,
-        lines: _lines,
         ingress,
         admin,
         egress,
-    } = start_run_with_env(
+        token,
+        ..
+    } = ready_in_front_of_a_backend(
         &["prlimit", "--nofile=200:200", "--"],
-        &emulator,
-        &format!("http://{backend}"),
         "[session]\nflow = \"session-token\"\n",
-        dir.path(),
+        Duration::ZERO,
         &[("JTL_SIDECAR_EGRESS__LISTEN", "127.0.0.1:0")],
-    );
-    assert!(became_ready(admin).await, "the sidecar became ready");
+    )
+    .await;
     let egress = egress.expect("egress is on");
-    let token = dev_session_token(&emulator);
 
     // The HTTP/2 holders, then the HTTP/1.1 ones, which go on asking.
     let mut http2 = Vec::new();
@@ -214,31 +204,20 @@ async fn with_200_descriptors_token_less_holders_keep_out_neither_a_valid_reques
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout_but_an_open_stream_is_not_cut()
 {
-    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
-        .await
-        .unwrap();
-    // The backend answers after 2.5 s: longer than the idle timeout.
-    let backend = slow_backend(
-        Duration::from_millis(2500),
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let RunningSidecar {
+    let ReadySidecar {
+        kept: _kept,
         mut child,
-        lines: _lines,
         ingress,
         admin,
+        token,
         ..
-    } = start_run_with(
+    } = ready_in_front_of_a_backend(
         &[],
-        &emulator,
-        &format!("http://{backend}"),
         "[session]\nflow = \"session-token\"\n[server]\nhttp2_idle_timeout_s = 1\n",
-        dir.path(),
-    );
-    assert!(became_ready(admin).await, "the sidecar became ready");
-    let token = dev_session_token(&emulator);
+        Duration::from_millis(2500),
+        &[],
+    )
+    .await;
 
     // An idle holder: one 401, then nothing. Its connection ends by the sidecar's GOAWAY.
     let (sender, idle) = http2_holder(ingress).await.expect("a 401 on HTTP/2");
@@ -340,30 +319,20 @@ async fn answered_within(
 /// waited on their clients for 5 s, because such connections are shed like idle ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_200_descriptors_clients_that_leave_answers_unread_lose_their_places_after_5_s() {
-    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
-        .await
-        .unwrap();
-    let backend = slow_backend(
-        Duration::ZERO,
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let RunningSidecar {
+    let ReadySidecar {
+        kept: _kept,
         mut child,
-        lines: _lines,
         ingress,
         admin,
+        token,
         ..
-    } = start_run_with(
+    } = ready_in_front_of_a_backend(
         &["prlimit", "--nofile=200:200", "--"],
-        &emulator,
-        &format!("http://{backend}"),
         "[session]\nflow = \"session-token\"\n",
-        dir.path(),
-    );
-    assert!(became_ready(admin).await, "the sidecar became ready");
-    let token = dev_session_token(&emulator);
+        Duration::ZERO,
+        &[],
+    )
+    .await;
 
     let mut held = Vec::new();
     for _ in 0..4 {

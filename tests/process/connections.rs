@@ -2,52 +2,6 @@
 
 use super::*;
 
-/// What must live as long as the `run` process of [`ready_in_front_of_a_fast_backend`].
-struct KeptAlive {
-    _emulator: Emulator,
-    _dir: tempfile::TempDir,
-    /// The stdout reader stays alive, so the sidecar's log writes never block.
-    _lines: mpsc::Receiver<String>,
-}
-
-/// `run` (through `wrapper`, see [`start_run_with`]) with `extra_toml`, in front of a
-/// backend answering "done" at once, ready; with a valid session token for it.
-async fn ready_in_front_of_a_fast_backend(
-    wrapper: &[&str],
-    extra_toml: &str,
-) -> (KeptAlive, Child, SocketAddr, SocketAddr, String) {
-    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
-        .await
-        .unwrap();
-    let backend = slow_backend(
-        Duration::ZERO,
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let RunningSidecar {
-        child,
-        lines,
-        ingress,
-        admin,
-        ..
-    } = start_run_with(
-        wrapper,
-        &emulator,
-        &format!("http://{backend}"),
-        extra_toml,
-        dir.path(),
-    );
-    assert!(became_ready(admin).await, "the sidecar became ready");
-    let token = dev_session_token(&emulator);
-    let ready = KeptAlive {
-        _emulator: emulator,
-        _dir: dir,
-        _lines: lines,
-    };
-    (ready, child, ingress, admin, token)
-}
-
 /// This process's soft descriptor limit, raised to `wanted` when the hard limit allows.
 fn own_descriptors_at_least(wanted: u64) -> u64 {
     let current = || {
@@ -101,9 +55,18 @@ async fn with_1024_descriptors_1500_idle_connections_do_not_keep_a_valid_request
         eprintln!("SKIP: this test needs 2048 descriptors for its own idle connections; it has {own} and cannot raise the limit");
         return;
     }
-    let (_kept, mut child, ingress, admin, token) = ready_in_front_of_a_fast_backend(
+    let ReadySidecar {
+        kept: _kept,
+        mut child,
+        ingress,
+        admin,
+        token,
+        ..
+    } = ready_in_front_of_a_backend(
         &["prlimit", "--nofile=1024:1024", "--"],
         "[server]\nheader_read_timeout_ms = 60000\n",
+        Duration::ZERO,
+        &[],
     )
     .await;
 
@@ -223,9 +186,18 @@ async fn http1_get(stream: &mut tokio::net::TcpStream, token: &str) -> Option<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shutdown_delay_keeps_accepting_and_closes_keep_alive_connections_after_an_answer() {
     use tokio::io::AsyncReadExt;
-    let (_kept, mut child, ingress, admin, token) = ready_in_front_of_a_fast_backend(
+    let ReadySidecar {
+        kept: _kept,
+        mut child,
+        ingress,
+        admin,
+        token,
+        ..
+    } = ready_in_front_of_a_backend(
         &[],
         "[server]\nshutdown_delay_s = 2\nshutdown_grace_s = 5\n",
+        Duration::ZERO,
+        &[],
     )
     .await;
     let mut kept_alive = tokio::net::TcpStream::connect(ingress).await.unwrap();

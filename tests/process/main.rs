@@ -249,3 +249,68 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         })
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
+
+/// What must live as long as the `run` process of [`ready_in_front_of_a_backend`].
+struct KeptAlive {
+    _emulator: Emulator,
+    _dir: tempfile::TempDir,
+    /// The stdout reader stays alive, so the sidecar's log writes never block.
+    _lines: mpsc::Receiver<String>,
+}
+
+/// A `run` process that is ready, with a valid session token for it.
+struct ReadySidecar {
+    kept: KeptAlive,
+    child: Child,
+    ingress: SocketAddr,
+    admin: SocketAddr,
+    egress: Option<SocketAddr>,
+    token: String,
+}
+
+/// `run` (through `wrapper`, see [`start_run_with`]) with `extra_toml` and `env`, in front
+/// of a backend answering "done" after `backend_delay`, ready.
+async fn ready_in_front_of_a_backend(
+    wrapper: &[&str],
+    extra_toml: &str,
+    backend_delay: Duration,
+    env: &[(&str, &str)],
+) -> ReadySidecar {
+    let emulator = Emulator::start(EmulatorOptions::default(), Clock::system())
+        .await
+        .unwrap();
+    let backend = slow_backend(
+        backend_delay,
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let RunningSidecar {
+        child,
+        lines,
+        ingress,
+        admin,
+        egress,
+    } = start_run_with_env(
+        wrapper,
+        &emulator,
+        &format!("http://{backend}"),
+        extra_toml,
+        dir.path(),
+        env,
+    );
+    assert!(became_ready(admin).await, "the sidecar became ready");
+    let token = dev_session_token(&emulator);
+    ReadySidecar {
+        kept: KeptAlive {
+            _emulator: emulator,
+            _dir: dir,
+            _lines: lines,
+        },
+        child,
+        ingress,
+        admin,
+        egress,
+        token,
+    }
+}
