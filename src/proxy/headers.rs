@@ -1,7 +1,7 @@
 //! Header rules of SPEC §4: identity headers, routing overrides and `_` spellings of
-//! framing and forwarding headers stripped, hop-by-hop headers removed, the request id set, and which upgrades may pass
-//! (WebSocket only); and where the session token is read from, for the ingress and
-//! connect-tenant alike.
+//! framing and forwarding headers stripped, hop-by-hop headers removed, the request id
+//! set, and which upgrades may pass (WebSocket only); and where the session token is read
+//! from, for the ingress and connect-tenant alike.
 
 use http::header::{
     AUTHORIZATION, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
@@ -99,42 +99,45 @@ pub fn folds_to(name: &str, folded_name: &str) -> bool {
 /// spelled), and the `_` spellings of [`NO_UNDERSCORE_SPELLING`]. A request with no `_` in
 /// any name and none of these headers costs a scan of its names and no allocation.
 pub fn strip_client_headers(headers: &mut HeaderMap, identity_folded: &[String]) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
-        let text = name.as_str();
-        let goes = if text.contains('_') {
-            NO_UNDERSCORE_SPELLING
-                .iter()
-                .any(|folded_name| folds_to(text, folded_name))
-                || identity_folded
+    remove_where(headers, |name, underscored| {
+        is_one_of(name, underscored, identity_folded)
+            || if underscored {
+                NO_UNDERSCORE_SPELLING
                     .iter()
-                    .any(|folded_name| folds_to(text, folded_name))
-        } else {
-            ROUTING_OVERRIDES.contains(&text)
-                || identity_folded
-                    .iter()
-                    .any(|folded_name| folded_name == text)
-        };
-        if goes {
-            doomed.push(name.clone());
-        }
-    }
-    for name in doomed {
-        headers.remove(&name);
-    }
+                    .any(|folded_name| folds_to(name, folded_name))
+            } else {
+                ROUTING_OVERRIDES.contains(&name)
+            }
+    });
 }
 
 /// Removes every header whose folded name is in `folded_names`, all occurrences.
 pub fn strip_folded(headers: &mut HeaderMap, folded_names: &[String]) {
+    remove_where(headers, |name, underscored| {
+        is_one_of(name, underscored, folded_names)
+    });
+}
+
+/// Whether `name` is one of `folded_names` however spelled; `underscored` says whether it
+/// holds a `_` (only such a name needs folding: `http` stores names in lowercase).
+fn is_one_of(name: &str, underscored: bool, folded_names: &[String]) -> bool {
+    if underscored {
+        folded_names
+            .iter()
+            .any(|folded_name| folds_to(name, folded_name))
+    } else {
+        folded_names.iter().any(|folded_name| folded_name == name)
+    }
+}
+
+/// Removes every header for whose name `goes(name, name holds '_')` is true, all
+/// occurrences; collects (and allocates) only when one goes.
+fn remove_where(headers: &mut HeaderMap, goes: impl Fn(&str, bool) -> bool) {
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            if name.contains('_') {
-                folded_names.iter().any(|f| folds_to(name, f))
-            } else {
-                folded_names.iter().any(|f| f == name)
-            }
+            goes(name, name.contains('_'))
         })
         .cloned()
         .collect();
