@@ -42,24 +42,42 @@ async fn http2_holder(
     hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     tokio::task::JoinHandle<()>,
 )> {
-    let stream = tokio::net::TcpStream::connect(ingress).await.ok()?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .ok()?;
-    let task = tokio::spawn(async move {
+    let (sender, response, connection) = http2_ask(ingress, "/held", false).await?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    (status == 401).then_some((sender, connection))
+}
+
+/// One token-less GET of `path` on a new HTTP/2 connection, its connection driven by a
+/// task of its own (which answers the sidecar's pings); the answer's head, its body not
+/// read, and the connection's task (it ends when the connection does). With `window_zero`, the client's stream window is 0: no body can reach it.
+async fn http2_ask(
+    addr: SocketAddr,
+    path: &str,
+    window_zero: bool,
+) -> Option<(
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    http::Response<hyper::body::Incoming>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    if window_zero {
+        builder.initial_stream_window_size(0);
+        builder.adaptive_window(false);
+    }
+    let (mut sender, connection) = builder.handshake(TokioIo::new(stream)).await.ok()?;
+    let connection = tokio::spawn(async move {
         let _ = connection.await;
     });
-    let request = Request::get(format!("http://{ingress}/held"))
+    let request = Request::get(format!("http://{addr}{path}"))
         .body(Full::new(Bytes::new()))
         .ok()?;
     let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
         .await
         .ok()?
         .ok()?;
-    let status = response.status().as_u16();
-    let _ = response.into_body().collect().await;
-    (status == 401).then_some((sender, task))
+    Some((sender, response, connection))
 }
 
 /// With the descriptor limit at 200 (ingress 58 connections, egress 8, admin 4), 90
@@ -263,34 +281,6 @@ async fn an_idle_http2_connection_gets_goaway_after_the_idle_timeout_but_an_open
     assert_eq!(wait_for_exit(&mut child), Some(0));
 }
 
-/// An HTTP/2 connection whose client never takes a response body: its stream window is
-/// 0, so the sidecar's answer (a 401 or /healthz body) can never be sent. `None` when
-/// the connection or the answer's head did not come.
-async fn stalled_holder(
-    addr: SocketAddr,
-    path: &str,
-) -> Option<(
-    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    http::Response<hyper::body::Incoming>,
-)> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-    builder.initial_stream_window_size(0);
-    builder.adaptive_window(false);
-    let (mut sender, connection) = builder.handshake(TokioIo::new(stream)).await.ok()?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = Request::get(format!("http://{addr}{path}"))
-        .body(Full::new(Bytes::new()))
-        .ok()?;
-    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
-        .await
-        .ok()?
-        .ok()?;
-    Some((sender, response))
-}
-
 /// Asks `url` until it answers `expected` (a refused connection is asked again), for at
 /// most `within`; how long it took.
 async fn answered_within(
@@ -336,10 +326,10 @@ async fn with_200_descriptors_clients_that_leave_answers_unread_lose_their_place
 
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.extend(stalled_holder(admin, "/healthz").await);
+        held.extend(http2_ask(admin, "/healthz", true).await);
     }
     for _ in 0..58 {
-        held.extend(stalled_holder(ingress, "/held").await);
+        held.extend(http2_ask(ingress, "/held", true).await);
     }
     assert_eq!(held.len(), 62, "every place taken by an unread answer");
 
