@@ -24,10 +24,10 @@ use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jose::{
     base64url_encode, verify_session_token, Algorithm, CompactJws, Ed25519Key, JwkSet, RsaKey,
-    TokenFlow, TokenPolicy,
+    TokenKind, TokenPolicy,
 };
 use jtl_auth_sidecar::jtl::Jtl;
-use jtl_auth_sidecar::verify::SessionVerifier;
+use jtl_auth_sidecar::verify::TokenVerifier;
 use ring::rsa::PublicKeyComponents;
 use ring::signature::{
     Ed25519KeyPair, KeyPair, RsaKeyPair, RsaPublicKeyComponents, UnparsedPublicKey, ED25519,
@@ -192,9 +192,9 @@ fn bench_app_token(c: &mut Criterion) {
     )
     .expect("key")]);
     let policy = TokenPolicy {
-        flow: TokenFlow::AppToken,
+        kind: TokenKind::AppToken,
         issuer: Some("https://id.jtl-cloud.com".into()),
-        audience: Some("312909075212468632".into()),
+        audience: vec!["312909075212468632".into()],
         ..TokenPolicy::default()
     };
     assert!(verify_session_token(&token, &keys, &policy, NOW).is_ok());
@@ -264,12 +264,12 @@ fn bench_app_token(c: &mut Criterion) {
     );
 }
 
-/// The emulator and a `SessionVerifier` with its key set loaded, on a manual clock.
+/// The emulator and a `TokenVerifier` with its key set loaded, on a manual clock.
 struct Setup {
     _emulator: Emulator,
     clock: Clock,
     jtl: Jtl,
-    verifier: Arc<SessionVerifier>,
+    verifier: Arc<TokenVerifier>,
     token: String,
 }
 
@@ -279,15 +279,16 @@ async fn setup(cache_entries: u64) -> Setup {
         .await
         .expect("emulator");
     let toml = format!(
-        "[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = {:?}\napi_base_url = {:?}\n[session]\nverified_cache_entries = {cache_entries}\njwks_min_refetch_interval_s = 1\n",
+        "[jtl]\nclient_id = \"emulated-client\"\nclient_secret = \"emulated-secret\"\ntoken_url = {:?}\napi_base_url = {:?}\n[session]\nflow = \"session-token\"\nverified_cache_entries = {cache_entries}\njwks_min_refetch_interval_s = 1\n",
         emulator.token_url(),
         emulator.api_base_url()
     );
     let config = load_str(&toml, Vec::new()).expect("config").config;
     let jtl = Jtl::from_config(&config, clock.clone()).expect("jtl");
-    let verifier = Arc::new(SessionVerifier::new(
-        jtl.keys.clone(),
-        config.session.token_policy(),
+    let verifier = Arc::new(TokenVerifier::new(
+        config.session.flow,
+        &config.session.profiles,
+        &jtl.key_sets,
         clock.clone(),
         cache_entries,
     ));
@@ -336,7 +337,7 @@ fn bench_verifier(c: &mut Criterion) {
         b.iter(|| {
             uncached
                 .jtl
-                .keys
+                .keys()
                 .usable()
                 .is_some_and(|loaded| black_box(loaded.set.get("emulator-key-1")).is_some())
         })
@@ -345,7 +346,7 @@ fn bench_verifier(c: &mut Criterion) {
     // The key set is swapped as fast as the emulator serves it while verifications run.
     let stop = Arc::new(AtomicBool::new(false));
     let refresher = runtime.spawn({
-        let keys = uncached.jtl.keys.clone();
+        let keys = uncached.jtl.keys().clone();
         let clock = uncached.clock.clone();
         let stop = Arc::clone(&stop);
         async move {

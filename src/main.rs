@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jtl_auth_sidecar::check;
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config;
-use jtl_auth_sidecar::dev::{self, DevError, DevFlow};
+use jtl_auth_sidecar::config::Flow;
+use jtl_auth_sidecar::dev::{self, DevError};
 use jtl_auth_sidecar::server::Server;
 use jtl_auth_sidecar::telemetry;
 use url::Url;
@@ -56,16 +57,17 @@ enum Command {
         #[arg(long, value_name = "TOKEN", requires = "online")]
         session_token: Option<String>,
     },
-    /// Run the proxy against a built-in JTL emulator with an embedded config, and print a
-    /// ready-to-paste curl command with a fresh session token (with --flow app-token: an
-    /// app token, the emulator acting as JTL's Zitadel).
+    /// Run the proxy against a built-in JTL emulator with an embedded config, and print
+    /// ready-to-paste curl commands with a fresh app token (the emulator acting as JTL's
+    /// Zitadel), a legacy session token with --flow session-token, one of each with
+    /// --flow both.
     Dev {
         /// Your backend; without it a built-in echo backend answers with the request it got.
         #[arg(long, value_name = "URL")]
         upstream: Option<Url>,
-        /// The token flow: the legacy session token, or the app token of JTL's current
-        /// Cloud Apps (getAppToken), with the emulator as JTL's Zitadel.
-        #[arg(long, value_name = "FLOW", value_enum, default_value_t = DevFlowArg::SessionToken)]
+        /// The token flow: the app token of JTL's current Cloud Apps (getAppToken), the
+        /// legacy session token (getSessionToken), or both, as during a move.
+        #[arg(long, value_name = "FLOW", value_enum, default_value_t = DevFlowArg::AppToken)]
         flow: DevFlowArg,
     },
 }
@@ -74,15 +76,17 @@ enum Command {
 /// possible values.
 #[derive(Clone, Copy, ValueEnum)]
 enum DevFlowArg {
-    SessionToken,
     AppToken,
+    SessionToken,
+    Both,
 }
 
-impl From<DevFlowArg> for DevFlow {
-    fn from(flow: DevFlowArg) -> DevFlow {
+impl From<DevFlowArg> for Flow {
+    fn from(flow: DevFlowArg) -> Flow {
         match flow {
-            DevFlowArg::SessionToken => DevFlow::SessionToken,
-            DevFlowArg::AppToken => DevFlow::AppToken,
+            DevFlowArg::AppToken => Flow::AppToken,
+            DevFlowArg::SessionToken => Flow::SessionToken,
+            DevFlowArg::Both => Flow::Both,
         }
     }
 }
@@ -111,7 +115,7 @@ fn check(path: &Path, online: bool, session_token: Option<String>) -> ExitCode {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    print!("{}", loaded.effective.to_redacted_toml());
+    print!("{}", loaded.to_redacted_toml());
     eprintln!("{}: valid", path.display());
     if !online {
         return ExitCode::SUCCESS;
@@ -199,12 +203,12 @@ fn run(path: &Path) -> ExitCode {
     })
 }
 
-fn run_dev(upstream: Option<Url>, flow: DevFlow) -> ExitCode {
+fn run_dev(upstream: Option<Url>, flow: Flow) -> ExitCode {
     let config = match dev::dev_config(flow) {
         Ok(config) => config,
         Err(DevError::Config(errors)) => {
             report_invalid(
-                Path::new(&format!("{} (embedded)", flow.config_file())),
+                Path::new(&format!("{} (embedded)", dev::config_of(flow).1)),
                 &errors,
             );
             return ExitCode::from(EXIT_INVALID_CONFIG);

@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 use crate::jtl::Jtl;
 use crate::sharded::{ShardedCounterMap, ShardedGauge, ShardedHistogram};
-use crate::verify::SessionVerifier;
+use crate::verify::TokenVerifier;
 
 /// Installs the global tracing subscriber: `log.level` unless `RUST_LOG` is set, in
 /// `log.format`. `to_stderr` keeps stdout free for `dev`'s instructions. Does nothing
@@ -61,6 +61,14 @@ struct RequestLabels {
     status: u16,
 }
 
+/// A token verification's labels: the kind of token (`app-token`, `session-token`, or
+/// `unknown` for one too malformed to say, where both are accepted) and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VerificationLabels {
+    flow: &'static str,
+    outcome: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
@@ -78,6 +86,7 @@ static LATENCY_BUCKETS: [f64; 18] = [
 /// therefore sharded per thread (see [`crate::sharded`]); a scrape adds the shards up.
 struct RequestMetrics {
     requests: ShardedCounterMap<RequestLabels>,
+    verifications: ShardedCounterMap<VerificationLabels>,
     in_flight: [ShardedGauge; 2],
     verification: ShardedHistogram,
     upstream: [ShardedHistogram; 2],
@@ -261,10 +270,11 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Registers the request metrics and collectors that read the JTL client's and the
     /// verifier's counters at scrape time.
-    pub fn new(jtl: &Jtl, verifier: &Arc<SessionVerifier>) -> Arc<Metrics> {
+    pub fn new(jtl: &Jtl, verifier: &Arc<TokenVerifier>) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("jtl_sidecar");
         let hot = Arc::new(RequestMetrics {
             requests: ShardedCounterMap::default(),
+            verifications: ShardedCounterMap::default(),
             in_flight: Default::default(),
             verification: ShardedHistogram::new(&LATENCY_BUCKETS),
             upstream: [
@@ -316,8 +326,18 @@ impl Metrics {
         InFlight { gauge }
     }
 
-    pub fn observe_verification(&self, elapsed: Duration) {
+    /// One token verification: its time, and its outcome by kind of token (`flow` is a
+    /// [`crate::jose::TokenKind::label`], or `unknown`).
+    pub fn observe_verification(
+        &self,
+        elapsed: Duration,
+        flow: &'static str,
+        outcome: &'static str,
+    ) {
         self.hot.verification.observe(elapsed);
+        self.hot
+            .verifications
+            .inc(VerificationLabels { flow, outcome });
     }
 
     pub fn observe_upstream(&self, listener: Listener, elapsed: Duration) {
@@ -388,9 +408,20 @@ impl prometheus_client::collector::Collector for RequestCollector {
             let in_flight = hot.in_flight[listener as usize].get().max(0);
             ConstGauge::new(in_flight).encode(family.encode_family(&labels)?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "verifications",
+            "Token verifications, by kind of token (flow: app-token, session-token, unknown) \
+             and outcome (verified, invalid_token, other_flow_token, keys_unavailable, \
+             keys_crowded)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, count) in hot.verifications.totals() {
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
         let metric = encoder.encode_descriptor(
             "verification_duration_seconds",
-            "Time to verify a session token (cache hits included)",
+            "Time to verify a token (app token or session token; cache hits included)",
             None,
             MetricType::Histogram,
         )?;
@@ -417,7 +448,7 @@ impl prometheus_client::collector::Collector for RequestCollector {
 /// Reads the fetch and cache counters kept by the JTL client and the verifier.
 struct JtlCollector {
     jtl: Jtl,
-    verifier: Arc<SessionVerifier>,
+    verifier: Arc<TokenVerifier>,
 }
 
 impl std::fmt::Debug for JtlCollector {
@@ -463,17 +494,25 @@ impl prometheus_client::collector::Collector for JtlCollector {
                 ("failure", tokens.failed.load(Ordering::Relaxed)),
             ],
         )?;
-        let keys = self.jtl.keys.counts();
+        // Summed over the key sets (two in `both`); the log names which one failed.
+        let key_sets = &self.jtl.key_sets;
+        let sum = |pick: fn(&crate::jtl::jwks::KeyFetchCounts) -> &AtomicU64| {
+            key_sets
+                .iter()
+                .map(|keys| pick(keys.counts()).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
         encode_counts(
             &mut encoder,
             "jwks_fetches",
             "Key-set fetches from JTL, by result",
             [
-                ("success", keys.succeeded.load(Ordering::Relaxed)),
-                ("failure", keys.failed.load(Ordering::Relaxed)),
+                ("success", sum(|c| &c.succeeded)),
+                ("failure", sum(|c| &c.failed)),
             ],
         )?;
-        let waiting = i64::try_from(self.jtl.keys.waiting()).unwrap_or(i64::MAX);
+        let waiting = key_sets.iter().map(|keys| keys.waiting()).sum::<usize>();
+        let waiting = i64::try_from(waiting).unwrap_or(i64::MAX);
         ConstGauge::new(waiting).encode(encoder.encode_descriptor(
             "jwks_waiting_requests",
             "Requests waiting for a key-set fetch made after they arrived (a key not in the cached set)",

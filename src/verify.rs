@@ -1,5 +1,6 @@
-//! `SessionVerifier`: strict JOSE verification against JTL's key set, with a cache of
-//! already verified tokens in front. This is the hot path of every ingress request.
+//! `TokenVerifier`: strict JOSE verification of JTL's app tokens, session tokens, or both
+//! (dispatched by the header's `alg`), each kind against its own key set, with one cache
+//! of already verified tokens in front. This is the hot path of every ingress request.
 
 use std::sync::Arc;
 
@@ -7,42 +8,45 @@ use quick_cache::sync::Cache;
 use ring::digest;
 
 use crate::clock::Clock;
-use crate::jose::{CompactJws, JoseError, Malformed, Session, TokenPolicy};
+use crate::config::{Flow, FlowProfile};
+use crate::jose::{
+    Algorithm, CompactJws, JoseError, Malformed, Session, TokenKind, TokenPolicy, Worded,
+};
 use crate::jtl::{KeySet, KeyWait, LoadedKeys};
 use crate::sharded::ShardedCounter;
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VerifyError {
-    /// The token is not valid: answer 401.
+    /// The token is not valid: answer 401. The kind is the one it was checked as, when
+    /// that was known (not for a token too malformed to say).
     #[error("{0}")]
-    Rejected(JoseError),
+    Rejected(JoseError, Option<TokenKind>),
     /// No key can be had to check it (the key endpoint is failing and no cached key
     /// fits): answer 503 with `Retry-After`.
-    #[error("The session token cannot be verified right now: JTL's signing keys are unavailable.")]
-    KeysUnavailable,
+    #[error("The token cannot be verified right now: JTL's signing keys are unavailable.")]
+    KeysUnavailable(TokenKind),
     /// Too many requests are already waiting for a fresh key set (SPEC §5): answer 503
     /// with `Retry-After`.
-    #[error("The session token cannot be verified right now: too many requests are waiting for JTL's signing keys.")]
-    KeysCrowded,
+    #[error("The token cannot be verified right now: too many requests are waiting for JTL's signing keys.")]
+    KeysCrowded(TokenKind),
 }
 
 impl VerifyError {
     /// The outcome of a request refused with this error, for its log line and metrics.
     pub fn outcome(&self) -> &'static str {
         match self {
-            VerifyError::Rejected(_) => "invalid_token",
-            VerifyError::KeysUnavailable => "keys_unavailable",
-            VerifyError::KeysCrowded => "keys_crowded",
+            VerifyError::Rejected(JoseError::OtherKind(_), _) => "other_flow_token",
+            VerifyError::Rejected(..) => "invalid_token",
+            VerifyError::KeysUnavailable(_) => "keys_unavailable",
+            VerifyError::KeysCrowded(_) => "keys_crowded",
         }
     }
-}
 
-impl From<KeyWait> for VerifyError {
-    fn from(wait: KeyWait) -> Self {
+    fn keys(wait: KeyWait, kind: TokenKind) -> Self {
         match wait {
-            KeyWait::Unavailable => VerifyError::KeysUnavailable,
-            KeyWait::Crowded => VerifyError::KeysCrowded,
+            KeyWait::Unavailable => VerifyError::KeysUnavailable(kind),
+            KeyWait::Crowded => VerifyError::KeysCrowded(kind),
         }
     }
 }
@@ -85,10 +89,12 @@ impl SignerId {
     }
 }
 
-/// A verified session, as cached and as handed to the proxy (it derefs to the
+/// A verified token, as cached and as handed to the proxy (it derefs to the
 /// [`Session`]). One shared allocation per token: a cache hit costs one reference count.
 pub struct VerifiedSession {
     session: Session,
+    /// Which kind of token it was (in `both`, the header's `alg` decided).
+    pub kind: TokenKind,
     signer: SignerId,
     /// Unix second from which a cached entry is verified again (at most a day after
     /// it was verified; `exp` is checked on every hit anyway).
@@ -109,9 +115,22 @@ impl std::fmt::Debug for VerifiedSession {
     }
 }
 
-pub struct SessionVerifier {
-    keys: KeySet,
+/// One kind of token the flow accepts: its claim rules and its key set.
+struct KindVerifier {
     policy: TokenPolicy,
+    keys: KeySet,
+}
+
+pub struct TokenVerifier {
+    flow: Flow,
+    /// In the order of [`Flow::kinds`]: app tokens first.
+    kinds: Vec<KindVerifier>,
+    /// The algorithms of those kinds: a token with any other `alg` is refused before
+    /// anything else is looked at.
+    algorithms: Vec<Algorithm>,
+    /// The same for every kind (from `[session]`).
+    max_token_bytes: usize,
+    leeway_s: i64,
     clock: Clock,
     /// Keyed by the SHA-256 of the whole token, so memory stays small and the token
     /// itself is not kept. Bounded by its entry count (S3-FIFO eviction); an expired
@@ -122,14 +141,51 @@ pub struct SessionVerifier {
     counts: CacheCounts,
 }
 
-impl SessionVerifier {
+impl TokenVerifier {
+    /// A verifier for `flow`, one key set per profile (in the same order).
     /// `cache_entries` 0 disables the verified-token cache.
-    pub fn new(keys: KeySet, policy: TokenPolicy, clock: Clock, cache_entries: u64) -> Self {
+    pub fn new(
+        flow: Flow,
+        profiles: &[FlowProfile],
+        key_sets: &[KeySet],
+        clock: Clock,
+        cache_entries: u64,
+    ) -> Self {
+        let kinds: Vec<KindVerifier> = profiles
+            .iter()
+            .zip(key_sets)
+            .map(|(profile, keys)| KindVerifier {
+                policy: profile.policy.clone(),
+                keys: keys.clone(),
+            })
+            .collect();
+        Self::with_kinds(flow, kinds, clock, cache_entries)
+    }
+
+    /// A verifier of one kind of token, with `policy` against `keys` (tests, tools).
+    pub fn single(keys: KeySet, policy: TokenPolicy, clock: Clock, cache_entries: u64) -> Self {
+        let flow = match policy.kind {
+            TokenKind::AppToken => Flow::AppToken,
+            TokenKind::SessionToken => Flow::SessionToken,
+        };
+        Self::with_kinds(
+            flow,
+            vec![KindVerifier { policy, keys }],
+            clock,
+            cache_entries,
+        )
+    }
+
+    fn with_kinds(flow: Flow, kinds: Vec<KindVerifier>, clock: Clock, cache_entries: u64) -> Self {
         let cache = (cache_entries > 0)
             .then(|| Cache::new(usize::try_from(cache_entries).unwrap_or(usize::MAX)));
-        SessionVerifier {
-            keys,
-            policy,
+        let first = kinds.first().map(|kind| &kind.policy);
+        TokenVerifier {
+            flow,
+            algorithms: kinds.iter().map(|kind| kind.policy.algorithm()).collect(),
+            max_token_bytes: first.map_or(8192, |policy| policy.max_token_bytes),
+            leeway_s: first.map_or(30, |policy| policy.leeway_s),
+            kinds,
             clock,
             cache,
             kept_claims: None,
@@ -144,43 +200,95 @@ impl SessionVerifier {
         self
     }
 
-    pub fn policy(&self) -> &TokenPolicy {
-        &self.policy
+    pub fn flow(&self) -> Flow {
+        self.flow
     }
 
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// The kind of token a verification was about, as a metric label: the verified or
+    /// refused token's kind, the flow's one kind when the token was too malformed to
+    /// say, or `unknown` where both are accepted.
+    pub fn flow_label(&self, result: &Result<Arc<VerifiedSession>, VerifyError>) -> &'static str {
+        let kind = match result {
+            Ok(verified) => Some(verified.kind),
+            Err(VerifyError::Rejected(JoseError::OtherKind(kind), _)) => Some(*kind),
+            Err(VerifyError::Rejected(_, kind)) => *kind,
+            Err(VerifyError::KeysUnavailable(kind) | VerifyError::KeysCrowded(kind)) => Some(*kind),
+        };
+        match (kind, self.flow) {
+            (Some(kind), _) => kind.label(),
+            (None, Flow::AppToken) => TokenKind::AppToken.label(),
+            (None, Flow::SessionToken) => TokenKind::SessionToken.label(),
+            (None, Flow::Both) => "unknown",
+        }
     }
 
     pub fn cache_counts(&self) -> &CacheCounts {
         &self.counts
     }
 
-    /// Verifies a session token. A cached verification is used only while the token has
-    /// not expired and the key that verified it is still in the key set.
+    fn kind(&self, kind: TokenKind) -> Option<&KindVerifier> {
+        self.kinds
+            .iter()
+            .find(|verifier| verifier.policy.kind == kind)
+    }
+
+    /// The human sentence for a refusal, naming the token as the flow names it ("The app
+    /// token has expired."), and for a token of a flow not accepted here, what to set.
+    pub fn describe(&self, error: &VerifyError) -> String {
+        let flow = self.flow;
+        match error {
+            VerifyError::Rejected(JoseError::OtherKind(kind), _) => other_flow_advice(*kind, flow),
+            VerifyError::Rejected(error, kind) => Worded {
+                error,
+                token: kind.map_or(flow.token_name(), TokenKind::name),
+                algorithms: match flow {
+                    Flow::AppToken => "RS256",
+                    Flow::SessionToken => "EdDSA",
+                    Flow::Both => "RS256 for app tokens, EdDSA for session tokens",
+                },
+            }
+            .to_string(),
+            VerifyError::KeysUnavailable(kind) => format!(
+                "The {} cannot be verified right now: JTL's signing keys are unavailable.",
+                kind.name()
+            ),
+            VerifyError::KeysCrowded(kind) => format!(
+                "The {} cannot be verified right now: too many requests are waiting for JTL's signing keys.",
+                kind.name()
+            ),
+        }
+    }
+
+    /// Verifies a token. A cached verification is used only while the token has not
+    /// expired and the key that verified it is still in its key set.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedSession>, VerifyError> {
-        let max = self.policy.max_token_bytes;
+        let max = self.max_token_bytes;
         if token.len() > max {
             // Refused before hashing or parsing anything.
-            return Err(VerifyError::Rejected(JoseError::Malformed(
-                Malformed::TooLarge { max },
-            )));
+            return Err(VerifyError::Rejected(
+                JoseError::Malformed(Malformed::TooLarge { max }),
+                None,
+            ));
         }
         let Some(cache) = &self.cache else {
             return self
                 .verify_fully(token)
                 .await
-                .map(|(session, signer)| Arc::new(self.entry(session, signer)));
+                .map(|verified| Arc::new(verified));
         };
         let digest = sha256(token);
         if let Some(cached) = cache.get(&digest) {
             let now = self.clock.now_s();
-            if cached.session.is_expired(now, self.policy.leeway_s) {
+            if cached.session.is_expired(now, self.leeway_s) {
                 cache.remove(&digest);
                 self.counts.hits.inc();
-                return Err(VerifyError::Rejected(JoseError::Expired));
+                return Err(VerifyError::Rejected(JoseError::Expired, Some(cached.kind)));
             }
-            let key_still_there = self.keys.usable_and(|loaded| cached.signer.is_in(loaded));
+            let key_still_there = self.kind(cached.kind).is_some_and(|verifier| {
+                verifier
+                    .keys
+                    .usable_and(|loaded| cached.signer.is_in(loaded))
+            });
             if key_still_there && now < cached.reverify_at {
                 self.counts.hits.inc();
                 return Ok(cached);
@@ -188,35 +296,36 @@ impl SessionVerifier {
             cache.remove(&digest);
         }
         self.counts.misses.inc();
-        let (session, signer) = self.verify_fully(token).await?;
-        let verified = Arc::new(self.entry(session, signer));
+        let verified = Arc::new(self.verify_fully(token).await?);
         cache.insert(digest, Arc::clone(&verified));
         Ok(verified)
     }
 
-    fn entry(&self, session: Session, signer: SignerId) -> VerifiedSession {
-        VerifiedSession {
-            session,
-            signer,
-            reverify_at: self.clock.now_s().saturating_add(MAX_CACHE_LIFETIME_S),
-        }
-    }
-
-    /// Parse, find the signing key, verify, check the claims. A token that no cached key
-    /// verifies is decided against a key set fetched after it arrived (SPEC §5: no false
-    /// 401 through a rotation), waiting for the next permitted fetch when need be.
-    async fn verify_fully(&self, token: &str) -> Result<(Session, SignerId), VerifyError> {
-        let jws = CompactJws::parse_as(token, self.policy.max_token_bytes, self.policy.algorithm())
-            .map_err(VerifyError::Rejected)?;
-        let arrived = self.keys.fetches_started();
-        let mut loaded = match self.keys.usable() {
+    /// Parse, dispatch on `alg` to the kind's rules and keys, find the signing key,
+    /// verify, check the claims. A token that no cached key verifies is decided against
+    /// a key set fetched after it arrived (SPEC §5: no false 401 through a rotation),
+    /// waiting for the next permitted fetch when need be.
+    async fn verify_fully(&self, token: &str) -> Result<VerifiedSession, VerifyError> {
+        let jws = CompactJws::parse_accepting(token, self.max_token_bytes, &self.algorithms)
+            .map_err(|error| VerifyError::Rejected(error, None))?;
+        let kind = TokenKind::of(jws.algorithm());
+        // `parse_accepting` took only the algorithms of the kinds held here.
+        let Some(verifier) = self.kind(kind) else {
+            return Err(VerifyError::Rejected(JoseError::OtherKind(kind), None));
+        };
+        let rejected = |error| VerifyError::Rejected(error, Some(kind));
+        let keys = &verifier.keys;
+        let arrived = keys.fetches_started();
+        let mut loaded = match keys.usable() {
             Some(loaded) => loaded,
             None => {
-                let stale = self.keys.current().generation;
+                let stale = keys.current().generation;
                 // Boxed: a fetch is rare, and inlined it would enlarge every request's
                 // future (see proxy::ingress).
-                Box::pin(self.keys.newer_than(stale, arrived)).await?;
-                self.keys.usable().ok_or(VerifyError::KeysUnavailable)?
+                Box::pin(keys.newer_than(stale, arrived))
+                    .await
+                    .map_err(|wait| VerifyError::keys(wait, kind))?;
+                keys.usable().ok_or(VerifyError::KeysUnavailable(kind))?
             }
         };
         let signer = loop {
@@ -229,15 +338,17 @@ impl SessionVerifier {
                     | JoseError::NoKeyMatches { .. }
                     | JoseError::NoKeys,
                 ) if loaded.fetch_number <= arrived => {
-                    loaded = Box::pin(self.keys.newer_than(loaded.generation, arrived)).await?;
+                    loaded = Box::pin(keys.newer_than(loaded.generation, arrived))
+                        .await
+                        .map_err(|wait| VerifyError::keys(wait, kind))?;
                 }
-                Err(error) => return Err(VerifyError::Rejected(error)),
+                Err(error) => return Err(rejected(error)),
             }
         };
-        let mut session = self
+        let mut session = verifier
             .policy
             .session_from(jws.into_payload(), self.clock.now_s())
-            .map_err(VerifyError::Rejected)?;
+            .map_err(rejected)?;
         if let Some(kept) = &self.kept_claims {
             if kept.is_empty() {
                 session.claims = serde_json::Map::new();
@@ -245,8 +356,40 @@ impl SessionVerifier {
                 session.claims.retain(|name, _| kept.contains(name));
             }
         }
-        Ok((session, signer))
+        Ok(VerifiedSession {
+            session,
+            kind,
+            signer,
+            reverify_at: self.clock.now_s().saturating_add(MAX_CACHE_LIFETIME_S),
+        })
     }
+}
+
+/// The refusal of a token of a kind this flow does not accept: what it is, and what to
+/// set (SPEC §4).
+fn other_flow_advice(token: TokenKind, flow: Flow) -> String {
+    let accepted = match flow {
+        Flow::AppToken => TokenKind::AppToken,
+        Flow::SessionToken | Flow::Both => TokenKind::SessionToken,
+    };
+    let change = match token {
+        TokenKind::SessionToken => format!(
+            "set session.flow = \"both\" while the frontend moves to {}",
+            accepted.getter()
+        ),
+        TokenKind::AppToken => format!(
+            "set session.flow = \"both\" while the frontend moves to {}, and \"app-token\" once it has",
+            token.getter()
+        ),
+    };
+    format!(
+        "This is {} {} ({}), but this sidecar accepts {}s (session.flow = \"{}\"); {change}.",
+        token.article(),
+        token.name(),
+        token.getter(),
+        accepted.name(),
+        flow.label()
+    )
 }
 
 fn signer_of(jws: &CompactJws<'_>, loaded: &LoadedKeys) -> Result<SignerId, JoseError> {

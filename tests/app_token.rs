@@ -4,7 +4,7 @@
 
 use jtl_auth_sidecar::jose::{
     base64url_encode, verify_session_token, JoseError, JwkSet, KeyError, KeyKind, Malformed, Part,
-    TokenFlow, TokenPolicy, VerifiedToken,
+    TokenKind, TokenPolicy, VerifiedToken,
 };
 use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
@@ -95,9 +95,9 @@ fn without(name: &str) -> Value {
 
 fn policy() -> TokenPolicy {
     TokenPolicy {
-        flow: TokenFlow::AppToken,
+        kind: TokenKind::AppToken,
         issuer: Some(ISSUER.into()),
-        audience: Some(APP_ID.into()),
+        audience: vec![APP_ID.into()],
         ..TokenPolicy::default()
     }
 }
@@ -183,7 +183,7 @@ fn the_audience_must_contain_the_app_id_exactly() {
         JoseError::WrongAudience
     );
     let policy = TokenPolicy {
-        audience: Some("app-1".into()),
+        audience: vec!["app-1".into()],
         ..policy()
     };
     let token = signer().mint(&with("aud", json!("App-1")));

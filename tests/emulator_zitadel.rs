@@ -654,7 +654,7 @@ async fn the_legacy_flow_lives_on_beside_zitadel() {
 /// token verifies for the emulator's issuer and the dev app id.
 #[tokio::test]
 async fn the_sidecars_verifier_accepts_the_emulators_keys_and_app_tokens() {
-    use jtl_auth_sidecar::jose::{verify_session_token, JwkSet, KeyKind, TokenFlow, TokenPolicy};
+    use jtl_auth_sidecar::jose::{verify_session_token, JwkSet, KeyKind, TokenKind, TokenPolicy};
 
     let emulator = emulator().await;
     emulator.publish_small_rsa_key("1024");
@@ -669,9 +669,9 @@ async fn the_sidecars_verifier_accepts_the_emulators_keys_and_app_tokens() {
         .mint_app_token_for(TENANT, DEV_APP_USER_ID, Duration::from_secs(60))
         .unwrap();
     let policy = TokenPolicy {
-        flow: TokenFlow::AppToken,
+        kind: TokenKind::AppToken,
         issuer: Some(emulator.issuer()),
-        audience: Some(DEV_APP_ID.into()),
+        audience: vec![DEV_APP_ID.into()],
         ..TokenPolicy::default()
     };
     let verified = verify_session_token(&token, &set, &policy, NOW_MS / 1000).unwrap();

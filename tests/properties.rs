@@ -13,7 +13,7 @@ use common::proxy::{get, Proxy};
 use common::{session_claims, SigningKey, NOW};
 use jtl_auth_sidecar::emulator::DEV_APP_USER_ID;
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_session_token, Algorithm, CompactJws, JwkSet, KeyKind, TokenFlow,
+    base64url_encode, verify_session_token, Algorithm, CompactJws, JwkSet, KeyKind, TokenKind,
     TokenPolicy,
 };
 use proptest::prelude::*;
@@ -92,9 +92,9 @@ fn app_flow() -> &'static Flow {
         .unwrap();
         Flow {
             policy: TokenPolicy {
-                flow: TokenFlow::AppToken,
+                kind: TokenKind::AppToken,
                 issuer: Some(ISSUER.into()),
-                audience: Some(APP_ID.into()),
+                audience: vec![APP_ID.into()],
                 ..TokenPolicy::default()
             },
             keys,

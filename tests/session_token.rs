@@ -716,7 +716,7 @@ fn control_characters_in_the_slug_are_refused() {
 fn issuer_and_audience_are_checked_when_configured() {
     let policy = TokenPolicy {
         issuer: Some("https://issuer.example".into()),
-        audience: Some("app-1".into()),
+        audience: vec!["app-1".into()],
         ..TokenPolicy::default()
     };
     let keys = keys_of(&[&key()]);

@@ -1,4 +1,4 @@
-//! The key set and `SessionVerifier` against the JTL emulator (SPEC §5 caching, §6 JWKS).
+//! The key set and `TokenVerifier` against the JTL emulator (SPEC §5 caching, §6 JWKS).
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::harness::{eventually, settle, Extra, Harness, TENANT, USER};
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
-use jtl_auth_sidecar::jose::JoseError;
+use jtl_auth_sidecar::jose::{JoseError, TokenKind};
 use jtl_auth_sidecar::jtl::MAX_WAITING_FOR_KEYS;
 use jtl_auth_sidecar::verify::{VerifiedSession, VerifyError};
 use serde_json::json;
@@ -64,7 +64,7 @@ async fn a_cached_token_still_expires() {
     h.clock.advance(Duration::from_secs(1));
     assert_eq!(
         h.verifier.verify(&token).await.unwrap_err(),
-        VerifyError::Rejected(JoseError::Expired)
+        VerifyError::Rejected(JoseError::Expired, Some(TokenKind::SessionToken))
     );
 }
 
@@ -129,7 +129,8 @@ async fn all_refused(checks: Vec<Check>) {
             matches!(
                 error,
                 VerifyError::Rejected(
-                    JoseError::UnknownKey { .. } | JoseError::NoKeyMatches { .. }
+                    JoseError::UnknownKey { .. } | JoseError::NoKeyMatches { .. },
+                    _
                 )
             ),
             "{error:?}"
@@ -148,7 +149,7 @@ async fn unknown_kid_storm_makes_at_most_one_jwks_fetch_per_interval() {
         // permitted fetch, which decides every token of it.
         let checks = spawn_checks(&h, random_kid_tokens(&h, 500));
         eventually("the storm waits for the key set", || {
-            h.jtl.keys.waiting() == 500
+            h.jtl.keys().waiting() == 500
         })
         .await;
         assert_eq!(
@@ -178,7 +179,7 @@ async fn under_a_forged_token_flood_a_rotated_in_key_verifies_within_one_interva
         // always spent when the genuinely new key shows up.
         let mut flood = spawn_checks(&h, random_kid_tokens(&h, 100));
         flood.extend(spawn_checks(&h, forged_no_kid.by_ref().take(100).collect()));
-        eventually("the flood waits", || h.jtl.keys.waiting() == 200).await;
+        eventually("the flood waits", || h.jtl.keys().waiting() == 200).await;
 
         h.emulator.add_key(new_kid);
         let user = format!("00000000-0000-4000-8000-{:012}", 100 + round);
@@ -187,7 +188,7 @@ async fn under_a_forged_token_flood_a_rotated_in_key_verifies_within_one_interva
         let unnamed = h.emulator.mint(&claims, new_kid, false).unwrap();
         let genuine = spawn_checks(&h, vec![named, unnamed]);
         eventually("the genuine tokens wait too", || {
-            h.jtl.keys.waiting() == 202
+            h.jtl.keys().waiting() == 202
         })
         .await;
         settle().await;
@@ -223,7 +224,7 @@ async fn a_token_that_arrives_during_a_fetch_is_decided_by_a_later_fetch_unless_
     let first = h.emulator.mint(&claims, "rotated", true).unwrap();
     let mut checks = spawn_checks(&h, vec![first]);
     eventually("the fetch is in flight", || {
-        h.jtl.keys.fetches_started() == 2
+        h.jtl.keys().fetches_started() == 2
     })
     .await;
 
@@ -257,19 +258,19 @@ async fn beyond_the_bound_of_waiting_requests_the_answer_is_503() {
     h.verifier.verify(&h.token_for(0)).await.unwrap();
     let waiting = spawn_checks(&h, random_kid_tokens(&h, MAX_WAITING_FOR_KEYS));
     eventually("the bound is reached", || {
-        h.jtl.keys.waiting() == MAX_WAITING_FOR_KEYS
+        h.jtl.keys().waiting() == MAX_WAITING_FOR_KEYS
     })
     .await;
     let one_more = random_kid_tokens(&h, 1).remove(0);
     assert_eq!(
         h.verifier.verify(&one_more).await.unwrap_err(),
-        VerifyError::KeysCrowded
+        VerifyError::KeysCrowded(TokenKind::SessionToken)
     );
     // A token whose key is cached is not affected by the queue.
     assert!(h.verifier.verify(&h.token_for(1)).await.is_ok());
     h.clock.advance(Duration::from_secs(10));
     all_refused(waiting).await;
-    assert_eq!(h.jtl.keys.waiting(), 0);
+    assert_eq!(h.jtl.keys().waiting(), 0);
     assert_eq!(h.emulator.jwks_requests(), 2);
 }
 
@@ -284,11 +285,11 @@ async fn while_the_key_endpoint_fails_an_unknown_key_is_503_at_once_not_a_wait()
     for token in &tokens {
         assert_eq!(
             h.verifier.verify(token).await.unwrap_err(),
-            VerifyError::KeysUnavailable
+            VerifyError::KeysUnavailable(TokenKind::SessionToken)
         );
     }
     assert_eq!(h.emulator.jwks_requests(), 2);
-    assert_eq!(h.jtl.keys.waiting(), 0);
+    assert_eq!(h.jtl.keys().waiting(), 0);
     // Known keys keep verifying from the stale set meanwhile.
     assert!(h.verifier.verify(&h.token_for(1)).await.is_ok());
 }
@@ -339,7 +340,7 @@ async fn a_removed_key_stops_verifying_after_the_next_refresh_cached_tokens_incl
     // jwks_refresh_interval_s defaults to 300.
     h.clock.advance(Duration::from_secs(300));
     eventually("the key set is refreshed", || {
-        h.jtl.keys.current().generation == 2
+        h.jtl.keys().current().generation == 2
     })
     .await;
 
@@ -347,7 +348,7 @@ async fn a_removed_key_stops_verifying_after_the_next_refresh_cached_tokens_incl
     // permitted fetch (SPEC §5) and is refused by it.
     let check = spawn_checks(&h, vec![token]);
     eventually("the request waits for a fetch", || {
-        h.jtl.keys.waiting() == 1
+        h.jtl.keys().waiting() == 1
     })
     .await;
     h.clock.advance(Duration::from_secs(10));
@@ -359,7 +360,10 @@ async fn a_removed_key_stops_verifying_after_the_next_refresh_cached_tokens_incl
         .unwrap()
         .unwrap_err();
     assert!(
-        matches!(error, VerifyError::Rejected(JoseError::NoKeyMatches { .. })),
+        matches!(
+            error,
+            VerifyError::Rejected(JoseError::NoKeyMatches { .. }, _)
+        ),
         "{error:?}"
     );
     assert_eq!(h.emulator.jwks_requests(), 3);
@@ -384,10 +388,10 @@ async fn jwks_down_stale_keys_keep_verifying_until_max_stale() {
     h.spawn_key_refresher();
     h.clock.advance(Duration::from_secs(300));
     eventually("the refresh fails", || {
-        h.jtl.keys.counts().failed.load(Ordering::SeqCst) >= 1
+        h.jtl.keys().counts().failed.load(Ordering::SeqCst) >= 1
     })
     .await;
-    assert!(h.jtl.keys.is_failing());
+    assert!(h.jtl.keys().is_failing());
     // A token never seen before still verifies against the stale keys.
     assert!(h.verifier.verify(&h.token_for(1)).await.is_ok());
 
@@ -395,14 +399,14 @@ async fn jwks_down_stale_keys_keep_verifying_until_max_stale() {
     h.clock.advance(Duration::from_secs(601));
     assert_eq!(
         h.verifier.verify(&h.token_for(2)).await.unwrap_err(),
-        VerifyError::KeysUnavailable
+        VerifyError::KeysUnavailable(TokenKind::SessionToken)
     );
 
     // The endpoint comes back and the refresher recovers by itself.
     h.emulator.set_jwks_failure(Failure::None);
     h.clock.advance(Duration::from_secs(300));
     eventually("the key set is loaded again", || {
-        h.jtl.keys.usable().is_some()
+        h.jtl.keys().usable().is_some()
     })
     .await;
     assert!(h.verifier.verify(&h.token_for(3)).await.is_ok());
@@ -419,7 +423,7 @@ async fn unknown_key_while_jwks_is_down_is_temporarily_unavailable() {
     let token = h.emulator.mint(&claims, "new-key", true).unwrap();
     assert_eq!(
         h.verifier.verify(&token).await.unwrap_err(),
-        VerifyError::KeysUnavailable
+        VerifyError::KeysUnavailable(TokenKind::SessionToken)
     );
 }
 
@@ -429,12 +433,12 @@ async fn no_keys_at_all_is_unavailable_not_invalid() {
     h.emulator.set_jwks_failure(Failure::Status(503));
     assert_eq!(
         h.verifier.verify(&h.token_for(0)).await.unwrap_err(),
-        VerifyError::KeysUnavailable
+        VerifyError::KeysUnavailable(TokenKind::SessionToken)
     );
     // A malformed token is still a plain rejection.
     assert!(matches!(
         h.verifier.verify("not-a-token").await.unwrap_err(),
-        VerifyError::Rejected(_)
+        VerifyError::Rejected(..)
     ));
 }
 
@@ -445,7 +449,11 @@ async fn jwks_401_refreshes_the_access_token_and_retries_once() {
     let first_token = h.jtl.tokens.current().unwrap();
     h.emulator.revoke_access_tokens();
     h.clock.advance(Duration::from_secs(10));
-    let loaded = h.jtl.keys.refetch(h.jtl.keys.current().generation).await;
+    let loaded = h
+        .jtl
+        .keys()
+        .refetch(h.jtl.keys().current().generation)
+        .await;
     assert_eq!(loaded.generation, 2);
     assert_eq!(h.emulator.token_requests(), 2);
     assert_eq!(
@@ -463,9 +471,9 @@ async fn an_empty_key_set_does_not_replace_a_good_one() {
     h.emulator
         .set_published(&h.emulator.default_kid().unwrap(), false);
     h.clock.advance(Duration::from_secs(10));
-    let loaded = h.jtl.keys.refetch(1).await;
+    let loaded = h.jtl.keys().refetch(1).await;
     assert_eq!(loaded.generation, 1);
-    assert!(h.jtl.keys.is_failing());
+    assert!(h.jtl.keys().is_failing());
     assert!(h.verifier.verify(&h.token_for(1)).await.is_ok());
 }
 
@@ -476,7 +484,7 @@ async fn refetches_are_rate_limited_even_when_they_fail() {
     for _ in 0..20 {
         assert_eq!(
             h.verifier.verify(&h.token_for(0)).await.unwrap_err(),
-            VerifyError::KeysUnavailable
+            VerifyError::KeysUnavailable(TokenKind::SessionToken)
         );
     }
     assert_eq!(h.emulator.jwks_requests(), 1);
@@ -497,11 +505,11 @@ async fn a_kid_that_now_names_other_key_material_ends_cached_verifications() {
     h.emulator.rename_key(&kid, "retired");
     h.emulator.add_key(&kid);
     h.clock.advance(Duration::from_secs(10));
-    h.jtl.keys.refetch(1).await;
-    assert_eq!(h.jtl.keys.current().generation, 2);
+    h.jtl.keys().refetch(1).await;
+    assert_eq!(h.jtl.keys().current().generation, 2);
     assert_eq!(
         h.verifier.verify(&token).await.unwrap_err(),
-        VerifyError::Rejected(JoseError::BadSignature)
+        VerifyError::Rejected(JoseError::BadSignature, Some(TokenKind::SessionToken))
     );
 }
 

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jtl_auth_sidecar::jose::{
     base64url_encode, parse_strict_json_object, verify_session_token, Algorithm, CompactJws,
-    JoseError, JsonError, JwkSet, KeyKind, Malformed, Part, TokenFlow, TokenPolicy,
+    JoseError, JsonError, JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
 };
 use libfuzzer_sys::fuzz_target;
 use ring::rand::SystemRandom;
@@ -120,9 +120,9 @@ fn fixtures() -> &'static Fixtures {
         .unwrap();
         let app = Flow {
             policy: TokenPolicy {
-                flow: TokenFlow::AppToken,
+                kind: TokenKind::AppToken,
                 issuer: Some(ISSUER.to_owned()),
-                audience: Some(APP_ID.to_owned()),
+                audience: vec![APP_ID.to_owned()],
                 ..TokenPolicy::default()
             },
             keys: app_keys,

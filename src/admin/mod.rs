@@ -57,8 +57,23 @@ impl Readiness {
         if self.jtl.tokens.current().is_none() {
             missing.push("access_token");
         }
-        if self.jtl.keys.usable().is_none() {
+        // Every key set the flow needs: "jwks" when one is missing, and in `both` also
+        // which one.
+        let key_sets = &self.jtl.key_sets;
+        let unusable: Vec<_> = key_sets
+            .iter()
+            .filter(|keys| keys.usable().is_none())
+            .collect();
+        if !unusable.is_empty() {
             missing.push("jwks");
+        }
+        if key_sets.len() > 1 {
+            for keys in unusable {
+                missing.push(match keys.token_kind() {
+                    crate::jose::TokenKind::AppToken => "jwks_app_token",
+                    crate::jose::TokenKind::SessionToken => "jwks_session_token",
+                });
+            }
         }
         // The last result of the store's background check, not a query per probe.
         if self

@@ -18,7 +18,7 @@ use super::session_token::{pasted, shown};
 use super::{step, Line, Verdict};
 use crate::diagnose::{kid_list, relative, utc};
 use crate::jose::{
-    CompactJws, JoseError, JwkSet, TokenPolicy, VerifyingKey, APP_TOKEN_APP_ID_CLAIM,
+    CompactJws, JoseError, JwkSet, TokenKind, TokenPolicy, VerifyingKey, APP_TOKEN_APP_ID_CLAIM,
     APP_TOKEN_TENANT_CLAIM,
 };
 use crate::secrets::fingerprint;
@@ -40,23 +40,24 @@ pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> V
         Ok(jws) => jws,
         Err(error) => {
             let detail = match &error {
+                JoseError::OtherKind(_) => " Its header alg is \"EdDSA\": app tokens \
+                                            (getAppToken) are RS256; with session.flow = \
+                                            \"both\" the sidecar takes both kinds."
+                    .to_owned(),
                 JoseError::UnsupportedAlgorithm => header_alg(token)
-                    .map(|alg| match alg.as_str() {
-                        "EdDSA" => " Its header alg is \"EdDSA\": a session token \
-                                    (getSessionToken), while session.flow = \"app-token\" \
-                                    takes app tokens (getAppToken, RS256)."
-                            .to_owned(),
-                        other => {
-                            format!(
-                                " Its header alg is {}; JTL's app tokens are RS256.",
-                                shown(other)
-                            )
-                        }
+                    .map(|alg| {
+                        format!(
+                            " Its header alg is {}; JTL's app tokens are RS256.",
+                            shown(&alg)
+                        )
                     })
                     .unwrap_or_default(),
                 _ => String::new(),
             };
-            return vec![verdict(Verdict::Fail, format!("{error}{detail}"))];
+            return vec![verdict(
+                Verdict::Fail,
+                format!("{}{detail}", TokenKind::AppToken.refusal(&error)),
+            )];
         }
     };
     let mut lines = vec![Line::new(
@@ -75,7 +76,10 @@ pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> V
         Err(error) => {
             lines.push(verdict(
                 Verdict::Fail,
-                format!("{error} It fails JTL's check 1 (signature and issuer) above."),
+                format!(
+                    "{} It fails JTL's check 1 (signature and issuer) above.",
+                    TokenKind::AppToken.refusal(&error)
+                ),
             ));
             return lines;
         }
@@ -114,7 +118,10 @@ pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> V
                         .to_owned(),
                 },
             };
-            lines.push(verdict(Verdict::Fail, format!("{error}{detail}")));
+            lines.push(verdict(
+                Verdict::Fail,
+                format!("{}{detail}", TokenKind::AppToken.refusal(&error)),
+            ));
         }
     }
     lines
@@ -238,7 +245,7 @@ fn lifetime(
 ) -> Result<String, String> {
     let timing = TokenPolicy {
         issuer: None,
-        audience: None,
+        audience: Vec::new(),
         ..policy.clone()
     };
     let leeway = policy.leeway_s;
@@ -275,34 +282,31 @@ fn lifetime(
 
 /// Check 2: `aud` (a string or an array of strings) contains the app id.
 fn audience(payload: &Map<String, Value>, policy: &TokenPolicy, verified: bool) -> Line {
-    let Some(app_id) = &policy.audience else {
+    if policy.audience.is_empty() {
         return Line::new(
             Verdict::Skipped,
             step::AUDIENCE,
             "not checked: session.audience is not set",
         );
-    };
+    }
+    let app_id = &audience_shown(policy);
     let aud = payload.get("aud");
-    let passes = match aud {
-        Some(Value::String(aud)) => aud == app_id,
-        Some(Value::Array(values)) => values.iter().any(|v| v.as_str() == Some(app_id)),
-        _ => false,
-    };
+    let passes = aud.is_some_and(|aud| policy.audience.iter().any(|app| aud_holds(aud, app)));
     let text = match aud {
         Some(aud) if passes => format!(
             "aud {} contains the app id (session.audience {})",
             json_text(aud),
-            shown(app_id)
+            app_id
         ),
         Some(aud) => format!(
             "aud {} does not contain the app id (session.audience {}): a token for another \
              app, or session.audience is not this app's id (JTL's appId)",
             json_text(aud),
-            shown(app_id)
+            app_id
         ),
         None => format!(
             "the token has no aud claim; it must contain the app id (session.audience {})",
-            shown(app_id)
+            app_id
         ),
     };
     decided(step::AUDIENCE, passes, verified, text)
@@ -310,26 +314,31 @@ fn audience(payload: &Map<String, Value>, policy: &TokenPolicy, verified: bool) 
 
 /// Check 3: `urn:jtl:app_id` absent, or a string equal to the app id.
 fn app_id(payload: &Map<String, Value>, policy: &TokenPolicy, verified: bool) -> Line {
-    let app_id = policy.audience.as_deref().unwrap_or_default();
+    let app_id = &audience_shown(policy);
+    let aud = payload.get("aud");
     let (passes, text) = match payload.get(APP_TOKEN_APP_ID_CLAIM) {
         None => (
             true,
             format!("{APP_TOKEN_APP_ID_CLAIM} absent, which passes"),
         ),
-        Some(Value::String(claim)) if claim == app_id => (
-            true,
-            format!(
-                "{APP_TOKEN_APP_ID_CLAIM} {} equals the app id (session.audience)",
-                shown(claim)
-            ),
-        ),
+        Some(Value::String(claim))
+            if policy.audience.contains(claim) && aud.is_some_and(|aud| aud_holds(aud, claim)) =>
+        {
+            (
+                true,
+                format!(
+                    "{APP_TOKEN_APP_ID_CLAIM} {} equals the app id (session.audience)",
+                    shown(claim)
+                ),
+            )
+        }
         Some(Value::String(claim)) => (
             false,
             format!(
                 "{APP_TOKEN_APP_ID_CLAIM} {} is not the app id (session.audience {}): the \
                  token was issued for another app",
                 shown(claim),
-                shown(app_id)
+                app_id
             ),
         ),
         Some(other) => (
@@ -341,6 +350,23 @@ fn app_id(payload: &Map<String, Value>, policy: &TokenPolicy, verified: bool) ->
         ),
     };
     decided(step::APP_ID, passes, verified, text)
+}
+
+/// `session.audience` as shown: the one app id quoted, or the list.
+fn audience_shown(policy: &TokenPolicy) -> String {
+    match policy.audience.as_slice() {
+        [one] => shown(one),
+        many => json_text(&Value::from(many.to_vec())),
+    }
+}
+
+/// Whether `aud` (a string or an array of strings) holds `app` exactly.
+fn aud_holds(aud: &Value, app: &str) -> bool {
+    match aud {
+        Value::String(one) => one == app,
+        Value::Array(values) => values.iter().any(|value| value.as_str() == Some(app)),
+        _ => false,
+    }
 }
 
 /// A check on the claims: decided when the signature verified, else only told as sent.
@@ -426,7 +452,7 @@ fn header_alg(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jose::{base64url_encode, RsaKey, TokenFlow};
+    use crate::jose::{base64url_encode, RsaKey, TokenKind};
     use ring::rand::SystemRandom;
     use ring::signature::{RsaKeyPair, RsaPublicKeyComponents, RSA_PKCS1_SHA256};
     use serde_json::json;
@@ -450,9 +476,9 @@ mod tests {
 
     fn policy() -> TokenPolicy {
         TokenPolicy {
-            flow: TokenFlow::AppToken,
+            kind: TokenKind::AppToken,
             issuer: Some(ISSUER.into()),
-            audience: Some(APP.into()),
+            audience: vec![APP.into()],
             ..TokenPolicy::default()
         }
     }
@@ -525,7 +551,7 @@ mod tests {
         assert_eq!(lines[3].verdict, Verdict::Ok, "{}", lines[3]);
         assert!(lines[4]
             .message
-            .starts_with(&JoseError::WrongAudience.to_string()));
+            .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongAudience)));
 
         let mut wrong_app = claims();
         wrong_app["urn:jtl:app_id"] = json!("999");
@@ -540,7 +566,7 @@ mod tests {
         );
         assert!(lines[4]
             .message
-            .starts_with(&JoseError::WrongAppId.to_string()));
+            .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongAppId)));
 
         let mut wrong_iss = claims();
         wrong_iss["iss"] = json!("https://id.example");
@@ -551,7 +577,7 @@ mod tests {
             .contains("iss \"https://id.example\" is not session.issuer"));
         assert!(lines[4]
             .message
-            .starts_with(&JoseError::WrongIssuer.to_string()));
+            .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongIssuer)));
     }
 
     #[test]
@@ -569,7 +595,7 @@ mod tests {
         assert!(lines[1].message.contains("kid `abc` is not in the key set"));
         assert!(lines[1].message.contains("it has `312909097518325144`"));
         assert!(lines[2].message.contains("as sent, aud"), "{}", lines[2]);
-        let unknown = JoseError::UnknownKey { kid: "abc".into() }.to_string();
+        let unknown = TokenKind::AppToken.refusal(&JoseError::UnknownKey { kid: "abc".into() });
         assert!(lines[4].message.starts_with(&unknown), "{}", lines[4]);
     }
 
@@ -584,9 +610,7 @@ mod tests {
             "{}",
             lines[1]
         );
-        assert!(lines[4]
-            .message
-            .starts_with("The session token has expired."));
+        assert!(lines[4].message.starts_with("The app token has expired."));
         assert!(lines[4].message.contains("getAppToken"));
     }
 

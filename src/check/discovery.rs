@@ -12,6 +12,7 @@ use url::Url;
 
 use super::{step, Line, Verdict};
 use crate::config::Config;
+use crate::jose::TokenKind;
 use crate::jtl::JtlHttp;
 
 /// Where the document is, below the issuer.
@@ -20,12 +21,13 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// What the document is compared with: the effective config of the app-token flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected<'a> {
-    /// `session.issuer` (without a trailing '/').
+    /// `session.issuer`, as written or derived (a trailing '/' kept).
     pub issuer: &'a str,
     /// `jtl.jwks_url`.
     pub jwks_url: &'a Url,
-    /// `jtl.token_url`.
-    pub token_url: &'a Url,
+    /// `jtl.token_url`, when it is on the issuer's host; another one (JTL's legacy token
+    /// endpoint, which `both` and JTL's `--legacy` templates use) is not compared.
+    pub token_url: Option<&'a Url>,
 }
 
 /// `{issuer}/.well-known/openid-configuration`.
@@ -35,7 +37,8 @@ pub fn document_url(issuer: &str) -> String {
 
 /// Fetches the document and compares it; one line.
 pub async fn check(config: &Config, http: &JtlHttp) -> Line {
-    let Some(issuer) = config.session.issuer.as_deref() else {
+    let app_tokens = config.session.profile(TokenKind::AppToken);
+    let (Some(issuer), Some(profile)) = (config.session.app_token_issuer(), app_tokens) else {
         return Line::new(
             Verdict::Skipped,
             step::DISCOVERY,
@@ -78,18 +81,24 @@ pub async fn check(config: &Config, http: &JtlHttp) -> Line {
     };
     let expected = Expected {
         issuer,
-        jwks_url: &config.jtl.jwks_url,
-        token_url: &config.jtl.token_url,
+        jwks_url: &profile.key_set_url,
+        token_url: Url::parse(issuer)
+            .ok()
+            .filter(|issuer| issuer.host_str() == config.jtl.token_url.host_str())
+            .map(|_| &config.jtl.token_url),
     };
     let mismatches = compare(&document, &expected);
     if mismatches.is_empty() {
-        Line::new(
-            Verdict::Ok,
-            step::DISCOVERY,
+        let message = if expected.token_url.is_some() {
             format!(
                 "{url}: issuer, jwks_uri and token_endpoint match session.issuer, jtl.jwks_url and jtl.token_url"
-            ),
-        )
+            )
+        } else {
+            format!(
+                "{url}: issuer and jwks_uri match session.issuer and the app-token key set; token_endpoint not compared (jtl.token_url is another host's: the service token comes from there)"
+            )
+        };
+        Line::new(Verdict::Ok, step::DISCOVERY, message)
     } else {
         fail(format!("{url}: {}", mismatches.join("; ")))
     }
@@ -118,7 +127,7 @@ pub fn compare(document: &Map<String, Value>, expected: &Expected<'_>) -> Vec<St
         (
             "jwks_uri",
             "jtl.jwks_url",
-            expected.jwks_url,
+            Some(expected.jwks_url),
             format!("{issuer}/oauth/v2/keys"),
         ),
         (
@@ -128,6 +137,9 @@ pub fn compare(document: &Map<String, Value>, expected: &Expected<'_>) -> Vec<St
             format!("{issuer}/oauth/v2/token"),
         ),
     ] {
+        let Some(configured) = configured else {
+            continue;
+        };
         match document.get(member).and_then(Value::as_str) {
             None => mismatches.push(format!("the document has no {member:?} string")),
             Some(published) => {
@@ -184,7 +196,7 @@ mod tests {
         let expected = Expected {
             issuer: "https://id.jtl-cloud.com",
             jwks_url: &jwks_url,
-            token_url: &token_url,
+            token_url: Some(&token_url),
         };
         let doc = document(
             "https://id.jtl-cloud.com",
@@ -200,7 +212,7 @@ mod tests {
         let expected = Expected {
             issuer: "https://id.jtl-cloud.com",
             jwks_url: &jwks_url,
-            token_url: &token_url,
+            token_url: Some(&token_url),
         };
         let doc = document(
             "https://id.jtl-cloud.com/",
@@ -220,7 +232,7 @@ mod tests {
         let expected = Expected {
             issuer: "https://id.jtl-cloud.com",
             jwks_url: &jwks_url,
-            token_url: &token_url,
+            token_url: Some(&token_url),
         };
         let found = compare(&Map::new(), &expected);
         assert_eq!(found.len(), 3, "{found:?}");

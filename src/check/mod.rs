@@ -25,11 +25,12 @@ pub mod shared_cache;
 use std::fmt;
 
 use crate::clock::Clock;
-use crate::config::{ClientSecret, Config, Flow};
+use crate::config::{ClientSecret, Config, FlowProfile};
 use crate::diagnose::{self, kid_list, span};
-use crate::jose::{JwkSet, KeyError, VerifyingKey};
+use crate::jose::{CompactJws, JwkSet, KeyError, TokenKind, VerifyingKey};
 use crate::jtl::{
-    AccessToken, FetchedKeys, Jtl, JtlHttp, KeysError, LifetimeSource, SetupError, TokenError,
+    AccessToken, FetchedKeys, Jtl, JtlHttp, KeySet, KeysError, LifetimeSource, SetupError,
+    TokenError,
 };
 use crate::secrets::{fingerprint, Secret};
 
@@ -87,6 +88,11 @@ pub mod step {
     pub const TOKEN_LIFETIME: &str = "token lifetime";
     pub const JWKS: &str = "JWKS";
     pub const KEYS: &str = "keys";
+    /// In `both`: the two key sets, each by its kind.
+    pub const APP_TOKEN_JWKS: &str = "app-token JWKS";
+    pub const APP_TOKEN_KEYS: &str = "app-token keys";
+    pub const SESSION_TOKEN_JWKS: &str = "session-token JWKS";
+    pub const SESSION_TOKEN_KEYS: &str = "session-token keys";
     pub const TENANT_STORE: &str = "tenant store";
     /// `[shared_cache]`: Redis, a test entry written and read back, this app's entry.
     pub const SHARED_CACHE: &str = "shared cache";
@@ -147,7 +153,7 @@ pub async fn run_online(
     session_token: Option<&str>,
     emit: &mut dyn FnMut(&Line),
 ) -> Report {
-    let app_token = config.session.flow == Flow::AppToken;
+    let app_token = config.session.flow.accepts(TokenKind::AppToken);
     let mut out = Recorder {
         report: Report::default(),
         emit,
@@ -170,24 +176,29 @@ pub async fn run_online(
     out.push(shared_cache::check(config).await);
     out.push(reach::upstream(config).await);
     if let Some(token) = session_token {
-        let policy = config.session.token_policy();
-        match (&keys, app_token) {
-            (Some(keys), false) => {
-                for line in session_token::diagnose(token, keys, &policy, clock.now_s()) {
+        // In `both`, the pasted token is explained as the kind its `alg` says.
+        let kind = pasted_kind(token, config);
+        let keys = keys
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, set)| set.as_ref());
+        match (config.session.profile(kind), keys, kind) {
+            (Some(profile), Some(keys), TokenKind::SessionToken) => {
+                for line in session_token::diagnose(token, keys, &profile.policy, clock.now_s()) {
                     out.push(line);
                 }
             }
-            (Some(keys), true) => {
-                for line in app_token::diagnose(token, keys, &policy, clock.now_s()) {
+            (Some(profile), Some(keys), TokenKind::AppToken) => {
+                for line in app_token::diagnose(token, keys, &profile.policy, clock.now_s()) {
                     out.push(line);
                 }
             }
-            (None, false) => out.line(
+            (_, _, TokenKind::SessionToken) => out.line(
                 Verdict::Skipped,
                 step::SESSION_TOKEN,
                 "not verified: no usable key set was fetched",
             ),
-            (None, true) => out.line(
+            (_, _, TokenKind::AppToken) => out.line(
                 Verdict::Skipped,
                 step::APP_TOKEN,
                 "not verified: no usable RSA key set was fetched",
@@ -197,17 +208,35 @@ pub async fn run_online(
     out.report
 }
 
-/// Steps 1–5: token endpoint, credentials, lifetime, JWKS, keys. Returns the usable
-/// keys when there are any.
-async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Option<JwkSet> {
-    let jtl = match Jtl::from_config(config, clock.clone()) {
-        Ok(jtl) => jtl,
+/// Which kind a pasted token is checked as: the flow's, or in `both` the one its `alg`
+/// names (app tokens when it names neither).
+fn pasted_kind(token: &str, config: &Config) -> TokenKind {
+    let kinds = config.session.flow.kinds();
+    let algorithms: Vec<_> = kinds.iter().map(|kind| kind.algorithm()).collect();
+    match CompactJws::parse_accepting(token, usize::MAX, &algorithms) {
+        Ok(jws) => TokenKind::of(jws.algorithm()),
+        Err(_) => kinds.first().copied().unwrap_or_default(),
+    }
+}
+
+/// Steps 1–5: token endpoint, credentials, lifetime, and for each key set the flow
+/// needs, JWKS and keys. Returns each kind's usable keys when there are any.
+async fn check_jtl(
+    config: &Config,
+    clock: &Clock,
+    out: &mut Recorder<'_>,
+) -> Vec<(TokenKind, Option<JwkSet>)> {
+    let (jtl, token) = match Jtl::from_config(config, clock.clone()) {
+        Ok(jtl) => {
+            let token = check_token(config, &jtl, clock, out).await;
+            (jtl, token)
+        }
         Err(SetupError::Http(error)) => {
             out.line(Verdict::Fail, step::TOKEN_ENDPOINT, error.to_string());
-            out.app_token = false;
             skip_after_token_endpoint(out, "the HTTPS client could not be set up");
-            return None;
+            return skip_key_sets(config, out, "the HTTPS client could not be set up");
         }
+        Err(SetupError::NoKeySet) => return Vec::new(),
         Err(SetupError::Token(error)) => {
             out.line(
                 Verdict::Skipped,
@@ -216,26 +245,89 @@ async fn check_jtl(config: &Config, clock: &Clock, out: &mut Recorder<'_>) -> Op
             );
             out.line(Verdict::Fail, step::CREDENTIALS, error.to_string());
             skip_after_credentials(out, "no secret");
-            if !out.app_token {
-                return None;
-            }
-            // The public key set needs no secret: a stand-in lets the key set be built.
+            // A public key set needs no secret: a stand-in lets the key sets be built.
             let mut without_secret = config.clone();
             without_secret.jtl.client_secret = ClientSecret::Inline(Secret::new(""));
-            let jtl = Jtl::from_config(&without_secret, clock.clone()).ok()?;
-            return check_keys(config, &jtl, out).await;
+            match Jtl::from_config(&without_secret, clock.clone()) {
+                Ok(jtl) => (jtl, Err("no secret")),
+                Err(_) => return skip_key_sets(config, out, "no secret"),
+            }
         }
     };
-    if check_token(config, &jtl, clock, out).await || out.app_token {
-        check_keys(config, &jtl, out).await
-    } else {
-        None
+    let both = config.session.profiles.len() > 1;
+    let mut found = Vec::new();
+    for (profile, keys) in config.session.profiles.iter().zip(&jtl.key_sets) {
+        let steps = KeySteps::of(profile.kind(), both);
+        let set = match token {
+            Err(why) if profile.key_set_needs_bearer => {
+                steps.skip(out, why);
+                None
+            }
+            _ => check_keys(profile, keys, steps, out).await,
+        };
+        found.push((profile.kind(), set));
+    }
+    found
+}
+
+/// The step names of one key set: plain in a one-kind flow, with the kind in `both`.
+#[derive(Clone, Copy)]
+struct KeySteps {
+    jwks: &'static str,
+    keys: &'static str,
+}
+
+impl KeySteps {
+    fn of(kind: TokenKind, both: bool) -> KeySteps {
+        match (both, kind) {
+            (false, _) => KeySteps {
+                jwks: step::JWKS,
+                keys: step::KEYS,
+            },
+            (true, TokenKind::AppToken) => KeySteps {
+                jwks: step::APP_TOKEN_JWKS,
+                keys: step::APP_TOKEN_KEYS,
+            },
+            (true, TokenKind::SessionToken) => KeySteps {
+                jwks: step::SESSION_TOKEN_JWKS,
+                keys: step::SESSION_TOKEN_KEYS,
+            },
+        }
+    }
+
+    fn skip(self, out: &mut Recorder<'_>, why: &str) {
+        for name in [self.jwks, self.keys] {
+            out.line(Verdict::Skipped, name, format!("not checked: {why}"));
+        }
     }
 }
 
-/// Steps 1–3: token endpoint, credentials, lifetime. True when a token was had; the
-/// lines of the steps that could not run are there either way.
-async fn check_token(config: &Config, jtl: &Jtl, clock: &Clock, out: &mut Recorder<'_>) -> bool {
+fn skip_key_sets(
+    config: &Config,
+    out: &mut Recorder<'_>,
+    why: &str,
+) -> Vec<(TokenKind, Option<JwkSet>)> {
+    let both = config.session.profiles.len() > 1;
+    config
+        .session
+        .profiles
+        .iter()
+        .map(|profile| {
+            KeySteps::of(profile.kind(), both).skip(out, why);
+            (profile.kind(), None)
+        })
+        .collect()
+}
+
+/// Steps 1–3: token endpoint, credentials, lifetime. `Ok` when a token was had, else why
+/// not (for the key sets that need one); the lines of the steps that could not run are
+/// there either way.
+async fn check_token(
+    config: &Config,
+    jtl: &Jtl,
+    clock: &Clock,
+    out: &mut Recorder<'_>,
+) -> Result<(), &'static str> {
     let token_url = config.jtl.token_url.as_str();
     let answered = |url: &str| {
         if out.app_token {
@@ -246,93 +338,96 @@ async fn check_token(config: &Config, jtl: &Jtl, clock: &Clock, out: &mut Record
     };
     let token = match jtl.tokens.get().await {
         Ok(token) => token,
-        Err(unavailable) => {
-            match &unavailable.cause {
-                TokenError::Call(error) => {
-                    out.line(
-                        Verdict::Fail,
-                        step::TOKEN_ENDPOINT,
-                        format!("{token_url}: {error}"),
-                    );
-                    skip_after_token_endpoint(out, "the token endpoint was not reached");
-                }
-                TokenError::BadResponse(_) => {
-                    out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
-                    out.line(
-                        Verdict::Ok,
-                        step::CREDENTIALS,
-                        accepted(&config.jtl.client_id),
-                    );
-                    out.line(
-                        Verdict::Fail,
-                        step::TOKEN_LIFETIME,
-                        unavailable.cause.to_string(),
-                    );
-                    skip_after_credentials(out, "no usable access token");
-                }
-                TokenError::InvalidClient => {
-                    out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
-                    out.line(
-                        Verdict::Fail,
-                        step::CREDENTIALS,
-                        format!(
-                            "{}; {}",
-                            unavailable.cause,
-                            jtl.tokens.credential_observations()
-                        ),
-                    );
-                    skip_after_credentials(out, "the credentials were not accepted");
-                }
-                TokenError::Status {
-                    status,
-                    oauth_error,
-                } if out.app_token && oauth_error.as_deref() == Some("invalid_scope") => {
-                    out.line(
-                        Verdict::Fail,
-                        step::TOKEN_ENDPOINT,
-                        format!(
-                            "{token_url} refused the scope: {} sent, HTTP {status} invalid_scope; {}",
-                            scope_text(config),
-                            diagnose::invalid_scope_advice(config.jtl.scope.as_deref())
-                        ),
-                    );
-                    out.line(
-                        Verdict::Skipped,
-                        step::CREDENTIALS,
-                        "not known: the scope was refused before a token was handed out",
-                    );
-                    skip_after_credentials(out, "no access token");
-                }
-                TokenError::Status { status, .. } => {
-                    out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
-                    let hint = if *status == 404 {
-                        " (wrong jtl.token_url?)"
-                    } else {
-                        ""
-                    };
-                    out.line(
-                        Verdict::Fail,
-                        step::CREDENTIALS,
-                        format!("{}{hint}", unavailable.cause),
-                    );
-                    skip_after_credentials(out, "no access token");
-                }
-                TokenError::SecretFile(_) => {
-                    out.line(
-                        Verdict::Skipped,
-                        step::TOKEN_ENDPOINT,
-                        "not called: there is no secret to send",
-                    );
-                    out.line(
-                        Verdict::Fail,
-                        step::CREDENTIALS,
-                        unavailable.cause.to_string(),
-                    );
-                    skip_after_credentials(out, "no secret");
-                }
+        Err(unavailable) => match &unavailable.cause {
+            TokenError::Call(error) => {
+                out.line(
+                    Verdict::Fail,
+                    step::TOKEN_ENDPOINT,
+                    format!("{token_url}: {error}"),
+                );
+                skip_after_token_endpoint(out, "the token endpoint was not reached");
+                return Err("the token endpoint was not reached");
             }
-            return false;
-        }
+            TokenError::BadResponse(_) => {
+                out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
+                out.line(
+                    Verdict::Ok,
+                    step::CREDENTIALS,
+                    accepted(&config.jtl.client_id),
+                );
+                out.line(
+                    Verdict::Fail,
+                    step::TOKEN_LIFETIME,
+                    unavailable.cause.to_string(),
+                );
+                skip_after_credentials(out, "no usable access token");
+                return Err("no usable access token");
+            }
+            TokenError::InvalidClient => {
+                out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
+                out.line(
+                    Verdict::Fail,
+                    step::CREDENTIALS,
+                    format!(
+                        "{}; {}",
+                        unavailable.cause,
+                        jtl.tokens.credential_observations()
+                    ),
+                );
+                skip_after_credentials(out, "the credentials were not accepted");
+                return Err("the credentials were not accepted");
+            }
+            TokenError::Status {
+                status,
+                oauth_error,
+            } if out.app_token && oauth_error.as_deref() == Some("invalid_scope") => {
+                out.line(
+                    Verdict::Fail,
+                    step::TOKEN_ENDPOINT,
+                    format!(
+                        "{token_url} refused the scope: {} sent, HTTP {status} invalid_scope; {}",
+                        scope_text(config),
+                        diagnose::invalid_scope_advice(config.jtl.scope.as_deref())
+                    ),
+                );
+                out.line(
+                    Verdict::Skipped,
+                    step::CREDENTIALS,
+                    "not known: the scope was refused before a token was handed out",
+                );
+                skip_after_credentials(out, "no access token");
+                return Err("no access token");
+            }
+            TokenError::Status { status, .. } => {
+                out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
+                let hint = if *status == 404 {
+                    " (wrong jtl.token_url?)"
+                } else {
+                    ""
+                };
+                out.line(
+                    Verdict::Fail,
+                    step::CREDENTIALS,
+                    format!("{}{hint}", unavailable.cause),
+                );
+                skip_after_credentials(out, "no access token");
+                return Err("no access token");
+            }
+            TokenError::SecretFile(_) => {
+                out.line(
+                    Verdict::Skipped,
+                    step::TOKEN_ENDPOINT,
+                    "not called: there is no secret to send",
+                );
+                out.line(
+                    Verdict::Fail,
+                    step::CREDENTIALS,
+                    unavailable.cause.to_string(),
+                );
+                skip_after_credentials(out, "no secret");
+                return Err("no secret");
+            }
+        },
     };
     out.line(Verdict::Ok, step::TOKEN_ENDPOINT, answered(token_url));
     out.line(
@@ -345,29 +440,31 @@ async fn check_token(config: &Config, jtl: &Jtl, clock: &Clock, out: &mut Record
         step::TOKEN_LIFETIME,
         lifetime(&token, clock.now_ms()),
     );
-    true
+    Ok(())
 }
 
-/// Steps 4–5: the key set and its usable keys.
-async fn check_keys(config: &Config, jtl: &Jtl, out: &mut Recorder<'_>) -> Option<JwkSet> {
-    let jwks_url = config.jtl.jwks_url.as_str();
-    let fetched = match jtl.keys.fetch_document().await {
+/// Steps 4–5: one key set and its usable keys.
+async fn check_keys(
+    profile: &FlowProfile,
+    keys: &KeySet,
+    steps: KeySteps,
+    out: &mut Recorder<'_>,
+) -> Option<JwkSet> {
+    let jwks_url = profile.key_set_url.as_str();
+    let app_token = profile.kind() == TokenKind::AppToken;
+    let fetched = match keys.fetch_document().await {
         Ok(fetched) => fetched,
         Err(KeysError::Document(error)) => {
-            out.line(
-                Verdict::Ok,
-                step::JWKS,
-                jwks_answered(jwks_url, out.app_token),
-            );
+            out.line(Verdict::Ok, steps.jwks, jwks_answered(jwks_url, app_token));
             out.line(
                 Verdict::Fail,
-                step::KEYS,
+                steps.keys,
                 KeysError::Document(error).to_string(),
             );
             return None;
         }
         Err(error) => {
-            let message = match (&error, out.app_token) {
+            let message = match (&error, app_token) {
                 (KeysError::Call(_), _) => format!("{jwks_url}: {error}"),
                 // The runtime's words assume JTL's authenticated JWKS; Zitadel's is public.
                 (KeysError::Unauthorized, true) => format!(
@@ -381,26 +478,22 @@ async fn check_keys(config: &Config, jtl: &Jtl, out: &mut Recorder<'_>) -> Optio
                 ),
                 _ => format!("{error} ({jwks_url})"),
             };
-            out.line(Verdict::Fail, step::JWKS, message);
+            out.line(Verdict::Fail, steps.jwks, message);
             out.line(
                 Verdict::Skipped,
-                step::KEYS,
+                steps.keys,
                 "not counted: the key set was not fetched",
             );
             return None;
         }
     };
-    out.line(
-        Verdict::Ok,
-        step::JWKS,
-        jwks_answered(jwks_url, out.app_token),
-    );
-    let (verdict, message) = if out.app_token {
+    out.line(Verdict::Ok, steps.jwks, jwks_answered(jwks_url, app_token));
+    let (verdict, message) = if app_token {
         rsa_keys_text(&fetched)
     } else {
         ed25519_keys_text(&fetched)
     };
-    out.line(verdict, step::KEYS, message);
+    out.line(verdict, steps.keys, message);
     (verdict == Verdict::Ok).then_some(fetched.set)
 }
 
@@ -526,21 +619,23 @@ fn skip_after_token_endpoint(out: &mut Recorder<'_>, why: &str) {
     skip_after_credentials(out, why);
 }
 
-/// Skips what needs a token: the lifetime, and in the session-token flow the key set
-/// (fetched with the token); the app-token flow's key set is public and still checked.
+/// Skips the lifetime, which needs a token (the key sets that need one are skipped by
+/// [`check_jtl`]; a public one is still checked).
 fn skip_after_credentials(out: &mut Recorder<'_>, why: &str) {
-    let names: &[&'static str] = if out.app_token {
-        &[step::TOKEN_LIFETIME]
-    } else {
-        &[step::TOKEN_LIFETIME, step::JWKS, step::KEYS]
-    };
-    for &name in names {
-        // The lifetime line may already be there (an unusable answer).
-        if out.report.lines.iter().any(|line| line.step == name) {
-            continue;
-        }
-        out.line(Verdict::Skipped, name, format!("not checked: {why}"));
+    // The lifetime line may already be there (an unusable answer).
+    if out
+        .report
+        .lines
+        .iter()
+        .any(|line| line.step == step::TOKEN_LIFETIME)
+    {
+        return;
     }
+    out.line(
+        Verdict::Skipped,
+        step::TOKEN_LIFETIME,
+        format!("not checked: {why}"),
+    );
 }
 
 fn answered(url: &str) -> String {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{step, Line, Verdict};
 use crate::diagnose::{kid_list, relative, utc};
-use crate::jose::{CompactJws, JoseError, JwkSet, TokenPolicy};
+use crate::jose::{CompactJws, JoseError, JwkSet, TokenKind, TokenPolicy};
 use crate::secrets::fingerprint;
 
 /// Longest claim value shown; a pasted token is the operator's own, but a line stays a line.
@@ -25,7 +25,10 @@ pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> V
     let jws = match CompactJws::parse_as(token, policy.max_token_bytes, policy.algorithm()) {
         Ok(jws) => jws,
         Err(error) => {
-            lines.push(verdict(Verdict::Fail, error.to_string()));
+            lines.push(verdict(
+                Verdict::Fail,
+                TokenKind::SessionToken.refusal(&error),
+            ));
             return lines;
         }
     };
@@ -51,7 +54,10 @@ pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> V
                 }
                 _ => String::new(),
             };
-            lines.push(verdict(Verdict::Fail, format!("{error}{detail}")));
+            lines.push(verdict(
+                Verdict::Fail,
+                format!("{}{detail}", TokenKind::SessionToken.refusal(&error)),
+            ));
             return lines;
         }
     };
@@ -88,7 +94,10 @@ pub fn diagnose(token: &str, keys: &JwkSet, policy: &TokenPolicy, now: i64) -> V
                 }
                 _ => String::new(),
             };
-            lines.push(verdict(Verdict::Fail, format!("{error}{detail}")));
+            lines.push(verdict(
+                Verdict::Fail,
+                format!("{}{detail}", TokenKind::SessionToken.refusal(&error)),
+            ));
         }
     }
     lines

@@ -35,12 +35,6 @@ use validate::validate;
 pub const ENV_PREFIX: &str = "JTL_SIDECAR_";
 /// Environment variable that may name the config file instead of `--config`.
 pub const CONFIG_PATH_ENV: &str = "JTL_SIDECAR_CONFIG";
-/// JTL's legacy token endpoint, `jtl.token_url`'s default in the session-token flow.
-pub const LEGACY_TOKEN_URL: &str = "https://auth.jtl-cloud.com/oauth2/token";
-
-/// Issuer of app tokens when `session.issuer` is empty in the app-token flow.
-pub const DEFAULT_APP_TOKEN_ISSUER: &str = "https://id.jtl-cloud.com";
-
 /// One thing wrong with the config: the key (dotted path) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -100,8 +94,32 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
     pub config: Config,
+    /// The values in force, derived ones included.
     pub effective: RawConfig,
+    /// The keys of `effective` whose values were derived, not written (`jtl.token_url`).
+    pub derived: Vec<&'static str>,
     pub warnings: Vec<String>,
+}
+
+impl LoadedConfig {
+    /// The effective config as TOML, secrets redacted, each derived value marked
+    /// `# (derived)`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut section = String::new();
+        let mut out = String::new();
+        for line in self.effective.to_redacted_toml().lines() {
+            out.push_str(line);
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                if self.derived.contains(&format!("{section}.{key}").as_str()) {
+                    out.push_str(" # (derived)");
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// Loads `path` with overrides from the process environment.
@@ -153,7 +171,8 @@ pub fn load_str(
             ConfigErrors(problems.clone())
         })?;
     let mut warnings = Vec::new();
-    let config = validate(&effective, &mut problems, &mut warnings);
+    let mut derived = Vec::new();
+    let config = validate(&effective, &mut problems, &mut warnings, &mut derived);
     // A key already reported for its type stands at its default now: say nothing more
     // about it (a wrongly typed secret is not also "missing").
     let reported: Vec<String> = problems[..shape_problems]
@@ -167,16 +186,22 @@ pub fn load_str(
     });
     match config {
         Some(config) if problems.is_empty() => {
-            // `check` prints the values in force, derived ones included (SPEC §11).
-            effective.jtl.jwks_url = config.jtl.jwks_url.to_string();
+            // `check` prints the values in force, derived ones included (SPEC §3).
             effective.jtl.token_url = config.jtl.token_url.to_string();
             effective.jtl.scope = config.jtl.scope.clone().unwrap_or_default();
-            if let Some(issuer) = &config.session.issuer {
-                effective.session.issuer = issuer.clone();
+            effective.jtl.api_base_url = config.jtl.api_base_url.to_string();
+            // `jtl.jwks_url` is the session-token key set, or the app-token one when
+            // only app tokens are accepted.
+            if let Some(profile) = config.session.profiles.last() {
+                effective.jtl.jwks_url = profile.key_set_url.to_string();
+            }
+            if let Some(issuer) = config.session.app_token_issuer() {
+                effective.session.issuer = issuer.to_owned();
             }
             Ok(LoadedConfig {
                 config,
                 effective,
+                derived,
                 warnings,
             })
         }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::LEGACY_TOKEN_URL;
 use crate::secrets::REDACTED;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -99,9 +98,13 @@ impl Default for RawEgress {
     }
 }
 
+/// `[jtl]`. The URL and scope keys are "" unless the operator wrote them: "" is derived
+/// from `environment` and the flow, anything else is used exactly as written. (No key is
+/// compared with a default to learn whether it was set.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawJtl {
+    pub environment: String,
     pub client_id: String,
     pub client_secret: String,
     pub client_secret_file: String,
@@ -117,12 +120,13 @@ pub struct RawJtl {
 impl Default for RawJtl {
     fn default() -> Self {
         RawJtl {
+            environment: "production".into(),
             client_id: String::new(),
             client_secret: String::new(),
             client_secret_file: String::new(),
-            token_url: LEGACY_TOKEN_URL.into(),
+            token_url: String::new(),
             scope: String::new(),
-            api_base_url: "https://api.jtl-cloud.com".into(),
+            api_base_url: String::new(),
             jwks_url: String::new(),
             refresh_before_expiry_s: 60,
             timeout_ms: 5000,
@@ -141,14 +145,43 @@ pub struct RawSession {
     pub jwks_min_refetch_interval_s: u64,
     pub jwks_max_stale_s: u64,
     pub verified_cache_entries: u64,
+    /// "" is derived (app tokens) or unchecked (session tokens).
     pub issuer: String,
-    pub audience: String,
+    pub audience: RawAudience,
+}
+
+/// `session.audience`: one app id, or a list of them during a move to a new app
+/// registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawAudience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for RawAudience {
+    fn default() -> Self {
+        RawAudience::One(String::new())
+    }
+}
+
+impl RawAudience {
+    /// The app ids written, without empty entries.
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            RawAudience::One(one) => vec![one.clone()],
+            RawAudience::Many(many) => many.clone(),
+        }
+        .into_iter()
+        .filter(|value| !value.is_empty())
+        .collect()
+    }
 }
 
 impl Default for RawSession {
     fn default() -> Self {
         RawSession {
-            flow: "session-token".into(),
+            flow: "app-token".into(),
             leeway_s: 30,
             max_token_bytes: 8192,
             jwks_refresh_interval_s: 300,
@@ -156,7 +189,7 @@ impl Default for RawSession {
             jwks_max_stale_s: 604_800,
             verified_cache_entries: 100_000,
             issuer: String::new(),
-            audience: String::new(),
+            audience: RawAudience::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use http::HeaderName;
 use url::Url;
 
 use super::Cidr;
-use crate::jose::{TokenFlow, TokenPolicy};
+use crate::jose::{TokenKind, TokenPolicy};
 use crate::secrets::Secret;
 
 #[derive(Debug, Clone)]
@@ -84,15 +84,51 @@ pub enum ClientSecret {
     File(PathBuf),
 }
 
+/// `jtl.environment`: which of JTL's environments the derived URLs point at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JtlEnvironment {
+    Production,
+    Qa,
+    Dev,
+}
+
+impl JtlEnvironment {
+    /// What JTL's host names carry for this environment: `id{suffix}.jtl-cloud.com`.
+    pub fn host_suffix(self) -> &'static str {
+        match self {
+            JtlEnvironment::Production => "",
+            JtlEnvironment::Qa => ".qa",
+            JtlEnvironment::Dev => ".dev",
+        }
+    }
+
+    /// The app-token issuer (JTL's Zitadel) of this environment.
+    pub fn issuer(self) -> String {
+        format!("https://id{}.jtl-cloud.com", self.host_suffix())
+    }
+
+    /// JTL's legacy token endpoint of this environment.
+    pub fn legacy_token_url(self) -> String {
+        format!(
+            "https://auth{}.jtl-cloud.com/oauth2/token",
+            self.host_suffix()
+        )
+    }
+
+    /// JTL's API of this environment.
+    pub fn api_base_url(self) -> String {
+        format!("https://api{}.jtl-cloud.com", self.host_suffix())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JtlConfig {
+    pub environment: JtlEnvironment,
     pub client_id: String,
     pub client_secret: ClientSecret,
     pub token_url: Url,
     pub scope: Option<String>,
     pub api_base_url: Url,
-    /// `jtl.jwks_url`, or the default derived from the flow.
-    pub jwks_url: Url,
     pub refresh_before_expiry: Duration,
     pub timeout: Duration,
     pub ca_file: Option<PathBuf>,
@@ -101,10 +137,76 @@ pub struct JtlConfig {
     pub opaque_token: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `session.flow`: which of JTL's tokens the ingress accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flow {
-    SessionToken,
+    /// JTL's current default: RS256 app tokens from JTL's Zitadel.
+    #[default]
     AppToken,
+    /// The legacy EdDSA session tokens.
+    SessionToken,
+    /// Both, while an app moves from one to the other (dispatch by the header's `alg`).
+    Both,
+}
+
+impl Flow {
+    /// The kinds of token accepted, app tokens first.
+    pub fn kinds(self) -> &'static [TokenKind] {
+        match self {
+            Flow::AppToken => &[TokenKind::AppToken],
+            Flow::SessionToken => &[TokenKind::SessionToken],
+            Flow::Both => &[TokenKind::AppToken, TokenKind::SessionToken],
+        }
+    }
+
+    pub fn accepts(self, kind: TokenKind) -> bool {
+        self.kinds().contains(&kind)
+    }
+
+    /// As written in `session.flow` (and `dev --flow`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Flow::AppToken => "app-token",
+            Flow::SessionToken => "session-token",
+            Flow::Both => "both",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<Flow> {
+        [Flow::AppToken, Flow::SessionToken, Flow::Both]
+            .into_iter()
+            .find(|flow| flow.label() == label)
+    }
+
+    /// The token as named in messages: "app token", "session token", or "token" when
+    /// both are accepted.
+    pub fn token_name(self) -> &'static str {
+        match self {
+            Flow::AppToken => TokenKind::AppToken.name(),
+            Flow::SessionToken => TokenKind::SessionToken.name(),
+            Flow::Both => "token",
+        }
+    }
+}
+
+/// What one kind of token needs, built once from the config: the claim rules (with the
+/// kind, its algorithm and its claim mapping) and where its keys are. Everything that
+/// differs between the flows is here; the rest of the program asks it.
+#[derive(Debug, Clone)]
+pub struct FlowProfile {
+    pub policy: TokenPolicy,
+    /// The key set: Zitadel's `{issuer}/oauth/v2/keys` for app tokens, JTL's
+    /// `{api}/account/.well-known/jwks.json` for session tokens.
+    pub key_set_url: Url,
+    /// JTL's session-token key set needs `Authorization: Bearer <access token>`;
+    /// Zitadel's is public.
+    pub key_set_needs_bearer: bool,
+}
+
+impl FlowProfile {
+    pub fn kind(&self) -> TokenKind {
+        self.policy.kind
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -116,22 +218,20 @@ pub struct SessionConfig {
     pub jwks_min_refetch_interval: Duration,
     pub jwks_max_stale: Duration,
     pub verified_cache_entries: u64,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
+    /// One per kind of token accepted, in the order of [`Flow::kinds`].
+    pub profiles: Vec<FlowProfile>,
 }
 
 impl SessionConfig {
-    pub fn token_policy(&self) -> TokenPolicy {
-        TokenPolicy {
-            flow: match self.flow {
-                Flow::SessionToken => TokenFlow::SessionToken,
-                Flow::AppToken => TokenFlow::AppToken,
-            },
-            max_token_bytes: self.max_token_bytes,
-            leeway_s: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
-            issuer: self.issuer.clone(),
-            audience: self.audience.clone(),
-        }
+    /// The profile of `kind`, when this flow accepts it.
+    pub fn profile(&self, kind: TokenKind) -> Option<&FlowProfile> {
+        self.profiles.iter().find(|profile| profile.kind() == kind)
+    }
+
+    /// The app-token profile's issuer, when app tokens are accepted.
+    pub fn app_token_issuer(&self) -> Option<&str> {
+        self.profile(TokenKind::AppToken)
+            .and_then(|profile| profile.policy.issuer.as_deref())
     }
 }
 

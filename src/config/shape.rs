@@ -79,6 +79,24 @@ pub(super) fn check_shape(
             });
             return true;
         }
+        if key == "session.audience" {
+            // One app id, or a list of them (a move to a new app registration).
+            let fits = match &*value {
+                Value::String(..) => true,
+                Value::Array(_, items) => {
+                    items.iter().all(|item| matches!(item, Value::String(..)))
+                }
+                _ => false,
+            };
+            if !fits {
+                let found = kind(value, false);
+                problems.push(ConfigProblem::new(
+                    key,
+                    format!("expected an app id (a string) or a list of them, found {found}"),
+                ));
+            }
+            return fits;
+        }
         let secret = SECRET_KEYS.contains(&key.as_str());
         let found = kind(value, secret);
         let mut wrong = |expected: &str| {

@@ -1,7 +1,8 @@
 //! `jtl-auth-sidecar dev`: the proxy against the built-in JTL emulator, with an embedded
 //! config and (without `--upstream`) the built-in echo backend, so the whole flow runs on
-//! a laptop with no JTL account and no network. `dev --flow app-token` runs the app-token
-//! flow (SPEC §11) with the emulator as JTL's Zitadel.
+//! a laptop with no JTL account and no network. It runs the app-token flow (SPEC §11),
+//! the emulator as JTL's Zitadel, unless `--flow session-token` or `--flow both` says
+//! otherwise.
 
 pub mod echo;
 
@@ -17,44 +18,29 @@ use crate::emulator::{
     Emulator, EmulatorOptions, APP_TOKEN_MINT_PATH, DEV_APP_ID, DEV_APP_USER_ID, DEV_TENANT_ID,
     DEV_TENANT_SLUG, DEV_USER_ID, MINT_PATH,
 };
+use crate::jose::TokenKind;
 use crate::server::{Addresses, Server, StartError};
 use echo::EchoBackend;
 
-/// The config `dev` runs with (`config/dev.toml`).
+/// The config `dev` runs with (`config/dev.toml`): the app-token flow.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
 
-/// The config `dev --flow app-token` runs with (`config/dev-app-token.toml`).
-pub const DEV_APP_TOKEN_CONFIG: &str = include_str!("../../config/dev-app-token.toml");
+/// The config `dev --flow session-token` runs with (`config/dev-session-token.toml`).
+pub const DEV_SESSION_TOKEN_CONFIG: &str = include_str!("../../config/dev-session-token.toml");
 
-/// `tenants.database_url` in both dev configs: `dev` replaces it with a fresh SQLite
+/// The config `dev --flow both` runs with (`config/dev-both.toml`).
+pub const DEV_BOTH_CONFIG: &str = include_str!("../../config/dev-both.toml");
+
+/// `tenants.database_url` in the dev configs: `dev` replaces it with a fresh SQLite
 /// file under the system temp dir, so trying things out leaves nothing behind.
 pub const DEV_DATABASE_URL: &str = "sqlite://dev-temp-dir/jtl-tenants.db";
 
-/// The token flow `dev` runs (`dev --flow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DevFlow {
-    /// The legacy session token (sections 4-5), the default.
-    #[default]
-    SessionToken,
-    /// The app token, with the emulator as JTL's Zitadel (section 11).
-    AppToken,
-}
-
-impl DevFlow {
-    /// The embedded config of this flow.
-    pub fn config_text(self) -> &'static str {
-        match self {
-            DevFlow::SessionToken => DEV_CONFIG,
-            DevFlow::AppToken => DEV_APP_TOKEN_CONFIG,
-        }
-    }
-
-    /// The file the embedded config mirrors, for messages.
-    pub fn config_file(self) -> &'static str {
-        match self {
-            DevFlow::SessionToken => "config/dev.toml",
-            DevFlow::AppToken => "config/dev-app-token.toml",
-        }
+/// The embedded config of `flow`, and the file it mirrors.
+pub fn config_of(flow: Flow) -> (&'static str, &'static str) {
+    match flow {
+        Flow::AppToken => (DEV_CONFIG, "config/dev.toml"),
+        Flow::SessionToken => (DEV_SESSION_TOKEN_CONFIG, "config/dev-session-token.toml"),
+        Flow::Both => (DEV_BOTH_CONFIG, "config/dev-both.toml"),
     }
 }
 
@@ -69,28 +55,28 @@ pub enum DevError {
 }
 
 /// The loaded dev config of `flow` (embedded file plus environment overrides).
-pub fn dev_config(flow: DevFlow) -> Result<Config, DevError> {
-    crate::config::load_str_with_process_env(flow.config_text())
+pub fn dev_config(flow: Flow) -> Result<Config, DevError> {
+    crate::config::load_str_with_process_env(config_of(flow).0)
         .map(|loaded| loaded.config)
         .map_err(DevError::Config)
 }
 
 /// Starts the emulator, the echo backend (unless `upstream` is given) and the proxy;
-/// prints how to try it; serves until `shutdown`. The flow is `config.session.flow`: in
-/// the app-token flow the emulator listens on the port of `session.issuer` and is JTL's
-/// Zitadel; otherwise on the port of `jtl.token_url`.
+/// prints how to try it; serves until `shutdown`. The flow is `config.session.flow`: where
+/// app tokens are accepted the emulator listens on the port of `session.issuer` and is
+/// JTL's Zitadel; otherwise on the port of `jtl.token_url`.
 pub async fn run(
     mut config: Config,
     upstream: Option<Url>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DevError> {
     let clock = Clock::system();
-    let app_token = config.session.flow == Flow::AppToken;
+    let flow = config.session.flow;
+    let app_token = flow.accepts(TokenKind::AppToken);
     let emulator_addr = if app_token {
         config
             .session
-            .issuer
-            .as_deref()
+            .app_token_issuer()
             .and_then(|issuer| Url::parse(issuer).ok())
             .as_ref()
             .and_then(socket_addr_of)
@@ -123,28 +109,7 @@ pub async fn run(
         what: "JTL emulator",
         reason: e.to_string(),
     })?;
-    let emulator_url = |path: &str| Url::parse(&format!("{}{path}", emulator.base_url()));
-    let (token_path, jwks_path) = if app_token {
-        (
-            crate::emulator::APP_TOKEN_PATH,
-            crate::emulator::APP_KEYS_PATH,
-        )
-    } else {
-        (crate::emulator::TOKEN_PATH, crate::emulator::JWKS_PATH)
-    };
-    if let (Ok(token_url), Ok(api_base_url), Ok(jwks_url)) = (
-        emulator_url(token_path),
-        emulator_url(""),
-        emulator_url(jwks_path),
-    ) {
-        config.jtl.token_url = token_url;
-        config.jtl.api_base_url = api_base_url;
-        config.jtl.jwks_url = jwks_url;
-    }
-    if app_token {
-        // The port may have been 0: the issuer is the one the emulator's tokens carry.
-        config.session.issuer = Some(emulator.issuer());
-    }
+    point_at_emulator(&mut config, &emulator);
 
     let _echo = match upstream {
         Some(url) => {
@@ -188,34 +153,41 @@ pub async fn run(
     let store_shown = crate::config::redact_url_password(config.tenants.database_url.expose());
     let audience = config
         .session
-        .audience
-        .clone()
+        .profile(TokenKind::AppToken)
+        .and_then(|profile| profile.policy.audience.first().cloned())
         .unwrap_or_else(|| DEV_APP_ID.to_owned());
     let server = Server::bind(config, clock).await?;
     let addresses = server.addresses();
-    let (token, shown) = if app_token {
-        let token = mint_app_token(&emulator, &audience).ok_or(DevError::Start {
-            what: "JTL emulator",
-            reason: "cannot mint an app token (no RSA signing key)".into(),
-        })?;
-        (token, Shown::app_token(&emulator, &audience))
-    } else {
-        let token = emulator
-            .mint_session_token(
-                DEV_TENANT_ID,
-                DEV_USER_ID,
-                DEV_TENANT_SLUG,
-                Duration::from_secs(3600),
-            )
-            .unwrap_or_default();
-        (token, Shown::session_token(&emulator))
-    };
-    print_instructions(&emulator, &upstream_shown, addresses, &token, &shown);
-    if let Some(path) = connect_path {
+    // One token of each kind the flow accepts, app tokens first.
+    let mut tokens = Vec::new();
+    for kind in flow.kinds() {
+        tokens.push(match kind {
+            TokenKind::AppToken => {
+                let token = mint_app_token(&emulator, &audience).ok_or(DevError::Start {
+                    what: "JTL emulator",
+                    reason: "cannot mint an app token (no RSA signing key)".into(),
+                })?;
+                (token, Shown::app_token(&emulator, &audience))
+            }
+            TokenKind::SessionToken => {
+                let token = emulator
+                    .mint_session_token(
+                        DEV_TENANT_ID,
+                        DEV_USER_ID,
+                        DEV_TENANT_SLUG,
+                        Duration::from_secs(3600),
+                    )
+                    .unwrap_or_default();
+                (token, Shown::session_token(&emulator))
+            }
+        });
+    }
+    print_instructions(&emulator, flow, &upstream_shown, addresses, &tokens);
+    if let (Some(path), Some((token, _))) = (connect_path, tokens.first()) {
         print_connect_tenant(
             &format!("http://{}", addresses.ingress),
             &path,
-            &token,
+            token,
             &store_shown,
         );
     }
@@ -223,6 +195,35 @@ pub async fn run(
     server.run(shutdown).await;
     drop(tenants_dir);
     Ok(())
+}
+
+/// Points the config's JTL URLs at the started emulator (its port may have been 0): the
+/// token endpoint (Zitadel's where only app tokens are accepted, else the legacy one), the
+/// API, and each kind's issuer and key set.
+fn point_at_emulator(config: &mut Config, emulator: &Emulator) {
+    let at = |path: &str| Url::parse(&format!("{}{path}", emulator.base_url())).ok();
+    let token_path = if config.session.flow == Flow::AppToken {
+        crate::emulator::APP_TOKEN_PATH
+    } else {
+        crate::emulator::TOKEN_PATH
+    };
+    if let (Some(token_url), Some(api_base_url)) = (at(token_path), at("")) {
+        config.jtl.token_url = token_url;
+        config.jtl.api_base_url = api_base_url;
+    }
+    for profile in &mut config.session.profiles {
+        let keys_path = match profile.kind() {
+            TokenKind::AppToken => {
+                // The issuer the emulator's tokens carry.
+                profile.policy.issuer = Some(emulator.issuer());
+                crate::emulator::APP_KEYS_PATH
+            }
+            TokenKind::SessionToken => crate::emulator::JWKS_PATH,
+        };
+        if let Some(url) = at(keys_path) {
+            profile.key_set_url = url;
+        }
+    }
 }
 
 /// A directory under the system temp dir, removed when dropped.
@@ -274,7 +275,6 @@ fn mint_app_token(emulator: &Emulator, audience: &str) -> Option<String> {
 
 /// What the printed instructions of the two flows differ in.
 struct Shown {
-    heading: &'static str,
     /// After the emulator's URL on the `JTL` line.
     emulator_note: String,
     /// Introduces the first `curl`.
@@ -287,10 +287,9 @@ struct Shown {
 impl Shown {
     fn session_token(emulator: &Emulator) -> Shown {
         Shown {
-            heading: "jtl-auth-sidecar dev is running.",
             emulator_note: "(built-in emulator)".into(),
             token_intro: format!(
-                "A request with a fresh session token (valid for 1 hour) for tenant {DEV_TENANT_SLUG}:"
+                "A request with a fresh session token (legacy getSessionToken, valid for 1 hour) for tenant {DEV_TENANT_SLUG}:"
             ),
             mint_intro: "Mint more tokens (any tenant, user and slug; count= for many):",
             mint_command: format!(
@@ -310,13 +309,12 @@ impl Shown {
             format!("&aud={encoded}")
         };
         Shown {
-            heading: "jtl-auth-sidecar dev is running (app-token flow).",
             emulator_note: format!(
                 "(built-in emulator as JTL's Zitadel: issuer {}, app id {audience})",
                 emulator.issuer()
             ),
             token_intro: format!(
-                "A request with a fresh app token (valid for 1 hour) for tenant {DEV_TENANT_ID}, user {DEV_APP_USER_ID}:"
+                "A request with a fresh app token (getAppToken, valid for 1 hour) for tenant {DEV_TENANT_ID}, user {DEV_APP_USER_ID}:"
             ),
             mint_intro: "Mint more app tokens (any tenant and user; count= for many):",
             mint_command: format!(
@@ -329,13 +327,16 @@ impl Shown {
 
 fn print_instructions(
     emulator: &Emulator,
+    flow: Flow,
     upstream: &str,
     addresses: Addresses,
-    token: &str,
-    shown: &Shown,
+    tokens: &[(String, Shown)],
 ) {
+    let Some((token, shown)) = tokens.first() else {
+        return;
+    };
     let base = format!("http://{}", addresses.ingress);
-    println!("{}", shown.heading);
+    println!("jtl-auth-sidecar dev is running ({} flow).", flow.label());
     println!("  ingress  {base}  ->  backend {upstream}");
     if let Some(egress) = addresses.egress {
         println!(
@@ -353,10 +354,12 @@ fn print_instructions(
         shown.emulator_note
     );
     println!();
-    println!("{}", shown.token_intro);
-    println!();
-    println!("  curl -s {base}/hello -H 'Authorization: Bearer {token}'");
-    println!();
+    for (token, shown) in tokens {
+        println!("{}", shown.token_intro);
+        println!();
+        println!("  curl -s {base}/hello -H 'Authorization: Bearer {token}'");
+        println!();
+    }
     println!("A spoofed X-Tenant-ID is stripped; the backend sees only the verified one:");
     println!();
     println!("  curl -s {base}/hello -H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: 00000000-0000-4000-8000-000000000000'");
@@ -371,25 +374,32 @@ fn print_instructions(
         println!("  curl -s http://{egress}/v1/hello -H 'X-Tenant-ID: {DEV_TENANT_ID}'");
         println!();
     }
-    println!("{}", shown.mint_intro);
-    println!();
-    println!("  {}", shown.mint_command);
-    println!();
+    for (_, shown) in tokens {
+        println!("{}", shown.mint_intro);
+        println!();
+        println!("  {}", shown.mint_command);
+        println!();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn load(text: &str) -> Config {
+        crate::config::load_str(text, std::iter::empty())
+            .unwrap_or_else(|errors| panic!("{errors}"))
+            .config
+    }
+
     #[test]
-    fn the_embedded_app_token_config_is_the_emulators_app() {
-        let loaded = crate::config::load_str(DEV_APP_TOKEN_CONFIG, std::iter::empty())
-            .unwrap_or_else(|errors| panic!("{errors}"));
-        let config = loaded.config;
+    fn the_default_dev_config_is_the_app_token_flow_with_the_emulators_app() {
+        let config = load(config_of(Flow::AppToken).0);
         assert_eq!(config.session.flow, Flow::AppToken);
-        assert_eq!(config.session.audience.as_deref(), Some(DEV_APP_ID));
+        let profile = config.session.profile(TokenKind::AppToken).unwrap();
+        assert_eq!(profile.policy.audience, [DEV_APP_ID]);
         assert_eq!(
-            config.session.issuer.as_deref(),
+            profile.policy.issuer.as_deref(),
             Some("http://127.0.0.1:8090")
         );
         assert_eq!(
@@ -397,10 +407,26 @@ mod tests {
             "http://127.0.0.1:8090/oauth/v2/token"
         );
         assert_eq!(
-            config.jtl.jwks_url.as_str(),
+            profile.key_set_url.as_str(),
             "http://127.0.0.1:8090/oauth/v2/keys"
         );
         assert_eq!(config.jtl.scope.as_deref(), Some("openid"));
         assert_eq!(config.tenants.database_url.expose(), DEV_DATABASE_URL);
+    }
+
+    #[test]
+    fn each_flow_has_its_dev_config() {
+        for flow in [Flow::AppToken, Flow::SessionToken, Flow::Both] {
+            let config = load(config_of(flow).0);
+            assert_eq!(config.session.flow, flow);
+            assert_eq!(config.session.profiles.len(), flow.kinds().len());
+        }
+        // In `both`, the service token comes from the legacy endpoint, without a scope.
+        let both = load(config_of(Flow::Both).0);
+        assert_eq!(
+            both.jtl.token_url.as_str(),
+            "http://127.0.0.1:8090/oauth2/token"
+        );
+        assert_eq!(both.jtl.scope, None);
     }
 }

@@ -7,9 +7,10 @@ use super::error::JoseError;
 use super::jws::Algorithm;
 
 /// Which of JTL's two tokens is verified: the seam between the flows is the algorithm
-/// and the claim mapping; everything else is shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TokenFlow {
+/// and the claim mapping; everything else is shared. The sidecar's `session.flow`
+/// accepts one kind, or both during a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum TokenKind {
     /// AppBridge session tokens (EdDSA; `tenantId`, `userId`, `tenantSlug`).
     #[default]
     SessionToken,
@@ -18,11 +19,62 @@ pub enum TokenFlow {
     AppToken,
 }
 
-impl TokenFlow {
+impl TokenKind {
     pub fn algorithm(self) -> Algorithm {
         match self {
-            TokenFlow::SessionToken => Algorithm::EdDSA,
-            TokenFlow::AppToken => Algorithm::RS256,
+            TokenKind::SessionToken => Algorithm::EdDSA,
+            TokenKind::AppToken => Algorithm::RS256,
+        }
+    }
+
+    /// The kind whose tokens are signed with `algorithm`.
+    pub fn of(algorithm: Algorithm) -> TokenKind {
+        match algorithm {
+            Algorithm::EdDSA => TokenKind::SessionToken,
+            Algorithm::RS256 => TokenKind::AppToken,
+        }
+    }
+
+    /// The token's name in messages and logs: "app token", "session token".
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenKind::SessionToken => "session token",
+            TokenKind::AppToken => "app token",
+        }
+    }
+
+    /// Why a token of this kind was refused, in the words of its `401` ("The app token
+    /// has expired.").
+    pub fn refusal(self, error: &JoseError) -> String {
+        super::error::Worded {
+            error,
+            token: self.name(),
+            algorithms: self.algorithm().name(),
+        }
+        .to_string()
+    }
+
+    /// "an" or "a", for "an app token" and "a session token".
+    pub fn article(self) -> &'static str {
+        match self {
+            TokenKind::SessionToken => "a",
+            TokenKind::AppToken => "an",
+        }
+    }
+
+    /// The flow's name in the config and in metric labels: "app-token", "session-token".
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenKind::SessionToken => "session-token",
+            TokenKind::AppToken => "app-token",
+        }
+    }
+
+    /// The App Shell call that gives the frontend this token.
+    pub fn getter(self) -> &'static str {
+        match self {
+            TokenKind::SessionToken => "getSessionToken",
+            TokenKind::AppToken => "getAppToken",
         }
     }
 }
@@ -35,26 +87,27 @@ pub const APP_TOKEN_APP_ID_CLAIM: &str = "urn:jtl:app_id";
 /// What a token must satisfy besides its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenPolicy {
-    pub flow: TokenFlow,
+    pub kind: TokenKind,
     /// Longest token accepted, in bytes.
     pub max_token_bytes: usize,
     /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_s: i64,
     /// When set, `iss` must equal it.
     pub issuer: Option<String>,
-    /// When set, `aud` (a string or an array of strings) must contain it. In the
-    /// app-token flow it is the app id, which `urn:jtl:app_id` must equal when present.
-    pub audience: Option<String>,
+    /// When not empty, `aud` (a string or an array of strings) must contain one of these.
+    /// In the app-token flow they are the app ids (several during a move to a new app
+    /// registration), and `urn:jtl:app_id`, when present, must be one that `aud` holds.
+    pub audience: Vec<String>,
 }
 
 impl Default for TokenPolicy {
     fn default() -> Self {
         TokenPolicy {
-            flow: TokenFlow::SessionToken,
+            kind: TokenKind::SessionToken,
             max_token_bytes: 8192,
             leeway_s: 30,
             issuer: None,
-            audience: None,
+            audience: Vec::new(),
         }
     }
 }
@@ -153,25 +206,23 @@ impl TokenPolicy {
                 Some(_) => return Err(JoseError::WrongIssuer),
             }
         }
-        if let Some(audience) = &self.audience {
-            let matches = |value: &Value| value.as_str() == Some(audience.as_str());
+        if !self.audience.is_empty() {
             match found.aud {
                 None => return Err(JoseError::MissingClaim("aud")),
-                Some(Value::Array(values)) if values.iter().any(matches) => {}
-                Some(value) if matches(value) => {}
+                Some(aud) if self.audience.iter().any(|app| aud_holds(aud, app)) => {}
                 Some(_) => return Err(JoseError::WrongAudience),
             }
         }
-        let (tenant_id, user_id, tenant_slug) = match self.flow {
-            TokenFlow::SessionToken => (
+        let (tenant_id, user_id, tenant_slug) = match self.kind {
+            TokenKind::SessionToken => (
                 uuid_claim(found.tenant_id, "tenantId")?,
                 uuid_claim(found.user_id, "userId")?
                     .hyphenated()
                     .to_string(),
                 Some(text_claim(found.tenant_slug, "tenantSlug")?),
             ),
-            TokenFlow::AppToken => {
-                self.check_app_id(found.app_id)?;
+            TokenKind::AppToken => {
+                self.check_app_id(found.app_id, found.aud)?;
                 (
                     uuid_claim(found.app_tenant_id, APP_TOKEN_TENANT_CLAIM)?,
                     text_claim(found.sub, "sub")?,
@@ -191,21 +242,37 @@ impl TokenPolicy {
 
 impl TokenPolicy {
     pub fn algorithm(&self) -> Algorithm {
-        self.flow.algorithm()
+        self.kind.algorithm()
     }
 
     /// JTL's third check of an app token: `urn:jtl:app_id` absent, or a string equal to
-    /// the app id (the audience).
-    fn check_app_id(&self, app_id: Option<&Value>) -> Result<(), JoseError> {
-        match (app_id, &self.audience) {
-            (None, _) => Ok(()),
-            (Some(Value::String(app_id)), Some(audience)) if app_id == audience => Ok(()),
-            (Some(Value::String(_)), _) => Err(JoseError::WrongAppId),
-            (Some(_), _) => Err(JoseError::InvalidClaim {
+    /// one of the app ids (the audience values) that the token's `aud` holds.
+    fn check_app_id(&self, app_id: Option<&Value>, aud: Option<&Value>) -> Result<(), JoseError> {
+        match app_id {
+            None => Ok(()),
+            Some(Value::String(app_id)) => {
+                let accepted = self.audience.iter().any(|app| app == app_id)
+                    && aud.is_some_and(|aud| aud_holds(aud, app_id));
+                if accepted {
+                    Ok(())
+                } else {
+                    Err(JoseError::WrongAppId)
+                }
+            }
+            Some(_) => Err(JoseError::InvalidClaim {
                 claim: APP_TOKEN_APP_ID_CLAIM,
                 reason: "is not a string",
             }),
         }
+    }
+}
+
+/// Whether an `aud` claim (a string, or an array of strings) holds `app` exactly.
+fn aud_holds(aud: &Value, app: &str) -> bool {
+    match aud {
+        Value::String(one) => one == app,
+        Value::Array(values) => values.iter().any(|value| value.as_str() == Some(app)),
+        _ => false,
     }
 }
 

@@ -1,8 +1,9 @@
-//! Why a session token or a key was refused. The messages are the human sentences the
-//! proxy puts in `error_description`; none of them ever contains the token.
+//! Why a token or a key was refused. The messages are the human sentences the proxy puts
+//! in `error_description`; none of them ever contains the token.
 
 use std::fmt;
 
+use super::claims::TokenKind;
 use super::json::JsonError;
 
 /// The part of a compact JWS a problem was found in.
@@ -63,44 +64,118 @@ impl Malformed {
     }
 }
 
-/// Every reason a session token is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Every reason a token is refused. Its `Display` names it "the token"; [`Worded`]
+/// names it by its flow ("The app token has expired."), which is what the proxy shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoseError {
-    #[error("The session token is malformed: {0}.")]
     Malformed(Malformed),
-    #[error("The session token is not signed with the one algorithm accepted (EdDSA; RS256 for app tokens).")]
+    /// `alg` is none of the algorithms accepted (`none`, `HS256`, `ES256`, ...).
     UnsupportedAlgorithm,
-    #[error("The app token names no key (kid), which every app token must.")]
+    /// A well-formed token of the flow that is not accepted here (an EdDSA session token
+    /// where only app tokens are, or the reverse): its `alg` says which kind it is.
+    OtherKind(TokenKind),
     MissingKid,
-    #[error("The session token has critical header parameters (crit), which are not supported.")]
     CriticalHeader,
-    #[error("The session token was signed by an unknown key{}.", DisplayKid(kid))]
-    UnknownKey { kid: String },
-    #[error("The session token's signature does not match its key.")]
+    UnknownKey {
+        kid: String,
+    },
     BadSignature,
-    #[error("The session token's signature does not match any of the {tried} known keys.")]
-    NoKeyMatches { tried: usize },
-    #[error("No signing keys are available to verify the session token.")]
+    NoKeyMatches {
+        tried: usize,
+    },
     NoKeys,
-    #[error("The session token has expired.")]
     Expired,
-    #[error("The session token is not valid yet (nbf is in the future).")]
     NotYetValid,
-    #[error("The session token was issued in the future (iat).")]
     IssuedInFuture,
-    #[error("The session token has no {0} claim.")]
     MissingClaim(&'static str),
-    #[error("The session token's {claim} claim {reason}.")]
     InvalidClaim {
         claim: &'static str,
         reason: &'static str,
     },
-    #[error("The session token was issued by an unexpected issuer.")]
     WrongIssuer,
-    #[error("The session token is meant for another audience.")]
     WrongAudience,
-    #[error("The app token was issued for another app (urn:jtl:app_id).")]
     WrongAppId,
+}
+
+impl std::error::Error for JoseError {}
+
+impl fmt::Display for JoseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Worded {
+            error: self,
+            token: "token",
+            algorithms: "EdDSA for session tokens, RS256 for app tokens",
+        }
+        .fmt(f)
+    }
+}
+
+/// A refusal in words, naming the token as the flow it was checked in calls it.
+pub struct Worded<'a> {
+    pub error: &'a JoseError,
+    /// "app token", "session token", or "token" where both are accepted.
+    pub token: &'a str,
+    /// The algorithms accepted, for a token signed with another: "RS256", ...
+    pub algorithms: &'a str,
+}
+
+impl fmt::Display for Worded<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = self.token;
+        match self.error {
+            JoseError::Malformed(why) => write!(f, "The {token} is malformed: {why}."),
+            JoseError::UnsupportedAlgorithm => write!(
+                f,
+                "The {token} is not signed with an algorithm accepted here ({}).",
+                self.algorithms
+            ),
+            JoseError::OtherKind(kind) => write!(
+                f,
+                "This is {} {} ({}), which is not accepted here.",
+                kind.article(),
+                kind.name(),
+                kind.getter()
+            ),
+            JoseError::MissingKid => write!(
+                f,
+                "The {token} names no key (kid), which every app token must."
+            ),
+            JoseError::CriticalHeader => write!(
+                f,
+                "The {token} has critical header parameters (crit), which are not supported."
+            ),
+            JoseError::UnknownKey { kid } => write!(
+                f,
+                "The {token} was signed by an unknown key{}.",
+                DisplayKid(kid)
+            ),
+            JoseError::BadSignature => {
+                write!(f, "The {token}'s signature does not match its key.")
+            }
+            JoseError::NoKeyMatches { tried } => write!(
+                f,
+                "The {token}'s signature does not match any of the {tried} known keys."
+            ),
+            JoseError::NoKeys => write!(f, "No signing keys are available to verify the {token}."),
+            JoseError::Expired => write!(f, "The {token} has expired."),
+            JoseError::NotYetValid => {
+                write!(f, "The {token} is not valid yet (nbf is in the future).")
+            }
+            JoseError::IssuedInFuture => write!(f, "The {token} was issued in the future (iat)."),
+            JoseError::MissingClaim(claim) => write!(f, "The {token} has no {claim} claim."),
+            JoseError::InvalidClaim { claim, reason } => {
+                write!(f, "The {token}'s {claim} claim {reason}.")
+            }
+            JoseError::WrongIssuer => {
+                write!(f, "The {token} was issued by an unexpected issuer.")
+            }
+            JoseError::WrongAudience => write!(f, "The {token} is meant for another audience."),
+            JoseError::WrongAppId => write!(
+                f,
+                "The {token} was issued for another app (urn:jtl:app_id)."
+            ),
+        }
+    }
 }
 
 impl From<Malformed> for JoseError {

@@ -48,8 +48,8 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
 /// [`parse_object`] (the same refusals, for the same documents) without building the map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JwsHeader {
-    /// `alg` is the string the caller expects.
-    pub alg_matches: bool,
+    /// Which of the caller's algorithm names `alg` is (its index), if any.
+    pub alg: Option<usize>,
     /// `crit` is present.
     pub has_crit: bool,
     /// `kid` as it came, when present.
@@ -58,10 +58,10 @@ pub struct JwsHeader {
 
 /// Parses a JWS header: a JSON object under the strict rules above, of which only `alg`
 /// (compared with `alg`), `crit` (present or not) and `kid` are kept.
-pub fn parse_header(bytes: &[u8], alg: &str) -> Result<JwsHeader, JsonError> {
+pub fn parse_header(bytes: &[u8], algs: &[&str]) -> Result<JwsHeader, JsonError> {
     let failure = Cell::new(None);
     let seed = HeaderSeed {
-        alg,
+        algs,
         strict: StrictValue {
             depth: 0,
             failure: &failure,
@@ -198,7 +198,7 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
 /// [`StrictValue`] (so that it is refused for the same reason) and answers `None`.
 #[derive(Clone, Copy)]
 struct HeaderSeed<'a, 'f> {
-    alg: &'a str,
+    algs: &'a [&'a str],
     strict: StrictValue<'f>,
 }
 
@@ -252,7 +252,7 @@ impl<'de> Visitor<'de> for HeaderSeed<'_, '_> {
         let child = self.strict.child()?;
         let mut seen = SeenKeys::default();
         let mut header = JwsHeader {
-            alg_matches: false,
+            alg: None,
             has_crit: false,
             kid: None,
         };
@@ -268,14 +268,14 @@ impl<'de> Visitor<'de> for HeaderSeed<'_, '_> {
             }
             match member {
                 Member::Alg => {
-                    header.alg_matches = map.next_value_seed(IsString {
-                        expected: self.alg,
+                    header.alg = map.next_value_seed(IsString {
+                        expected: self.algs,
                         strict: child,
                     })?;
                 }
                 Member::Crit => {
                     map.next_value_seed(IsString {
-                        expected: self.alg,
+                        expected: &[],
                         strict: child,
                     })?;
                     header.has_crit = true;
@@ -284,7 +284,7 @@ impl<'de> Visitor<'de> for HeaderSeed<'_, '_> {
                 // Read as strictly, without building it.
                 Member::Other => {
                     map.next_value_seed(IsString {
-                        expected: self.alg,
+                        expected: &[],
                         strict: child,
                     })?;
                 }
@@ -361,60 +361,63 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
-/// A value read as [`StrictValue`] reads it (the same refusals), answering whether it is
-/// the string `expected` instead of building it: a string or number is not allocated,
-/// an array or object is built and dropped.
+/// A value read as [`StrictValue`] reads it (the same refusals), answering which of the
+/// strings `expected` it is instead of building it: a string or number is not
+/// allocated, an array or object is built and dropped.
 #[derive(Clone, Copy)]
 struct IsString<'a, 'f> {
-    expected: &'a str,
+    expected: &'a [&'a str],
     strict: StrictValue<'f>,
 }
 
 impl<'de> DeserializeSeed<'de> for IsString<'_, '_> {
-    type Value = bool;
+    type Value = Option<usize>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Option<usize>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for IsString<'_, '_> {
-    type Value = bool;
+    type Value = Option<usize>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
+    fn visit_bool<E>(self, _: bool) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
+    fn visit_i64<E>(self, _: i64) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
+    fn visit_u64<E>(self, _: u64) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<bool, E> {
-        self.strict.visit_f64(v).map(|_| false)
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<usize>, E> {
+        self.strict.visit_f64(v).map(|_| None)
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
-        Ok(v == self.expected)
+    fn visit_str<E>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.expected.iter().position(|name| *name == v))
     }
 
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
+    fn visit_unit<E>(self) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
-        self.strict.visit_seq(seq).map(|_| false)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<usize>, A::Error> {
+        self.strict.visit_seq(seq).map(|_| None)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
-        self.strict.visit_map(map).map(|_| false)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<usize>, A::Error> {
+        self.strict.visit_map(map).map(|_| None)
     }
 }
 
@@ -491,7 +494,11 @@ mod tests {
     fn the_header_parse_agrees_with_the_object_parse() {
         let through_the_map = |doc: &[u8]| {
             parse_object(doc).map(|map| JwsHeader {
-                alg_matches: map.get("alg").and_then(Value::as_str) == Some("RS256"),
+                alg: match map.get("alg").and_then(Value::as_str) {
+                    Some("RS256") => Some(0),
+                    Some("EdDSA") => Some(1),
+                    _ => None,
+                },
                 has_crit: map.contains_key("crit"),
                 kid: map.get("kid").cloned(),
             })
@@ -576,14 +583,14 @@ mod tests {
         }
         let mut outcomes = Vec::new();
         for doc in &docs {
-            let outcome = parse_header(doc, "RS256");
+            let outcome = parse_header(doc, &["RS256", "EdDSA"]);
             assert_eq!(
                 outcome,
                 through_the_map(doc),
                 "{}",
                 String::from_utf8_lossy(doc)
             );
-            outcomes.push(outcome.map(|header| (header.alg_matches, header.has_crit)));
+            outcomes.push(outcome.map(|header| (header.alg == Some(0), header.has_crit)));
         }
         for expected in [
             Ok((true, false)),

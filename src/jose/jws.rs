@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::base64url;
+use super::claims::TokenKind;
 use super::error::{JoseError, Malformed, Part};
 use super::json;
 use super::jwk::{JwkSet, KeyKind, VerifyingKey};
@@ -23,6 +24,10 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm of JTL's tokens, in the order of [`Algorithm::NAMES`].
+    pub const ALL: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::RS256];
+    const NAMES: [&'static str; 2] = ["EdDSA", "RS256"];
+
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::EdDSA => "EdDSA",
@@ -66,14 +71,26 @@ impl<'t> CompactJws<'t> {
         Self::parse_as(token, max_bytes, Algorithm::EdDSA)
     }
 
-    /// Parses `token`: at most `max_bytes`, three segments of unpadded base64url, a header
-    /// that is a strict JSON object with `alg` exactly `algorithm` and no `crit`, a payload
-    /// that is a strict JSON object, and a signature of the algorithm's length. `jku`,
-    /// `x5u`, `jwk` and `x5c` are ignored: keys only ever come from the configured key set.
+    /// Parses `token` for the one flow whose algorithm is `algorithm`; see
+    /// [`CompactJws::parse_accepting`].
     pub fn parse_as(
         token: &'t str,
         max_bytes: usize,
         algorithm: Algorithm,
+    ) -> Result<Self, JoseError> {
+        Self::parse_accepting(token, max_bytes, &[algorithm])
+    }
+
+    /// Parses `token`: at most `max_bytes`, three segments of unpadded base64url, a header
+    /// that is a strict JSON object with `alg` exactly one of `accepted` and no `crit`, a
+    /// payload that is a strict JSON object, and a signature of the algorithm's length.
+    /// A token whose `alg` is that of JTL's other token kind is refused as
+    /// [`JoseError::OtherKind`], any other `alg` as unsupported. `jku`, `x5u`, `jwk` and
+    /// `x5c` are ignored: keys only ever come from the configured key set.
+    pub fn parse_accepting(
+        token: &'t str,
+        max_bytes: usize,
+        accepted: &[Algorithm],
     ) -> Result<Self, JoseError> {
         let bytes = token.as_bytes();
         if bytes.is_empty() {
@@ -124,11 +141,16 @@ impl<'t> CompactJws<'t> {
         }
 
         let header_end = ends[0].ok_or(Malformed::Base64(Part::Header))?;
-        let header = json::parse_header(&decoded[..header_end], algorithm.name())
+        let header = json::parse_header(&decoded[..header_end], &Algorithm::NAMES)
             .map_err(|error| Malformed::from_json(Part::Header, error))?;
-        if !header.alg_matches {
-            return Err(JoseError::UnsupportedAlgorithm);
-        }
+        let algorithm = match header
+            .alg
+            .and_then(|index| Algorithm::ALL.get(index).copied())
+        {
+            Some(algorithm) if accepted.contains(&algorithm) => algorithm,
+            Some(other) => return Err(JoseError::OtherKind(TokenKind::of(other))),
+            None => return Err(JoseError::UnsupportedAlgorithm),
+        };
         if header.has_crit {
             return Err(JoseError::CriticalHeader);
         }

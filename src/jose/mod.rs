@@ -14,10 +14,10 @@ mod jws;
 mod rsa;
 
 pub use claims::{
-    hyphenated_uuid, Session, TokenFlow, TokenPolicy, APP_TOKEN_APP_ID_CLAIM,
+    hyphenated_uuid, Session, TokenKind, TokenPolicy, APP_TOKEN_APP_ID_CLAIM,
     APP_TOKEN_TENANT_CLAIM,
 };
-pub use error::{JoseError, JwksError, KeyError, Malformed, Part};
+pub use error::{JoseError, JwksError, KeyError, Malformed, Part, Worded};
 pub use json::{parse_object as parse_strict_json_object, JsonError, MAX_DEPTH};
 pub use jwk::{Ed25519Key, JwkSet, KeyKind, SkippedKey, VerifyingKey};
 pub use jws::{Algorithm, CompactJws, MAX_KEYS_TRIED};

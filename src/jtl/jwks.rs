@@ -1,4 +1,5 @@
-//! The session-token key set (SPEC §6 "JWKS"): fetched from JTL with the access token,
+//! A key set (SPEC §6 "JWKS"): JTL's session-token keys, fetched with the access token,
+//! or Zitadel's app-token keys, fetched without;
 //! swapped atomically so the hot path reads it without locking, refreshed in the
 //! background, refetched at most once per `jwks_min_refetch_interval_s` for unknown keys,
 //! and kept for up to `jwks_max_stale_s` while fetches fail.
@@ -24,7 +25,7 @@ use super::http::{CallError, JtlHttp, Response};
 use super::token::AccessToken;
 use crate::clock::{duration_ms, Clock};
 use crate::diagnose;
-use crate::jose::{JwkSet, JwksError, KeyKind, SkippedKey};
+use crate::jose::{JwkSet, JwksError, KeyKind, SkippedKey, TokenKind};
 
 /// A key set as loaded at one time. Generation 0 is the empty set before the first
 /// successful fetch; each successful fetch adds one.
@@ -180,6 +181,14 @@ impl KeySet {
         loaded.generation > 0 && age <= duration_ms(self.inner.options.max_stale)
     }
 
+    /// The kind of token this set's keys verify.
+    pub fn token_kind(&self) -> TokenKind {
+        match self.inner.options.key_kind {
+            KeyKind::Rsa => TokenKind::AppToken,
+            KeyKind::Ed25519 => TokenKind::SessionToken,
+        }
+    }
+
     /// True when the latest fetch failed (the set in use, if any, is stale).
     pub fn is_failing(&self) -> bool {
         self.inner.last_fetch_failed.load(Ordering::SeqCst)
@@ -285,10 +294,13 @@ impl KeySet {
                     fetched_at_ms: now,
                     fetch_number,
                 });
+                let kind = self.token_kind();
                 tracing::info!(
+                    flow = kind.label(),
                     keys = loaded.set.len(),
                     generation = loaded.generation,
-                    "loaded the JTL session-token key set"
+                    "loaded the JTL {} key set",
+                    kind.name()
                 );
                 self.inner.current.store(Arc::clone(&loaded));
                 self.inner

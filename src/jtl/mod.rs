@@ -24,13 +24,17 @@ pub enum SetupError {
     Http(#[from] crate::tls::SetupError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("the config names no key set (session.flow accepts no kind of token)")]
+    NoKeySet,
 }
 
-/// The two handles through which everything reaches JTL.
+/// The handles through which everything reaches JTL: the access token, and one key set
+/// per kind of token the flow accepts (two in `both`).
 #[derive(Clone)]
 pub struct Jtl {
     pub tokens: AccessTokens,
-    pub keys: KeySet,
+    /// In the order of `config.session.profiles` (app tokens first).
+    pub key_sets: Vec<KeySet>,
 }
 
 impl Jtl {
@@ -51,17 +55,33 @@ impl Jtl {
         let http = JtlHttp::new(config.jtl.timeout, config.jtl.ca_file.as_deref())?;
         let tokens =
             AccessTokens::with_shared_store(&config.jtl, http.clone(), clock.clone(), shared)?;
-        let options = KeySetOptions {
-            url: config.jtl.jwks_url.to_string(),
-            refresh_interval: config.session.jwks_refresh_interval,
-            min_refetch_interval: config.session.jwks_min_refetch_interval,
-            max_stale: config.session.jwks_max_stale,
-            // Session-token keys come from JTL's API with the access token; app-token
-            // keys from Zitadel's public endpoint.
-            key_kind: config.session.token_policy().algorithm().key_kind(),
-            authenticated: config.session.flow == crate::config::Flow::SessionToken,
-        };
-        let keys = KeySet::new(options, http, tokens.clone(), clock);
-        Ok(Jtl { tokens, keys })
+        let key_sets = config
+            .session
+            .profiles
+            .iter()
+            .map(|profile| {
+                let options = KeySetOptions {
+                    url: profile.key_set_url.to_string(),
+                    refresh_interval: config.session.jwks_refresh_interval,
+                    min_refetch_interval: config.session.jwks_min_refetch_interval,
+                    max_stale: config.session.jwks_max_stale,
+                    key_kind: profile.policy.algorithm().key_kind(),
+                    // Session-token keys come from JTL's API with the access token;
+                    // app-token keys from Zitadel's public endpoint.
+                    authenticated: profile.key_set_needs_bearer,
+                };
+                KeySet::new(options, http.clone(), tokens.clone(), clock.clone())
+            })
+            .collect::<Vec<_>>();
+        if key_sets.is_empty() {
+            return Err(SetupError::NoKeySet);
+        }
+        Ok(Jtl { tokens, key_sets })
+    }
+
+    /// The key set of the first kind accepted (the only one outside `both`); there is
+    /// always one ([`Jtl::from_config_with_shared_store`] refuses a config without).
+    pub fn keys(&self) -> &KeySet {
+        &self.key_sets[0]
     }
 }

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::upstream::UpstreamError;
 use super::{full_body, ProxyBody};
-use crate::verify::VerifyError;
 
 /// The `error` codes the sidecar answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,10 +169,10 @@ pub fn unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody>
 /// often by default, so asking sooner is pointless.
 const KEYS_RETRY_AFTER_S: u64 = 10;
 
-/// 503 when a session token cannot be checked now: no signing key can be had, or too
-/// many requests already wait for a fresh key set. `error` gives the description.
-pub fn keys_unavailable(error: &VerifyError) -> Response<ProxyBody> {
-    unavailable(&error.to_string(), KEYS_RETRY_AFTER_S)
+/// 503 when a token cannot be checked now: no signing key can be had, or too many
+/// requests already wait for a fresh key set.
+pub fn keys_unavailable(description: &str) -> Response<ProxyBody> {
+    unavailable(description, KEYS_RETRY_AFTER_S)
 }
 
 /// 503 when no valid access token can be had; `retry_after_s` is the token manager's

@@ -24,12 +24,13 @@ use super::headers::{
 };
 use super::upstream::Upstream;
 use super::{cors, paths, streamed_body, Handled, Peer, ProxyBody, RequestLine};
+use crate::config::Flow;
 use crate::config::IngressConfig;
-use crate::jose::{Session, TokenFlow};
+use crate::jose::Session;
 use crate::jtl::AccessTokens;
 use crate::telemetry::{Listener, Metrics};
 use crate::tenants::{ConnectTenant, TenantRecorder};
-use crate::verify::{SessionVerifier, VerifyError};
+use crate::verify::{TokenVerifier, VerifyError};
 
 pub struct Ingress {
     settings: IngressConfig,
@@ -37,7 +38,7 @@ pub struct Ingress {
     identity_folded: Vec<String>,
     /// Folded names of the token headers: removed before forwarding however spelled.
     token_folded: Vec<String>,
-    verifier: Arc<SessionVerifier>,
+    verifier: Arc<TokenVerifier>,
     tokens: AccessTokens,
     /// Answers `POST {tenants.connect_path}`; `None` when connect-tenant is disabled.
     connect_tenant: Option<Arc<ConnectTenant>>,
@@ -56,7 +57,7 @@ pub struct Ingress {
 impl Ingress {
     pub fn new(
         settings: IngressConfig,
-        verifier: Arc<SessionVerifier>,
+        verifier: Arc<TokenVerifier>,
         tokens: AccessTokens,
         connect_tenant: Option<Arc<ConnectTenant>>,
         recorder: Option<Arc<TenantRecorder>>,
@@ -254,12 +255,15 @@ impl Ingress {
         let token = match read_token(request.headers(), &self.settings.token_headers) {
             Ok(Some(token)) => token,
             Ok(None) => {
-                let description = match self.verifier.policy().flow {
-                    TokenFlow::SessionToken => {
+                let description = match self.verifier.flow() {
+                    Flow::AppToken => {
+                        "An app token is required: send it as Authorization: Bearer <token>."
+                    }
+                    Flow::SessionToken => {
                         "A session token is required: send it as Authorization: Bearer <token>."
                     }
-                    TokenFlow::AppToken => {
-                        "An app token is required: send it as Authorization: Bearer <token>."
+                    Flow::Both => {
+                        "An app token (or, while the app moves, a session token) is required: send it as Authorization: Bearer <token>."
                     }
                 };
                 let response = error_response(ErrorCode::MissingToken, description);
@@ -276,19 +280,26 @@ impl Ingress {
         // 5. Verification.
         let verify_started = Instant::now();
         let verified = self.verifier.verify(token).await;
-        self.metrics.observe_verification(verify_started.elapsed());
+        self.metrics.observe_verification(
+            verify_started.elapsed(),
+            self.verifier.flow_label(&verified),
+            verified
+                .as_ref()
+                .map_or_else(VerifyError::outcome, |_| "verified"),
+        );
         let session = match verified {
             Ok(session) => session,
-            Err(VerifyError::Rejected(error)) => {
-                let response = error_response(ErrorCode::InvalidToken, &error.to_string());
+            Err(error @ VerifyError::Rejected(..)) => {
+                let description = self.verifier.describe(&error);
+                let response = error_response(ErrorCode::InvalidToken, &description);
                 return Admission::Answered(Handled {
-                    reason: Some(error),
-                    ..Handled::new(response, "invalid_token")
+                    reason: Some(description),
+                    ..Handled::new(response, error.outcome())
                 });
             }
-            Err(error @ (VerifyError::KeysUnavailable | VerifyError::KeysCrowded)) => {
+            Err(error @ (VerifyError::KeysUnavailable(_) | VerifyError::KeysCrowded(_))) => {
                 return Admission::Answered(Handled::new(
-                    keys_unavailable(&error),
+                    keys_unavailable(&self.verifier.describe(&error)),
                     error.outcome(),
                 ));
             }

@@ -50,7 +50,8 @@ pub struct Handled {
     pub outcome: &'static str,
     pub session: Option<std::sync::Arc<crate::verify::VerifiedSession>>,
     /// Why the token was refused, for the log line.
-    pub reason: Option<crate::jose::JoseError>,
+    /// Why a token was refused, in the words of its `401` (never the token).
+    pub reason: Option<String>,
     /// The backend's answer (passed on unchanged), not one the sidecar made.
     pub from_backend: bool,
 }

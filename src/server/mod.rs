@@ -27,7 +27,7 @@ use crate::shared_cache::SharedTokenStore;
 use crate::telemetry::ConnectionListener;
 use crate::telemetry::Metrics;
 use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantStore};
-use crate::verify::SessionVerifier;
+use crate::verify::TokenVerifier;
 use admission::{Budget, CoarseClock, Limits};
 use connection::{accept_loop, Connections, Draining, Serving};
 
@@ -120,9 +120,10 @@ impl Server {
             .map(|c| c.claim.clone())
             .collect();
         let verifier = Arc::new(
-            SessionVerifier::new(
-                jtl.keys.clone(),
-                config.session.token_policy(),
+            TokenVerifier::new(
+                config.session.flow,
+                &config.session.profiles,
+                &jtl.key_sets,
                 clock,
                 config.session.verified_cache_entries,
             )
@@ -242,12 +243,12 @@ impl Server {
                 .clone()
                 .run_refresher(background.clone().cancelled_owned()),
         );
-        tokio::spawn(
-            self.jtl
-                .keys
-                .clone()
-                .run_refresher(background.clone().cancelled_owned()),
-        );
+        for keys in &self.jtl.key_sets {
+            tokio::spawn(
+                keys.clone()
+                    .run_refresher(background.clone().cancelled_owned()),
+            );
+        }
         if let Some(store) = &self.tenant_store {
             tokio::spawn(Arc::clone(store).run_health_check(background.clone().cancelled_owned()));
         }

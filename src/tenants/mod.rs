@@ -28,7 +28,7 @@ use crate::proxy::errors::{
 use crate::proxy::headers::read_token;
 use crate::proxy::{full_body, Handled, ProxyBody};
 use crate::telemetry::Metrics;
-use crate::verify::{SessionVerifier, VerifiedSession, VerifyError};
+use crate::verify::{TokenVerifier, VerifiedSession, VerifyError};
 pub use recorder::TenantRecorder;
 pub use store::{StoreError, StoredTenant, TenantStore};
 
@@ -48,7 +48,7 @@ pub struct ConnectTenant {
     /// `tenants.connect_path`: matched exactly against the request path.
     path: String,
     token_headers: Vec<HeaderName>,
-    verifier: Arc<SessionVerifier>,
+    verifier: Arc<TokenVerifier>,
     store: Arc<TenantStore>,
     /// Told of every tenant connected, so requests do not ask the store about it again;
     /// `None` when `tenants.record_on_request` is off.
@@ -75,7 +75,7 @@ impl ConnectTenant {
     pub fn new(
         path: String,
         token_headers: Vec<HeaderName>,
-        verifier: Arc<SessionVerifier>,
+        verifier: Arc<TokenVerifier>,
         store: Arc<TenantStore>,
         recorder: Option<Arc<TenantRecorder>>,
         metrics: Arc<Metrics>,
@@ -135,18 +135,28 @@ impl ConnectTenant {
 
         let verify_started = Instant::now();
         let verified = self.verifier.verify(&token).await;
-        self.metrics.observe_verification(verify_started.elapsed());
+        self.metrics.observe_verification(
+            verify_started.elapsed(),
+            self.verifier.flow_label(&verified),
+            verified
+                .as_ref()
+                .map_or_else(VerifyError::outcome, |_| "verified"),
+        );
         let session = match verified {
             Ok(session) => session,
-            Err(VerifyError::Rejected(error)) => {
-                let response = verification_failed(&error.to_string());
+            Err(error @ VerifyError::Rejected(..)) => {
+                let description = self.verifier.describe(&error);
+                let response = verification_failed(&description);
                 return Handled {
-                    reason: Some(error),
-                    ..Handled::new(response, "invalid_token")
+                    reason: Some(description),
+                    ..Handled::new(response, error.outcome())
                 };
             }
-            Err(error @ (VerifyError::KeysUnavailable | VerifyError::KeysCrowded)) => {
-                return Handled::new(keys_unavailable(&error), error.outcome())
+            Err(error @ (VerifyError::KeysUnavailable(_) | VerifyError::KeysCrowded(_))) => {
+                return Handled::new(
+                    keys_unavailable(&self.verifier.describe(&error)),
+                    error.outcome(),
+                )
             }
         };
 

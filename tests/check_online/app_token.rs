@@ -376,7 +376,7 @@ async fn an_app_token_for_another_audience_fails_the_audience_check() {
     assert_verdict(
         out.verdict("app token"),
         "FAIL",
-        "The session token is meant for another audience. It fails JTL's check 2 (audience) above.",
+        "The app token is meant for another audience. It fails JTL's check 2 (audience) above.",
     );
 }
 
@@ -444,7 +444,7 @@ async fn an_app_token_with_an_unknown_kid_fails_the_first_check() {
     assert_verdict(
         out.verdict("app token"),
         "FAIL",
-        "The session token was signed by an unknown key `unknown-kid`.",
+        "The app token was signed by an unknown key `unknown-kid`.",
     );
 }
 

@@ -8,7 +8,7 @@ use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config::{load_str, Config};
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jtl::Jtl;
-use jtl_auth_sidecar::verify::SessionVerifier;
+use jtl_auth_sidecar::verify::TokenVerifier;
 use tokio::sync::watch;
 
 /// Start of the manual clock in tests (2026-09-21, Unix ms).
@@ -22,7 +22,7 @@ pub struct Harness {
     pub clock: Clock,
     pub config: Config,
     pub jtl: Jtl,
-    pub verifier: Arc<SessionVerifier>,
+    pub verifier: Arc<TokenVerifier>,
     stop: watch::Sender<bool>,
     /// Keeps `ca_file` / `client_secret_file` alive.
     pub dir: tempfile::TempDir,
@@ -68,8 +68,14 @@ impl Harness {
             }
             _ => String::new(),
         };
+        // The harness is the legacy IdP's: session tokens, unless a test names its flow.
+        let flow_line = if extra.session.contains("flow") {
+            ""
+        } else {
+            "flow = \"session-token\"\n"
+        };
         let toml = format!(
-            "[jtl]\nclient_id = {:?}\n{secret_line}\n{ca_line}\ntoken_url = {:?}\napi_base_url = {:?}\n{}\n[session]\n{}\n",
+            "[jtl]\nclient_id = {:?}\n{secret_line}\n{ca_line}\ntoken_url = {:?}\napi_base_url = {:?}\n{}\n[session]\n{flow_line}{}\n",
             options.client_id,
             emulator.token_url(),
             emulator.api_base_url(),
@@ -80,9 +86,10 @@ impl Harness {
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"))
             .config;
         let jtl = Jtl::from_config(&config, clock.clone()).expect("JTL client");
-        let verifier = Arc::new(SessionVerifier::new(
-            jtl.keys.clone(),
-            config.session.token_policy(),
+        let verifier = Arc::new(TokenVerifier::new(
+            config.session.flow,
+            &config.session.profiles,
+            &jtl.key_sets,
             clock.clone(),
             config.session.verified_cache_entries,
         ));
@@ -130,7 +137,12 @@ impl Harness {
     }
 
     pub fn spawn_key_refresher(&self) {
-        tokio::spawn(self.jtl.keys.clone().run_refresher(self.shutdown_signal()));
+        tokio::spawn(
+            self.jtl
+                .keys()
+                .clone()
+                .run_refresher(self.shutdown_signal()),
+        );
     }
 
     /// A fresh session token for user number `n` of the test tenant, valid for an hour,

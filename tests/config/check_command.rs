@@ -18,9 +18,15 @@ fn check_prints_the_effective_config_with_secrets_redacted() {
         "{stdout}"
     );
     assert!(!stdout.contains("s3cret-value") && !stdout.contains("db-pass-123"));
-    // Defaults are shown too: the output is the effective config.
+    // Defaults are shown too: the output is the effective config, with each derived
+    // value marked.
     assert!(
-        stdout.contains("jwks_url = \"https://api.jtl-cloud.com/account/.well-known/jwks.json\"")
+        stdout.contains("jwks_url = \"https://id.jtl-cloud.com/oauth/v2/keys\" # (derived)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("token_url = \"https://id.jtl-cloud.com/oauth/v2/token\" # (derived)"),
+        "{stdout}"
     );
     let reparsed = load(&stdout.replace("<redacted>", "x")).unwrap();
     assert_eq!(reparsed.config.jtl.client_id, "client-1");
@@ -43,7 +49,7 @@ fn check_exits_2_with_one_line_per_problem() {
 fn check_reads_the_path_from_jtl_sidecar_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sidecar.toml");
-    std::fs::write(&path, VALID).unwrap();
+    std::fs::write(&path, with_app_id(VALID)).unwrap();
     let output = isolated(&mut sidecar())
         .arg("check")
         .env("JTL_SIDECAR_CONFIG", &path)

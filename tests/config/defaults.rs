@@ -17,19 +17,32 @@ fn defaults_are_those_of_the_spec() {
     assert_eq!(config.ingress.request_timeout.as_millis(), 60_000);
     assert_eq!(config.egress.listen.unwrap().to_string(), "127.0.0.1:8081");
     assert_eq!(config.egress.max_retry_body_bytes, 1_048_576);
+    // The app-token flow, JTL's current default: everything derived from JTL's
+    // production Zitadel.
+    assert_eq!(config.session.flow, Flow::AppToken);
     assert_eq!(
         config.jtl.token_url.as_str(),
-        "https://auth.jtl-cloud.com/oauth2/token"
+        "https://id.jtl-cloud.com/oauth/v2/token"
     );
+    assert_eq!(config.jtl.scope.as_deref(), Some("openid"));
     assert_eq!(
-        config.jtl.jwks_url.as_str(),
-        "https://api.jtl-cloud.com/account/.well-known/jwks.json"
+        config.jtl.api_base_url.as_str(),
+        "https://api.jtl-cloud.com/"
+    );
+    let profile = &config.session.profiles[0];
+    assert_eq!(
+        profile.key_set_url.as_str(),
+        "https://id.jtl-cloud.com/oauth/v2/keys"
+    );
+    assert!(!profile.key_set_needs_bearer);
+    assert_eq!(
+        profile.policy.issuer.as_deref(),
+        Some("https://id.jtl-cloud.com")
     );
     assert_eq!(
         config.jtl.client_secret,
         ClientSecret::Inline(jtl_auth_sidecar::config::Secret::new("s3cret-value"))
     );
-    assert_eq!(config.session.flow, Flow::SessionToken);
     assert_eq!(config.session.leeway.as_secs(), 30);
     assert_eq!(config.session.max_token_bytes, 8192);
     assert_eq!(config.session.jwks_max_stale.as_secs(), 604_800);

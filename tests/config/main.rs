@@ -3,6 +3,7 @@
 
 mod check_command;
 mod defaults;
+mod derived;
 mod environment;
 mod invalid;
 mod local_callers;
@@ -22,13 +23,32 @@ client_id = "client-1"
 client_secret = "s3cret-value"
 "#;
 
+/// The app id the tests' configs carry: app tokens (the default flow) need one.
+const APP_ID: &str = "app-1";
+
+/// `toml` with `session.audience = APP_ID` added, unless it names a flow or an audience
+/// itself: the tests here are about other keys, and the default flow needs an app id.
+fn with_app_id(toml: &str) -> String {
+    if toml.contains("audience") || toml.contains("flow") {
+        return toml.to_owned();
+    }
+    let line = format!("audience = {APP_ID:?}\n");
+    match toml.find("[session]\n") {
+        Some(at) => {
+            let end = at + "[session]\n".len();
+            format!("{}{line}{}", &toml[..end], &toml[end..])
+        }
+        None => format!("{toml}\n[session]\n{line}"),
+    }
+}
+
 fn load(toml: &str) -> Result<LoadedConfig, ConfigErrors> {
-    load_str(toml, Vec::<(String, String)>::new())
+    load_str(&with_app_id(toml), Vec::<(String, String)>::new())
 }
 
 fn load_with_env(toml: &str, env: &[(&str, &str)]) -> Result<LoadedConfig, ConfigErrors> {
     load_str(
-        toml,
+        &with_app_id(toml),
         env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
     )
 }
@@ -82,7 +102,7 @@ fn isolated(command: &mut Command) -> &mut Command {
 fn run_check(contents: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sidecar.toml");
-    std::fs::write(&path, contents).unwrap();
+    std::fs::write(&path, with_app_id(contents)).unwrap();
     let output = isolated(sidecar().arg("check").arg("--config").arg(&path))
         .output()
         .unwrap();

@@ -72,7 +72,7 @@ fn environment_values_that_are_not_utf8_are_reported_by_name_only() {
     use std::os::unix::ffi::OsStringExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sidecar.toml");
-    std::fs::write(&path, "[jtl]\nclient_id = \"a\"\n").unwrap();
+    std::fs::write(&path, with_app_id("[jtl]\nclient_id = \"a\"\n")).unwrap();
     let output = isolated(sidecar().arg("check").arg("--config").arg(&path))
         .env(
             "JTL_SIDECAR_JTL__CLIENT_SECRET",

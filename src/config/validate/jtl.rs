@@ -1,22 +1,27 @@
-//! `[jtl]`: the client credentials and JTL's endpoints, defaults derived from the flow.
+//! `[jtl]`: the client credentials and JTL's endpoints, derived from `jtl.environment`
+//! and the flow where the operator left them empty (SPEC §3 "set or derived").
 
 use std::path::PathBuf;
 
 use url::Url;
 
+use super::session::TokenRules;
 use super::{is_loopback_host, Checker};
 use crate::config::raw::RawJtl;
-use crate::config::settings::{ClientSecret, Flow, JtlConfig, SessionConfig};
-use crate::config::LEGACY_TOKEN_URL;
+use crate::config::settings::{ClientSecret, Flow, JtlConfig, JtlEnvironment, SessionConfig};
+use crate::jose::TokenKind;
 use crate::secrets::Secret;
 
+/// `[jtl]`, with the URLs that were left empty derived from `environment` and the flow
+/// (their keys pushed onto `derived`), and where the key sets are.
 pub(super) fn validate_jtl(
     raw: &RawJtl,
-    flow: Option<Flow>,
-    session: Option<&SessionConfig>,
+    environment: Option<JtlEnvironment>,
+    session: Option<&(SessionConfig, TokenRules)>,
     check: &mut Checker,
     warnings: &mut Vec<String>,
-) -> Option<JtlConfig> {
+    derived: &mut Vec<&'static str>,
+) -> Option<(JtlConfig, KeySetUrls)> {
     let problems_before = check.problems.len();
     if raw.client_id.is_empty() {
         check.problem("jtl.client_id", "missing");
@@ -61,22 +66,44 @@ pub(super) fn validate_jtl(
             Some(ClientSecret::File(path))
         }
     };
-    // The app-token flow asks Zitadel for its service token unless a URL is set.
-    let app_token_issuer = match flow {
-        Some(Flow::AppToken) => session.and_then(|s| s.issuer.as_deref()),
-        _ => None,
-    };
-    let token_url = match app_token_issuer {
-        Some(issuer) if raw.token_url == LEGACY_TOKEN_URL => {
-            check.http_url("jtl.token_url", &format!("{issuer}/oauth/v2/token"))
+    let flow = session.map(|(config, _)| config.flow);
+    // Zitadel's endpoints sit below the issuer; derived URLs never get a "//".
+    let issuer_base = session
+        .filter(|(config, _)| config.flow.accepts(TokenKind::AppToken))
+        .and_then(|(_, rules)| rules.issuer.as_deref())
+        .map(|issuer| issuer.trim_end_matches('/').to_owned());
+    let zitadel_token_url = issuer_base
+        .as_ref()
+        .map(|base| format!("{base}/oauth/v2/token"));
+    let mut derive = |key: &'static str, value: Option<String>| {
+        if value.is_some() {
+            derived.push(key);
         }
-        _ => check.http_url("jtl.token_url", &raw.token_url),
+        value
     };
-    let scope = match (app_token_issuer, raw.scope.as_str()) {
-        (Some(_), "") => Some("openid".to_owned()),
-        (_, "") => None,
-        (app_token, scope) => {
-            if app_token.is_some() && !scope.split(' ').any(|s| s == "openid") {
+    let token_url_text = match raw.token_url.as_str() {
+        "" => derive(
+            "jtl.token_url",
+            match flow {
+                Some(Flow::AppToken) => zitadel_token_url.clone(),
+                Some(Flow::SessionToken | Flow::Both) => {
+                    environment.map(JtlEnvironment::legacy_token_url)
+                }
+                None => None,
+            },
+        ),
+        written => Some(written.to_owned()),
+    };
+    let token_url = token_url_text
+        .as_deref()
+        .and_then(|text| check.http_url("jtl.token_url", text));
+    // The token endpoint is Zitadel's: it needs `openid`, and its tokens are opaque.
+    let zitadel_endpoint =
+        token_url_text.is_some() && token_url_text.as_deref() == zitadel_token_url.as_deref();
+    let scope = match raw.scope.as_str() {
+        "" => derive("jtl.scope", zitadel_endpoint.then(|| "openid".to_owned())),
+        scope => {
+            if zitadel_endpoint && !scope.split(' ').any(|s| s == "openid") {
                 warnings.push(format!(
                     "jtl.scope: {scope:?} lacks \"openid\", which JTL's Zitadel requires for the service account's token request"
                 ));
@@ -84,7 +111,16 @@ pub(super) fn validate_jtl(
             Some(scope.to_owned())
         }
     };
-    let api_base_url = check.http_url("jtl.api_base_url", &raw.api_base_url);
+    let api_base_text = match raw.api_base_url.as_str() {
+        "" => derive(
+            "jtl.api_base_url",
+            environment.map(JtlEnvironment::api_base_url),
+        ),
+        written => Some(written.to_owned()),
+    };
+    let api_base_url = api_base_text
+        .as_deref()
+        .and_then(|text| check.http_url("jtl.api_base_url", text));
     if api_base_url
         .as_ref()
         .is_some_and(|url| url.query().is_some())
@@ -94,29 +130,39 @@ pub(super) fn validate_jtl(
             "must not contain a query (paths are appended to it)",
         );
     }
-    let jwks_url = if raw.jwks_url.is_empty() {
-        match (
-            flow,
-            session.and_then(|s| s.issuer.as_deref()),
-            &api_base_url,
-        ) {
-            (Some(Flow::AppToken), Some(issuer), _) => {
-                Url::parse(&format!("{}/oauth/v2/keys", issuer.trim_end_matches('/'))).ok()
-            }
-            (_, _, Some(api)) => Url::parse(&format!(
+    // `jtl.jwks_url` names the session-token key set, or, in the app-token flow alone,
+    // the app-token key set; the other is derived.
+    let written_jwks = (!raw.jwks_url.is_empty())
+        .then(|| check.http_url("jtl.jwks_url", &raw.jwks_url))
+        .flatten();
+    let derived_app_keys = || {
+        issuer_base
+            .as_ref()
+            .and_then(|base| Url::parse(&format!("{base}/oauth/v2/keys")).ok())
+    };
+    let app_keys = match (flow, &written_jwks) {
+        (Some(Flow::AppToken), Some(url)) => Some(url.clone()),
+        (Some(Flow::AppToken | Flow::Both), _) => derived_app_keys(),
+        _ => None,
+    };
+    let session_keys = match (flow, &written_jwks) {
+        (Some(Flow::SessionToken | Flow::Both), Some(url)) => Some(url.clone()),
+        (Some(Flow::SessionToken | Flow::Both), None) => api_base_url.as_ref().and_then(|api| {
+            Url::parse(&format!(
                 "{}/account/.well-known/jwks.json",
                 api.as_str().trim_end_matches('/')
             ))
-            .ok(),
-            _ => None,
-        }
-    } else {
-        check.http_url("jtl.jwks_url", &raw.jwks_url)
+            .ok()
+        }),
+        _ => None,
     };
+    if raw.jwks_url.is_empty() && (app_keys.is_some() || session_keys.is_some()) {
+        derived.push("jtl.jwks_url");
+    }
     for (key, url) in [
         ("jtl.token_url", &token_url),
         ("jtl.api_base_url", &api_base_url),
-        ("jtl.jwks_url", &jwks_url),
+        ("jtl.jwks_url", &written_jwks),
     ] {
         if let Some(url) = url {
             if url.scheme() == "http" && !is_loopback_host(url) {
@@ -147,16 +193,46 @@ pub(super) fn validate_jtl(
     if check.problems.len() != problems_before {
         return None;
     }
-    Some(JtlConfig {
+    let config = JtlConfig {
+        environment: environment?,
         client_id: raw.client_id.clone(),
         client_secret: client_secret?,
         token_url: token_url?,
         scope,
         api_base_url: api_base_url?,
-        jwks_url: jwks_url?,
         refresh_before_expiry,
         timeout,
         ca_file,
-        opaque_token: app_token_issuer.is_some(),
-    })
+        opaque_token: zitadel_endpoint,
+    };
+    Some((
+        config,
+        KeySetUrls {
+            app_token: app_keys,
+            session_token: session_keys,
+        },
+    ))
+}
+
+/// Where each kind's key set is (`None` for a kind the flow does not accept).
+pub(super) struct KeySetUrls {
+    pub app_token: Option<Url>,
+    pub session_token: Option<Url>,
+}
+
+/// `jtl.environment`.
+pub(super) fn validate_environment(raw: &str, check: &mut Checker) -> Option<JtlEnvironment> {
+    let environment = match raw {
+        "production" => Some(JtlEnvironment::Production),
+        "qa" => Some(JtlEnvironment::Qa),
+        "dev" => Some(JtlEnvironment::Dev),
+        _ => None,
+    };
+    if environment.is_none() {
+        check.problem(
+            "jtl.environment",
+            format!("must be \"production\", \"qa\" or \"dev\", not {raw:?}"),
+        );
+    }
+    environment
 }

@@ -17,8 +17,8 @@ mod session;
 mod stores;
 
 use ingress::{validate_egress, validate_ingress};
-use jtl::validate_jtl;
-use session::validate_session;
+use jtl::{validate_environment, validate_jtl};
+use session::{validate_session, with_profiles};
 use stores::{validate_shared_cache, validate_tenants};
 
 /// Collects problems into a list instead of stopping at the first.
@@ -174,22 +174,39 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
+/// Validates every section; the keys whose values were derived are pushed onto `derived`.
 pub(super) fn validate(
     raw: &RawConfig,
     problems: &mut Vec<ConfigProblem>,
     warnings: &mut Vec<String>,
+    derived: &mut Vec<&'static str>,
 ) -> Option<Config> {
     let mut check = Checker { problems };
     let ingress = validate_ingress(&raw.ingress, &mut check);
     let egress = validate_egress(&raw.egress, &mut check, warnings);
-    let session = validate_session(&raw.session, &mut check);
+    let environment = validate_environment(&raw.jtl.environment, &mut check);
+    let session = validate_session(&raw.session, environment, &mut check);
+    if session
+        .as_ref()
+        .is_some_and(|(_, rules)| rules.issuer_derived)
+    {
+        derived.push("session.issuer");
+    }
     let jtl = validate_jtl(
         &raw.jtl,
-        session.as_ref().map(|s| s.flow),
+        environment,
         session.as_ref(),
         &mut check,
         warnings,
+        derived,
     );
+    let session = match (session, &jtl) {
+        (Some((session, rules)), Some((_, key_sets))) => {
+            Some(with_profiles(session, rules, key_sets))
+        }
+        _ => None,
+    };
+    let jtl = jtl.map(|(jtl, _)| jtl);
     let tenants = validate_tenants(&raw.tenants, &mut check);
     let shared_cache = validate_shared_cache(&raw.shared_cache, &mut check, warnings);
     let admin = validate_admin(&raw.admin, &mut check);
