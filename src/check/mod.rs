@@ -10,7 +10,7 @@
 //! network call is bounded by `jtl.timeout_ms`.
 //!
 //! The app-token flow (SPEC §11) differs where JTL's Zitadel does: the token endpoint line
-//! shows the scope sent (and `invalid_scope` gets the advice to include `openid`), the key
+//! shows the scope sent (and `invalid_scope` gets advice that fits it), the key
 //! set is fetched without a bearer (so it is checked even when no token was had), the
 //! usable keys are RSA ones (Zitadel's EC and OKP keys are skipped, as they should be), a
 //! discovery step compares `{issuer}/.well-known/openid-configuration` with the config,
