@@ -27,7 +27,7 @@ use std::fmt;
 use crate::clock::Clock;
 use crate::config::{ClientSecret, Config, Flow};
 use crate::diagnose::{self, kid_list, span};
-use crate::jose::{JwkSet, KeyError, VerifyingKey};
+use crate::jose::{JwkSet, VerifyingKey};
 use crate::jtl::{
     AccessToken, FetchedKeys, Jtl, JtlHttp, KeysError, LifetimeSource, SetupError, TokenError,
 };
@@ -442,7 +442,7 @@ fn rsa_keys_text(fetched: &FetchedKeys) -> (Verdict, String) {
     let (other_types, refused): (Vec<_>, Vec<_>) = fetched
         .skipped
         .iter()
-        .partition(|key| key.reason == KeyError::WrongKeyType);
+        .partition(|key| key.is_of_another_type());
     let other_kids = kid_list(other_types.iter().map(|key| key.kid.as_deref()));
     let refused_text = (!refused.is_empty()).then(|| {
         let each: Vec<String> = refused
