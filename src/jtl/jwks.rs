@@ -205,6 +205,16 @@ impl KeySet {
         self.inner.fetches_started.load(Ordering::SeqCst)
     }
 
+    /// The wait until the next key-set fetch is permitted (the rate limit, the backoff
+    /// after failures, a `Retry-After` of the endpoint), in whole seconds rounded up and
+    /// at least 1: the `Retry-After` of a `503` for keys that cannot be had now.
+    pub fn retry_after(&self) -> Duration {
+        let next_fetch_ms = self.inner.next_fetch_ms.load(Ordering::SeqCst);
+        let wait_ms = next_fetch_ms.saturating_sub(self.inner.clock.now_ms());
+        let wait_s = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000);
+        Duration::from_secs(wait_s.max(1))
+    }
+
     /// Requests waiting in [`KeySet::newer_than`] now.
     pub fn waiting(&self) -> usize {
         self.inner.waiting.load(Ordering::SeqCst)

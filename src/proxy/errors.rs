@@ -166,14 +166,12 @@ pub fn unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody>
     response
 }
 
-/// `Retry-After` when no signing key can be had: the key set is refetched at most this
-/// often by default, so asking sooner is pointless.
-const KEYS_RETRY_AFTER_S: u64 = 10;
-
 /// 503 when a session token cannot be checked now: no signing key can be had, or too
-/// many requests already wait for a fresh key set. `error` gives the description.
-pub fn keys_unavailable(error: &VerifyError) -> Response<ProxyBody> {
-    unavailable(&error.to_string(), KEYS_RETRY_AFTER_S)
+/// many requests already wait for a fresh key set. `error` gives the description;
+/// `retry_after_s` is the wait until the next permitted key-set fetch
+/// ([`crate::jtl::KeySet::retry_after`]), asking sooner being pointless.
+pub fn keys_unavailable(error: &VerifyError, retry_after_s: u64) -> Response<ProxyBody> {
+    unavailable(&error.to_string(), retry_after_s)
 }
 
 /// 503 when no valid access token can be had; `retry_after_s` is the token manager's

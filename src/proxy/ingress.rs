@@ -288,7 +288,7 @@ impl Ingress {
             }
             Err(error @ (VerifyError::KeysUnavailable | VerifyError::KeysCrowded)) => {
                 return Admission::Answered(Handled::new(
-                    keys_unavailable(&error),
+                    keys_unavailable(&error, self.verifier.keys().retry_after().as_secs()),
                     error.outcome(),
                 ));
             }

@@ -146,7 +146,8 @@ impl ConnectTenant {
                 };
             }
             Err(error @ (VerifyError::KeysUnavailable | VerifyError::KeysCrowded)) => {
-                return Handled::new(keys_unavailable(&error), error.outcome())
+                let retry_after_s = self.verifier.keys().retry_after().as_secs();
+                return Handled::new(keys_unavailable(&error, retry_after_s), error.outcome());
             }
         };
 
