@@ -13,25 +13,39 @@ a wrong client id or secret, stray whitespace or a newline in the secret or the 
 or client id and secret swapped";
 
 /// What to do when JTL's Zitadel answers `invalid_scope` to the service account's token
-/// request (the app-token flow), given the scope that was sent (`jtl.scope`).
+/// request (the app-token flow), given the scope that was sent (`jtl.scope` as configured,
+/// or `"openid"` as derived). The advice fits what was sent: it never says to set what is
+/// set already.
 pub fn invalid_scope_advice(scope: Option<&str>) -> String {
     let scope = scope.unwrap_or_default().trim();
-    if scope.split(' ').any(|value| value == "openid") {
-        return "Zitadel refused a value of jtl.scope beside \"openid\": leave jtl.scope \
-                empty, which sends \"openid\" alone"
+    let values: Vec<&str> = scope.split_ascii_whitespace().collect();
+    if values.is_empty() {
+        return "no scope was sent, and JTL's Zitadel requires \"openid\" in the service \
+                account's token request: include openid in jtl.scope (jtl.scope = \"openid\")"
             .to_owned();
     }
-    let mut advice = "JTL's Zitadel requires \"openid\" in the service account's token \
-                      request: include openid in jtl.scope, or leave it empty (the app-token \
-                      flow defaults it to \"openid\")"
-        .to_owned();
-    if !scope.is_empty() {
-        advice.push_str(&format!(
-            "; here: jtl.scope = \"openid {}\"",
+    if !values.contains(&"openid") {
+        return format!(
+            "JTL's Zitadel requires \"openid\" in the service account's token request, and \
+             the scope sent lacks it: include openid in jtl.scope; here: jtl.scope = \"openid {}\"",
             scope.escape_debug()
-        ));
+        );
     }
-    advice
+    let not_zitadel = "jtl.token_url is probably not a Zitadel (OpenID Connect) token \
+                       endpoint (JTL's is {session.issuer}/oauth/v2/token), or the service \
+                       account (jtl.client_id) or its project (session.audience) is not allowed \
+                       that scope";
+    if values.iter().all(|value| *value == "openid") {
+        return format!(
+            "the provider refused \"openid\" itself, the one scope JTL's Zitadel requires: \
+             {not_zitadel}; check jtl.token_url, jtl.client_id and session.audience"
+        );
+    }
+    format!(
+        "the provider refused a value of jtl.scope beside \"openid\": remove it, or leave \
+         jtl.scope empty, which sends \"openid\" alone (should \"openid\" alone be refused \
+         too: {not_zitadel})"
+    )
 }
 
 /// Where the client secret came from, for the observations about it.
@@ -194,17 +208,54 @@ mod tests {
     }
 
     #[test]
-    fn invalid_scope_advice_says_to_include_openid() {
-        for scope in [None, Some(""), Some("profile"), Some("openidx email")] {
+    fn invalid_scope_advice_without_openid_says_to_include_it() {
+        for scope in [
+            None,
+            Some(""),
+            Some(" "),
+            Some("profile"),
+            Some("openidx email"),
+        ] {
             let advice = invalid_scope_advice(scope);
             assert!(
                 advice.contains("include openid in jtl.scope"),
                 "{scope:?}: {advice}"
             );
+            assert!(!advice.contains("refused"), "{scope:?}: {advice}");
         }
+        assert!(invalid_scope_advice(None).contains("no scope was sent"));
+        assert!(invalid_scope_advice(None).ends_with("(jtl.scope = \"openid\")"));
         assert!(invalid_scope_advice(Some("profile")).ends_with("jtl.scope = \"openid profile\""));
+    }
+
+    #[test]
+    fn invalid_scope_advice_for_openid_alone_names_the_endpoint_and_the_account() {
+        // "openid" is what the app-token flow derives for an empty jtl.scope: telling the
+        // operator to leave it empty, or to add "openid", would be telling them to do
+        // what is done already.
+        for scope in [Some("openid"), Some(" openid "), Some("openid openid")] {
+            let advice = invalid_scope_advice(scope);
+            assert!(
+                advice.starts_with("the provider refused \"openid\" itself"),
+                "{scope:?}: {advice}"
+            );
+            assert!(
+                advice.ends_with("check jtl.token_url, jtl.client_id and session.audience"),
+                "{scope:?}: {advice}"
+            );
+            assert!(advice.contains("not a Zitadel"), "{advice}");
+            for wrong in ["leave jtl.scope empty", "include openid", "jtl.scope ="] {
+                assert!(!advice.contains(wrong), "{scope:?}: {advice}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_scope_advice_for_openid_with_more_says_to_drop_the_rest() {
         let advice = invalid_scope_advice(Some("openid urn:x"));
         assert!(advice.contains("beside \"openid\""), "{advice}");
+        assert!(advice.contains("leave jtl.scope empty"), "{advice}");
+        assert!(!advice.contains("include openid"), "{advice}");
     }
 
     #[test]

@@ -259,6 +259,18 @@ impl TokenVerifier {
         }
     }
 
+    /// For a `503` of key trouble: seconds until the next fetch the refused kind's key
+    /// set permits (at least 1).
+    pub fn retry_after_s(&self, error: &VerifyError) -> u64 {
+        let kind = match error {
+            VerifyError::KeysUnavailable(kind) | VerifyError::KeysCrowded(kind) => Some(*kind),
+            VerifyError::Rejected(_, kind) => *kind,
+        };
+        kind.and_then(|kind| self.kind(kind))
+            .or_else(|| self.kinds.first())
+            .map_or(1, |verifier| verifier.keys.retry_after().as_secs().max(1))
+    }
+
     /// Verifies a token. A cached verification is used only while the token has not
     /// expired and the key that verified it is still in its key set.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedSession>, VerifyError> {

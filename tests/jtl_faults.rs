@@ -14,6 +14,10 @@
 //!    (`jtl_sidecar_{token,jwks}_fetches_total{result="failure"}`), and the recovery as a
 //!    success.
 //!
+//! And when no key can be had at all (the key endpoint failing from the start), the `503`
+//! of the ingress and of connect-tenant says in `Retry-After` the real wait until the
+//! next permitted key-set fetch.
+//!
 //! Time is the manual clock: the token (3600 s) is refreshed after 1800 s; the key
 //! set every 60 s. The log is captured per test: `#[tokio::test]` runs everything spawned
 //! on the sidecar's runtime (the refreshers, the admin listener) on the test's thread,
@@ -416,4 +420,94 @@ cases! {
     app_keys_garbage_json: AppToken, Keys, Failure::Garbage, "not a strict JSON object";
     app_keys_without_keys: AppToken, Keys, Failure::MissingField, "has no \"keys\" array";
     app_keys_503: AppToken, Keys, Failure::Status(503), "answered HTTP 503";
+}
+
+/// A sidecar whose key endpoint fails from the start, with `jwks_min_refetch_interval_s`
+/// = `min_refetch_s`: returned once its first key-set fetch has failed, so no key can be
+/// had until the next permitted fetch.
+async fn without_keys(flow: Flow, min_refetch_s: u64, failure: Failure) -> Proxy {
+    let toml = format!("[session]\njwks_min_refetch_interval_s = {min_refetch_s}\n");
+    let proxy = match flow {
+        Flow::SessionToken => Proxy::start(&toml).await,
+        Flow::AppToken => Proxy::start_app_token(&toml).await,
+    };
+    // Before the refresher's first fetch: the sidecar has not run yet on this thread.
+    match flow {
+        Flow::SessionToken => proxy.emulator.set_jwks_failure(failure),
+        Flow::AppToken => proxy.emulator.set_app_keys_failure(failure),
+    }
+    let series = "jtl_sidecar_jwks_fetches_total{result=\"failure\"} 1";
+    eventually_async("the first key-set fetch fails", || async {
+        let answer = get(&proxy.admin_url("/metrics"), &[]).await;
+        String::from_utf8_lossy(&answer.body)
+            .lines()
+            .any(|line| line == series)
+    })
+    .await;
+    proxy
+}
+
+/// A request through the ingress with a new token; it must be the keys' 503. Returns its
+/// `Retry-After`.
+async fn keys_503_retry_after(proxy: &Proxy, flow: Flow) -> String {
+    let token = match flow {
+        Flow::SessionToken => proxy.token(),
+        Flow::AppToken => proxy
+            .emulator
+            .mint_app_token_for(TENANT, "312909186000000001", Duration::from_secs(3600))
+            .expect("the emulator signs"),
+    };
+    let answer = get(
+        &proxy.url("/orders"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["error"], "temporarily_unavailable");
+    assert_eq!(proxy.backend_hits(), 0);
+    answer.headers["retry-after"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_503_for_keys_that_cannot_be_had_says_the_wait_until_the_next_permitted_fetch() {
+    for flow in [Flow::SessionToken, Flow::AppToken] {
+        // The first failure waits exactly jwks_min_refetch_interval_s (the backoff starts
+        // there, and is never below it).
+        let proxy = without_keys(flow, 1, Failure::Status(503)).await;
+        assert_eq!(keys_503_retry_after(&proxy, flow).await, "1", "{flow:?}");
+        proxy.clock.advance(Duration::from_millis(600));
+        assert_eq!(keys_503_retry_after(&proxy, flow).await, "1", "{flow:?}");
+
+        let proxy = without_keys(flow, 30, Failure::Status(503)).await;
+        assert_eq!(keys_503_retry_after(&proxy, flow).await, "30", "{flow:?}");
+        // The real wait, rounded up: 19.5 s after 10.5 s.
+        proxy.clock.advance(Duration::from_millis(10_500));
+        assert_eq!(keys_503_retry_after(&proxy, flow).await, "20", "{flow:?}");
+    }
+
+    // A Retry-After of the key endpoint puts the next fetch further away.
+    let proxy = without_keys(Flow::SessionToken, 1, Failure::StatusRetryAfter(429, 45)).await;
+    assert_eq!(keys_503_retry_after(&proxy, Flow::SessionToken).await, "45");
+
+    // Connect-tenant answers the same 503.
+    let proxy = without_keys(Flow::SessionToken, 30, Failure::Status(503)).await;
+    let body = serde_json::json!({ "sessionToken": proxy.token() }).to_string();
+    let request = http::Request::post(proxy.url("/api/connect-tenant"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let answer = common::proxy::send(request).await;
+    assert_eq!(
+        answer.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["error"], "temporarily_unavailable");
+    assert_eq!(answer.headers["retry-after"], "30");
 }

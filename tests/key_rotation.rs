@@ -121,6 +121,8 @@ async fn beyond_the_bound_of_waiting_requests_the_answer_is_503_with_retry_after
         .unwrap();
     assert_eq!(answer.status, 503);
     assert_eq!(answer.json()["error"], "temporarily_unavailable");
+    // The next fetch is permitted 10 s after the one that loaded the set; the clock has
+    // not moved since.
     assert_eq!(answer.headers["retry-after"], "10");
     // A token whose key is cached never queues.
     assert_eq!(spawn_get(&proxy, proxy.token()).await.unwrap().status, 200);

@@ -10,7 +10,7 @@
 //! network call is bounded by `jtl.timeout_ms`.
 //!
 //! The app-token flow (SPEC §11) differs where JTL's Zitadel does: the token endpoint line
-//! shows the scope sent (and `invalid_scope` gets the advice to include `openid`), the key
+//! shows the scope sent (and `invalid_scope` gets advice that fits it), the key
 //! set is fetched without a bearer (so it is checked even when no token was had), the
 //! usable keys are RSA ones (Zitadel's EC and OKP keys are skipped, as they should be), a
 //! discovery step compares `{issuer}/.well-known/openid-configuration` with the config,
@@ -27,7 +27,7 @@ use std::fmt;
 use crate::clock::Clock;
 use crate::config::{ClientSecret, Config, FlowProfile};
 use crate::diagnose::{self, kid_list, span};
-use crate::jose::{CompactJws, JwkSet, KeyError, TokenKind, VerifyingKey};
+use crate::jose::{CompactJws, JwkSet, TokenKind, VerifyingKey};
 use crate::jtl::{
     AccessToken, FetchedKeys, Jtl, JtlHttp, KeySet, KeysError, LifetimeSource, SetupError,
     TokenError,
@@ -535,7 +535,7 @@ fn rsa_keys_text(fetched: &FetchedKeys) -> (Verdict, String) {
     let (other_types, refused): (Vec<_>, Vec<_>) = fetched
         .skipped
         .iter()
-        .partition(|key| key.reason == KeyError::WrongKeyType);
+        .partition(|key| key.is_of_another_type());
     let other_kids = kid_list(other_types.iter().map(|key| key.kid.as_deref()));
     let refused_text = (!refused.is_empty()).then(|| {
         let each: Vec<String> = refused

@@ -222,6 +222,15 @@ pub struct SkippedKey {
     pub reason: KeyError,
 }
 
+impl SkippedKey {
+    /// Whether the key is of a type the flow does not use (`kty` is not the flow's: the
+    /// EC and OKP keys Zitadel publishes beside its RSA keys). Skipping such a key is
+    /// expected, not a problem; a key of the flow's type that is unusable is one.
+    pub fn is_of_another_type(&self) -> bool {
+        self.reason == KeyError::WrongKeyType
+    }
+}
+
 /// The usable keys of a JWK set, in document order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JwkSet {

@@ -9,8 +9,11 @@
 //! fetch when the rate limit forbids one now, so junk tokens that keep the limit spent
 //! cannot lock out the users of a freshly rotated key.
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -44,6 +47,10 @@ pub struct LoadedKeys {
 /// 1024 over one interval (10 s by default) is ~100 requests per second carrying a new key
 /// in the worst second of a rotation, and only while junk tokens keep the limit spent.
 pub const MAX_WAITING_FOR_KEYS: usize = 1024;
+
+/// Unusable keys remembered as warned about (see [`WarnedKeys`]): far more than a key set
+/// holds, and a few KiB of fingerprints at most.
+const MAX_WARNED_KEYS: usize = 1024;
 
 /// Why no newer key set can be had for a waiting request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +141,8 @@ struct Inner {
     /// Requests in [`KeySet::newer_than`], bounded by [`MAX_WAITING_FOR_KEYS`].
     waiting: AtomicUsize,
     counts: KeyFetchCounts,
+    /// Unusable keys of the flow's type warned about already (SPEC §6: once per `kid`).
+    warned: Mutex<WarnedKeys>,
 }
 
 impl KeySet {
@@ -153,6 +162,7 @@ impl KeySet {
                 last_failed_fetch: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
                 counts: KeyFetchCounts::default(),
+                warned: Mutex::new(WarnedKeys::default()),
             }),
         }
     }
@@ -202,6 +212,16 @@ impl KeySet {
     /// whose [`LoadedKeys::fetch_number`] is larger was fetched after that moment.
     pub fn fetches_started(&self) -> u64 {
         self.inner.fetches_started.load(Ordering::SeqCst)
+    }
+
+    /// The wait until the next key-set fetch is permitted (the rate limit, the backoff
+    /// after failures, a `Retry-After` of the endpoint), in whole seconds rounded up and
+    /// at least 1: the `Retry-After` of a `503` for keys that cannot be had now.
+    pub fn retry_after(&self) -> Duration {
+        let next_fetch_ms = self.inner.next_fetch_ms.load(Ordering::SeqCst);
+        let wait_ms = next_fetch_ms.saturating_sub(self.inner.clock.now_ms());
+        let wait_s = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000);
+        Duration::from_secs(wait_s.max(1))
     }
 
     /// Requests waiting in [`KeySet::newer_than`] now.
@@ -363,13 +383,31 @@ impl KeySet {
     }
 
     /// One fetch of the usable keys, skipped keys logged; an empty set is an error.
+    ///
+    /// A key of a type the flow does not use (Zitadel's EC and OKP keys beside its RSA
+    /// keys) is skipped at debug level: it is expected at every refresh. An unusable key
+    /// of the flow's type is a warning, once per `kid` for the life of this key set.
     async fn fetch(&self) -> Result<JwkSet, KeysError> {
         let FetchedKeys { set, skipped, .. } = self.fetch_document().await?;
         for key in &skipped {
-            tracing::warn!(
-                "skipped a key of the JTL key set: {}",
-                diagnose::skipped_key(key)
-            );
+            let first_time = !key.is_of_another_type()
+                && self
+                    .inner
+                    .warned
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .first_time(key);
+            if first_time {
+                tracing::warn!(
+                    "skipped a key of the JTL key set (said once per kid): {}",
+                    diagnose::skipped_key(key)
+                );
+            } else {
+                tracing::debug!(
+                    "skipped a key of the JTL key set: {}",
+                    diagnose::skipped_key(key)
+                );
+            }
         }
         if set.is_empty() {
             // Replacing a good set with an empty one would refuse every user; treat it as
@@ -441,6 +479,31 @@ impl KeySet {
     }
 }
 
+/// The unusable keys warned about already, each named by a fingerprint of its `kid` and
+/// the reason it was skipped (a `kid` whose key turns unusable in another way is news).
+/// Bounded by [`MAX_WARNED_KEYS`]: when full it starts over, so a document with more
+/// unusable keys than that is warned about again, never worse than at every refresh.
+#[derive(Debug, Default)]
+struct WarnedKeys(HashSet<u64>);
+
+impl WarnedKeys {
+    /// True the first time `key` is seen (and remembers it).
+    fn first_time(&mut self, key: &SkippedKey) -> bool {
+        let mut hasher = DefaultHasher::new();
+        key.kid.hash(&mut hasher);
+        // The variant and its fields, not the message: the words may change.
+        format!("{:?}", key.reason).hash(&mut hasher);
+        let id = hasher.finish();
+        if self.0.contains(&id) {
+            return false;
+        }
+        if self.0.len() >= MAX_WARNED_KEYS {
+            self.0.clear();
+        }
+        self.0.insert(id)
+    }
+}
+
 /// One of the bounded places in [`KeySet::newer_than`]; given back when dropped (also
 /// when the waiting request is abandoned by its client).
 struct WaitSlot<'a>(&'a AtomicUsize);
@@ -459,5 +522,45 @@ impl<'a> WaitSlot<'a> {
 impl Drop for WaitSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jose::KeyError;
+
+    fn skipped(kid: Option<&str>, reason: KeyError) -> SkippedKey {
+        SkippedKey {
+            index: 0,
+            kid: kid.map(str::to_owned),
+            reason,
+        }
+    }
+
+    #[test]
+    fn an_unusable_key_is_warned_about_once_per_kid_and_reason() {
+        let mut warned = WarnedKeys::default();
+        let small = skipped(Some("1"), KeyError::ModulusTooSmall { bits: 1024 });
+        assert!(warned.first_time(&small));
+        assert!(!warned.first_time(&small));
+        assert!(!warned.first_time(&SkippedKey { index: 3, ..small }));
+        assert!(warned.first_time(&skipped(
+            Some("2"),
+            KeyError::ModulusTooSmall { bits: 1024 }
+        )));
+        assert!(warned.first_time(&skipped(Some("1"), KeyError::WrongAlgorithm)));
+        assert!(warned.first_time(&skipped(None, KeyError::WrongAlgorithm)));
+        assert!(!warned.first_time(&skipped(None, KeyError::WrongAlgorithm)));
+    }
+
+    #[test]
+    fn the_memory_of_warned_keys_is_bounded() {
+        let mut warned = WarnedKeys::default();
+        for n in 0..3 * MAX_WARNED_KEYS {
+            let kid = n.to_string();
+            assert!(warned.first_time(&skipped(Some(&kid), KeyError::WrongAlgorithm)));
+            assert!(warned.0.len() <= MAX_WARNED_KEYS);
+        }
     }
 }

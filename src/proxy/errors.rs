@@ -165,14 +165,12 @@ pub fn unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody>
     response
 }
 
-/// `Retry-After` when no signing key can be had: the key set is refetched at most this
-/// often by default, so asking sooner is pointless.
-const KEYS_RETRY_AFTER_S: u64 = 10;
-
 /// 503 when a token cannot be checked now: no signing key can be had, or too many
-/// requests already wait for a fresh key set.
-pub fn keys_unavailable(description: &str) -> Response<ProxyBody> {
-    unavailable(description, KEYS_RETRY_AFTER_S)
+/// requests already wait for a fresh key set. `retry_after_s` is the wait until the
+/// next permitted key-set fetch ([`crate::jtl::KeySet::retry_after`]), asking sooner
+/// being pointless.
+pub fn keys_unavailable(description: &str, retry_after_s: u64) -> Response<ProxyBody> {
+    unavailable(description, retry_after_s)
 }
 
 /// 503 when no valid access token can be had; `retry_after_s` is the token manager's

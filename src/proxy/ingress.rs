@@ -299,7 +299,10 @@ impl Ingress {
             }
             Err(error @ (VerifyError::KeysUnavailable(_) | VerifyError::KeysCrowded(_))) => {
                 return Admission::Answered(Handled::new(
-                    keys_unavailable(&self.verifier.describe(&error)),
+                    keys_unavailable(
+                        &self.verifier.describe(&error),
+                        self.verifier.retry_after_s(&error),
+                    ),
                     error.outcome(),
                 ));
             }

@@ -154,7 +154,10 @@ impl ConnectTenant {
             }
             Err(error @ (VerifyError::KeysUnavailable(_) | VerifyError::KeysCrowded(_))) => {
                 return Handled::new(
-                    keys_unavailable(&self.verifier.describe(&error)),
+                    keys_unavailable(
+                        &self.verifier.describe(&error),
+                        self.verifier.retry_after_s(&error),
+                    ),
                     error.outcome(),
                 )
             }
