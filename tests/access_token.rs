@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::harness::{eventually, settle, Extra, Harness};
+use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
 use jtl_auth_sidecar::jtl::token::EXPIRY_MARGIN;
-use jtl_auth_sidecar::jtl::TokenError;
+use jtl_auth_sidecar::jtl::{Jtl, TokenError};
 
 fn lasting(expires_in: u64) -> EmulatorOptions {
     EmulatorOptions {
@@ -388,4 +389,40 @@ async fn the_per_thread_authorization_copy_follows_the_current_token() {
     // Expired: no copy is handed out either.
     h.clock.advance(Duration::from_secs(3600));
     assert!(h.jtl.tokens.current_authorization().is_none());
+}
+
+/// RFC 6749 §2.3.1 (SPEC §6): the id and the secret are form-urlencoded before the join,
+/// so a secret holding `+ / % : =` gets a token from both of JTL's token endpoints (the
+/// emulator decodes them as JTL does; the same secret joined raw is `invalid_client`, see
+/// tests/emulator.rs and tests/emulator_zitadel.rs).
+#[tokio::test]
+async fn a_secret_holding_reserved_characters_gets_a_token_from_both_token_endpoints() {
+    let options = EmulatorOptions {
+        client_secret: "a+b/c%d:e=f".to_owned(),
+        ..EmulatorOptions::default()
+    };
+    // The legacy endpoint (the harness's token_url).
+    let h = Harness::start(options.clone(), Extra::default()).await;
+    assert!(h.jtl.tokens.get().await.is_ok());
+    assert_eq!(h.emulator.token_requests(), 1);
+
+    // Zitadel's endpoint on the same emulator, with the scope it requires.
+    let toml = format!(
+        "[jtl]\nclient_id = {:?}\nclient_secret = {:?}\ntoken_url = {:?}\nscope = \"openid\"\napi_base_url = {:?}\n",
+        options.client_id,
+        options.client_secret,
+        h.emulator.app_token_url(),
+        h.emulator.api_base_url(),
+    );
+    let config = load_str(&toml, Vec::new()).unwrap().config;
+    let zitadel = Jtl::from_config(&config, h.clock.clone()).unwrap();
+    let token = zitadel.tokens.get().await;
+    assert!(token.is_ok(), "{:?}", token.err());
+    assert_eq!(
+        h.emulator
+            .counters()
+            .app_token_requests
+            .load(Ordering::SeqCst),
+        1
+    );
 }

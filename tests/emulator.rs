@@ -11,6 +11,7 @@ use http_body_util::Full;
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions, Failure};
 use jtl_auth_sidecar::jose::JwkSet;
+use jtl_auth_sidecar::jtl::client_auth::basic_authorization;
 use jtl_auth_sidecar::jtl::http::{JtlHttp, Response};
 use serde_json::Value;
 
@@ -43,11 +44,9 @@ fn json(response: &Response) -> Value {
     serde_json::from_slice(&response.body).unwrap()
 }
 
+/// RFC 6749 §2.3.1 credentials, as the sidecar sends them.
 fn basic(id: &str, secret: &str) -> (&'static str, String) {
-    (
-        "authorization",
-        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))),
-    )
+    ("authorization", basic_authorization(id, secret))
 }
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
@@ -113,6 +112,38 @@ async fn token_endpoint_answers_invalid_client_for_bad_or_missing_credentials() 
         assert_eq!(response.status, StatusCode::UNAUTHORIZED);
         assert_eq!(json(&response)["error"], "invalid_client");
         assert_eq!(response.headers["www-authenticate"], "Basic realm=\"jtl\"");
+    }
+}
+
+/// The legacy IdP decodes Basic credentials as RFC 6749 §2.3.1 says, as JTL's Zitadel does:
+/// a secret holding `+ / % : =` works form-urlencoded and is refused sent raw.
+#[tokio::test]
+async fn token_endpoint_form_urldecodes_basic_credentials() {
+    let emulator = emulator().await;
+    let secret = "a+b/c%d:e=f";
+    emulator.set_client_secret(secret);
+    let raw = (
+        "authorization",
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("emulated-client:{secret}"))
+        ),
+    );
+    for (authorization, status) in [
+        (raw, StatusCode::UNAUTHORIZED),
+        (basic("emulated-client", secret), StatusCode::OK),
+    ] {
+        let response = send(
+            Method::POST,
+            &emulator.token_url(),
+            &[authorization, (FORM.0, FORM.1.into())],
+            "grant_type=client_credentials",
+        )
+        .await;
+        assert_eq!(response.status, status, "{:?}", response.body);
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(json(&response)["error"], "invalid_client");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use jtl_auth_sidecar::emulator::{
     Emulator, EmulatorOptions, Failure, APP_EC_KEY_ID, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID,
     DEV_APP_USER_ID, DEV_TENANT_ID,
 };
+use jtl_auth_sidecar::jtl::client_auth::basic_authorization;
 use jtl_auth_sidecar::jtl::http::{CallError, JtlHttp, Response};
 use ring::signature::{RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
 use serde_json::{json, Value};
@@ -57,7 +58,13 @@ fn json(response: &Response) -> Value {
     serde_json::from_slice(&response.body).unwrap()
 }
 
+/// RFC 6749 §2.3.1 credentials, as the sidecar sends them.
 fn basic(id: &str, secret: &str) -> (&'static str, String) {
+    ("authorization", basic_authorization(id, secret))
+}
+
+/// `id:secret` joined and base64-encoded without the form-urlencoding RFC 6749 asks for.
+fn raw_basic(id: &str, secret: &str) -> (&'static str, String) {
     (
         "authorization",
         format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))),
@@ -266,6 +273,26 @@ async fn wrong_or_missing_basic_credentials_are_invalid_client() {
     )
     .await;
     assert_eq!(response.status, StatusCode::OK);
+}
+
+/// Zitadel decodes Basic credentials as RFC 6749 §2.3.1 says: each half form-urldecoded.
+/// A secret holding `+ / % : =` works encoded, and the same secret sent raw is refused.
+#[tokio::test]
+async fn basic_credentials_are_form_urldecoded_so_a_raw_reserved_secret_is_invalid_client() {
+    let emulator = emulator().await;
+    let secret = "a+b/c%d:e=f";
+    emulator.set_client_secret(secret);
+    let body = "grant_type=client_credentials&scope=openid";
+    let raw = token_request(
+        &emulator,
+        &[raw_basic("emulated-client", secret), form()],
+        body,
+    )
+    .await;
+    assert_eq!(raw.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json(&raw)["error"], "invalid_client");
+    let encoded = token_request(&emulator, &[basic("emulated-client", secret), form()], body).await;
+    assert_eq!(encoded.status, StatusCode::OK, "{:?}", encoded.body);
 }
 
 #[tokio::test]

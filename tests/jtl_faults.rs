@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use common::harness::{eventually_async, settle, TENANT};
 use common::proxy::{get, Proxy};
 use jtl_auth_sidecar::emulator::Failure;
@@ -364,8 +363,7 @@ async fn fault(flow: Flow, endpoint: Endpoint, failure: Failure, reason: &str) {
     }
     // No secret and no token anywhere in the log.
     let log = f.logs.text();
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let basic = jtl_auth_sidecar::jtl::client_auth::basic_credentials(CLIENT_ID, CLIENT_SECRET);
     let mut secrets = vec![CLIENT_SECRET.to_owned(), basic];
     for bearer in [&before, &after] {
         secrets.push(bearer.trim_start_matches("Bearer ").to_owned());

@@ -1,5 +1,6 @@
 //! A faithful local JTL for `dev` mode and the tests: a real HTTP(S) server on an
-//! ephemeral port with JTL's token endpoint (HTTP Basic auth, `invalid_client`,
+//! ephemeral port with JTL's token endpoint (HTTP Basic auth decoded as RFC 6749 §2.3.1
+//! says, `invalid_client`,
 //! `unsupported_grant_type`), the authenticated JWKS endpoint (401 without a valid
 //! bearer), key rotation, an API echo, and minting of session tokens. Switches make each
 //! endpoint fail or slow down; counters tell how often each was called.

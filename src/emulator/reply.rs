@@ -3,8 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -133,12 +131,12 @@ pub(super) fn query_param<'q>(query: &'q [(String, String)], name: &str) -> Opti
         .map(|(_, value)| value.as_str())
 }
 
+/// The client id and secret of a token request's `Authorization: Basic`, decoded as
+/// RFC 6749 §2.3.1 says and as JTL's identity providers do (each half form-urldecoded, so
+/// a client that does not encode a secret holding `+`, `%`, … is refused).
 pub(super) fn basic_credentials(request: &Request<Incoming>) -> Option<(String, String)> {
     let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
+    crate::jtl::client_auth::decode_basic_authorization(value)
 }
 
 pub(super) async fn read_body(body: Incoming) -> Option<Bytes> {

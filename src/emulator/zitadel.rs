@@ -3,7 +3,8 @@
 //! base URL (`http://127.0.0.1:PORT`).
 //!
 //! - `POST /oauth/v2/token`: client credentials, HTTP Basic only (credentials in the form
-//!   body are `invalid_client`), `scope` must contain `openid` (else `invalid_scope`);
+//!   body are `invalid_client`), decoded as RFC 6749 §2.3.1 says (each half
+//!   form-urldecoded: a raw `+` is a space), `scope` must contain `openid` (else `invalid_scope`);
 //!   answers an opaque access token (not a JWT) that the API echo and the legacy key set
 //!   accept like the legacy tokens, and that [`Emulator::revoke_access_tokens`] revokes.
 //! - `GET /oauth/v2/keys`: public (an `Authorization` header is ignored),

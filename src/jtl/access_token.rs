@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -20,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::backoff::Backoff;
+use super::client_auth::basic_authorization;
 use super::http::{retry_after, CallError, JtlHttp};
 use super::token::{parse_token_response, AccessToken};
 use crate::clock::{duration_ms, Clock};
@@ -446,14 +445,15 @@ impl AccessTokens {
     async fn request_token(&self) -> Result<AccessToken, (TokenError, Option<Duration>)> {
         let inner = &self.inner;
         let secret = self.secret_for_request().map_err(|e| (e, None))?;
-        let credentials = STANDARD.encode(format!("{}:{}", inner.client_id, secret.expose()));
+        // RFC 6749 §2.3.1: id and secret each form-urlencoded, then joined (SPEC §6).
         let mut authorization =
-            HeaderValue::from_str(&format!("Basic {credentials}")).map_err(|_| {
-                (
-                    TokenError::BadResponse("credentials are not header-safe"),
-                    None,
-                )
-            })?;
+            HeaderValue::from_str(&basic_authorization(&inner.client_id, secret.expose()))
+                .map_err(|_| {
+                    (
+                        TokenError::BadResponse("credentials are not header-safe"),
+                        None,
+                    )
+                })?;
         authorization.set_sensitive(true);
         let form = form_body(inner.scope.as_deref());
         let request = Request::builder()

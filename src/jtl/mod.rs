@@ -3,6 +3,7 @@
 
 pub mod access_token;
 pub mod backoff;
+pub mod client_auth;
 pub mod http;
 pub mod jwks;
 pub mod token;

@@ -26,11 +26,15 @@ if (!['session', 'app-token'].includes(mode) || !port || !upstream || !base || (
 const clientId = process.env.JTL_CLIENT_ID ?? 'emulated-client';
 const clientSecret = process.env.JTL_CLIENT_SECRET ?? 'emulated-secret';
 
+// RFC 6749 section 2.3.1: id and secret each form-urlencoded before the join (as the sidecar does).
+const formEncode = (value) => new URLSearchParams({ v: value }).toString().slice(2);
+
 async function accessToken(tokenUrl, form) {
+  const basic = `${formEncode(clientId)}:${formEncode(clientSecret)}`;
   const res = await fetch(tokenUrl, {
     method: 'POST',
     headers: {
-      Authorization: 'Basic ' + Buffer.from(`${clientId}:${clientSecret}`).toString('base64'),
+      Authorization: 'Basic ' + Buffer.from(basic).toString('base64'),
       'Content-Type': 'application/x-www-form-urlencoded',
     },
     body: new URLSearchParams(form),

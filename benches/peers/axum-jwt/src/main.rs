@@ -60,7 +60,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn access_token(token_url: &str, form: &'static str) -> Result<String, BoxError> {
     let id = std::env::var("JTL_CLIENT_ID").unwrap_or_else(|_| "emulated-client".into());
     let secret = std::env::var("JTL_CLIENT_SECRET").unwrap_or_else(|_| "emulated-secret".into());
-    let basic = base64_encode(format!("{id}:{secret}").as_bytes());
+    // RFC 6749 §2.3.1: id and secret each form-urlencoded before the join (as the sidecar does).
+    let basic = base64_encode(format!("{}:{}", form_encode(&id), form_encode(&secret)).as_bytes());
     let client: Client<HttpConnector, Full<bytes_alias::Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let request = hyper::Request::post(token_url)
@@ -94,6 +95,22 @@ async fn get_text(url: &str, bearer: &str) -> Result<String, BoxError> {
         return Err(format!("{url}: {status}").into());
     }
     Ok(String::from_utf8(body.to_vec())?)
+}
+
+/// `application/x-www-form-urlencoded` for one value: alphanumerics and `*-._` as they
+/// are, a space as `+`, every other byte as `%XX`.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 fn base64_encode(input: &[u8]) -> String {
