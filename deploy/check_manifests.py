@@ -3,7 +3,10 @@
 
 For every workload that runs the sidecar: the config it would read (the ConfigMap's
 config.toml plus the container's JTL_SIDECAR_* env, secrets taken from the Secrets of
-secrets.example.yaml) passes `jtl-auth-sidecar check`; probes, security context,
+secrets.example.yaml) passes `jtl-auth-sidecar check` once the placeholder app id
+`"<your app id>"` is replaced, and is refused while it is not; a ConfigMap may come in
+variants of the same name (move-to-app-tokens/ over common/), which differ only in
+[session], and each is checked; probes, security context,
 resources, grace period and scrape annotations are as docs/operations.md says; the files the config
 names (client secret, Redis password) come from a mounted Secret; a backend preStop that
 drains sends the token of admin.drain_token_file from an emptyDir both containers mount;
@@ -33,7 +36,12 @@ for path in sorted(root.rglob("*.yaml")):
             docs.append((path.relative_to(root), doc))
 
 secrets = {d["metadata"]["name"]: d.get("stringData", {}) for _, d in docs if d["kind"] == "Secret"}
-configmaps = {d["metadata"]["name"]: d.get("data", {}) for _, d in docs if d["kind"] == "ConfigMap"}
+# name -> [(file, data)]: a ConfigMap of the same name in another directory is a variant
+# applied over the first (move-to-app-tokens/ over common/).
+configmaps = {}
+for p, d in docs:
+    if d["kind"] == "ConfigMap":
+        configmaps.setdefault(d["metadata"]["name"], []).append((p, d.get("data", {})))
 services = [(p, d) for p, d in docs if d["kind"] == "Service"]
 pdbs = [d for _, d in docs if d["kind"] == "PodDisruptionBudget"]
 # The environment of `check`: ours, without any JTL_SIDECAR_ variable of the caller.
@@ -44,28 +52,62 @@ def fail(where, what):
     problems.append(f"{where}: {what}")
 
 
-def check_config(where, toml_text, env):
+# The examples ship the app id as a placeholder, which `check` refuses until it is
+# replaced; the checks replace it with an id of JTL's shape (digits, as Zitadel's).
+PLACEHOLDER_APP_ID = '"<your app id>"'
+EXAMPLE_APP_ID = '"312909075212468632"'
+
+
+def run_check(toml_text, env):
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
         f.write(toml_text)
     try:
-        run = subprocess.run([binary, "check", "--config", f.name], env={**base_env, **env},
-                             capture_output=True, text=True)
+        return subprocess.run([binary, "check", "--config", f.name], env={**base_env, **env},
+                              capture_output=True, text=True)
     finally:
         os.unlink(f.name)
+
+
+def check_config(where, toml_text, env):
     names = ", ".join(sorted(env)) or "no env"
+    if PLACEHOLDER_APP_ID in toml_text:
+        # As shipped: refused, naming session.audience, so an unedited example never runs.
+        run = run_check(toml_text, env)
+        if run.returncode != 2 or "session.audience" not in run.stderr:
+            fail(where, f"`jtl-auth-sidecar check` should refuse the placeholder session.audience "
+                        f"{PLACEHOLDER_APP_ID} (exit 2, naming session.audience), but exited "
+                        f"{run.returncode} ({names}):\n{run.stderr.strip()}")
+        else:
+            print(f"  placeholder refused: {where} ({names})")
+        toml_text = toml_text.replace(PLACEHOLDER_APP_ID, EXAMPLE_APP_ID)
+    run = run_check(toml_text, env)
     if run.returncode != 0:
         fail(where, f"`jtl-auth-sidecar check` failed ({names}):\n{run.stderr.strip()}")
     else:
         print(f"  check ok: {where} ({names})")
 
 
+def without_session(toml_text):
+    config = tomllib.loads(toml_text)
+    config.pop("session", None)
+    return config
+
+
 def port_of(listen):
     return int(listen.rsplit(":", 1)[1])
 
 
-for name, data in configmaps.items():
-    if "config.toml" in data:
-        check_config(f"ConfigMap {name}", data["config.toml"], {})
+for name, variants in configmaps.items():
+    texts = [(p, data["config.toml"]) for p, data in variants if "config.toml" in data]
+    for p, text in texts:
+        check_config(f"ConfigMap {name} ({p})", text, {})
+    # The policies below read the first variant (ports, files, grace); the others may
+    # change only [session] (the token flow), so they hold for every variant.
+    if tomllib and len(texts) > 1:
+        first_path, first = texts[0]
+        for p, text in texts[1:]:
+            if without_session(text) != without_session(first):
+                fail(f"ConfigMap {name} ({p})", f"differs from {first_path} outside [session]")
 
 sidecar_ports = set()
 ingress_ports = set()
@@ -101,7 +143,8 @@ for path, doc in docs:
     if not native and "no-native-sidecar" not in str(path):
         fail(where, "the sidecar should be a native sidecar (initContainers, restartPolicy: Always)")
 
-    # The config the pod reads: the ConfigMap in its volumes, plus the container's env.
+    # The config the pod reads: the ConfigMap in its volumes (each variant of it), plus
+    # the container's env.
     cm_names = []
     for v in spec.get("volumes", []):
         if "configMap" in v:
@@ -109,11 +152,14 @@ for path, doc in docs:
         for src in v.get("projected", {}).get("sources", []):
             if "configMap" in src:
                 cm_names.append(src["configMap"]["name"])
-    toml_texts = [configmaps.get(n, {}).get("config.toml") for n in cm_names]
-    toml_texts = [t for t in toml_texts if t]
-    if len(toml_texts) != 1:
-        fail(where, f"expected one ConfigMap with config.toml among its volumes, found {len(toml_texts)}")
+    with_config = [n for n in cm_names
+                   if any("config.toml" in data for _, data in configmaps.get(n, []))]
+    if len(with_config) != 1:
+        fail(where, f"expected one ConfigMap with config.toml among its volumes, found {len(with_config)}")
         continue
+    variants = [(p, data["config.toml"]) for p, data in configmaps[with_config[0]]
+                if "config.toml" in data]
+    toml_texts = [variants[0][1]]
     env = {}
     for e in sidecar.get("env", []):
         if "value" in e:
@@ -124,7 +170,8 @@ for path, doc in docs:
                 fail(where, f"env {e['name']}: Secret {ref['name']} key {ref['key']} is not in secrets.example.yaml")
                 continue
             env[e["name"]] = secrets[ref["name"]][ref["key"]]
-    check_config(where, toml_texts[0], env)
+    for p, text in variants:
+        check_config(f"{where} with {p}", text, env)
 
     # Files the config names (the client secret, the Redis password) come from a Secret of
     # secrets.example.yaml mounted into the sidecar.
@@ -155,7 +202,7 @@ for path, doc in docs:
         else:
             print(f"  file ok: {where} {key} from Secret {mounted[file][0]} key {mounted[file][1]}")
 
-    # Ports, probes, grace period: from the config, defaults as in SPEC §3.
+    # Ports, probes, grace period: from the config, and the defaults of config/example.toml.
     config = tomllib.loads(toml_texts[0]) if tomllib else {}
     ingress_port = port_of(config.get("ingress", {}).get("listen", "0.0.0.0:8080"))
     admin_port = port_of(config.get("admin", {}).get("listen", "0.0.0.0:9090"))

