@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jtl_auth_sidecar::clock::Clock;
-use jtl_auth_sidecar::config::load_str;
+use jtl_auth_sidecar::config::{load_str, Flow};
 use jtl_auth_sidecar::dev::echo::EchoBackend;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::server::{Addresses, Server};
@@ -103,7 +103,7 @@ impl Proxy {
         options: EmulatorOptions,
         overrides: Vec<(String, String)>,
     ) -> Proxy {
-        Proxy::start_in_flow(upstream, toml, options, overrides, false).await
+        Proxy::start_in_flow(upstream, toml, options, overrides, Flow::SessionToken).await
     }
 
     /// The sidecar in the app-token flow (SPEC §11) in front of the echo backend, with the
@@ -114,8 +114,28 @@ impl Proxy {
             .await
             .expect("echo backend");
         let url = backend.url();
+        let mut proxy = Proxy::start_in_flow(
+            &url,
+            toml,
+            EmulatorOptions::default(),
+            Vec::new(),
+            Flow::AppToken,
+        )
+        .await;
+        proxy.backend = Some(backend);
+        proxy
+    }
+
+    /// The sidecar in `flow` in front of the echo backend: the emulator is JTL's Zitadel
+    /// for app tokens (issuer, key set, its app id as the audience) and JTL's legacy IdP
+    /// for session tokens; in `both`, the service token comes from the legacy endpoint.
+    pub async fn start_flow(flow: Flow, toml: &str) -> Proxy {
+        let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("echo backend");
+        let url = backend.url();
         let mut proxy =
-            Proxy::start_in_flow(&url, toml, EmulatorOptions::default(), Vec::new(), true).await;
+            Proxy::start_in_flow(&url, toml, EmulatorOptions::default(), Vec::new(), flow).await;
         proxy.backend = Some(backend);
         proxy
     }
@@ -125,7 +145,7 @@ impl Proxy {
         toml: &str,
         options: EmulatorOptions,
         overrides: Vec<(String, String)>,
-        app_token: bool,
+        flow: Flow,
     ) -> Proxy {
         let clock = Clock::manual(START_MS);
         let emulator = Emulator::start(options.clone(), clock.clone())
@@ -162,10 +182,19 @@ impl Proxy {
                 emulator.api_base_url(),
             ),
         ];
-        if app_token {
+        // The flow, unless the test's TOML names one.
+        if !toml.contains("flow") {
+            env.push((
+                "JTL_SIDECAR_SESSION__FLOW".to_owned(),
+                flow.label().to_owned(),
+            ));
+        }
+        if flow == Flow::AppToken {
+            // The service token from Zitadel, derived from the issuer.
             env.retain(|(name, _)| name != "JTL_SIDECAR_JTL__TOKEN_URL");
+        }
+        if flow.accepts(jtl_auth_sidecar::jose::TokenKind::AppToken) {
             for (name, value) in [
-                ("JTL_SIDECAR_SESSION__FLOW", "app-token".to_owned()),
                 ("JTL_SIDECAR_SESSION__ISSUER", emulator.issuer()),
                 (
                     "JTL_SIDECAR_SESSION__AUDIENCE",
