@@ -408,7 +408,7 @@ async fn a_secret_holding_reserved_characters_gets_a_token_from_both_token_endpo
 
     // Zitadel's endpoint on the same emulator, with the scope it requires.
     let toml = format!(
-        "[jtl]\nclient_id = {:?}\nclient_secret = {:?}\ntoken_url = {:?}\nscope = \"openid\"\napi_base_url = {:?}\n",
+        "[jtl]\nclient_id = {:?}\nclient_secret = {:?}\ntoken_url = {:?}\nscope = \"openid\"\napi_base_url = {:?}\n[session]\naudience = \"app-1\"\n",
         options.client_id,
         options.client_secret,
         h.emulator.app_token_url(),

@@ -378,9 +378,7 @@ fn the_kid_is_required_and_must_name_a_usable_rsa_key() {
 #[test]
 fn only_rs256_is_accepted() {
     let signer = signer();
-    for alg in [
-        "RS384", "RS512", "PS256", "ES256", "EdDSA", "none", "HS256", "rs256",
-    ] {
+    for alg in ["RS384", "RS512", "PS256", "ES256", "none", "HS256", "rs256"] {
         let token = signer.sign_raw(&json!({"alg": alg, "kid": signer.kid}), &claims());
         assert_eq!(
             verify(&token).unwrap_err(),
@@ -388,6 +386,13 @@ fn only_rs256_is_accepted() {
             "{alg}"
         );
     }
+    // EdDSA is the other flow's algorithm: refused as a session token, so the 401 can say
+    // what to change.
+    let token = signer.sign_raw(&json!({"alg": "EdDSA", "kid": signer.kid}), &claims());
+    assert_eq!(
+        verify(&token).unwrap_err(),
+        JoseError::OtherKind(TokenKind::SessionToken)
+    );
     // HS256 "signed" with the public key as the HMAC secret (the classic confusion).
     let jwk = signer.jwk();
     let input = format!(
@@ -483,11 +488,12 @@ fn keys_under_2048_bits_and_other_kinds_are_skipped_with_the_reason() {
 
 #[test]
 fn a_session_token_is_not_an_app_token_and_an_app_token_is_not_a_session_token() {
-    // An RS256 app token presented to the session-token flow is refused by its alg.
+    // An RS256 app token presented to the session-token flow is refused by its alg, as
+    // the app token it is.
     let token = signer().mint(&claims());
     let session_policy = TokenPolicy::default();
     assert_eq!(
         verify_session_token(&token, &keys_of(&[&signer()]), &session_policy, NOW).unwrap_err(),
-        JoseError::UnsupportedAlgorithm
+        JoseError::OtherKind(TokenKind::AppToken)
     );
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{session_claims, SigningKey, NOW, TENANT_ID, USER_ID};
 use jtl_auth_sidecar::jose::{
     base64url_encode, verify_session_token, CompactJws, JoseError, JwkSet, Malformed, Part,
-    TokenPolicy, VerifiedToken, MAX_KEYS_TRIED,
+    TokenKind, TokenPolicy, VerifiedToken, MAX_KEYS_TRIED,
 };
 use serde_json::{json, Value};
 
@@ -517,7 +517,7 @@ fn valid_signature_from_a_key_outside_the_set_is_refused() {
     .unwrap_err();
     assert_eq!(error, JoseError::UnknownKey { kid: "k9".into() });
     assert_eq!(
-        error.to_string(),
+        TokenKind::SessionToken.refusal(&error),
         "The session token was signed by an unknown key `k9`."
     );
     // A kid that claims a known key but was signed by another fails as a bad signature.
@@ -541,7 +541,7 @@ fn unknown_kid_that_is_unsafe_to_print_is_not_shown() {
     let hostile = SigningKey::from_seed(9, Some("a\"b\r\nSet-Cookie: x"));
     let error = verify(&hostile.mint(&session_claims()), &keys_of(&[&key()])).unwrap_err();
     assert_eq!(
-        error.to_string(),
+        TokenKind::SessionToken.refusal(&error),
         "The session token was signed by an unknown key."
     );
 }
@@ -753,17 +753,26 @@ fn claims_are_checked_only_after_the_signature() {
 }
 
 #[test]
-fn error_messages_are_human_sentences() {
+fn error_messages_are_human_sentences_naming_the_token_by_its_flow() {
+    let session = |error: JoseError| TokenKind::SessionToken.refusal(&error);
+    let app = |error: JoseError| TokenKind::AppToken.refusal(&error);
     assert_eq!(
-        JoseError::Expired.to_string(),
+        session(JoseError::Expired),
         "The session token has expired."
     );
+    assert_eq!(app(JoseError::Expired), "The app token has expired.");
     assert_eq!(
-        JoseError::BadSignature.to_string(),
+        session(JoseError::BadSignature),
         "The session token's signature does not match its key."
     );
     assert_eq!(
-        JoseError::Malformed(Malformed::Padding).to_string(),
-        "The session token is malformed: it uses base64 padding ('='), which compact JWS does not allow."
+        app(JoseError::Malformed(Malformed::Padding)),
+        "The app token is malformed: it uses base64 padding ('='), which compact JWS does not allow."
     );
+    assert_eq!(
+        app(JoseError::UnsupportedAlgorithm),
+        "The app token is not signed with an algorithm accepted here (RS256)."
+    );
+    // Without a flow, the plain message names neither.
+    assert_eq!(JoseError::Expired.to_string(), "The token has expired.");
 }

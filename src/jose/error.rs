@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use super::claims::TokenKind;
 use super::json::JsonError;
+use super::kind::TokenKind;
 
 /// The part of a compact JWS a problem was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,4 +260,17 @@ pub enum JwksError {
     Json(JsonError),
     #[error("the key set has no \"keys\" array")]
     NoKeysArray,
+}
+
+impl TokenKind {
+    /// Why a token of this kind was refused, in the words of its `401` ("The app token
+    /// has expired.").
+    pub fn refusal(self, error: &JoseError) -> String {
+        Worded {
+            error,
+            token: self.name(),
+            algorithms: self.algorithm().name(),
+        }
+        .to_string()
+    }
 }

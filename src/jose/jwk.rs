@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::base64url;
 use super::error::{JwksError, KeyError};
 use super::json;
+use super::kind::Algorithm;
 use super::rsa::RsaKey;
 
 /// A verified-good Ed25519 public key: on the curve, canonically encoded, and in the
@@ -320,5 +321,15 @@ impl JwkSet {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+impl Algorithm {
+    /// The keys of a key set this algorithm verifies with.
+    pub fn key_kind(self) -> KeyKind {
+        match self {
+            Algorithm::EdDSA => KeyKind::Ed25519,
+            Algorithm::RS256 => KeyKind::Rsa,
+        }
     }
 }

@@ -4,53 +4,14 @@
 use serde_json::{Map, Value};
 
 use super::base64url;
-use super::claims::TokenKind;
 use super::error::{JoseError, Malformed, Part};
 use super::json;
-use super::jwk::{JwkSet, KeyKind, VerifyingKey};
+use super::jwk::{JwkSet, VerifyingKey};
+use super::kind::{Algorithm, TokenKind};
 
 /// Keys tried for a token without a header `kid`, so a token cannot make the verifier
 /// run an unbounded number of signature checks.
 pub const MAX_KEYS_TRIED: usize = 8;
-
-/// The one signature algorithm a flow accepts (SPEC §5, §11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Algorithm {
-    /// Ed25519 session tokens (the legacy flow).
-    #[default]
-    EdDSA,
-    /// RSA PKCS#1 v1.5 SHA-256 app tokens from JTL's Zitadel.
-    RS256,
-}
-
-impl Algorithm {
-    /// Every algorithm of JTL's tokens, in the order of [`Algorithm::NAMES`].
-    pub const ALL: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::RS256];
-    const NAMES: [&'static str; 2] = ["EdDSA", "RS256"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::EdDSA => "EdDSA",
-            Algorithm::RS256 => "RS256",
-        }
-    }
-
-    /// The keys of a key set this algorithm verifies with.
-    pub fn key_kind(self) -> KeyKind {
-        match self {
-            Algorithm::EdDSA => KeyKind::Ed25519,
-            Algorithm::RS256 => KeyKind::Rsa,
-        }
-    }
-
-    fn accepts_signature_length(self, length: usize) -> bool {
-        match self {
-            Algorithm::EdDSA => length == 64,
-            // 2048- to 8192-bit moduli; ring checks the exact length against the key.
-            Algorithm::RS256 => (256..=1024).contains(&length),
-        }
-    }
-}
 
 /// A token whose structure has been checked but whose signature has not.
 #[derive(Debug)]

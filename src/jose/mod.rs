@@ -11,16 +11,17 @@ mod error;
 mod json;
 mod jwk;
 mod jws;
+mod kind;
 mod rsa;
 
 pub use claims::{
-    hyphenated_uuid, Session, TokenKind, TokenPolicy, APP_TOKEN_APP_ID_CLAIM,
-    APP_TOKEN_TENANT_CLAIM,
+    hyphenated_uuid, Session, TokenPolicy, APP_TOKEN_APP_ID_CLAIM, APP_TOKEN_TENANT_CLAIM,
 };
 pub use error::{JoseError, JwksError, KeyError, Malformed, Part, Worded};
 pub use json::{parse_object as parse_strict_json_object, JsonError, MAX_DEPTH};
 pub use jwk::{Ed25519Key, JwkSet, KeyKind, SkippedKey, VerifyingKey};
-pub use jws::{Algorithm, CompactJws, MAX_KEYS_TRIED};
+pub use jws::{CompactJws, MAX_KEYS_TRIED};
+pub use kind::{Algorithm, TokenKind};
 pub use rsa::{RsaKey, MAX_MODULUS_BITS, MIN_MODULUS_BITS};
 
 /// A session token that passed every check, and the key that signed it.

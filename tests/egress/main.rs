@@ -383,7 +383,7 @@ async fn egress_is_disabled_by_an_empty_listen() {
 
 #[test]
 fn a_non_loopback_egress_listen_without_allow_non_loopback_is_a_config_error() {
-    let base = "[ingress]\nupstream = \"http://127.0.0.1:3000\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n";
+    let base = "[ingress]\nupstream = \"http://127.0.0.1:3000\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n[session]\naudience = \"app-1\"\n";
     let errors = load_str(
         &format!("{base}[egress]\nlisten = \"0.0.0.0:8081\"\n"),
         Vec::new(),

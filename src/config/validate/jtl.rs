@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use super::session::TokenRules;
+use super::session::{KeySetUrls, TokenRules};
 use super::{is_loopback_host, Checker};
 use crate::config::raw::RawJtl;
 use crate::config::settings::{ClientSecret, Flow, JtlConfig, JtlEnvironment, SessionConfig};
@@ -212,12 +212,6 @@ pub(super) fn validate_jtl(
             session_token: session_keys,
         },
     ))
-}
-
-/// Where each kind's key set is (`None` for a kind the flow does not accept).
-pub(super) struct KeySetUrls {
-    pub app_token: Option<Url>,
-    pub session_token: Option<Url>,
 }
 
 /// `jtl.environment`.

@@ -1,11 +1,17 @@
 //! `[session]`: the token flow, its limits, the key-set timings, and the issuer and
 //! audience the tokens are held to.
 
-use super::jtl::KeySetUrls;
 use super::Checker;
 use crate::config::raw::RawSession;
 use crate::config::settings::{Flow, FlowProfile, JtlEnvironment, SessionConfig};
 use crate::jose::{TokenKind, TokenPolicy};
+
+/// Where each kind's key set is (`None` for a kind the flow does not accept), as
+/// `[jtl]` finds it.
+pub(super) struct KeySetUrls {
+    pub app_token: Option<url::Url>,
+    pub session_token: Option<url::Url>,
+}
 
 /// The issuer and the app ids, as the flow's profiles need them.
 pub(super) struct TokenRules {
