@@ -50,6 +50,7 @@ impl App {
         let options = EmulatorOptions::default();
         format!(
             "[jtl]\nclient_id = {:?}\nclient_secret = {secret:?}\ntoken_url = {:?}\napi_base_url = {:?}\ntimeout_ms = 2000\n\
+             [session]\nflow = \"session-token\"\n\
              [shared_cache]\nredis_url = {:?}\nkey_prefix = {:?}\n{extra_shared}\n",
             options.client_id,
             self.emulator.token_url(),
@@ -643,7 +644,7 @@ async fn without_shared_cache_nothing_changes() {
         .unwrap();
     let options = EmulatorOptions::default();
     let toml = format!(
-        "[jtl]\nclient_id = {:?}\nclient_secret = {:?}\ntoken_url = {:?}\napi_base_url = {:?}\n",
+        "[jtl]\nclient_id = {:?}\nclient_secret = {:?}\ntoken_url = {:?}\napi_base_url = {:?}\n[session]\nflow = \"session-token\"\n",
         options.client_id,
         options.client_secret,
         emulator.token_url(),

@@ -80,6 +80,10 @@ async fn a_second_sidecar_cannot_share_the_ingress_port() {
         ("JTL_SIDECAR_EGRESS__LISTEN".to_owned(), "".to_owned()),
         ("JTL_SIDECAR_JTL__CLIENT_ID".to_owned(), "a".to_owned()),
         ("JTL_SIDECAR_JTL__CLIENT_SECRET".to_owned(), "b".to_owned()),
+        (
+            "JTL_SIDECAR_SESSION__AUDIENCE".to_owned(),
+            "app-1".to_owned(),
+        ),
     ];
     let config = jtl_auth_sidecar::config::load_str("", env).unwrap().config;
     let second =

@@ -1,4 +1,5 @@
-//! `dev`: the curl command it prints works in both flows; an unknown flow exits 2.
+//! `dev`: the curl commands it prints work in each flow (the app-token flow by default,
+//! one token of each kind with `--flow both`); an unknown flow exits 2.
 
 use super::*;
 
@@ -18,12 +19,14 @@ fn start_dev(args: &[&str]) -> Child {
             "http://127.0.0.1:0/oauth2/token",
         )
         .env("JTL_SIDECAR_JTL__API_BASE_URL", "http://127.0.0.1:0");
-    if args.contains(&"app-token") {
-        // The app-token flow's emulator listens on the port of session.issuer, and
-        // jtl.token_url follows from the issuer.
-        command
-            .env("JTL_SIDECAR_SESSION__ISSUER", "http://127.0.0.1:0")
-            .env_remove("JTL_SIDECAR_JTL__TOKEN_URL");
+    if !args.contains(&"session-token") {
+        // Where app tokens are accepted (the default flow, and both), the emulator
+        // listens on the port of session.issuer.
+        command.env("JTL_SIDECAR_SESSION__ISSUER", "http://127.0.0.1:0");
+    }
+    if !args.contains(&"session-token") && !args.contains(&"both") {
+        // In the app-token flow, jtl.token_url is derived from the issuer.
+        command.env_remove("JTL_SIDECAR_JTL__TOKEN_URL");
     }
     command
         .stdout(Stdio::piped())
@@ -58,8 +61,8 @@ fn first_answer(first: &str) -> serde_json::Value {
 }
 
 #[test]
-fn dev_prints_a_curl_command_that_works() {
-    let mut child = start_dev(&[]);
+fn dev_flow_session_token_prints_a_curl_command_that_works() {
+    let mut child = start_dev(&["--flow", "session-token"]);
     let lines = lines_of(&mut child);
     let first = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let spoofed = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
@@ -107,9 +110,10 @@ fn dev_prints_a_curl_command_that_works() {
     assert_eq!(wait_for_exit(&mut child), Some(0));
 }
 
+/// The app-token flow is what `dev` runs without `--flow`.
 #[test]
-fn dev_flow_app_token_prints_a_curl_command_that_works() {
-    let mut child = start_dev(&["--flow", "app-token"]);
+fn dev_runs_the_app_token_flow_by_default_and_its_curl_commands_work() {
+    let mut child = start_dev(&[]);
     let lines = lines_of(&mut child);
     let heading = next_line_matching(&lines, |l| l.starts_with("jtl-auth-sidecar dev is running"));
     assert!(heading.contains("app-token"), "{heading}");
@@ -188,6 +192,64 @@ fn dev_flow_app_token_prints_a_curl_command_that_works() {
     assert_eq!(connected["tenantId"], DEV_TENANT_ID);
     assert_eq!(connected["userId"], DEV_APP_USER_ID);
     assert!(connected.get("tenantSlug").is_none(), "{connected}");
+
+    terminate(&child);
+    assert_eq!(wait_for_exit(&mut child), Some(0));
+}
+
+#[test]
+fn dev_flow_both_prints_a_working_curl_command_for_each_kind_of_token() {
+    let mut child = start_dev(&["--flow", "both"]);
+    let lines = lines_of(&mut child);
+    let heading = next_line_matching(&lines, |l| l.starts_with("jtl-auth-sidecar dev is running"));
+    assert!(heading.contains("both"), "{heading}");
+    let app = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
+    let session = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
+    let token_of = |line: &str| {
+        line.split("Bearer ")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .expect("the curl carries a token")
+            .to_owned()
+    };
+    let header_of = |token: &str| {
+        let header = token.split('.').next().unwrap_or_default();
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .expect("a JWS header");
+        serde_json::from_slice::<serde_json::Value>(&bytes).expect("JSON")
+    };
+    assert_eq!(header_of(&token_of(&app))["alg"], "RS256", "{app}");
+    assert_eq!(header_of(&token_of(&session))["alg"], "EdDSA", "{session}");
+
+    // Each kind reaches the backend with the same tenant; the slug only with the
+    // session token, and the same service token for both.
+    let from_app = first_answer(&app);
+    let from_session = first_answer(&session);
+    assert_eq!(
+        from_app["headers"]["x-tenant-id"],
+        serde_json::json!([DEV_TENANT_ID])
+    );
+    assert_eq!(
+        from_session["headers"]["x-tenant-id"],
+        serde_json::json!([DEV_TENANT_ID])
+    );
+    assert_eq!(
+        from_app["headers"]["x-user-id"],
+        serde_json::json!([DEV_APP_USER_ID])
+    );
+    assert!(
+        from_app["headers"].get("x-tenant-slug").is_none(),
+        "{from_app}"
+    );
+    assert_eq!(
+        from_session["headers"]["x-tenant-slug"],
+        serde_json::json!([DEV_TENANT_SLUG])
+    );
+    assert_eq!(
+        from_app["headers"]["authorization"],
+        from_session["headers"]["authorization"]
+    );
 
     terminate(&child);
     assert_eq!(wait_for_exit(&mut child), Some(0));

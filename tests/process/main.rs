@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{
-    Emulator, EmulatorOptions, APP_TOKEN_MINT_PATH, DEV_APP_USER_ID, DEV_TENANT_ID,
+    Emulator, EmulatorOptions, APP_TOKEN_MINT_PATH, DEV_APP_USER_ID, DEV_TENANT_ID, DEV_TENANT_SLUG,
 };
 
 fn sidecar() -> Command {
@@ -190,8 +190,14 @@ fn start_run_with_env(
         ),
     )
     .unwrap();
+    // These tests run against the emulator's legacy IdP: session tokens, unless the
+    // test names its flow.
+    let legacy = (!extra_toml.contains("flow")
+        && !env.iter().any(|(name, _)| name.contains("FLOW")))
+    .then_some(("JTL_SIDECAR_SESSION__FLOW", "session-token"));
     let mut child = sidecar_through(wrapper)
         .envs(env.iter().copied())
+        .envs(legacy)
         .arg("run")
         .arg("--config")
         .arg(&config)

@@ -91,7 +91,7 @@ fn assert_run_exits_1_when_port_taken(key: &str) {
     std::fs::write(
         &config,
         format!(
-            "[ingress]\nlisten = {ingress}\n[egress]\nlisten = {egress}\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n"
+            "[ingress]\nlisten = {ingress}\n[egress]\nlisten = {egress}\n[admin]\nlisten = \"127.0.0.1:0\"\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n[session]\naudience = \"app-1\"\n"
         ),
     )
     .unwrap();
@@ -129,7 +129,7 @@ fn run_exits_1_when_the_drain_token_file_cannot_be_written() {
     std::fs::write(
         &config,
         format!(
-            "[ingress]\nlisten = \"127.0.0.1:0\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\ndrain_token_file = {:?}\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n[tenants]\ndatabase_url = \"sqlite://{}\"\n",
+            "[ingress]\nlisten = \"127.0.0.1:0\"\n[egress]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\ndrain_token_file = {:?}\n[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\n[session]\naudience = \"app-1\"\n[tenants]\ndatabase_url = \"sqlite://{}\"\n",
             token_file.display().to_string(),
             dir.path().join("jtl-tenants.db").display()
         ),
