@@ -283,10 +283,7 @@ impl TokenVerifier {
             ));
         }
         let Some(cache) = &self.cache else {
-            return self
-                .verify_fully(token)
-                .await
-                .map(|verified| Arc::new(verified));
+            return self.verify_fully(token).await.map(Arc::new);
         };
         let digest = sha256(token);
         if let Some(cached) = cache.get(&digest) {
