@@ -460,6 +460,6 @@ async fn a_session_token_pasted_in_the_app_token_flow_is_named() {
     assert_verdict(
         out.verdict("app token"),
         "FAIL",
-        "Its header alg is \"EdDSA\": a session token (getSessionToken)",
+        "This is a session token (getSessionToken), which is not accepted here. Its header alg is \"EdDSA\": app tokens (getAppToken) are RS256",
     );
 }

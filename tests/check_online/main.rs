@@ -44,7 +44,7 @@ struct Setup {
     token_url: String,
     /// Further `[jtl]` lines (`scope = ...`).
     jtl_extra: String,
-    /// The `[session]` section, empty for the defaults (the session-token flow).
+    /// The `[session]` section: the legacy session-token flow unless a test sets another.
     session: String,
     timeout_ms: u64,
     tenants: String,
@@ -133,7 +133,7 @@ impl Setup {
             upstream_url,
             secret_line: format!("client_secret = {:?}", options.client_secret),
             jtl_extra: String::new(),
-            session: String::new(),
+            session: "[session]\nflow = \"session-token\"\n".to_owned(),
             timeout_ms: 2000,
             tenants: format!("database_url = {store_url:?}"),
             shared_cache: String::new(),
