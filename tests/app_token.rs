@@ -166,6 +166,48 @@ fn a_4096_bit_key_verifies() {
 
 // ---- JTL's three checks -----------------------------------------------------------------
 
+/// During a move to a new app registration `session.audience` lists both app ids: a token
+/// for either passes, and `urn:jtl:app_id` must be one of them that the token's own `aud`
+/// holds (not merely one the sidecar accepts).
+#[test]
+fn an_audience_list_accepts_either_app_and_the_app_id_must_be_one_the_token_is_for() {
+    const NEW_APP: &str = "312909075212469999";
+    let moving = TokenPolicy {
+        audience: vec![APP_ID.into(), NEW_APP.into()],
+        ..policy()
+    };
+    let check = |aud: Value, app_id: Option<&str>| {
+        let mut claims = with("aud", aud);
+        match app_id {
+            Some(app_id) => claims["urn:jtl:app_id"] = json!(app_id),
+            None => {
+                claims.as_object_mut().unwrap().remove("urn:jtl:app_id");
+            }
+        }
+        verify_session_token(
+            &signer().mint(&claims),
+            &keys_of(&[&signer()]),
+            &moving,
+            NOW,
+        )
+        .map(|_| ())
+    };
+    assert_eq!(check(json!([APP_ID]), Some(APP_ID)), Ok(()));
+    assert_eq!(check(json!(NEW_APP), Some(NEW_APP)), Ok(()));
+    assert_eq!(check(json!([NEW_APP, "other"]), None), Ok(()));
+    assert_eq!(check(json!(["other"]), None), Err(JoseError::WrongAudience));
+    // The app id names the other accepted app, which this token is not for.
+    assert_eq!(
+        check(json!([NEW_APP]), Some(APP_ID)),
+        Err(JoseError::WrongAppId)
+    );
+    // An app id the token is for, but not one the sidecar accepts.
+    assert_eq!(
+        check(json!([NEW_APP, "other"]), Some("other")),
+        Err(JoseError::WrongAppId)
+    );
+}
+
 #[test]
 fn the_audience_must_contain_the_app_id_exactly() {
     assert_eq!(reject(&without("aud")), JoseError::MissingClaim("aud"));

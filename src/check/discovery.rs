@@ -25,8 +25,9 @@ pub struct Expected<'a> {
     pub issuer: &'a str,
     /// `jtl.jwks_url`.
     pub jwks_url: &'a Url,
-    /// `jtl.token_url`, when it is on the issuer's host; another one (JTL's legacy token
-    /// endpoint, which `both` and JTL's `--legacy` templates use) is not compared.
+    /// `jtl.token_url`, when the service token is asked for with `openid` (from the
+    /// provider itself); JTL's legacy token endpoint, which `both` and JTL's `--legacy`
+    /// templates use without a scope, is not compared.
     pub token_url: Option<&'a Url>,
 }
 
@@ -82,10 +83,13 @@ pub async fn check(config: &Config, http: &JtlHttp) -> Line {
     let expected = Expected {
         issuer,
         jwks_url: &profile.key_set_url,
-        token_url: Url::parse(issuer)
-            .ok()
-            .filter(|issuer| issuer.host_str() == config.jtl.token_url.host_str())
-            .map(|_| &config.jtl.token_url),
+        // Asked for `openid`, the token endpoint is taken for the provider's own.
+        token_url: config
+            .jtl
+            .scope
+            .as_deref()
+            .is_some_and(|scope| scope.split(' ').any(|s| s == "openid"))
+            .then_some(&config.jtl.token_url),
     };
     let mismatches = compare(&document, &expected);
     if mismatches.is_empty() {
@@ -95,7 +99,7 @@ pub async fn check(config: &Config, http: &JtlHttp) -> Line {
             )
         } else {
             format!(
-                "{url}: issuer and jwks_uri match session.issuer and the app-token key set; token_endpoint not compared (jtl.token_url is another host's: the service token comes from there)"
+                "{url}: issuer and jwks_uri match session.issuer and the app-token key set; token_endpoint not compared (the service token comes from jtl.token_url without the openid scope, not from the provider)"
             )
         };
         Line::new(Verdict::Ok, step::DISCOVERY, message)

@@ -272,10 +272,10 @@ pub fn read_token<'h>(
         let mut values = headers.get_all(name).iter();
         let Some(value) = values.next() else { continue };
         if values.next().is_some() {
-            return Err("The request carries the session token header more than once.");
+            return Err("The request carries the token header more than once.");
         }
         let Ok(text) = value.to_str() else {
-            return Err("The session token header is not valid text.");
+            return Err("The token header is not valid text.");
         };
         let token = if *name == AUTHORIZATION {
             match bearer_token(text) {
@@ -286,12 +286,12 @@ pub fn read_token<'h>(
             text.trim()
         };
         if token.is_empty() {
-            return Err("The session token header is empty.");
+            return Err("The token header is empty.");
         }
         match found {
             None => found = Some(token),
             Some(previous) if previous == token => {}
-            Some(_) => return Err("The request carries two different session tokens."),
+            Some(_) => return Err("The request carries two different tokens."),
         }
     }
     Ok(found)

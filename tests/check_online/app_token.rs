@@ -146,8 +146,11 @@ async fn a_discovery_jwks_uri_that_differs_fails_naming_jtl_jwks_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discovery_token_endpoint_that_differs_fails_naming_jtl_token_url() {
     let mut setup = Setup::app_token().await;
-    // Configured explicitly to the legacy endpoint, which Zitadel does not publish.
+    // Configured explicitly to another endpoint, asked for `openid` as the provider's own
+    // would be, which Zitadel does not publish. (Without the scope, as JTL's `--legacy`
+    // templates use the legacy endpoint, it is not compared.)
     setup.token_url = setup.emulator.token_url();
+    setup.jtl_extra = "scope = \"openid\"".to_owned();
     let out = setup.online().await;
     assert_eq!(out.code, Some(1), "{}", out.all());
     let line = out.line("discovery");
@@ -462,4 +465,52 @@ async fn a_session_token_pasted_in_the_app_token_flow_is_named() {
         "FAIL",
         "This is a session token (getSessionToken), which is not accepted here. Its header alg is \"EdDSA\": app tokens (getAppToken) are RS256",
     );
+}
+
+/// `both`: the one service token from the legacy endpoint, both key sets checked (each
+/// step named by its kind), the discovery document, and a pasted token of either kind
+/// explained as the kind its `alg` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_flows_check_both_key_sets_and_explain_either_kind_of_token() {
+    let mut setup = Setup::healthy().await;
+    setup.session = format!(
+        "[session]\nflow = \"both\"\nissuer = {:?}\naudience = {DEV_APP_ID:?}\n",
+        setup.emulator.issuer()
+    );
+    let out = setup.online().await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_verdict(
+        out.line("token endpoint"),
+        "ok",
+        &format!("{} answered (no scope sent)", setup.emulator.token_url()),
+    );
+    assert_verdict(
+        out.line("app-token JWKS"),
+        "ok",
+        "answered HTTP 200 without a bearer",
+    );
+    assert_verdict(out.line("app-token keys"), "ok", "usable RSA key");
+    assert_verdict(
+        out.line("session-token JWKS"),
+        "ok",
+        "answered HTTP 200 to the access token",
+    );
+    assert_verdict(out.line("session-token keys"), "ok", "usable Ed25519 key");
+    // The service token comes from the legacy endpoint, not the provider: its
+    // token_endpoint is not held against jtl.token_url.
+    assert_verdict(out.line("discovery"), "ok", "token_endpoint not compared");
+
+    let app_token =
+        setup.app_token_for(&setup.app_claims(serde_json::json!([DEV_APP_ID]), Some(DEV_APP_ID)));
+    let out = setup.with_session_token(&app_token).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_verdict(out.verdict("app token"), "ok", "valid: signed by key");
+
+    let session_token = setup
+        .emulator
+        .mint(&setup.claims(3600), &setup.kid(), false)
+        .expect("session token");
+    let out = setup.with_session_token(&session_token).await;
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_verdict(out.verdict("session token"), "ok", "valid");
 }
