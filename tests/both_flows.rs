@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::harness::{eventually_async, TENANT, USER};
+use common::logs::Logs;
 use common::proxy::{get, send, Answer, Proxy};
 use http::Request;
 use http_body_util::Full;
@@ -635,52 +635,11 @@ async fn verifications_are_counted_by_kind() {
     );
 }
 
-/// The log as the product writes it with `log.format = "json"`, kept in memory.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
 impl Logs {
-    /// The process's log, as the product writes it: the ingress answers on worker
-    /// threads of its own, so a thread-local subscriber would not see its lines.
-    fn global() -> &'static Logs {
-        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
-        LOGS.get_or_init(|| {
-            let logs = Logs::default();
-            let subscriber = tracing_subscriber::fmt()
-                .json()
-                .flatten_event(true)
-                .with_max_level(tracing::Level::INFO)
-                .with_writer(logs.clone())
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-            logs
-        })
-    }
-
     /// The line of the request with this `X-Request-ID`.
     fn request_line(&self, request_id: &str) -> Option<Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        self.lines()
+            .into_iter()
             .find(|line| line["request_id"] == request_id)
     }
 }

@@ -26,10 +26,11 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::harness::{eventually_async, settle, TENANT};
+use common::logs::Logs;
 use common::proxy::{get, Proxy};
 use jtl_auth_sidecar::emulator::Failure;
 use serde_json::Value;
@@ -56,54 +57,11 @@ const MIN_REFETCH_MS: u64 = 5_000;
 const CLIENT_ID: &str = "emulated-client";
 const CLIENT_SECRET: &str = "emulated-secret";
 
-/// The log as the product writes it with `log.format = "json"`, kept in memory.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
 impl Logs {
-    /// Captures what this thread logs until the guard is dropped.
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(logs.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
     /// The warnings whose message starts with `prefix`.
     fn warnings(&self, prefix: &str) -> Vec<Value> {
-        self.text()
-            .lines()
-            .map(|line| {
-                serde_json::from_str::<Value>(line)
-                    .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"))
-            })
+        self.lines()
+            .into_iter()
             .filter(|line| {
                 line["level"] == "WARN"
                     && line["message"]
@@ -128,7 +86,7 @@ struct Fixture {
 
 impl Fixture {
     async fn start(flow: Flow, endpoint: Endpoint) -> Fixture {
-        let (logs, capture) = Logs::capture();
+        let (logs, capture) = Logs::capture(tracing::Level::INFO);
         // The token lives 3600 s and is refreshed 1800 s before its expiry; the key set is
         // refreshed every 60 s in the key cases and not at all in the token cases.
         let jwks_refresh_s = match endpoint {

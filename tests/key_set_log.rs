@@ -8,64 +8,21 @@
 //! flattened events); `#[tokio::test]` runs the emulator on the test's thread, where the
 //! capturing subscriber is the default.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
+use common::logs::Logs;
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions, DEV_APP_ID};
 use jtl_auth_sidecar::jtl::{Jtl, KeySet};
-use serde_json::Value;
 
 const START_MS: i64 = 1_790_000_000_000;
 /// `jwks_min_refetch_interval_s` by default: the clock moves this far between refreshes.
 const MIN_REFETCH: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
 impl Logs {
-    /// Captures everything this thread logs, debug included, until the guard is dropped.
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(logs.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(|line| {
-                serde_json::from_str::<Value>(line)
-                    .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"))
-            })
-            .collect()
-    }
-
     /// The messages logged at `level` (`"WARN"`, `"DEBUG"`) about skipped keys.
     fn skipped_keys(&self, level: &str) -> Vec<String> {
         self.lines()
@@ -126,7 +83,7 @@ async fn load(keys: &KeySet, clock: &Clock, times: u64) {
 
 #[tokio::test]
 async fn a_healthy_mixed_key_set_logs_no_warning_at_load_or_refresh() {
-    let (logs, _capture) = Logs::capture();
+    let (logs, _capture) = Logs::capture(tracing::Level::DEBUG);
     let (emulator, clock, keys) = zitadel_and_keys().await;
     // Zitadel's set as served: RSA, EC and OKP keys with numeric-string kids.
     let published = emulator.app_keys();
@@ -159,7 +116,7 @@ async fn a_healthy_mixed_key_set_logs_no_warning_at_load_or_refresh() {
 
 #[tokio::test]
 async fn an_rsa_key_under_2048_bits_is_warned_about_once_across_refreshes() {
-    let (logs, _capture) = Logs::capture();
+    let (logs, _capture) = Logs::capture(tracing::Level::DEBUG);
     let (emulator, clock, keys) = zitadel_and_keys().await;
     emulator.publish_small_rsa_key("298817363741600777");
 

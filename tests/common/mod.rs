@@ -87,5 +87,6 @@ pub fn session_claims() -> Value {
 }
 
 pub mod harness;
+pub mod logs;
 pub mod proxy;
 pub mod redis;
