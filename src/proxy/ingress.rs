@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
 use super::errors::{
-    access_token_unavailable, error_response, keys_unavailable, refuse_bad_host, refuse_method,
-    upstream_failure, ErrorCode,
+    access_token_unavailable, error_response, refuse_bad_host, refuse_method, upstream_failure,
+    ErrorCode,
 };
 use super::forwarding::{is_trusted, set_forwarding_headers};
 use super::headers::{
@@ -23,14 +23,14 @@ use super::headers::{
     X_REQUEST_ID,
 };
 use super::upstream::Upstream;
-use super::{cors, paths, streamed_body, Handled, Peer, ProxyBody, RequestLine};
+use super::{cors, paths, streamed_body, verify_counted, Handled, Peer, ProxyBody, RequestLine};
 use crate::config::Flow;
 use crate::config::IngressConfig;
 use crate::jose::Session;
 use crate::jtl::AccessTokens;
 use crate::telemetry::{Listener, Metrics};
 use crate::tenants::{ConnectTenant, TenantRecorder};
-use crate::verify::{TokenVerifier, VerifyError};
+use crate::verify::TokenVerifier;
 
 pub struct Ingress {
     settings: IngressConfig,
@@ -278,34 +278,13 @@ impl Ingress {
         };
 
         // 5. Verification.
-        let verify_started = Instant::now();
-        let verified = self.verifier.verify(token).await;
-        self.metrics.observe_verification(
-            verify_started.elapsed(),
-            self.verifier.flow_label(&verified),
-            verified
-                .as_ref()
-                .map_or_else(VerifyError::outcome, |_| "verified"),
-        );
-        let session = match verified {
+        let session = match verify_counted(&self.verifier, &self.metrics, token, |description| {
+            error_response(ErrorCode::InvalidToken, description)
+        })
+        .await
+        {
             Ok(session) => session,
-            Err(error @ VerifyError::Rejected(..)) => {
-                let description = self.verifier.describe(&error);
-                let response = error_response(ErrorCode::InvalidToken, &description);
-                return Admission::Answered(Handled {
-                    reason: Some(description),
-                    ..Handled::new(response, error.outcome())
-                });
-            }
-            Err(error @ (VerifyError::KeysUnavailable(_) | VerifyError::KeysCrowded(_))) => {
-                return Admission::Answered(Handled::new(
-                    keys_unavailable(
-                        &self.verifier.describe(&error),
-                        self.verifier.retry_after_s(&error),
-                    ),
-                    error.outcome(),
-                ));
-            }
+            Err(refused) => return Admission::Answered(refused),
         };
         // A known tenant costs one cache lookup; an unknown one is recorded off the path.
         if let Some(recorder) = &self.recorder {

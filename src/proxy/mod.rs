@@ -49,7 +49,6 @@ pub struct Handled {
     pub response: http::Response<ProxyBody>,
     pub outcome: &'static str,
     pub session: Option<std::sync::Arc<crate::verify::VerifiedSession>>,
-    /// Why the token was refused, for the log line.
     /// Why a token was refused, in the words of its `401` (never the token).
     pub reason: Option<String>,
     /// The backend's answer (passed on unchanged), not one the sidecar made.
@@ -67,6 +66,41 @@ impl Handled {
             from_backend: false,
         }
     }
+}
+
+/// Verifies `token` and counts the verification by kind and outcome; a refusal comes
+/// back as the answer it gets: a `503` with the real wait for key trouble, else the `401`
+/// that `invalid` makes of the description (ingress and connect-tenant word it
+/// differently).
+pub async fn verify_counted(
+    verifier: &crate::verify::TokenVerifier,
+    metrics: &Metrics,
+    token: &str,
+    invalid: impl FnOnce(&str) -> http::Response<ProxyBody>,
+) -> Result<Arc<crate::verify::VerifiedSession>, Handled> {
+    use crate::verify::VerifyError;
+    let started = Instant::now();
+    let verified = verifier.verify(token).await;
+    metrics.observe_verification(
+        started.elapsed(),
+        verifier.flow_label(&verified),
+        verified
+            .as_ref()
+            .map_or_else(VerifyError::outcome, |_| "verified"),
+    );
+    verified.map_err(|error| {
+        let description = verifier.describe(&error);
+        match error {
+            VerifyError::Rejected(..) => Handled {
+                reason: Some(description.clone()),
+                ..Handled::new(invalid(&description), error.outcome())
+            },
+            VerifyError::KeysUnavailable(_) | VerifyError::KeysCrowded(_) => Handled::new(
+                errors::keys_unavailable(&description, verifier.retry_after_s(&error)),
+                error.outcome(),
+            ),
+        }
+    })
 }
 
 /// The client at the other end of a connection.

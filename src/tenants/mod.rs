@@ -12,7 +12,7 @@ pub mod recorder;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -22,13 +22,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::proxy::errors::{
-    body_too_slow, body_unreadable, error_response, invalid_token_challenge, keys_unavailable,
-    unavailable, with_status, ErrorCode,
+    body_too_slow, body_unreadable, error_response, invalid_token_challenge, unavailable,
+    with_status, ErrorCode,
 };
 use crate::proxy::headers::read_token;
-use crate::proxy::{full_body, Handled, ProxyBody};
+use crate::proxy::{full_body, verify_counted, Handled, ProxyBody};
 use crate::telemetry::Metrics;
-use crate::verify::{TokenVerifier, VerifiedSession, VerifyError};
+use crate::verify::{TokenVerifier, VerifiedSession};
 pub use recorder::TenantRecorder;
 pub use store::{StoreError, StoredTenant, TenantStore};
 
@@ -133,34 +133,16 @@ impl ConnectTenant {
             },
         };
 
-        let verify_started = Instant::now();
-        let verified = self.verifier.verify(&token).await;
-        self.metrics.observe_verification(
-            verify_started.elapsed(),
-            self.verifier.flow_label(&verified),
-            verified
-                .as_ref()
-                .map_or_else(VerifyError::outcome, |_| "verified"),
-        );
-        let session = match verified {
+        let session = match verify_counted(
+            &self.verifier,
+            &self.metrics,
+            &token,
+            verification_failed,
+        )
+        .await
+        {
             Ok(session) => session,
-            Err(error @ VerifyError::Rejected(..)) => {
-                let description = self.verifier.describe(&error);
-                let response = verification_failed(&description);
-                return Handled {
-                    reason: Some(description),
-                    ..Handled::new(response, error.outcome())
-                };
-            }
-            Err(error @ (VerifyError::KeysUnavailable(_) | VerifyError::KeysCrowded(_))) => {
-                return Handled::new(
-                    keys_unavailable(
-                        &self.verifier.describe(&error),
-                        self.verifier.retry_after_s(&error),
-                    ),
-                    error.outcome(),
-                )
-            }
+            Err(refused) => return refused,
         };
 
         let stored = self
