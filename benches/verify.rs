@@ -23,8 +23,8 @@ use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_session_token, Algorithm, CompactJws, Ed25519Key, JwkSet, RsaKey,
-    TokenKind, TokenPolicy,
+    base64url_encode, verify_token, Algorithm, CompactJws, Ed25519Key, JwkSet, RsaKey, TokenKind,
+    TokenPolicy,
 };
 use jtl_auth_sidecar::jtl::Jtl;
 use jtl_auth_sidecar::verify::TokenVerifier;
@@ -63,7 +63,7 @@ fn bench_jose(c: &mut Criterion) {
         Ed25519Key::from_public_bytes(Some("key-1".into()), &public).expect("key")
     ]);
     let policy = TokenPolicy::default();
-    assert!(verify_session_token(&token, &keys, &policy, NOW).is_ok());
+    assert!(verify_token(&token, &keys, &policy, NOW).is_ok());
 
     let (signing_input, _) = token.rsplit_once('.').expect("three segments");
     let signature = CompactJws::parse(&token, 8192)
@@ -80,7 +80,7 @@ fn bench_jose(c: &mut Criterion) {
         })
     });
     group.bench_function("full_verification", |b| {
-        b.iter(|| verify_session_token(black_box(&token), &keys, &policy, NOW).is_ok())
+        b.iter(|| verify_token(black_box(&token), &keys, &policy, NOW).is_ok())
     });
     group.bench_function("parse_and_claims_only", |b| {
         b.iter(|| {
@@ -99,7 +99,7 @@ fn bench_jose(c: &mut Criterion) {
                     .is_ok()
             }),
             ("full_verification", &mut || {
-                verify_session_token(black_box(&token), &keys, &policy, NOW).is_ok()
+                verify_token(black_box(&token), &keys, &policy, NOW).is_ok()
             }),
             ("parse_and_claims_only", &mut || {
                 let jws =
@@ -197,7 +197,7 @@ fn bench_app_token(c: &mut Criterion) {
         audience: vec!["312909075212468632".into()],
         ..TokenPolicy::default()
     };
-    assert!(verify_session_token(&token, &keys, &policy, NOW).is_ok());
+    assert!(verify_token(&token, &keys, &policy, NOW).is_ok());
     let (signing_input, _) = token.rsplit_once('.').expect("three segments");
     let signature = CompactJws::parse_as(&token, 8192, Algorithm::RS256)
         .expect("parses")
@@ -220,7 +220,7 @@ fn bench_app_token(c: &mut Criterion) {
         })
     });
     group.bench_function("full_verification", |b| {
-        b.iter(|| verify_session_token(black_box(&token), &keys, &policy, NOW).is_ok())
+        b.iter(|| verify_token(black_box(&token), &keys, &policy, NOW).is_ok())
     });
     // Everything full verification does besides the signature check (and the key lookup).
     group.bench_function("parse_and_claims_only", |b| {
@@ -249,7 +249,7 @@ fn bench_app_token(c: &mut Criterion) {
                 .is_ok()
             }),
             ("full_verification", &mut || {
-                verify_session_token(black_box(&token), &keys, &policy, NOW).is_ok()
+                verify_token(black_box(&token), &keys, &policy, NOW).is_ok()
             }),
             ("parse_and_claims_only", &mut || {
                 let jws = CompactJws::parse_as(

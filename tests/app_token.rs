@@ -3,7 +3,7 @@
 //! tokens are real RS256 signatures made with ring and the emulator's fixed test-only keys.
 
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_session_token, JoseError, JwkSet, KeyError, KeyKind, Malformed, Part,
+    base64url_encode, verify_token, JoseError, JwkSet, KeyError, KeyKind, Malformed, Part,
     TokenKind, TokenPolicy, VerifiedToken,
 };
 use ring::rand::SystemRandom;
@@ -122,7 +122,7 @@ fn keys_of(rsa: &[&RsaSigner]) -> JwkSet {
 }
 
 fn verify(token: &str) -> Result<VerifiedToken, JoseError> {
-    verify_session_token(token, &keys_of(&[&signer()]), &policy(), NOW)
+    verify_token(token, &keys_of(&[&signer()]), &policy(), NOW)
 }
 
 fn reject(claims: &Value) -> JoseError {
@@ -161,7 +161,7 @@ fn a_4096_bit_key_verifies() {
         "298817363741638660",
     );
     let keys = keys_of(&[&signer(), &big]);
-    assert!(verify_session_token(&big.mint(&claims()), &keys, &policy(), NOW).is_ok());
+    assert!(verify_token(&big.mint(&claims()), &keys, &policy(), NOW).is_ok());
 }
 
 // ---- JTL's three checks -----------------------------------------------------------------
@@ -184,7 +184,7 @@ fn an_audience_list_accepts_either_app_and_the_app_id_must_be_one_the_token_is_f
                 claims.as_object_mut().unwrap().remove("urn:jtl:app_id");
             }
         }
-        verify_session_token(
+        verify_token(
             &signer().mint(&claims),
             &keys_of(&[&signer()]),
             &moving,
@@ -230,7 +230,7 @@ fn the_audience_must_contain_the_app_id_exactly() {
     };
     let token = signer().mint(&with("aud", json!("App-1")));
     assert_eq!(
-        verify_session_token(&token, &keys_of(&[&signer()]), &policy, NOW).unwrap_err(),
+        verify_token(&token, &keys_of(&[&signer()]), &policy, NOW).unwrap_err(),
         JoseError::WrongAudience
     );
     assert_eq!(
@@ -521,7 +521,7 @@ fn keys_under_2048_bits_and_other_kinds_are_skipped_with_the_reason() {
     );
     let token = signer().sign_raw(&json!({"alg": "RS256", "kid": "small"}), &claims());
     assert_eq!(
-        verify_session_token(&token, &set, &policy(), NOW).unwrap_err(),
+        verify_token(&token, &set, &policy(), NOW).unwrap_err(),
         JoseError::UnknownKey {
             kid: "small".into()
         }
@@ -535,7 +535,7 @@ fn a_session_token_is_not_an_app_token_and_an_app_token_is_not_a_session_token()
     let token = signer().mint(&claims());
     let session_policy = TokenPolicy::default();
     assert_eq!(
-        verify_session_token(&token, &keys_of(&[&signer()]), &session_policy, NOW).unwrap_err(),
+        verify_token(&token, &keys_of(&[&signer()]), &session_policy, NOW).unwrap_err(),
         JoseError::OtherKind(TokenKind::AppToken)
     );
 }

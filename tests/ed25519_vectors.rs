@@ -3,8 +3,7 @@
 //! RFC 8037 Appendix A, printed below.
 
 use jtl_auth_sidecar::jose::{
-    verify_session_token, CompactJws, Ed25519Key, JoseError, JwkSet, KeyError, Malformed, Part,
-    TokenPolicy,
+    verify_token, CompactJws, Ed25519Key, JoseError, JwkSet, KeyError, Malformed, Part, TokenPolicy,
 };
 use serde_json::{json, Value};
 
@@ -170,7 +169,7 @@ fn rfc8037_a4_is_refused_as_a_session_token() {
     );
     let keys = JwkSet::from_keys([rfc8037_key()]);
     assert_eq!(
-        verify_session_token(RFC8037_A4, &keys, &TokenPolicy::default(), 0).unwrap_err(),
+        verify_token(RFC8037_A4, &keys, &TokenPolicy::default(), 0).unwrap_err(),
         JoseError::Malformed(Malformed::Json(Part::Payload))
     );
 }

@@ -13,8 +13,7 @@ use common::proxy::{get, Proxy};
 use common::{session_claims, SigningKey, NOW};
 use jtl_auth_sidecar::emulator::DEV_APP_USER_ID;
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_session_token, Algorithm, CompactJws, JwkSet, KeyKind, TokenKind,
-    TokenPolicy,
+    base64url_encode, verify_token, Algorithm, CompactJws, JwkSet, KeyKind, TokenKind, TokenPolicy,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -36,7 +35,7 @@ struct Flow {
 
 impl Flow {
     fn accepts(&self, token: &str) -> bool {
-        verify_session_token(token, &self.keys, &self.policy, NOW).is_ok()
+        verify_token(token, &self.keys, &self.policy, NOW).is_ok()
     }
 }
 

@@ -5,8 +5,8 @@ mod common;
 
 use common::{session_claims, SigningKey, NOW, TENANT_ID, USER_ID};
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_session_token, CompactJws, JoseError, JwkSet, Malformed, Part,
-    TokenKind, TokenPolicy, VerifiedToken, MAX_KEYS_TRIED,
+    base64url_encode, verify_token, CompactJws, JoseError, JwkSet, Malformed, Part, TokenKind,
+    TokenPolicy, VerifiedToken, MAX_KEYS_TRIED,
 };
 use serde_json::{json, Value};
 
@@ -21,7 +21,7 @@ fn keys_of(signers: &[&SigningKey]) -> JwkSet {
 }
 
 fn verify(token: &str, keys: &JwkSet) -> Result<VerifiedToken, JoseError> {
-    verify_session_token(token, keys, &TokenPolicy::default(), NOW)
+    verify_token(token, keys, &TokenPolicy::default(), NOW)
 }
 
 /// Verifies against the default test key and asserts the error never echoes the token.
@@ -425,7 +425,7 @@ fn oversize_token_is_refused_before_parsing() {
         max_token_bytes: key().mint(&session_claims()).len(),
         ..TokenPolicy::default()
     };
-    assert!(verify_session_token(
+    assert!(verify_token(
         &key().mint(&session_claims()),
         &keys_of(&[&key()]),
         &policy,
@@ -579,10 +579,10 @@ fn expired_token_is_refused_and_leeway_is_honoured() {
         ..TokenPolicy::default()
     };
     assert_eq!(
-        verify_session_token(&at(NOW), &keys_of(&[&key()]), &strict, NOW).unwrap_err(),
+        verify_token(&at(NOW), &keys_of(&[&key()]), &strict, NOW).unwrap_err(),
         JoseError::Expired
     );
-    assert!(verify_session_token(&at(NOW + 1), &keys_of(&[&key()]), &strict, NOW).is_ok());
+    assert!(verify_token(&at(NOW + 1), &keys_of(&[&key()]), &strict, NOW).is_ok());
 }
 
 #[test]
@@ -720,7 +720,7 @@ fn issuer_and_audience_are_checked_when_configured() {
         ..TokenPolicy::default()
     };
     let keys = keys_of(&[&key()]);
-    let check = |claims: Value| verify_session_token(&key().mint(&claims), &keys, &policy, NOW);
+    let check = |claims: Value| verify_token(&key().mint(&claims), &keys, &policy, NOW);
     let mut good = session_claims();
     good["iss"] = json!("https://issuer.example");
     good["aud"] = json!(["other", "app-1"]);

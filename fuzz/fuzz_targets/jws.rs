@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jtl_auth_sidecar::jose::{
-    base64url_encode, parse_strict_json_object, verify_session_token, Algorithm, CompactJws,
+    base64url_encode, parse_strict_json_object, verify_token, Algorithm, CompactJws,
     JoseError, JsonError, JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
 };
 use libfuzzer_sys::fuzz_target;
@@ -143,7 +143,7 @@ fn fixtures() -> &'static Fixtures {
 fn verify(flow: &Flow, token: &str) -> Result<(), JoseError> {
     let algorithm = flow.policy.algorithm();
     check_parse_agrees(token, flow.policy.max_token_bytes, algorithm);
-    let verified = verify_session_token(token, &flow.keys, &flow.policy, NOW)?;
+    let verified = verify_token(token, &flow.keys, &flow.policy, NOW)?;
 
     assert_eq!(token.matches('.').count(), 2, "accepted: three segments");
     assert!(

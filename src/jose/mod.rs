@@ -24,7 +24,7 @@ pub use jws::{CompactJws, MAX_KEYS_TRIED};
 pub use kind::{Algorithm, TokenKind};
 pub use rsa::{RsaKey, MAX_MODULUS_BITS, MIN_MODULUS_BITS};
 
-/// A session token that passed every check, and the key that signed it.
+/// A token (of the policy's kind) that passed every check, and the key that signed it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedToken {
     pub session: Session,
@@ -33,9 +33,9 @@ pub struct VerifiedToken {
     pub key_thumbprint: String,
 }
 
-/// Full verification of a session token against a key set at time `now` (Unix seconds):
-/// structure, signature, then claims.
-pub fn verify_session_token(
+/// Full verification of a token of `policy`'s kind against a key set at time `now` (Unix
+/// seconds): structure, signature, then claims.
+pub fn verify_token(
     token: &str,
     keys: &JwkSet,
     policy: &TokenPolicy,
