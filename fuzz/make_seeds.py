@@ -120,7 +120,7 @@ def main() -> None:
     write("jwks", "empty.json", b'{"keys":[]}')
 
     (CORPUS / "config").mkdir(parents=True, exist_ok=True)
-    for name in ["example.toml", "minimal.toml", "dev.toml", "dev-app-token.toml"]:
+    for name in ["example.toml", "minimal.toml", "dev.toml", "dev-session-token.toml", "dev-both.toml"]:
         shutil.copy(ROOT / "config" / name, CORPUS / "config" / name)
     write("config", "minimal-with-env",
           (ROOT / "config/minimal.toml").read_text() + "\0"
