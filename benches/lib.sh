@@ -67,6 +67,7 @@ start_jtl() {
   JTL_SIDECAR_EGRESS__LISTEN="" \
   JTL_SIDECAR_JTL__TOKEN_URL="http://127.0.0.1:$2/oauth2/token" \
   JTL_SIDECAR_JTL__API_BASE_URL="http://127.0.0.1:$2" \
+  JTL_SIDECAR_SESSION__ISSUER="http://127.0.0.1:$2" \
   JTL_SIDECAR_LOG__LEVEL=warn \
     "$1" dev --upstream "$5" > "$WORK/jtl.out" 2> "$WORK/jtl.err" &
   JTL_PID=$!
@@ -86,6 +87,8 @@ issuer = \"http://127.0.0.1:$6\"
 audience = \"312909075212468632\""
   else
     token_url="token_url = \"http://127.0.0.1:$6/oauth2/token\""
+    session="[session]
+flow = \"session-token\""
   fi
   cat > "$1" <<TOML
 [ingress]

@@ -74,6 +74,8 @@ client_id = "emulated-client"
 client_secret = "emulated-secret"
 token_url = "http://127.0.0.1:$EMULATOR_PORT/oauth2/token"
 api_base_url = "http://127.0.0.1:$EMULATOR_PORT"
+[session]
+flow = "session-token"
 [tenants]
 connect_path = ""
 database_url = "sqlite://$WORK/unused.db"

@@ -75,6 +75,8 @@ client_id = "emulated-client"
 client_secret = "emulated-secret"
 token_url = "http://127.0.0.1:$EMULATOR_PORT/oauth2/token"
 api_base_url = "http://127.0.0.1:$EMULATOR_PORT"
+[session]
+flow = "session-token"
 [admin]
 listen = "127.0.0.1:$3"
 drain_token_file = "$WORK/$1.drain-token"

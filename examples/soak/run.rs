@@ -85,6 +85,7 @@ token_url = "{token_url}"
 api_base_url = "{api_base_url}"
 refresh_before_expiry_s = {REFRESH_BEFORE_EXPIRY_S}
 [session]
+flow = "session-token"
 jwks_refresh_interval_s = {JWKS_REFRESH_INTERVAL_S}
 jwks_min_refetch_interval_s = {JWKS_MIN_REFETCH_INTERVAL_S}
 [tenants]
