@@ -62,6 +62,10 @@ pub(super) fn env_overrides(
             Value::from(raw)
         } else {
             match find(schema, &path) {
+                // `session.audience` takes one app id or a list: `["a", "b"]` is a list.
+                Some(Value::String(..)) if dotted == "session.audience" && raw.starts_with('[') => {
+                    raw.parse::<Value>().unwrap_or_else(|never| match never {})
+                }
                 Some(Value::String(..)) => Value::from(raw),
                 Some(Value::Dict(..)) => {
                     problems.push(ConfigProblem::new(

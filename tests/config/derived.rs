@@ -75,16 +75,20 @@ fn the_app_token_flow_derives_every_url_from_the_environment() {
 fn a_written_value_equal_to_the_derived_one_is_used_and_not_marked_derived() {
     let loaded = config(
         "audience = \"app-1\"\nissuer = \"https://id.jtl-cloud.com\"",
-        "token_url = \"https://id.jtl-cloud.com/oauth/v2/token\"\nscope = \"openid\"\napi_base_url = \"https://api.jtl-cloud.com\"",
+        "token_url = \"https://id.jtl-cloud.com/oauth/v2/token\"\nscope = \"openid\"\napi_base_url = \"https://api.jtl-cloud.com\"\njwks_url = \"https://id.jtl-cloud.com/oauth/v2/keys\"",
     );
     assert_eq!(
         loaded.config.jtl.token_url.as_str(),
         "https://id.jtl-cloud.com/oauth/v2/token"
     );
-    for key in ["token_url", "scope", "api_base_url", "issuer"] {
+    for key in ["token_url", "scope", "api_base_url", "jwks_url", "issuer"] {
         assert!(!marked_derived(&loaded, &format!("{key} = ")), "{key}");
     }
-    assert!(marked_derived(&loaded, "jwks_url = "));
+    // Only the key left out is derived.
+    let partly = config("audience = \"app-1\"", "scope = \"openid\"");
+    assert!(!marked_derived(&partly, "scope = "));
+    assert!(marked_derived(&partly, "token_url = "));
+    assert!(marked_derived(&partly, "jwks_url = "));
 }
 
 /// JTL's `--legacy` templates: app tokens verified, the service token from the legacy
@@ -228,4 +232,18 @@ fn a_scope_without_openid_is_warned_about_for_zitadels_token_endpoint_only() {
     );
     assert_eq!(elsewhere.config.jtl.scope.as_deref(), Some("profile"));
     assert!(elsewhere.warnings.is_empty(), "{:?}", elsewhere.warnings);
+}
+
+#[test]
+fn the_audience_list_can_come_from_the_environment() {
+    let loaded = load_with_env(
+        VALID,
+        &[("JTL_SIDECAR_SESSION__AUDIENCE", "[\"app-1\", \"app-2\"]")],
+    )
+    .unwrap();
+    let profile = loaded.config.session.profile(TokenKind::AppToken).unwrap();
+    assert_eq!(profile.policy.audience, ["app-1", "app-2"]);
+    let one = load_with_env(VALID, &[("JTL_SIDECAR_SESSION__AUDIENCE", "app-3")]).unwrap();
+    let profile = one.config.session.profile(TokenKind::AppToken).unwrap();
+    assert_eq!(profile.policy.audience, ["app-3"]);
 }
