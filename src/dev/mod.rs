@@ -211,6 +211,19 @@ fn point_at_emulator(config: &mut Config, emulator: &Emulator) {
         config.jtl.token_url = token_url;
         config.jtl.api_base_url = api_base_url;
     }
+    if config.session.flow == Flow::AppToken {
+        // Zitadel's endpoint: it wants `openid`, and its service tokens are opaque,
+        // whatever token URL the config named.
+        if !config
+            .jtl
+            .scope
+            .as_deref()
+            .is_some_and(|scope| scope.split(' ').any(|s| s == "openid"))
+        {
+            config.jtl.scope = Some("openid".to_owned());
+        }
+        config.jtl.opaque_token = true;
+    }
     for profile in &mut config.session.profiles {
         let keys_path = match profile.kind() {
             TokenKind::AppToken => {

@@ -24,8 +24,10 @@ fn start_dev(args: &[&str]) -> Child {
         // listens on the port of session.issuer.
         command.env("JTL_SIDECAR_SESSION__ISSUER", "http://127.0.0.1:0");
     }
-    if !args.contains(&"session-token") && !args.contains(&"both") {
-        // In the app-token flow, jtl.token_url is derived from the issuer.
+    if args.contains(&"app-token") {
+        // In the app-token flow, jtl.token_url is derived from the issuer. (Without
+        // `--flow`, the legacy URL set above stays: `dev` points the app-token flow at the
+        // emulator's Zitadel, with openid, whatever the config named.)
         command.env_remove("JTL_SIDECAR_JTL__TOKEN_URL");
     }
     command
