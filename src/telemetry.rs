@@ -516,7 +516,8 @@ impl prometheus_client::collector::Collector for JtlCollector {
                 ("failure", tokens.failed.load(Ordering::Relaxed)),
             ],
         )?;
-        // Summed over the key sets (two in `both`); the log names which one failed.
+        // Summed over the key sets (two in `both`); a failed fetch's log line names its
+        // set (`flow`, `url`), and `/readyz` which one is missing.
         let key_sets = &self.jtl.key_sets;
         let sum = |pick: fn(&crate::jtl::jwks::KeyFetchCounts) -> &AtomicU64| {
             key_sets

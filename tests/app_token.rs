@@ -166,6 +166,30 @@ fn a_4096_bit_key_verifies() {
 
 // ---- JTL's three checks -----------------------------------------------------------------
 
+/// The config always gives app tokens an issuer and an app id; a policy without them
+/// refuses every app token instead of skipping the check.
+#[test]
+fn an_app_token_policy_without_issuer_or_app_id_refuses() {
+    let token = signer().mint(&claims());
+    let keys = keys_of(&[&signer()]);
+    let no_issuer = TokenPolicy {
+        issuer: None,
+        ..policy()
+    };
+    assert_eq!(
+        verify_token(&token, &keys, &no_issuer, NOW).unwrap_err(),
+        JoseError::WrongIssuer
+    );
+    let no_app = TokenPolicy {
+        audience: Vec::new(),
+        ..policy()
+    };
+    assert_eq!(
+        verify_token(&token, &keys, &no_app, NOW).unwrap_err(),
+        JoseError::WrongAudience
+    );
+}
+
 /// During a move to a new app registration `session.audience` lists both app ids: a token
 /// for either passes, and `urn:jtl:app_id` must be one of them that the token's own `aud`
 /// holds (not merely one the sidecar accepts).

@@ -23,8 +23,11 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 pub struct Expected<'a> {
     /// `session.issuer`, as written or derived (a trailing '/' kept).
     pub issuer: &'a str,
-    /// `jtl.jwks_url`.
+    /// The app-token key set: `jtl.jwks_url` in the app-token flow, derived from the
+    /// issuer (and not configurable) in `both`.
     pub jwks_url: &'a Url,
+    /// `jtl.jwks_url` names the app-token key set (the app-token flow alone).
+    pub jwks_url_configurable: bool,
     /// `jtl.token_url`, when the service token is asked for with `openid` (from the
     /// provider itself); JTL's legacy token endpoint, which `both` and JTL's `--legacy`
     /// templates use without a scope, is not compared.
@@ -83,6 +86,7 @@ pub async fn check(config: &Config, http: &JtlHttp) -> Line {
     let expected = Expected {
         issuer,
         jwks_url: &profile.key_set_url,
+        jwks_url_configurable: config.session.flow == crate::config::Flow::AppToken,
         // Asked for `openid`, the token endpoint is taken for the provider's own.
         token_url: config
             .jtl
@@ -151,6 +155,16 @@ pub fn compare(document: &Map<String, Value>, expected: &Expected<'_>) -> Vec<St
                 if published_url.as_ref() == Some(configured) {
                     continue;
                 }
+                if key == "jtl.jwks_url" && !expected.jwks_url_configurable {
+                    // In `both`, jtl.jwks_url names the session-token key set: the
+                    // app-token keys are always {issuer}/oauth/v2/keys.
+                    mismatches.push(format!(
+                        "{member} is {}, not the app-token key set {} (with session.flow = \"both\" it is always {{session.issuer}}/oauth/v2/keys): is session.issuer this provider's issuer?",
+                        quoted(published),
+                        quoted(configured.as_str()),
+                    ));
+                    continue;
+                }
                 let or_default = if published_url == Url::parse(&default).ok() {
                     " (or leave it unset: that is its default in the app-token flow)"
                 } else {
@@ -200,6 +214,7 @@ mod tests {
         let expected = Expected {
             issuer: "https://id.jtl-cloud.com",
             jwks_url: &jwks_url,
+            jwks_url_configurable: true,
             token_url: Some(&token_url),
         };
         let doc = document(
@@ -216,6 +231,7 @@ mod tests {
         let expected = Expected {
             issuer: "https://id.jtl-cloud.com",
             jwks_url: &jwks_url,
+            jwks_url_configurable: true,
             token_url: Some(&token_url),
         };
         let doc = document(
@@ -231,11 +247,34 @@ mod tests {
     }
 
     #[test]
+    fn in_both_a_jwks_uri_mismatch_points_at_the_issuer_not_jtl_jwks_url() {
+        let (jwks_url, _) = expected_urls();
+        let expected = Expected {
+            issuer: "https://id.jtl-cloud.com",
+            jwks_url: &jwks_url,
+            jwks_url_configurable: false,
+            token_url: None,
+        };
+        let found = compare(
+            &document(
+                "https://id.jtl-cloud.com",
+                "https://keys.example/jwks",
+                "https://id.jtl-cloud.com/oauth/v2/token",
+            ),
+            &expected,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("is session.issuer"), "{found:?}");
+        assert!(!found[0].contains("set jtl.jwks_url"), "{found:?}");
+    }
+
+    #[test]
     fn missing_members_are_mismatches() {
         let (jwks_url, token_url) = expected_urls();
         let expected = Expected {
             issuer: "https://id.jtl-cloud.com",
             jwks_url: &jwks_url,
+            jwks_url_configurable: true,
             token_url: Some(&token_url),
         };
         let found = compare(&Map::new(), &expected);

@@ -130,7 +130,7 @@ impl Report {
 struct Recorder<'a> {
     report: Report,
     emit: &'a mut dyn FnMut(&Line),
-    /// The app-token flow: the key set is public, so it does not wait for a token.
+    /// App tokens are accepted: the token endpoint line shows the scope sent.
     app_token: bool,
 }
 

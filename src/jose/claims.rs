@@ -126,12 +126,17 @@ impl TokenPolicy {
                 return Err(JoseError::IssuedInFuture);
             }
         }
-        if let Some(issuer) = &self.issuer {
-            match found.iss {
+        // App tokens are always held to an issuer and an app id (the config requires
+        // them); a policy without them refuses rather than skipping the check.
+        let app_token = self.kind == TokenKind::AppToken;
+        match &self.issuer {
+            Some(issuer) => match found.iss {
                 None => return Err(JoseError::MissingClaim("iss")),
                 Some(Value::String(iss)) if iss == issuer => {}
                 Some(_) => return Err(JoseError::WrongIssuer),
-            }
+            },
+            None if app_token => return Err(JoseError::WrongIssuer),
+            None => {}
         }
         if !self.audience.is_empty() {
             match found.aud {
@@ -139,6 +144,8 @@ impl TokenPolicy {
                 Some(aud) if self.audience.iter().any(|app| aud_holds(aud, app)) => {}
                 Some(_) => return Err(JoseError::WrongAudience),
             }
+        } else if app_token {
+            return Err(JoseError::WrongAudience);
         }
         let (tenant_id, user_id, tenant_slug) = match self.kind {
             TokenKind::SessionToken => (

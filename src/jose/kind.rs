@@ -92,3 +92,18 @@ impl TokenKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header parser reports `alg` as an index into `NAMES`; `ALL` must be in the same
+    /// order, or a token would be dispatched to the wrong kind.
+    #[test]
+    fn the_names_are_those_of_all_in_the_same_order() {
+        assert_eq!(Algorithm::NAMES, Algorithm::ALL.map(Algorithm::name));
+        for algorithm in Algorithm::ALL {
+            assert_eq!(TokenKind::of(algorithm).algorithm(), algorithm);
+        }
+    }
+}

@@ -350,6 +350,8 @@ impl KeySet {
                 let stale_for_s =
                     (current.generation > 0).then(|| (now - current.fetched_at_ms) / 1000);
                 tracing::warn!(
+                    flow = self.token_kind().label(),
+                    url = self.inner.options.url.as_str(),
                     retry_in_s = (next - now) / 1000,
                     stale_for_s,
                     usable = self.usable().is_some(),
@@ -399,6 +401,7 @@ impl KeySet {
                     .first_time(key);
             if first_time {
                 tracing::warn!(
+                    flow = self.token_kind().label(),
                     "skipped a key of the JTL key set (said once per kid): {}",
                     diagnose::skipped_key(key)
                 );

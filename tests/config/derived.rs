@@ -247,3 +247,24 @@ fn the_audience_list_can_come_from_the_environment() {
     let profile = one.config.session.profile(TokenKind::AppToken).unwrap();
     assert_eq!(profile.policy.audience, ["app-3"]);
 }
+
+/// A key set fetched over plain http lets anyone on the path swap the keys tokens are
+/// verified with: warned about when the URL is derived, too.
+#[test]
+fn a_derived_key_set_over_plain_http_to_a_remote_host_is_warned_about() {
+    let loaded = config(
+        "flow = \"both\"\naudience = \"app-1\"\nissuer = \"http://zitadel.example\"",
+        "",
+    );
+    assert!(
+        loaded.warnings.iter().any(|w| w
+            .starts_with("session.issuer (the app-token key set): http://zitadel.example/oauth/v2/keys is plain http")),
+        "{:?}",
+        loaded.warnings
+    );
+    let local = config(
+        "flow = \"both\"\naudience = \"app-1\"\nissuer = \"http://127.0.0.1:8090\"",
+        "",
+    );
+    assert!(local.warnings.is_empty(), "{:?}", local.warnings);
+}

@@ -159,10 +159,18 @@ pub(super) fn validate_jtl(
     if raw.jwks_url.is_empty() && (app_keys.is_some() || session_keys.is_some()) {
         derived.push("jtl.jwks_url");
     }
+    // Derived URLs too: a key set fetched over plain http lets anyone on the path swap
+    // the keys that tokens are verified with.
+    let app_keys_key = if flow == Some(Flow::AppToken) {
+        "jtl.jwks_url"
+    } else {
+        "session.issuer (the app-token key set)"
+    };
     for (key, url) in [
         ("jtl.token_url", &token_url),
         ("jtl.api_base_url", &api_base_url),
-        ("jtl.jwks_url", &written_jwks),
+        ("jtl.jwks_url", &session_keys),
+        (app_keys_key, &app_keys),
     ] {
         if let Some(url) = url {
             if url.scheme() == "http" && !is_loopback_host(url) {

@@ -202,7 +202,14 @@ pub(super) fn validate(
     );
     let session = match (session, &jtl) {
         (Some((session, rules)), Some((_, key_sets))) => {
-            Some(with_profiles(session, rules, key_sets))
+            let session = with_profiles(session, rules, key_sets);
+            // Every kind the flow accepts has its key set, or nothing is verified by it.
+            if session.profiles.len() == session.flow.kinds().len() {
+                Some(session)
+            } else {
+                check.problem("session.flow", "a key set URL could not be derived");
+                None
+            }
         }
         _ => None,
     };
