@@ -270,10 +270,12 @@ impl Ingress {
                 return Admission::Answered(Handled::new(response, "missing_token"));
             }
             Err(reason) => {
+                // "The token header is empty." names the token as the flow does.
+                let reason = reason.replacen("token", self.verifier.flow().token_name(), 1);
                 return Admission::Answered(Handled::new(
-                    error_response(ErrorCode::InvalidToken, reason),
+                    error_response(ErrorCode::InvalidToken, &reason),
                     "invalid_token",
-                ))
+                ));
             }
         };
 

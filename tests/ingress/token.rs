@@ -95,6 +95,11 @@ async fn x_session_token_is_read_and_two_different_tokens_are_refused() {
     )
     .await;
     assert_eq!(answer.status, 401);
+    // Named as this (session-token) sidecar names its tokens.
+    assert_eq!(
+        answer.json()["error_description"],
+        "The request carries two different session tokens."
+    );
 }
 
 #[tokio::test]
