@@ -96,10 +96,13 @@ pub(super) fn validate_session(
     };
     if app_tokens {
         if audience.is_empty() {
-            check.problem(
-                "session.audience",
-                "missing (the app's id is required for app tokens)",
-            );
+            let reason = if flow == Some(Flow::AppToken) {
+                "missing (the app's id is required for app tokens, the default flow; an app \
+                 that still uses session tokens sets session.flow = \"session-token\")"
+            } else {
+                "missing (the app's id is required for app tokens)"
+            };
+            check.problem("session.audience", reason);
         }
         if let Some(issuer) = &issuer {
             if check
