@@ -383,16 +383,22 @@ async fn an_algorithm_of_neither_kind_is_refused_naming_both_kinds() {
     assert_eq!(proxy.backend_hits(), 0);
 }
 
+/// Makes the key set `failing` (`jwks_session_token` or `jwks_app_token`) answer 503;
+/// what `/readyz` then says is missing.
+fn fail_key_set(proxy: &Proxy, failing: &str) -> Vec<String> {
+    match failing {
+        "jwks_session_token" => proxy.emulator.set_jwks_failure(Failure::Status(503)),
+        _ => proxy.emulator.set_app_keys_failure(Failure::Status(503)),
+    }
+    vec!["jwks".to_owned(), failing.to_owned()]
+}
+
 #[tokio::test]
 async fn a_key_set_failing_from_the_start_leaves_the_other_kind_verifying() {
     for failing in ["jwks_session_token", "jwks_app_token"] {
         let proxy = Proxy::start_flow(Flow::Both, "").await;
         // Before the refresher's first fetch: the sidecar has not run yet on this thread.
-        match failing {
-            "jwks_session_token" => proxy.emulator.set_jwks_failure(Failure::Status(503)),
-            _ => proxy.emulator.set_app_keys_failure(Failure::Status(503)),
-        }
-        let expected = vec!["jwks".to_owned(), failing.to_owned()];
+        let expected = fail_key_set(&proxy, failing);
         eventually_async(
             "the access token and the other key set are loaded",
             || async { missing(&proxy).await == expected },
@@ -573,11 +579,7 @@ async fn connect_tenant_accepts_both_kinds_into_one_store() {
 async fn readiness_waits_for_both_key_sets() {
     for failing in ["jwks_session_token", "jwks_app_token"] {
         let proxy = Proxy::start_flow(Flow::Both, "").await;
-        match failing {
-            "jwks_session_token" => proxy.emulator.set_jwks_failure(Failure::Status(503)),
-            _ => proxy.emulator.set_app_keys_failure(Failure::Status(503)),
-        }
-        let expected = vec!["jwks".to_owned(), failing.to_owned()];
+        let expected = fail_key_set(&proxy, failing);
         eventually_async("only the failing key set is missing", || async {
             missing(&proxy).await == expected
         })

@@ -278,18 +278,7 @@ impl Prerequisites {
                 chromium.display()
             ));
         }
-        let node_runs = Command::new(&node)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if !node_runs {
-            missing.push(format!(
-                "Node.js ({} --version does not run; set NODE to its path)",
-                node.display()
-            ));
-        }
+        missing.extend(common::node_unusable(&node));
         let playwright = dir.join("node_modules/playwright-core/package.json");
         if !playwright.is_file() {
             missing.push(format!(

@@ -15,6 +15,8 @@
 //! Needs Node.js and `npm ci` in tests/interop. Without them the tests say SKIP on stderr
 //! and pass, unless `REQUIRE_INTEROP_TEST=1` (as .ci/run sets it), which makes them fail.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,18 +59,7 @@ const WAIT: Duration = Duration::from_secs(30);
 fn node() -> Option<PathBuf> {
     let node = PathBuf::from(std::env::var_os("NODE").unwrap_or_else(|| "node".into()));
     let mut missing = Vec::new();
-    let node_runs = Command::new(&node)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !node_runs {
-        missing.push(format!(
-            "Node.js ({} --version does not run; set NODE to its path)",
-            node.display()
-        ));
-    }
+    missing.extend(common::node_unusable(&node));
     let module = interop_dir().join("node_modules/oidc-provider/package.json");
     if !module.is_file() {
         missing.push(format!("{} (cd tests/interop && npm ci)", module.display()));

@@ -86,6 +86,22 @@ pub fn session_claims() -> Value {
     })
 }
 
+/// Why `node` cannot be used for a test that drives Node.js, or `None` when it runs.
+pub fn node_unusable(node: &std::path::Path) -> Option<String> {
+    let runs = std::process::Command::new(node)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    (!runs).then(|| {
+        format!(
+            "Node.js ({} --version does not run; set NODE to its path)",
+            node.display()
+        )
+    })
+}
+
 pub mod harness;
 pub mod logs;
 pub mod proxy;
