@@ -38,19 +38,68 @@ pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
 fn read_pem_certificates(
     path: &Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SetupError> {
+    use rustls::pki_types::pem::PemObject;
     let shown = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| SetupError::CaFile {
+    let unreadable = |e: rustls::pki_types::pem::Error| SetupError::CaFile {
         path: shown.clone(),
         reason: e.to_string(),
-    })?;
-    let certificates: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(file))
+    };
+    // rustls-pki-types' own PEM reader (rustls-pemfile is unmaintained, RUSTSEC-2025-0134).
+    let certificates: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(unreadable)?
         .collect::<Result<_, _>>()
-        .map_err(|e| SetupError::CaFile {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(unreadable)?;
     if certificates.is_empty() {
         return Err(SetupError::CaFileEmpty { path: shown });
     }
     Ok(certificates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, name: &str, content: &str) -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        path
+    }
+
+    #[test]
+    fn a_pem_file_gives_its_certificates_and_anything_else_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let one = rcgen::generate_simple_self_signed(vec!["jtl.example".into()])
+            .expect("certificate")
+            .cert
+            .pem();
+        let two = rcgen::generate_simple_self_signed(vec!["id.example".into()])
+            .expect("certificate")
+            .cert
+            .pem();
+        let both = write(&dir, "both.pem", &format!("{one}\n# a comment\n{two}"));
+        assert_eq!(read_pem_certificates(&both).expect("certificates").len(), 2);
+
+        let empty = write(&dir, "empty.pem", "");
+        assert!(matches!(
+            read_pem_certificates(&empty),
+            Err(SetupError::CaFileEmpty { .. })
+        ));
+        let missing = dir.path().join("missing.pem");
+        let error = read_pem_certificates(&missing).expect_err("a missing file");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("jtl.ca_file: cannot read {}", missing.display())),
+            "{error}"
+        );
+        let broken = write(
+            &dir,
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        );
+        assert!(matches!(
+            read_pem_certificates(&broken),
+            Err(SetupError::CaFile { .. })
+        ));
+    }
 }
