@@ -113,7 +113,9 @@ impl AccessToken {
             value: Secret::new(entry.token.clone()),
             header,
             expires_at_ms: entry.expires_at_ms,
-            refresh_at_ms: entry.expires_at_ms - refresh_before_ms.min(lifetime_ms / 2),
+            refresh_at_ms: entry
+                .expires_at_ms
+                .saturating_sub(refresh_before_ms.min(lifetime_ms / 2)),
             obtained_at_ms: entry.obtained_at_ms,
             lifetime_from: LifetimeSource::from_byte(entry.lifetime_source),
         })
@@ -175,12 +177,14 @@ pub(super) fn parse_token_response(
             LifetimeSource::JwtExp,
         ),
     };
-    let lifetime_ms = expires_at_ms - now_ms;
+    // Times from JTL can be absurd (an `exp` of ±1e300 saturates to the ends of i64):
+    // nothing here may wrap.
+    let lifetime_ms = expires_at_ms.saturating_sub(now_ms);
     if lifetime_ms <= duration_ms(EXPIRY_MARGIN) {
         return Err("the token expires at once");
     }
     // Refresh `refresh_before` ahead, or at half-life for tokens shorter than twice that.
-    let refresh_at_ms = expires_at_ms - refresh_before_ms.min(lifetime_ms / 2);
+    let refresh_at_ms = expires_at_ms.saturating_sub(refresh_before_ms.min(lifetime_ms / 2));
     Ok(AccessToken {
         serial: TOKEN_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         fingerprint: fingerprint(value),
@@ -206,6 +210,41 @@ fn jwt_exp_ms(token: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Absurd times from JTL neither wrap nor panic: a far-future lifetime saturates, a
+    /// past or far-past one is refused as expiring at once.
+    #[test]
+    fn absurd_lifetimes_saturate_or_are_refused_and_never_wrap() {
+        let now = 1_790_000_000_000;
+        let jwt = |exp: &str| {
+            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!(r#"{{"exp":{exp}}}"#));
+            format!(r#"{{"access_token":"eyJhbGciOiJFZERTQSJ9.{payload}.c2ln"}}"#)
+        };
+        let far = parse_token_response(jwt(&i64::MAX.to_string()).as_bytes(), now, 60_000, false)
+            .expect("a far exp");
+        assert_eq!(far.expires_at_ms(), i64::MAX);
+        assert_eq!(far.refresh_at_ms(), i64::MAX - 60_000);
+        for past in ["-1", "-1e300", &i64::MIN.to_string()] {
+            assert_eq!(
+                parse_token_response(jwt(past).as_bytes(), now, 60_000, false).err(),
+                Some("the token expires at once"),
+                "exp {past}"
+            );
+        }
+        let huge = format!(r#"{{"access_token":"abc","expires_in":{}}}"#, u64::MAX);
+        let token = parse_token_response(huge.as_bytes(), now, 60_000, false).expect("huge");
+        assert_eq!(token.expires_at_ms(), i64::MAX);
+        assert!(token.is_usable_at(now));
+        // The same from the shared entry.
+        let entry = Entry {
+            token: "abc".into(),
+            expires_at_ms: i64::MAX,
+            obtained_at_ms: i64::MIN,
+            lifetime_source: 0,
+        };
+        assert!(AccessToken::from_entry(&entry, 60_000).is_none());
+    }
 
     #[test]
     fn lifetime_comes_from_expires_in() {
