@@ -664,7 +664,12 @@ fn jwks_answered(url: &str, app_token: bool) -> String {
 
 fn lifetime(token: &AccessToken, now_ms: i64) -> String {
     // Rounded: a few milliseconds have passed since the answer arrived.
-    let seconds = ((token.expires_at_ms() - now_ms).max(0) + 500) / 1000;
+    let seconds = token
+        .expires_at_ms()
+        .saturating_sub(now_ms)
+        .max(0)
+        .saturating_add(500)
+        / 1000;
     let from = match token.lifetime_from() {
         LifetimeSource::ExpiresIn => "as received in expires_in",
         LifetimeSource::JwtExp => "as received in the token's exp (no expires_in)",

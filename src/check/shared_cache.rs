@@ -46,7 +46,7 @@ pub async fn check(config: &Config) -> Line {
                                       writes it)"
                     .to_owned(),
                 EntryNow::Opens(entry) => {
-                    let left_s = (entry.expires_at_ms - clock.now_ms()).max(0) / 1000;
+                    let left_s = entry.expires_at_ms.saturating_sub(clock.now_ms()).max(0) / 1000;
                     format!(
                         "there and opens with this client secret: access token {}, valid \
                          {left_s} s more",

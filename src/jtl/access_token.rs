@@ -300,7 +300,7 @@ impl AccessTokens {
                 let now = inner.clock.now_ms();
                 tracing::info!(
                     token = %token.fingerprint(),
-                    expires_in_s = (token.expires_at_ms() - now) / 1000,
+                    expires_in_s = token.expires_at_ms().saturating_sub(now) / 1000,
                     "took the JTL access token another replica shared through Redis"
                 );
                 let token = Arc::new(token);
@@ -381,7 +381,7 @@ impl AccessTokens {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     token = %token.fingerprint(),
-                    expires_in_s = (token.expires_at_ms() - now) / 1000,
+                    expires_in_s = token.expires_at_ms().saturating_sub(now) / 1000,
                     "obtained a JTL access token"
                 );
                 flight.backoff.succeeded();
