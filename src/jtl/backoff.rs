@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 
 use crate::clock::duration_ms;
 
@@ -42,7 +41,7 @@ impl Backoff {
             .base_ms
             .saturating_mul(1i64 << doublings)
             .min(self.cap_ms);
-        let jittered = delay / 2 + rand::thread_rng().gen_range(0..=delay / 2);
+        let jittered = delay / 2 + rand::random_range(0..=delay / 2);
         let delay = jittered.max(minimum.map(duration_ms).unwrap_or(0));
         self.next_attempt_ms = now_ms.saturating_add(delay);
         self.next_attempt_ms

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{ProtocolVersion, RedisConnectionInfo};
+use redis::{AsyncConnectionConfig, ProtocolVersion, RedisConnectionInfo};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -56,12 +56,15 @@ impl Connection {
             None if target.tls => return Err("rediss:// needs a TLS configuration".into()),
             _ => None,
         };
-        let info = RedisConnectionInfo {
-            db: target.db,
-            username: target.username.clone(),
-            password: password.map(|p| p.expose().to_owned()),
-            protocol: ProtocolVersion::RESP2,
-        };
+        let mut info = RedisConnectionInfo::default()
+            .set_db(target.db)
+            .set_protocol(ProtocolVersion::RESP2);
+        if let Some(username) = &target.username {
+            info = info.set_username(username);
+        }
+        if let Some(password) = password {
+            info = info.set_password(password.expose());
+        }
         Ok(Connection {
             target,
             info,
@@ -138,7 +141,7 @@ impl Connection {
                             cause: e.to_string(),
                         }
                     })?;
-                    MultiplexedConnection::new(&self.info, stream).await.map(
+                    MultiplexedConnection::new_with_config(&self.info, stream, AsyncConnectionConfig::default()).await.map(
                         |(connection, driver)| {
                             tokio::spawn(driver);
                             connection
@@ -146,7 +149,7 @@ impl Connection {
                     )
                 }
                 None => {
-                    MultiplexedConnection::new(&self.info, tcp)
+                    MultiplexedConnection::new_with_config(&self.info, tcp, AsyncConnectionConfig::default())
                         .await
                         .map(|(connection, driver)| {
                             tokio::spawn(driver);
