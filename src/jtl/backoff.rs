@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-
 use crate::clock::duration_ms;
 
 #[derive(Debug, Clone)]

@@ -141,21 +141,27 @@ impl Connection {
                             cause: e.to_string(),
                         }
                     })?;
-                    MultiplexedConnection::new_with_config(&self.info, stream, AsyncConnectionConfig::default()).await.map(
-                        |(connection, driver)| {
-                            tokio::spawn(driver);
-                            connection
-                        },
+                    MultiplexedConnection::new_with_config(
+                        &self.info,
+                        stream,
+                        AsyncConnectionConfig::default(),
                     )
+                    .await
+                    .map(|(connection, driver)| {
+                        tokio::spawn(driver);
+                        connection
+                    })
                 }
-                None => {
-                    MultiplexedConnection::new_with_config(&self.info, tcp, AsyncConnectionConfig::default())
-                        .await
-                        .map(|(connection, driver)| {
-                            tokio::spawn(driver);
-                            connection
-                        })
-                }
+                None => MultiplexedConnection::new_with_config(
+                    &self.info,
+                    tcp,
+                    AsyncConnectionConfig::default(),
+                )
+                .await
+                .map(|(connection, driver)| {
+                    tokio::spawn(driver);
+                    connection
+                }),
             };
         result.map_err(|error| {
             let cause = error.to_string();
