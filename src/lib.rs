@@ -1,10 +1,21 @@
 //! jtl-auth-sidecar: a reverse proxy that does all JTL Cloud App authentication for a
 //! backend written in any language. See README.md for what it does and how to run it.
 //!
-//! Dependencies point one way: `jose` knows nothing; `jtl` knows `jose`; `verify` knows
-//! both; `jtl`'s access token may be shared through `shared_cache` (which borrows only `jtl`'s
-//! TLS roots);
-//! `proxy` and `tenants` use `verify`; `emulator` stands in for JTL in `dev` mode and in the tests.
+//! Dependencies point one way, down this list: a module uses only the modules on its own
+//! line and below (modules on one line may use each other, file by file without circles).
+//! `tests/layout.rs` reads this list and holds the code to it.
+//!
+//! - `dev`: the emulator and a sidecar in one process
+//! - `server`, `check`: wire and run everything; check a config, online too
+//! - `admin`: /healthz, /readyz, /metrics, /drain
+//! - `proxy`, `tenants`: ingress and egress; connect-tenant and the tenant store
+//! - `telemetry`: logs and metrics
+//! - `verify`, `emulator`: token verification with its cache; a local JTL
+//! - `jtl`: everything that talks to JTL (access token, key sets)
+//! - `shared_cache`: tokens shared across replicas in Redis
+//! - `config`, `diagnose`: the settings; plain-language diagnoses of token failures
+//! - `jose`, `clock`, `secrets`, `sharded`, `tls`: JOSE, time, secret values, sharded
+//!   counters, TLS roots; they know nothing of the product
 
 pub mod admin;
 pub mod check;

@@ -1,4 +1,4 @@
-//! The code's layout, as DESIGN.md and issue 18 keep it: every source file small enough to
+//! The code's layout: every source file small enough to
 //! read in one sitting, and dependencies between the files of `src/` pointing one way.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -214,4 +214,89 @@ fn the_cycle_finder_finds_a_circle() {
     assert_eq!(find_cycle(&edges).map(|c| c.len()), Some(4));
     edges.insert("c".to_owned(), BTreeSet::new());
     assert_eq!(find_cycle(&edges), None);
+}
+
+/// The layers `src/lib.rs` states, top first: each `//! - ` line names the modules of
+/// one layer in backticks.
+fn stated_layers() -> Vec<Vec<String>> {
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).unwrap_or_default();
+    lib.lines()
+        .filter_map(|line| line.strip_prefix("//! - "))
+        .map(|line| {
+            let names = line.split(':').next().unwrap_or_default();
+            names
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+/// A use that goes up the stated list, if there is one, as "from -> to".
+fn use_against_the_layers(
+    layers: &[Vec<String>],
+    edges: &BTreeMap<String, BTreeSet<String>>,
+) -> Option<String> {
+    let layer_of = |module: &str| {
+        let top = module.split("::").next().unwrap_or_default();
+        layers
+            .iter()
+            .position(|layer| layer.iter().any(|m| m == top))
+    };
+    for (from, used) in edges {
+        for to in used {
+            if let (Some(a), Some(b)) = (layer_of(from), layer_of(to)) {
+                if b < a {
+                    return Some(format!("{from} -> {to}"));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn the_modules_use_each_other_in_the_order_lib_rs_states() {
+    let layers = stated_layers();
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).unwrap_or_default();
+    let declared: BTreeSet<String> = lib
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub mod "))
+        .map(|name| name.trim_end_matches(';').to_owned())
+        .collect();
+    let stated: Vec<String> = layers.iter().flatten().cloned().collect();
+    let stated_set: BTreeSet<String> = stated.iter().cloned().collect();
+    assert_eq!(
+        stated.len(),
+        stated_set.len(),
+        "a module is listed twice: {stated:?}"
+    );
+    assert_eq!(
+        declared, stated_set,
+        "src/lib.rs's list of layers must name every module exactly once"
+    );
+    if let Some(offence) = use_against_the_layers(&layers, &file_graph()) {
+        panic!("{offence} goes up the order src/lib.rs states");
+    }
+}
+
+#[test]
+fn the_layer_check_sees_a_use_that_goes_up() {
+    let layers = vec![vec!["proxy".to_owned()], vec!["jose".to_owned()]];
+    let mut edges = BTreeMap::new();
+    edges.insert(
+        "proxy::ingress".to_owned(),
+        BTreeSet::from(["jose".to_owned()]),
+    );
+    assert_eq!(use_against_the_layers(&layers, &edges), None);
+    edges.insert(
+        "jose::jws".to_owned(),
+        BTreeSet::from(["proxy::errors".to_owned()]),
+    );
+    assert_eq!(
+        use_against_the_layers(&layers, &edges).as_deref(),
+        Some("jose::jws -> proxy::errors")
+    );
 }
