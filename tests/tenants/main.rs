@@ -1,8 +1,9 @@
 //! Connect-tenant and the tenant store (SPEC §7) end to end: emulator + echo backend +
 //! sidecar over real sockets, against SQLite and against the real PostgreSQL named by
 //! `TEST_DATABASE_URL` (`.ci/run` sets it). Each PostgreSQL test works in a fresh schema
-//! of its own, dropped at the end. Without `TEST_DATABASE_URL` the PostgreSQL tests say
-//! loudly that they were skipped.
+//! of its own, dropped at the end. Without `TEST_DATABASE_URL` (or when its server does
+//! not answer) the PostgreSQL tests say loudly that they were skipped, or fail when
+//! `REQUIRE_POSTGRES_TEST=1` (as `.ci/run` sets it).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::harness::{TENANT, USER};
 use common::proxy::{get, send, Answer, Proxy};
+use common::services::{shared_server, Service};
 use http::Request;
 use http_body_util::Full;
 use jtl_auth_sidecar::tenants::{StoredTenant, TenantStore};
@@ -51,19 +53,9 @@ impl TestDb {
     }
 
     /// A fresh schema on the server of `TEST_DATABASE_URL`; `None` (said loudly) when it
-    /// is not set.
+    /// is not set or does not answer, a failure instead when `REQUIRE_POSTGRES_TEST=1`.
     async fn postgres(test: &str) -> Option<TestDb> {
-        let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
-            // Straight to stderr: the test harness would swallow eprintln! of a test
-            // that passes, and a skip must be seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED PostgreSQL test {test}: TEST_DATABASE_URL is not set \
-                 (.ci/run sets it to the local server) !!!"
-            );
-            return None;
-        };
+        let server = shared_server(Service::Postgres, test).await?;
         let schema = format!("jtl_test_{}", Uuid::new_v4().simple());
         let admin = PgPoolOptions::new()
             .max_connections(1)
