@@ -22,7 +22,10 @@ use http_body_util::Full;
 use jtl_auth_sidecar::tenants::{StoredTenant, TenantStore};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
@@ -74,6 +77,14 @@ impl TestDb {
             _dir: None,
             postgres: Some((server, schema)),
         })
+    }
+
+    /// The server's address, for a relay in front of it.
+    async fn server_addr(&self) -> SocketAddr {
+        let server = url::Url::parse(&self.url).unwrap();
+        let host = (server.host_str().unwrap(), server.port().unwrap_or(5432));
+        let mut addresses = tokio::net::lookup_host(host).await.unwrap();
+        addresses.next().unwrap()
     }
 
     /// The same store reached through `addr` instead of the server's own address.
@@ -194,12 +205,29 @@ macro_rules! on_both_stores {
 }
 
 /// A TCP relay in front of PostgreSQL that the test can cut and restore, so the store
-/// really goes away mid-run without touching the shared server.
+/// really goes away mid-run without touching the shared server; and freeze, so it stops
+/// carrying bytes while every connection stays open (a network path that hangs).
 struct Relay {
     addr: SocketAddr,
     target: SocketAddr,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    state: watch::Sender<Carrying>,
 }
+
+/// What the relay does with the bytes it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrying {
+    Everything,
+    /// Forwards until a client sends a query, then freezes with that query held.
+    UntilTheNextQuery,
+    /// Forwards nothing either way; what arrives is held until the relay thaws.
+    Nothing,
+}
+
+/// sqlx's ping of a pooled connection: a lone Sync message (`S`, length 4). Any other
+/// chunk from the client (once connected) carries a query. (Readable only on a
+/// connection without TLS: `sslmode=disable`.)
+const SYNC: &[u8] = b"S\0\0\0\x04";
 
 impl Relay {
     /// A relay on a free port, not yet forwarding.
@@ -211,6 +239,7 @@ impl Relay {
             addr,
             target,
             tasks: Arc::default(),
+            state: watch::Sender::new(Carrying::Everything),
         }
     }
 
@@ -221,14 +250,21 @@ impl Relay {
         let listener = socket.listen(64).unwrap();
         let target = self.target;
         let tasks = Arc::clone(&self.tasks);
+        let state = self.state.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
+                let state = state.clone();
                 let relayed = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = TcpStream::connect(target).await {
+                        let (from_client, to_client) = client.into_split();
+                        let (from_server, to_server) = server.into_split();
+                        tokio::join!(
+                            pump(from_client, to_server, state.clone(), true),
+                            pump(from_server, to_client, state, false),
+                        );
                     }
                 });
                 tasks.lock().unwrap().push(relayed.abort_handle());
@@ -243,6 +279,64 @@ impl Relay {
             task.abort();
         }
     }
+
+    /// Freezes the relay when a client next sends anything but a ping: a query on a
+    /// connection taken from the pool (its ping answered), which then never gets an
+    /// answer.
+    fn freeze_at_the_next_query(&self) {
+        self.state.send_replace(Carrying::UntilTheNextQuery);
+    }
+
+    /// Resolves once the relay has frozen.
+    async fn frozen(&self) {
+        let mut state = self.state.subscribe();
+        state
+            .wait_for(|carrying| *carrying == Carrying::Nothing)
+            .await
+            .unwrap();
+    }
+
+    /// Carries bytes again, those held while frozen first.
+    fn thaw(&self) {
+        self.state.send_replace(Carrying::Everything);
+    }
+}
+
+/// Copies one direction of a relayed connection, holding each chunk while the relay is
+/// frozen.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    state: watch::Sender<Carrying>,
+    from_client: bool,
+) {
+    let mut buffer = vec![0; 64 * 1024];
+    let mut carrying = state.subscribe();
+    loop {
+        let chunk = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => &buffer[..n],
+        };
+        if from_client && chunk != SYNC {
+            state.send_if_modified(|now| {
+                let freeze = *now == Carrying::UntilTheNextQuery;
+                if freeze {
+                    *now = Carrying::Nothing;
+                }
+                freeze
+            });
+        }
+        // The watch's guard is dropped at the `;`, before the write: the other direction
+        // may need to change the state meanwhile.
+        let thawed = carrying
+            .wait_for(|now| *now != Carrying::Nothing)
+            .await
+            .is_ok();
+        if !thawed || to.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Runs SQL on the test's store directly, as an operator (or an older sidecar) would.
