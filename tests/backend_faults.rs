@@ -10,7 +10,6 @@
 mod common;
 
 use std::future::Future;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::harness::{TENANT, USER};
 use common::proxy::{client, collect, get, send, Answer, Proxy};
+use common::services::{unavailable, Service};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
@@ -417,17 +417,15 @@ struct PrivatePostgres {
 }
 
 impl PrivatePostgres {
-    /// `None`, said loudly, when there is no PostgreSQL to start.
+    /// `None`, said loudly, when there is no PostgreSQL to start (a failure instead when
+    /// `REQUIRE_POSTGRES_TEST=1`).
     fn create(test: &str) -> Option<PrivatePostgres> {
-        let skip = |why: &str| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED PostgreSQL restart test {test}: {why} !!!"
-            );
-            None
-        };
         let Some(bin) = postgres_bin_dir() else {
-            return skip("no /usr/lib/postgresql/*/bin/initdb");
+            return unavailable(
+                Service::Postgres,
+                test,
+                "no /usr/lib/postgresql/*/bin/initdb",
+            );
         };
         let as_postgres = Command::new("id")
             .arg("-u")
@@ -443,7 +441,11 @@ impl PrivatePostgres {
                 .map(|s| s.success())
                 .unwrap_or(false);
             if !chowned {
-                return skip("running as root and the temp dir cannot be given to user postgres");
+                return unavailable(
+                    Service::Postgres,
+                    test,
+                    "running as root and the temp dir cannot be given to user postgres",
+                );
             }
         }
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -151,7 +151,8 @@ fn lasting(expires_in: u64) -> EmulatorOptions {
 
 #[tokio::test]
 async fn three_replicas_started_together_make_one_token_request() {
-    let Some(url) = test_redis_url("three_replicas_started_together_make_one_token_request") else {
+    let Some(url) = test_redis_url("three_replicas_started_together_make_one_token_request").await
+    else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -170,7 +171,7 @@ async fn three_replicas_started_together_make_one_token_request() {
 
 #[tokio::test]
 async fn a_replica_started_later_makes_no_token_request() {
-    let Some(url) = test_redis_url("a_replica_started_later_makes_no_token_request") else {
+    let Some(url) = test_redis_url("a_replica_started_later_makes_no_token_request").await else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -191,7 +192,8 @@ async fn a_replica_started_later_makes_no_token_request() {
 
 #[tokio::test]
 async fn after_jtl_refuses_the_token_all_replicas_make_one_new_request_between_them() {
-    let Some(url) = test_redis_url("after_jtl_refuses_the_token_all_replicas_make_one_new_request")
+    let Some(url) =
+        test_redis_url("after_jtl_refuses_the_token_all_replicas_make_one_new_request").await
     else {
         return;
     };
@@ -224,7 +226,8 @@ async fn after_jtl_refuses_the_token_all_replicas_make_one_new_request_between_t
 
 #[tokio::test]
 async fn a_replica_holding_an_older_token_takes_the_newer_shared_one() {
-    let Some(url) = test_redis_url("a_replica_holding_an_older_token_takes_the_newer_shared_one")
+    let Some(url) =
+        test_redis_url("a_replica_holding_an_older_token_takes_the_newer_shared_one").await
     else {
         return;
     };
@@ -253,7 +256,7 @@ async fn a_replica_holding_an_older_token_takes_the_newer_shared_one() {
 
 #[tokio::test]
 async fn refresh_ahead_happens_once_for_all() {
-    let Some(url) = test_redis_url("refresh_ahead_happens_once_for_all") else {
+    let Some(url) = test_redis_url("refresh_ahead_happens_once_for_all").await else {
         return;
     };
     let app = App::start(&url, lasting(600)).await;
@@ -299,7 +302,8 @@ async fn refresh_ahead_happens_once_for_all() {
 
 #[tokio::test]
 async fn a_lock_holder_that_dies_is_taken_over_after_the_lock_expires() {
-    let Some(url) = test_redis_url("a_lock_holder_that_dies_is_taken_over_after_the_lock_expires")
+    let Some(url) =
+        test_redis_url("a_lock_holder_that_dies_is_taken_over_after_the_lock_expires").await
     else {
         return;
     };
@@ -333,7 +337,8 @@ async fn a_lock_holder_that_dies_is_taken_over_after_the_lock_expires() {
 
 #[tokio::test]
 async fn the_value_in_redis_is_not_the_token_in_plain_text() {
-    let Some(url) = test_redis_url("the_value_in_redis_is_not_the_token_in_plain_text") else {
+    let Some(url) = test_redis_url("the_value_in_redis_is_not_the_token_in_plain_text").await
+    else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -376,7 +381,8 @@ async fn the_value_in_redis_is_not_the_token_in_plain_text() {
 
 #[tokio::test]
 async fn a_reader_with_another_client_secret_sees_no_entry() {
-    let Some(url) = test_redis_url("a_reader_with_another_client_secret_sees_no_entry") else {
+    let Some(url) = test_redis_url("a_reader_with_another_client_secret_sees_no_entry").await
+    else {
         return;
     };
     let app = App::start(&url, EmulatorOptions::default()).await;
@@ -395,7 +401,8 @@ async fn a_reader_with_another_client_secret_sees_no_entry() {
 
 #[tokio::test]
 async fn two_apps_sharing_one_redis_never_see_each_others_token() {
-    let Some(url) = test_redis_url("two_apps_sharing_one_redis_never_see_each_others_token") else {
+    let Some(url) = test_redis_url("two_apps_sharing_one_redis_never_see_each_others_token").await
+    else {
         return;
     };
     let shop = App::start(&url, EmulatorOptions::default()).await;
@@ -501,7 +508,7 @@ async fn all_ready(sidecars: &[Sidecar]) -> bool {
 #[tokio::test]
 async fn redis_killed_mid_run_replicas_keep_serving_and_share_again_once_it_is_back() {
     let test = "redis_killed_mid_run_replicas_keep_serving_and_share_again_once_it_is_back";
-    if test_redis_url(test).is_none() {
+    if test_redis_url(test).await.is_none() {
         return;
     }
     let Some(mut redis) = PrivateRedis::start(test, &[]).await else {
@@ -564,7 +571,10 @@ async fn redis_killed_mid_run_replicas_keep_serving_and_share_again_once_it_is_b
 
 #[tokio::test]
 async fn an_unreachable_redis_is_no_dependency() {
-    if test_redis_url("an_unreachable_redis_is_no_dependency").is_none() {
+    if test_redis_url("an_unreachable_redis_is_no_dependency")
+        .await
+        .is_none()
+    {
         return;
     }
     // Nothing listens on the port: each replica gets its own token, at once.
@@ -591,7 +601,7 @@ async fn an_unreachable_redis_is_no_dependency() {
 #[tokio::test]
 async fn a_refused_login_falls_back_and_the_password_file_logs_in_to_its_database() {
     let test = "a_refused_login_falls_back_and_the_password_file_logs_in_to_its_database";
-    if test_redis_url(test).is_none() {
+    if test_redis_url(test).await.is_none() {
         return;
     }
     let Some(redis) = PrivateRedis::start(test, &["--requirepass", "right-pass"]).await else {
@@ -664,7 +674,7 @@ async fn without_shared_cache_nothing_changes() {
 #[tokio::test]
 async fn rediss_trusts_the_roots_of_jtls_connections_ca_file_included() {
     let test = "rediss_trusts_the_roots_of_jtls_connections_ca_file_included";
-    if test_redis_url(test).is_none() {
+    if test_redis_url(test).await.is_none() {
         return;
     }
     let Some(redis) = PrivateRedis::start_tls(test, &[]).await else {

@@ -84,6 +84,7 @@ pub struct RawEgress {
     pub retry_on_401: bool,
     pub max_retry_body_bytes: u64,
     pub allowed_hosts: Vec<String>,
+    pub request_timeout_ms: u64,
 }
 
 impl Default for RawEgress {
@@ -94,6 +95,7 @@ impl Default for RawEgress {
             retry_on_401: true,
             max_retry_body_bytes: 1_048_576,
             allowed_hosts: Vec::new(),
+            request_timeout_ms: 60_000,
         }
     }
 }

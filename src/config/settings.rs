@@ -75,6 +75,9 @@ pub struct EgressConfig {
     /// Host names (lowercase) the egress listener and `POST /drain` answer for, besides
     /// IP literals and `localhost`.
     pub allowed_hosts: Vec<String>,
+    /// How long JTL's API may take to send its response headers (then 504); the body
+    /// may stream for as long as it takes.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -39,10 +39,6 @@ use crate::telemetry::{Listener, Metrics};
 /// JTL's tenant header; passed on as the caller sent it, once it is known to be a UUID.
 pub const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
 
-/// JTL's API must send its response headers within this; the body may then stream for as
-/// long as it takes. SPEC §3 has no key for it: `jtl.timeout_ms` bounds the connect.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How the next hop is named in error descriptions.
 const JTL_API: &str = "JTL's API";
 
@@ -70,7 +66,9 @@ enum RequestBody {
 
 impl Egress {
     /// `connect_timeout` is `jtl.timeout_ms`; `tls` carries the webpki roots and
-    /// `jtl.ca_file`.
+    /// `jtl.ca_file`. JTL's API must send its response headers within
+    /// `egress.request_timeout_ms` (else 504); the body may then stream for as long as it
+    /// takes.
     pub fn new(
         settings: &EgressConfig,
         api_base_url: &Url,
@@ -81,7 +79,12 @@ impl Egress {
         metrics: Arc<Metrics>,
     ) -> Egress {
         Egress {
-            upstream: Upstream::jtl_api(api_base_url, connect_timeout, RESPONSE_TIMEOUT, tls),
+            upstream: Upstream::jtl_api(
+                api_base_url,
+                connect_timeout,
+                settings.request_timeout,
+                tls,
+            ),
             tokens,
             retry_on_401: settings.retry_on_401,
             max_retry_body_bytes: settings.max_retry_body_bytes,

@@ -38,6 +38,25 @@ const MAX_CONNECTIONS: u32 = 4;
 const SQLITE_ATTEMPTS: u32 = 5;
 /// How often the background check looks at the store (readiness reads its last result).
 pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// PostgreSQL cancels any statement of the sidecar's that runs longer than this
+/// (`statement_timeout`, sent with every new connection). The store's statements are
+/// one-row writes and lookups on a table of one row per installation, and that table's
+/// migrations: milliseconds. One still running after seconds waits on a lock or a sick
+/// server; the server ends it, and the connection stays usable. An operator's own
+/// `statement_timeout` in the URL's `options` is kept.
+pub const POSTGRES_STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The bound on one PostgreSQL call (connection from the pool, schema check, statement):
+/// the pool's and the server's deadlines above plus a second of round trips. It is the
+/// one that holds when nothing answers at all (a connection frozen in the network, which
+/// neither of the others ends): the call fails, readiness turns red at the next check,
+/// and the request or record waiting on it is freed.
+pub const POSTGRES_CALL_TIMEOUT: Duration =
+    Duration::from_secs(ACQUIRE_TIMEOUT.as_secs() + POSTGRES_STATEMENT_TIMEOUT.as_secs() + 1);
+/// The same bound for SQLite: a call may wait [`SQLITE_BUSY_TIMEOUT`] for a pooled
+/// connection and as long again for the write lock (many connects at once), so well
+/// above both. A local file that takes longer is stuck (a hung network file system).
+pub const SQLITE_CALL_TIMEOUT: Duration =
+    Duration::from_secs(2 * SQLITE_BUSY_TIMEOUT.as_secs() + 5);
 
 /// The migrations, shipped in the binary. Versions only ever grow; an applied migration
 /// is never edited (sqlx refuses a changed checksum).
@@ -81,6 +100,18 @@ pub enum StoreError {
         store: String,
         #[source]
         source: MigrateError,
+    },
+    /// The call was given up after its deadline ([`POSTGRES_CALL_TIMEOUT`],
+    /// [`SQLITE_CALL_TIMEOUT`]): the server, or the way to it, did not answer.
+    #[error(
+        "the tenant store ({store}) did not answer {call} within {}s; \
+         the server or the network to it is stuck",
+        after.as_secs()
+    )]
+    TimedOut {
+        store: String,
+        call: &'static str,
+        after: Duration,
     },
 }
 
@@ -175,9 +206,18 @@ impl TenantStore {
             store.reachable.store(true, Ordering::SeqCst);
             Ok(store)
         } else {
-            let options = PgConnectOptions::from_str(database_url)
+            let mut options = PgConnectOptions::from_str(database_url)
                 .map_err(|e| StoreError::Url(e.to_string()))?
                 .application_name("jtl-auth-sidecar");
+            // In the startup packet: no round trip of its own, and every connection the
+            // pool opens (again) has it.
+            if !options
+                .get_options()
+                .is_some_and(|given| given.contains("statement_timeout"))
+            {
+                let millis = POSTGRES_STATEMENT_TIMEOUT.as_millis();
+                options = options.options([("statement_timeout", millis)]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -221,7 +261,12 @@ impl TenantStore {
         tenant_slug: &str,
         installed_by: &str,
     ) -> Result<(), StoreError> {
-        let result = self.upsert_once(tenant_id, tenant_slug, installed_by).await;
+        let result = self
+            .within(
+                "the upsert of a tenant",
+                self.upsert_once(tenant_id, tenant_slug, installed_by),
+            )
+            .await;
         self.note(&result);
         result
     }
@@ -273,7 +318,10 @@ impl TenantStore {
         installed_by: &str,
     ) -> Result<bool, StoreError> {
         let result = self
-            .insert_if_absent_once(tenant_id, tenant_slug, installed_by)
+            .within(
+                "the record of a tenant",
+                self.insert_if_absent_once(tenant_id, tenant_slug, installed_by),
+            )
             .await;
         self.note(&result);
         result
@@ -314,6 +362,11 @@ impl TenantStore {
 
     /// One tenant as stored, for operators and tests.
     pub async fn tenant(&self, tenant_id: Uuid) -> Result<Option<StoredTenant>, StoreError> {
+        self.within("the lookup of a tenant", self.tenant_once(tenant_id))
+            .await
+    }
+
+    async fn tenant_once(&self, tenant_id: Uuid) -> Result<Option<StoredTenant>, StoreError> {
         self.ensure_schema().await?;
         let id = tenant_id.hyphenated().to_string();
         let row = match &self.pool {
@@ -341,6 +394,10 @@ impl TenantStore {
 
     /// The number of tenants stored.
     pub async fn count(&self) -> Result<i64, StoreError> {
+        self.within("the count of tenants", self.count_once()).await
+    }
+
+    async fn count_once(&self) -> Result<i64, StoreError> {
         self.ensure_schema().await?;
         let sql = "SELECT COUNT(*) FROM jtl_tenants";
         let count = match &self.pool {
@@ -353,7 +410,7 @@ impl TenantStore {
     /// Looks at the store now (schema first, then a trivial query) and remembers the
     /// answer for readiness.
     pub async fn check(&self) -> Result<(), StoreError> {
-        let result = self.ping().await;
+        let result = self.within("the readiness check", self.ping()).await;
         self.note(&result);
         result
     }
@@ -427,6 +484,38 @@ impl TenantStore {
             })
             .await
             .map(drop)
+    }
+
+    /// The longest one call may take: [`POSTGRES_CALL_TIMEOUT`] or
+    /// [`SQLITE_CALL_TIMEOUT`].
+    pub fn call_timeout(&self) -> Duration {
+        match self.pool {
+            Pool::Sqlite(_) => SQLITE_CALL_TIMEOUT,
+            Pool::Postgres(_) => POSTGRES_CALL_TIMEOUT,
+        }
+    }
+
+    /// `call`, given up after [`TenantStore::call_timeout`]. The pool bounds only the wait
+    /// for a connection, and the server only a statement it has received: a connection
+    /// that stops carrying bytes (a frozen network path) would leave the call waiting
+    /// forever, and readiness would keep its last answer. Dropping the call is safe: sqlx
+    /// tests a connection given back mid-exchange before the pool hands it out again.
+    async fn within<T>(
+        &self,
+        call: &'static str,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let after = self.call_timeout();
+        match tokio::time::timeout(after, work).await {
+            Ok(result) => result,
+            // Logged by the caller like any other store error: the health check when
+            // readiness turns red, connect-tenant always, a record when it is the first.
+            Err(_) => Err(StoreError::TimedOut {
+                store: self.shown.clone(),
+                call,
+                after,
+            }),
+        }
     }
 
     fn note<T>(&self, result: &Result<T, StoreError>) {

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::redis::{test_redis_url, PrivateRedis};
+use common::services::{shared_server, Service};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{
     Emulator, EmulatorOptions, Failure, APP_EC_KEY_ID, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID,

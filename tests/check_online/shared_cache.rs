@@ -9,7 +9,7 @@ fn shared_cache_section(redis_url: &str, key_prefix: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reachable_redis_passes_the_shared_cache_step_and_says_the_entry_is_not_there_yet() {
     let test = "a_reachable_redis_passes_the_shared_cache_step_and_says_the_entry_is_not_there_yet";
-    let Some(url) = test_redis_url(test) else {
+    let Some(url) = test_redis_url(test).await else {
         return;
     };
     let mut setup = Setup::healthy().await;
@@ -46,7 +46,7 @@ async fn a_reachable_redis_passes_the_shared_cache_step_and_says_the_entry_is_no
 async fn an_existing_shared_entry_is_read_and_never_overwritten() {
     use jtl_auth_sidecar::shared_cache::{entry_key, Entry, SealingKey};
     let test = "an_existing_shared_entry_is_read_and_never_overwritten";
-    let Some(url) = test_redis_url(test) else {
+    let Some(url) = test_redis_url(test).await else {
         return;
     };
     let mut setup = Setup::healthy().await;

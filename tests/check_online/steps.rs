@@ -254,16 +254,12 @@ async fn an_upstream_that_is_down_is_connection_refused() {
 }
 
 /// The PostgreSQL store of `TEST_DATABASE_URL`, in a fresh schema: absent table first,
-/// then present once `run`'s store has created it. Skipped (loudly) without the variable.
+/// then present once `run`'s store has created it. Skipped (loudly) without the server, a
+/// failure instead when `REQUIRE_POSTGRES_TEST=1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_store_is_looked_at_without_being_migrated() {
-    let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!! SKIPPED PostgreSQL test a_postgres_store_is_looked_at_without_being_migrated: \
-             TEST_DATABASE_URL is not set (.ci/run sets it to the local server) !!!"
-        );
+    let test = "a_postgres_store_is_looked_at_without_being_migrated";
+    let Some(server) = shared_server(Service::Postgres, test).await else {
         return;
     };
     let schema = format!("jtl_check_{}", uuid::Uuid::new_v4().simple());

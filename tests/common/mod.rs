@@ -106,3 +106,4 @@ pub mod harness;
 pub mod logs;
 pub mod proxy;
 pub mod redis;
+pub mod services;

@@ -1,28 +1,17 @@
 //! Redis for the shared-cache tests: the shared server at `TEST_REDIS_URL`, and private
 //! `redis-server`s a test starts on a port of its own.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use super::harness::eventually_async;
+use super::services::{shared_server, unavailable, Service};
 
-/// The shared Redis, or `None` after saying loudly that the test is skipped.
-pub fn test_redis_url(test: &str) -> Option<String> {
-    match std::env::var("TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            // Straight to stderr: the harness swallows the output of a passing test, and
-            // a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED Redis test {test}: TEST_REDIS_URL is not set \
-                 (.ci/run sets it to the local server) !!!"
-            );
-            None
-        }
-    }
+/// The shared Redis of `TEST_REDIS_URL` once it answers; `None` after saying loudly that
+/// the test is skipped, or a failure when `REQUIRE_REDIS_TEST=1` (see [`super::services`]).
+pub async fn test_redis_url(test: &str) -> Option<String> {
+    shared_server(Service::Redis, test).await
 }
 
 /// A `redis-server` of the test's own, stopped by its pid when dropped (or [`kill`]ed,
@@ -49,7 +38,7 @@ fn free_port() -> u16 {
 
 impl PrivateRedis {
     /// On a free port, with `extra` arguments; `None` (said loudly) when there is no
-    /// `redis-server` to start.
+    /// `redis-server` to start (a failure instead when `REQUIRE_REDIS_TEST=1`).
     pub async fn start(test: &str, extra: &[&str]) -> Option<PrivateRedis> {
         PrivateRedis::start_at(test, free_port(), extra).await
     }
@@ -71,11 +60,7 @@ impl PrivateRedis {
             .status()
             .is_err()
         {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED Redis test {test}: no redis-server to start !!!"
-            );
-            return None;
+            return unavailable(Service::Redis, test, "no redis-server to start");
         }
         let mut redis = PrivateRedis {
             port,

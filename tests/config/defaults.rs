@@ -17,6 +17,7 @@ fn defaults_are_those_of_the_spec() {
     assert_eq!(config.ingress.request_timeout.as_millis(), 60_000);
     assert_eq!(config.egress.listen.unwrap().to_string(), "127.0.0.1:8081");
     assert_eq!(config.egress.max_retry_body_bytes, 1_048_576);
+    assert_eq!(config.egress.request_timeout.as_millis(), 60_000);
     // The app-token flow, JTL's current default: everything derived from JTL's
     // production Zitadel.
     assert_eq!(config.session.flow, Flow::AppToken);

@@ -181,6 +181,11 @@ fn zero_and_absurd_limits() {
         "ingress.request_timeout_ms",
         "out of range",
     );
+    assert_problem(
+        "[egress]\nrequest_timeout_ms = 0",
+        "egress.request_timeout_ms",
+        "out of range",
+    );
     assert_problem("[jtl]\ntimeout_ms = 0", "jtl.timeout_ms", "out of range");
     assert_problem(
         "[session]\nmax_token_bytes = 0",

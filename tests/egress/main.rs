@@ -554,3 +554,62 @@ async fn json_with_the_utf8_charset_reaches_jtl_as_plain_application_json() {
         assert_eq!(answer.json()["body"], "{\"a\":1}", "{sent}");
     }
 }
+
+/// `egress.request_timeout_ms` bounds the wait for JTL's response headers: a JTL that
+/// takes the request and never answers is `504 gateway_timeout` after the configured
+/// time, not the 60 s default.
+#[tokio::test]
+async fn jtl_sending_no_response_headers_is_504_after_egress_request_timeout_ms() {
+    // A stand-in for JTL's API that reads the request, says it has, and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_api = format!("http://{}", listener.local_addr().unwrap());
+    let (arrived, mut request_arrived) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let arrived = arrived.clone();
+            held.push(tokio::spawn(async move {
+                let mut buffer = vec![0; 4096];
+                let read = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await;
+                if read.is_ok_and(|n| n > 0) {
+                    let _ = arrived.send(());
+                }
+                // Hold the connection open, silent, until the test ends.
+                std::future::pending::<()>().await;
+                drop(stream);
+            }));
+        }
+    });
+    let proxy = Proxy::start_egress_with(
+        "[egress]\nrequest_timeout_ms = 300",
+        EmulatorOptions::default(),
+        vec![("JTL_SIDECAR_JTL__API_BASE_URL".to_owned(), silent_api)],
+    )
+    .await;
+
+    let started = std::time::Instant::now();
+    let answer = get(&proxy.egress_url("/v1/items"), &[]).await;
+    let took = started.elapsed();
+
+    assert!(
+        request_arrived.try_recv().is_ok(),
+        "the request reached the stand-in, so the wait was for the response headers"
+    );
+    assert_eq!(answer.status, 504, "{:?}", answer.body);
+    assert_eq!(
+        answer.headers["content-type"], "application/json",
+        "SPEC's error body"
+    );
+    let body = answer.json();
+    assert_eq!(body["error"], "gateway_timeout");
+    assert_eq!(
+        body["error_description"],
+        "JTL's API did not answer in time."
+    );
+    assert!(
+        took >= Duration::from_millis(300),
+        "not before the timeout: {took:?}"
+    );
+    // Far below the 60 s default: the configured value is the one in force.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}

@@ -1,8 +1,9 @@
 //! Connect-tenant and the tenant store (SPEC §7) end to end: emulator + echo backend +
 //! sidecar over real sockets, against SQLite and against the real PostgreSQL named by
 //! `TEST_DATABASE_URL` (`.ci/run` sets it). Each PostgreSQL test works in a fresh schema
-//! of its own, dropped at the end. Without `TEST_DATABASE_URL` the PostgreSQL tests say
-//! loudly that they were skipped.
+//! of its own, dropped at the end. Without `TEST_DATABASE_URL` (or when its server does
+//! not answer) the PostgreSQL tests say loudly that they were skipped, or fail when
+//! `REQUIRE_POSTGRES_TEST=1` (as `.ci/run` sets it).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -15,12 +16,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::harness::{TENANT, USER};
 use common::proxy::{get, send, Answer, Proxy};
+use common::services::{shared_server, Service};
 use http::Request;
 use http_body_util::Full;
 use jtl_auth_sidecar::tenants::{StoredTenant, TenantStore};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
@@ -51,19 +56,9 @@ impl TestDb {
     }
 
     /// A fresh schema on the server of `TEST_DATABASE_URL`; `None` (said loudly) when it
-    /// is not set.
+    /// is not set or does not answer, a failure instead when `REQUIRE_POSTGRES_TEST=1`.
     async fn postgres(test: &str) -> Option<TestDb> {
-        let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
-            // Straight to stderr: the test harness would swallow eprintln! of a test
-            // that passes, and a skip must be seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED PostgreSQL test {test}: TEST_DATABASE_URL is not set \
-                 (.ci/run sets it to the local server) !!!"
-            );
-            return None;
-        };
+        let server = shared_server(Service::Postgres, test).await?;
         let schema = format!("jtl_test_{}", Uuid::new_v4().simple());
         let admin = PgPoolOptions::new()
             .max_connections(1)
@@ -82,6 +77,14 @@ impl TestDb {
             _dir: None,
             postgres: Some((server, schema)),
         })
+    }
+
+    /// The server's address, for a relay in front of it.
+    async fn server_addr(&self) -> SocketAddr {
+        let server = url::Url::parse(&self.url).unwrap();
+        let host = (server.host_str().unwrap(), server.port().unwrap_or(5432));
+        let mut addresses = tokio::net::lookup_host(host).await.unwrap();
+        addresses.next().unwrap()
     }
 
     /// The same store reached through `addr` instead of the server's own address.
@@ -202,12 +205,29 @@ macro_rules! on_both_stores {
 }
 
 /// A TCP relay in front of PostgreSQL that the test can cut and restore, so the store
-/// really goes away mid-run without touching the shared server.
+/// really goes away mid-run without touching the shared server; and freeze, so it stops
+/// carrying bytes while every connection stays open (a network path that hangs).
 struct Relay {
     addr: SocketAddr,
     target: SocketAddr,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    state: watch::Sender<Carrying>,
 }
+
+/// What the relay does with the bytes it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrying {
+    Everything,
+    /// Forwards until a client sends a query, then freezes with that query held.
+    UntilTheNextQuery,
+    /// Forwards nothing either way; what arrives is held until the relay thaws.
+    Nothing,
+}
+
+/// sqlx's ping of a pooled connection: a lone Sync message (`S`, length 4). Any other
+/// chunk from the client (once connected) carries a query. (Readable only on a
+/// connection without TLS: `sslmode=disable`.)
+const SYNC: &[u8] = b"S\0\0\0\x04";
 
 impl Relay {
     /// A relay on a free port, not yet forwarding.
@@ -219,6 +239,7 @@ impl Relay {
             addr,
             target,
             tasks: Arc::default(),
+            state: watch::Sender::new(Carrying::Everything),
         }
     }
 
@@ -229,14 +250,21 @@ impl Relay {
         let listener = socket.listen(64).unwrap();
         let target = self.target;
         let tasks = Arc::clone(&self.tasks);
+        let state = self.state.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
+                let state = state.clone();
                 let relayed = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = TcpStream::connect(target).await {
+                        let (from_client, to_client) = client.into_split();
+                        let (from_server, to_server) = server.into_split();
+                        tokio::join!(
+                            pump(from_client, to_server, state.clone(), true),
+                            pump(from_server, to_client, state, false),
+                        );
                     }
                 });
                 tasks.lock().unwrap().push(relayed.abort_handle());
@@ -251,6 +279,64 @@ impl Relay {
             task.abort();
         }
     }
+
+    /// Freezes the relay when a client next sends anything but a ping: a query on a
+    /// connection taken from the pool (its ping answered), which then never gets an
+    /// answer.
+    fn freeze_at_the_next_query(&self) {
+        self.state.send_replace(Carrying::UntilTheNextQuery);
+    }
+
+    /// Resolves once the relay has frozen.
+    async fn frozen(&self) {
+        let mut state = self.state.subscribe();
+        state
+            .wait_for(|carrying| *carrying == Carrying::Nothing)
+            .await
+            .unwrap();
+    }
+
+    /// Carries bytes again, those held while frozen first.
+    fn thaw(&self) {
+        self.state.send_replace(Carrying::Everything);
+    }
+}
+
+/// Copies one direction of a relayed connection, holding each chunk while the relay is
+/// frozen.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    state: watch::Sender<Carrying>,
+    from_client: bool,
+) {
+    let mut buffer = vec![0; 64 * 1024];
+    let mut carrying = state.subscribe();
+    loop {
+        let chunk = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => &buffer[..n],
+        };
+        if from_client && chunk != SYNC {
+            state.send_if_modified(|now| {
+                let freeze = *now == Carrying::UntilTheNextQuery;
+                if freeze {
+                    *now = Carrying::Nothing;
+                }
+                freeze
+            });
+        }
+        // The watch's guard is dropped at the `;`, before the write: the other direction
+        // may need to change the state meanwhile.
+        let thawed = carrying
+            .wait_for(|now| *now != Carrying::Nothing)
+            .await
+            .is_ok();
+        if !thawed || to.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Runs SQL on the test's store directly, as an operator (or an older sidecar) would.

@@ -271,6 +271,12 @@ pub(super) fn validate_egress(
             );
         }
     }
+    let request_timeout = check.millis(
+        "egress.request_timeout_ms",
+        raw.request_timeout_ms,
+        1,
+        3_600_000,
+    );
     if check.problems.len() != problems_before {
         return None;
     }
@@ -280,6 +286,7 @@ pub(super) fn validate_egress(
         retry_on_401: raw.retry_on_401,
         max_retry_body_bytes,
         allowed_hosts,
+        request_timeout,
     })
 }
 
