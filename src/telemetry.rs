@@ -57,7 +57,7 @@ pub fn init_logging(config: &LogConfig, to_stderr: bool) {
 /// escape codes), and never when `NO_COLOR` is set to a non-empty value
 /// (<https://no-color.org>).
 fn pretty_colours(stream_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
-    stream_is_terminal && no_color.map_or(true, |value| value.is_empty())
+    stream_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// Which listener a request came through.

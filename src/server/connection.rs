@@ -476,7 +476,7 @@ impl AcceptErrors {
         let now = std::time::Instant::now();
         let due = self
             .last_logged
-            .map_or(true, |last| now.duration_since(last) >= Self::LOG_EVERY);
+            .is_none_or(|last| now.duration_since(last) >= Self::LOG_EVERY);
         if due {
             self.last_logged = Some(now);
         }
