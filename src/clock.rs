@@ -4,7 +4,7 @@
 //! use this clock. Network timeouts do not: they are real time by nature.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
@@ -14,7 +14,38 @@ pub struct Clock(Arc<Source>);
 
 enum Source {
     System,
-    Manual { now_ms: AtomicI64, moved: Notify },
+    Manual {
+        now_ms: AtomicI64,
+        moved: Notify,
+        sleepers: Mutex<Sleepers>,
+        /// Told when no sleeper is left that has not seen the latest move.
+        settled: Notify,
+    },
+}
+
+/// Who sleeps on a manual clock, so a test can tell when a move has been seen by every
+/// sleeper: the barrier that shows "nothing was due" without waiting real time.
+#[derive(Default)]
+struct Sleepers {
+    /// Bumped by every move.
+    moves: u64,
+    /// Asleep, having seen the latest move.
+    current: usize,
+    /// Asleep, woken by a move they have not looked at yet.
+    stale: usize,
+    /// Sleeps that ended because a move made them due.
+    wakeups: u64,
+}
+
+impl Sleepers {
+    /// One sleeper stops sleeping; it went to sleep after move number `seen`.
+    fn leave(&mut self, seen: u64) {
+        if seen == self.moves {
+            self.current = self.current.saturating_sub(1);
+        } else {
+            self.stale = self.stale.saturating_sub(1);
+        }
+    }
 }
 
 impl std::fmt::Debug for Clock {
@@ -39,6 +70,8 @@ impl Clock {
         Clock(Arc::new(Source::Manual {
             now_ms: AtomicI64::new(start_unix_ms),
             moved: Notify::new(),
+            sleepers: Mutex::new(Sleepers::default()),
+            settled: Notify::new(),
         }))
     }
 
@@ -61,9 +94,58 @@ impl Clock {
     /// Moves a manual clock forward and wakes everything sleeping on it. Does nothing
     /// to the system clock.
     pub fn advance(&self, by: Duration) {
-        if let Source::Manual { now_ms, moved } = &*self.0 {
-            now_ms.fetch_add(duration_ms(by), Ordering::SeqCst);
+        if let Source::Manual {
+            now_ms,
+            moved,
+            sleepers,
+            ..
+        } = &*self.0
+        {
+            {
+                let mut sleepers = lock(sleepers);
+                now_ms.fetch_add(duration_ms(by), Ordering::SeqCst);
+                sleepers.moves += 1;
+                sleepers.stale += std::mem::take(&mut sleepers.current);
+            }
             moved.notify_waiters();
+        }
+    }
+
+    /// Manual clock: completes once every task that was asleep on the clock has looked at
+    /// the latest time and either gone back to sleep or woken (see [`Clock::wakeups`]).
+    /// The system clock: at once.
+    pub async fn settled(&self) {
+        if let Source::Manual {
+            sleepers, settled, ..
+        } = &*self.0
+        {
+            loop {
+                let told = settled.notified();
+                if lock(sleepers).stale == 0 {
+                    return;
+                }
+                told.await;
+            }
+        }
+    }
+
+    /// Manual clock: how many tasks are asleep on it now (0 on the system clock).
+    pub fn asleep(&self) -> usize {
+        match &*self.0 {
+            Source::System => 0,
+            Source::Manual { sleepers, .. } => {
+                let sleepers = lock(sleepers);
+                sleepers.current + sleepers.stale
+            }
+        }
+    }
+
+    /// Manual clock: how many sleeps have ended because a move made them due. Unchanged
+    /// across `advance` and [`Clock::settled`] means the move woke nothing.
+    pub fn wakeups(&self) -> u64 {
+        match &*self.0 {
+            Source::System => 0,
+            Source::Manual { sleepers, .. } => lock(sleepers).wakeups,
         }
     }
 
@@ -76,13 +158,25 @@ impl Clock {
                     tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
                 }
             }
-            Source::Manual { now_ms, moved } => loop {
-                let notified = moved.notified();
-                if now_ms.load(Ordering::SeqCst) >= deadline_ms {
-                    return;
+            Source::Manual {
+                now_ms,
+                moved,
+                sleepers,
+                settled,
+            } => {
+                let mut asleep = Asleep {
+                    sleepers,
+                    settled,
+                    seen: None,
+                };
+                loop {
+                    let notified = moved.notified();
+                    if asleep.look(|| now_ms.load(Ordering::SeqCst) >= deadline_ms) {
+                        return;
+                    }
+                    notified.await;
                 }
-                notified.await;
-            },
+            }
         }
     }
 
@@ -90,6 +184,60 @@ impl Clock {
         self.sleep_until(self.now_ms().saturating_add(duration_ms(duration)))
             .await
     }
+}
+
+/// One sleep on a manual clock, counted in [`Sleepers`] while it waits; a sleep that is
+/// dropped (a `select!` that took another branch) stops being counted.
+struct Asleep<'a> {
+    sleepers: &'a Mutex<Sleepers>,
+    settled: &'a Notify,
+    /// The move this sleeper saw when it last went to sleep.
+    seen: Option<u64>,
+}
+
+impl Asleep<'_> {
+    /// Looks at the time: `true` when due (the sleep ends), else sleeps on. The time is
+    /// read under the lock `advance` takes, so no move falls between reading and counting.
+    fn look(&mut self, due: impl FnOnce() -> bool) -> bool {
+        let mut sleepers = lock(self.sleepers);
+        let due = due();
+        if let Some(seen) = self.seen.take() {
+            sleepers.leave(seen);
+            if due {
+                sleepers.wakeups += 1;
+            }
+        }
+        if !due {
+            sleepers.current += 1;
+            self.seen = Some(sleepers.moves);
+        }
+        let settled = sleepers.stale == 0;
+        drop(sleepers);
+        if settled {
+            self.settled.notify_waiters();
+        }
+        due
+    }
+}
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        if let Some(seen) = self.seen.take() {
+            let mut sleepers = lock(self.sleepers);
+            sleepers.leave(seen);
+            let settled = sleepers.stale == 0;
+            drop(sleepers);
+            if settled {
+                self.settled.notify_waiters();
+            }
+        }
+    }
+}
+
+fn lock(sleepers: &Mutex<Sleepers>) -> MutexGuard<'_, Sleepers> {
+    sleepers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A duration in whole milliseconds, saturating.
@@ -119,6 +267,44 @@ mod tests {
             .expect("no panic");
         assert_eq!(clock.now_ms(), 11_000);
         assert_eq!(clock.now_s(), 11);
+    }
+
+    /// `settled` waits until every sleeper has seen a move; `wakeups` counts the sleeps a
+    /// move ended, and a dropped sleep stops being waited for.
+    #[tokio::test]
+    async fn settled_waits_for_every_sleeper_to_see_the_move() {
+        let clock = Clock::manual(0);
+        let (parked_tx, mut parked) = tokio::sync::mpsc::unbounded_channel();
+        let mut sleepers = Vec::new();
+        for seconds in [5, 10] {
+            let clock = clock.clone();
+            let parked_tx = parked_tx.clone();
+            sleepers.push(tokio::spawn(async move {
+                let sleep = clock.sleep(Duration::from_secs(seconds));
+                tokio::pin!(sleep);
+                // Polled once: asleep and counted before the test moves the clock.
+                assert!(futures_util::poll!(&mut sleep).is_pending());
+                parked_tx.send(()).unwrap();
+                sleep.await
+            }));
+        }
+        parked.recv().await.unwrap();
+        parked.recv().await.unwrap();
+        clock.advance(Duration::from_secs(4));
+        clock.settled().await;
+        assert_eq!(clock.wakeups(), 0, "nothing due at 4 s");
+        assert_eq!(clock.asleep(), 2);
+        clock.advance(Duration::from_secs(1));
+        clock.settled().await;
+        assert_eq!(clock.wakeups(), 1, "the 5 s sleep ended at 5 s");
+        assert_eq!(clock.asleep(), 1);
+        sleepers.remove(0).await.unwrap();
+        sleepers.remove(0).abort();
+        clock.advance(Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(5), clock.settled())
+            .await
+            .expect("an aborted sleep is not waited for");
+        assert_eq!((clock.wakeups(), clock.asleep()), (1, 0));
     }
 
     #[test]

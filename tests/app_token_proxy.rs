@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::harness::{eventually, TENANT, USER};
+use common::harness::{eventually, eventually_async, TENANT, USER};
 use common::proxy::{get, send, Answer, Proxy};
 use http::Request;
 use http_body_util::Full;
@@ -211,18 +211,10 @@ async fn connect_tenant_answers_without_a_slug_in_the_app_token_flow() {
 async fn the_sidecar_becomes_ready_in_the_app_token_flow() {
     let proxy = Proxy::start_app_token("").await;
     let url = proxy.admin_url("/readyz");
-    let mut status = 0;
-    for _ in 0..200 {
-        status = get(&url, &[]).await.status;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        status, 200,
-        "ready with Zitadel's service token and key set"
-    );
+    eventually_async("ready with Zitadel's service token and key set", || async {
+        get(&url, &[]).await.status == 200
+    })
+    .await;
     eventually("the key set was fetched", || {
         proxy.emulator.app_keys_requests() >= 1
     })

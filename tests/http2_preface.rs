@@ -59,6 +59,8 @@ async fn the_preface_is_checked_across_reads() {
     let proxy = Proxy::start("").await;
     let mut stream = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // A peer that pauses mid-preface, so the pieces arrive in two reads: the pause is the
+    // behaviour under test (the server has no event to say it read the first piece).
     tokio::time::sleep(Duration::from_millis(50)).await;
     stream.write_all(b"\r\nXX\r\n\r\n").await.unwrap();
     assert_eq!(read_to_close(&mut stream).await, GOAWAY_PROTOCOL_ERROR);
@@ -66,6 +68,7 @@ async fn the_preface_is_checked_across_reads() {
     // The whole preface in two pieces is HTTP/2: the server's first frame is SETTINGS.
     let mut stream = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // The same pause mid-preface (the behaviour under test).
     tokio::time::sleep(Duration::from_millis(50)).await;
     stream.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
     stream.write_all(&EMPTY_SETTINGS).await.unwrap();

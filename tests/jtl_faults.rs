@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::harness::{eventually_async, settle, TENANT};
+use common::harness::{advance_waking_nothing, eventually_async, TENANT};
 use common::logs::Logs;
 use common::proxy::{get, Proxy};
 use jtl_auth_sidecar::emulator::Failure;
@@ -264,8 +264,13 @@ async fn fault(flow: Flow, endpoint: Endpoint, failure: Failure, reason: &str) {
     assert_eq!(f.served("after the first failure").await, before);
 
     for (earliest, latest) in retry_windows(endpoint, retry_after_s) {
-        clock.advance(Duration::from_millis(earliest - 1));
-        settle().await;
+        // The retry waits on the clock: it sees the move and sleeps on, or the test fails.
+        advance_waking_nothing(
+            clock,
+            Duration::from_millis(earliest - 1),
+            "no retry before the earliest",
+        )
+        .await;
         assert_eq!(
             f.calls(),
             calls,

@@ -9,7 +9,7 @@ mod local_callers;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::harness::TENANT;
+use common::harness::{eventually, eventually_async, TENANT};
 use common::proxy::{client, collect, get, send, Answer, Proxy};
 use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -411,15 +411,19 @@ async fn shutdown_lets_an_egress_request_in_flight_finish_and_refuses_new_connec
     proxy
         .emulator
         .set_api_failure(Failure::Delay(Duration::from_millis(600)));
+    let api_requests = proxy.emulator.api_requests();
     let in_flight = tokio::spawn(get_owned(proxy.egress_url("/v1/slow")));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // At JTL's API (counted on arrival), held there by the delay: truly in flight.
+    eventually("the request reached JTL", || {
+        proxy.emulator.api_requests() > api_requests
+    })
+    .await;
 
     proxy.shut_down();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::net::TcpStream::connect(egress).await.is_err(),
-        "the egress listener stopped accepting"
-    );
+    eventually_async("the egress listener stops accepting", || async {
+        tokio::net::TcpStream::connect(egress).await.is_err()
+    })
+    .await;
     let finished = proxy.finished.take().unwrap();
     assert!(
         !finished.is_finished(),

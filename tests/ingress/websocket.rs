@@ -1,6 +1,7 @@
 //! WebSockets through the proxy, during the drain and past the grace period.
 
 use super::*;
+use crate::common::harness::eventually_async;
 
 /// A WebSocket echo server (tokio-tungstenite) on an ephemeral port.
 async fn websocket_echo_backend() -> SocketAddr {
@@ -78,7 +79,12 @@ async fn an_open_websocket_keeps_working_during_the_drain_and_ends_it_when_close
     .await;
     let mut socket = open_websocket(&proxy).await;
     proxy.shut_down();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The listeners close as the drain begins.
+    let ingress = proxy.addresses.ingress;
+    eventually_async("the drain has begun", || async {
+        tokio::net::TcpStream::connect(ingress).await.is_err()
+    })
+    .await;
     assert_eq!(echo_once(&mut socket, "still here").await, "still here");
     let finished = proxy.finished.take().unwrap();
     assert!(
