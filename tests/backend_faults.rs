@@ -152,7 +152,7 @@ async fn a_reset_mid_response_ends_the_body_in_an_error_and_the_next_request_is_
         }
     })
     .await;
-    let proxy = Proxy::start_with_upstream(&upstream, "").await;
+    let proxy = Proxy::builder().upstream(&upstream).start().await;
     let auth = bearer(&proxy);
 
     for path in ["/reset-in-body", "/reset-in-chunks"] {
@@ -223,7 +223,11 @@ async fn headers_later_than_the_request_timeout_are_a_prompt_504_and_the_next_re
         }
     })
     .await;
-    let proxy = Proxy::start_with_upstream(&upstream, "[ingress]\nrequest_timeout_ms = 300").await;
+    let proxy = Proxy::builder()
+        .upstream(&upstream)
+        .toml("[ingress]\nrequest_timeout_ms = 300")
+        .start()
+        .await;
 
     let started = Instant::now();
     // request_timeout_ms + 2 s: the 504 comes at the deadline, not when the backend answers.
@@ -285,7 +289,11 @@ async fn a_body_slower_than_the_request_timeout_is_streamed_through_intact() {
         }
     })
     .await;
-    let proxy = Proxy::start_with_upstream(&upstream, "[ingress]\nrequest_timeout_ms = 300").await;
+    let proxy = Proxy::builder()
+        .upstream(&upstream)
+        .toml("[ingress]\nrequest_timeout_ms = 300")
+        .start()
+        .await;
 
     let request = Request::get(proxy.url("/trickle"))
         .header("authorization", bearer(&proxy))
@@ -356,7 +364,7 @@ async fn a_backend_closing_idle_connections_at_its_keep_alive_timeout_fails_no_r
         }
     })
     .await;
-    let proxy = Proxy::start_with_upstream(&upstream, "").await;
+    let proxy = Proxy::builder().upstream(&upstream).start().await;
     let auth = bearer(&proxy);
 
     let runs = (0..CLIENTS).map(|c| {
@@ -640,11 +648,13 @@ async fn postgres_restarted_under_connect_tenant_is_503_meanwhile_and_recovers_k
         return;
     };
     pg.start();
-    let proxy = Proxy::start_with_env_and_backend(
-        "",
-        vec![("JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(), pg.url())],
-    )
-    .await;
+    let proxy = Proxy::builder()
+        .env(vec![(
+            "JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(),
+            pg.url(),
+        )])
+        .start()
+        .await;
     until("ready", || readiness(&proxy), |a| a.status == 200).await;
 
     let tenants = [

@@ -34,7 +34,7 @@ async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_preface_that_diverges_after_the_http2_request_line_gets_goaway_and_a_close() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     for preface in [
         &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
         // Only the last byte wrong.
@@ -56,7 +56,7 @@ async fn a_preface_that_diverges_after_the_http2_request_line_gets_goaway_and_a_
 
 #[tokio::test]
 async fn the_preface_is_checked_across_reads() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let mut stream = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     // A peer that pauses mid-preface, so the pieces arrive in two reads: the pause is the
@@ -90,7 +90,7 @@ async fn the_preface_is_checked_across_reads() {
 /// (summerwind/h2spec#112, #122).
 #[tokio::test]
 async fn h2spec_3_5_2_bytes_are_an_http1_bad_request() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let (status, text) = raw(
         proxy.addresses.ingress,
         "INVALID CONNECTION PREFACE\r\n\r\n",
@@ -106,7 +106,7 @@ async fn h2spec_3_5_2_bytes_are_an_http1_bad_request() {
 
 #[tokio::test]
 async fn http1_and_http2_prior_knowledge_requests_still_work() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let (status, text) = raw(
         proxy.addresses.ingress,

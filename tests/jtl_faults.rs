@@ -98,8 +98,14 @@ impl Fixture {
             MIN_REFETCH_MS / 1000
         );
         let proxy = match flow {
-            Flow::SessionToken => Proxy::start(&toml).await,
-            Flow::AppToken => Proxy::start_app_token(&toml).await,
+            Flow::SessionToken => Proxy::builder().toml(&toml).start().await,
+            Flow::AppToken => {
+                Proxy::builder()
+                    .flow(jtl_auth_sidecar::config::Flow::AppToken)
+                    .toml(&toml)
+                    .start()
+                    .await
+            }
         };
         let fixture = Fixture {
             proxy,
@@ -389,8 +395,14 @@ cases! {
 async fn without_keys(flow: Flow, min_refetch_s: u64, failure: Failure) -> Proxy {
     let toml = format!("[session]\njwks_min_refetch_interval_s = {min_refetch_s}\n");
     let proxy = match flow {
-        Flow::SessionToken => Proxy::start(&toml).await,
-        Flow::AppToken => Proxy::start_app_token(&toml).await,
+        Flow::SessionToken => Proxy::builder().toml(&toml).start().await,
+        Flow::AppToken => {
+            Proxy::builder()
+                .flow(jtl_auth_sidecar::config::Flow::AppToken)
+                .toml(&toml)
+                .start()
+                .await
+        }
     };
     // Before the refresher's first fetch: the sidecar has not run yet on this thread.
     match flow {

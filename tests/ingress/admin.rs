@@ -5,7 +5,7 @@ use crate::common::harness::eventually_async;
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     assert_eq!(get(&proxy.admin_url("/healthz"), &[]).await.status, 200);
     // The refreshers load a token and the keys on their own.
     eventually_async("ready", || async {
@@ -37,7 +37,7 @@ async fn health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn readiness_names_what_is_missing() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     proxy.emulator.set_jwks_failure(Failure::Status(500));
     proxy.emulator.set_token_failure(Failure::Status(500));
     let answer = get(&proxy.admin_url("/readyz"), &[]).await;
@@ -48,7 +48,7 @@ async fn readiness_names_what_is_missing() {
 
 #[tokio::test]
 async fn readiness_is_lost_when_the_access_token_expires_and_cannot_be_renewed() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let ready = || async { get(&proxy.admin_url("/readyz"), &[]).await };
     eventually_async("ready", || async { ready().await.status == 200 }).await;
     proxy.emulator.set_token_failure(Failure::Status(503));

@@ -240,14 +240,14 @@ async fn other_methods_and_paths_are_proxied_as_usual() {
 #[tokio::test]
 async fn disabled_connect_path_is_proxied() {
     let db = TestDb::sqlite();
-    let proxy = Proxy::start_with_env_and_backend(
-        "[tenants]\nconnect_path = \"\"",
-        vec![(
+    let proxy = Proxy::builder()
+        .toml("[tenants]\nconnect_path = \"\"")
+        .env(vec![(
             "JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(),
             db.url.clone(),
-        )],
-    )
-    .await;
+        )])
+        .start()
+        .await;
     let token = proxy.token();
     let answer = post(
         &proxy,

@@ -114,14 +114,13 @@ impl TestDb {
 
 /// The sidecar (in front of the echo backend) with its tenant store at `url`.
 async fn sidecar(url: &str) -> Proxy {
-    Proxy::start_with_env_and_backend(
-        "",
-        vec![(
+    Proxy::builder()
+        .env(vec![(
             "JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(),
             url.to_owned(),
-        )],
-    )
-    .await
+        )])
+        .start()
+        .await
 }
 
 async fn post(proxy: &Proxy, body: &str, headers: &[(&str, &str)]) -> Answer {

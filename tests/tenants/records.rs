@@ -284,14 +284,14 @@ async fn postgres_down_then_up_a_tenant_seen_meanwhile_is_recorded_on_its_next_r
 
 on_both_stores!(with_record_on_request_off_requests_store_nothing);
 async fn with_record_on_request_off_requests_store_nothing(db: TestDb) -> TestDb {
-    let proxy = Proxy::start_with_env_and_backend(
-        "[tenants]\nrecord_on_request = false",
-        vec![(
+    let proxy = Proxy::builder()
+        .toml("[tenants]\nrecord_on_request = false")
+        .env(vec![(
             "JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(),
             db.url.clone(),
-        )],
-    )
-    .await;
+        )])
+        .start()
+        .await;
     for n in 0..3 {
         let user = format!("00000000-0000-4000-8000-{n:012}");
         assert_eq!(request_as(&proxy, &user, "acme").await.status, 200);
