@@ -286,6 +286,7 @@ impl Proxy {
         loop {
             tokio::select! {
                 done = &mut request => return done,
+                // The pace at which time moves for the request, not a wait for an event.
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {
                     self.clock.advance(Duration::from_secs(10));
                 }

@@ -163,7 +163,7 @@ async fn stored(db: &TestDb) -> (i64, Option<StoredTenant>) {
 }
 
 async fn wait_for_readiness(proxy: &Proxy, status: u16) -> Answer {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + common::harness::scaled(Duration::from_secs(15));
     loop {
         let answer = get(&proxy.admin_url("/readyz"), &[]).await;
         if answer.status == status {

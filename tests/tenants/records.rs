@@ -49,7 +49,7 @@ async fn records(proxy: &Proxy) -> Records {
 /// Once a request has been answered, any record it started is counted in flight, so
 /// "none in flight" means every earlier request's record is over.
 async fn records_when(proxy: &Proxy, what: &str, condition: impl Fn(&Records) -> bool) -> Records {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + common::harness::scaled(Duration::from_secs(15));
     loop {
         let now = records(proxy).await;
         if now.in_flight == 0 && condition(&now) {
@@ -75,7 +75,7 @@ async fn request_as(proxy: &Proxy, user: &str, slug: &str) -> Answer {
 
 /// The tenant as stored, once it is there.
 async fn eventually_stored(db: &TestDb) -> StoredTenant {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + common::harness::scaled(Duration::from_secs(15));
     loop {
         if let (_, Some(tenant)) = stored(db).await {
             return tenant;
