@@ -337,6 +337,7 @@ impl Prerequisites {
             if started.elapsed() > DRIVER_TIMEOUT {
                 // SIGTERM first: Playwright closes the browser it launched on SIGTERM.
                 unsafe { libc::kill(group, libc::SIGTERM) };
+                // Only for a driver that hung: a grace for the browser to close, then KILL.
                 std::thread::sleep(Duration::from_secs(3));
                 unsafe { libc::kill(group, libc::SIGKILL) };
                 let _ = child.wait();

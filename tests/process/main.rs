@@ -111,6 +111,7 @@ async fn slow_backend(delay: Duration, arrived: std::sync::Arc<tokio::sync::Noti
                     let arrived = arrived.clone();
                     async move {
                         arrived.notify_one();
+                        // Slow on purpose: the request in flight under test.
                         tokio::time::sleep(delay).await;
                         Ok::<_, std::convert::Infallible>(Response::new(Full::new(
                             Bytes::from_static(b"done"),
