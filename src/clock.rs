@@ -4,10 +4,14 @@
 //! use this clock. Network timeouts do not: they are real time by nature.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
+
+use sleepers::Sleepers;
+
+mod sleepers;
 
 #[derive(Clone)]
 pub struct Clock(Arc<Source>);
@@ -17,35 +21,9 @@ enum Source {
     Manual {
         now_ms: AtomicI64,
         moved: Notify,
-        sleepers: Mutex<Sleepers>,
-        /// Told when no sleeper is left that has not seen the latest move.
-        settled: Notify,
+        /// For tests: who sleeps, and whether they have seen the latest move.
+        sleepers: Sleepers,
     },
-}
-
-/// Who sleeps on a manual clock, so a test can tell when a move has been seen by every
-/// sleeper: the barrier that shows "nothing was due" without waiting real time.
-#[derive(Default)]
-struct Sleepers {
-    /// Bumped by every move.
-    moves: u64,
-    /// Asleep, having seen the latest move.
-    current: usize,
-    /// Asleep, woken by a move they have not looked at yet.
-    stale: usize,
-    /// Sleeps that ended because a move made them due.
-    wakeups: u64,
-}
-
-impl Sleepers {
-    /// One sleeper stops sleeping; it went to sleep after move number `seen`.
-    fn leave(&mut self, seen: u64) {
-        if seen == self.moves {
-            self.current = self.current.saturating_sub(1);
-        } else {
-            self.stale = self.stale.saturating_sub(1);
-        }
-    }
 }
 
 impl std::fmt::Debug for Clock {
@@ -70,8 +48,7 @@ impl Clock {
         Clock(Arc::new(Source::Manual {
             now_ms: AtomicI64::new(start_unix_ms),
             moved: Notify::new(),
-            sleepers: Mutex::new(Sleepers::default()),
-            settled: Notify::new(),
+            sleepers: Sleepers::new(),
         }))
     }
 
@@ -98,15 +75,11 @@ impl Clock {
             now_ms,
             moved,
             sleepers,
-            ..
         } = &*self.0
         {
-            {
-                let mut sleepers = lock(sleepers);
+            sleepers.moving(|| {
                 now_ms.fetch_add(duration_ms(by), Ordering::SeqCst);
-                sleepers.moves += 1;
-                sleepers.stale += std::mem::take(&mut sleepers.current);
-            }
+            });
             moved.notify_waiters();
         }
     }
@@ -115,17 +88,8 @@ impl Clock {
     /// the latest time and either gone back to sleep or woken (see [`Clock::wakeups`]).
     /// The system clock: at once.
     pub async fn settled(&self) {
-        if let Source::Manual {
-            sleepers, settled, ..
-        } = &*self.0
-        {
-            loop {
-                let told = settled.notified();
-                if lock(sleepers).stale == 0 {
-                    return;
-                }
-                told.await;
-            }
+        if let Source::Manual { sleepers, .. } = &*self.0 {
+            sleepers.settled().await;
         }
     }
 
@@ -133,10 +97,7 @@ impl Clock {
     pub fn asleep(&self) -> usize {
         match &*self.0 {
             Source::System => 0,
-            Source::Manual { sleepers, .. } => {
-                let sleepers = lock(sleepers);
-                sleepers.current + sleepers.stale
-            }
+            Source::Manual { sleepers, .. } => sleepers.asleep(),
         }
     }
 
@@ -145,7 +106,7 @@ impl Clock {
     pub fn wakeups(&self) -> u64 {
         match &*self.0 {
             Source::System => 0,
-            Source::Manual { sleepers, .. } => lock(sleepers).wakeups,
+            Source::Manual { sleepers, .. } => sleepers.wakeups(),
         }
     }
 
@@ -162,13 +123,8 @@ impl Clock {
                 now_ms,
                 moved,
                 sleepers,
-                settled,
             } => {
-                let mut asleep = Asleep {
-                    sleepers,
-                    settled,
-                    seen: None,
-                };
+                let mut asleep = sleepers.sleeper();
                 loop {
                     let notified = moved.notified();
                     if asleep.look(|| now_ms.load(Ordering::SeqCst) >= deadline_ms) {
@@ -184,60 +140,6 @@ impl Clock {
         self.sleep_until(self.now_ms().saturating_add(duration_ms(duration)))
             .await
     }
-}
-
-/// One sleep on a manual clock, counted in [`Sleepers`] while it waits; a sleep that is
-/// dropped (a `select!` that took another branch) stops being counted.
-struct Asleep<'a> {
-    sleepers: &'a Mutex<Sleepers>,
-    settled: &'a Notify,
-    /// The move this sleeper saw when it last went to sleep.
-    seen: Option<u64>,
-}
-
-impl Asleep<'_> {
-    /// Looks at the time: `true` when due (the sleep ends), else sleeps on. The time is
-    /// read under the lock `advance` takes, so no move falls between reading and counting.
-    fn look(&mut self, due: impl FnOnce() -> bool) -> bool {
-        let mut sleepers = lock(self.sleepers);
-        let due = due();
-        if let Some(seen) = self.seen.take() {
-            sleepers.leave(seen);
-            if due {
-                sleepers.wakeups += 1;
-            }
-        }
-        if !due {
-            sleepers.current += 1;
-            self.seen = Some(sleepers.moves);
-        }
-        let settled = sleepers.stale == 0;
-        drop(sleepers);
-        if settled {
-            self.settled.notify_waiters();
-        }
-        due
-    }
-}
-
-impl Drop for Asleep<'_> {
-    fn drop(&mut self) {
-        if let Some(seen) = self.seen.take() {
-            let mut sleepers = lock(self.sleepers);
-            sleepers.leave(seen);
-            let settled = sleepers.stale == 0;
-            drop(sleepers);
-            if settled {
-                self.settled.notify_waiters();
-            }
-        }
-    }
-}
-
-fn lock(sleepers: &Mutex<Sleepers>) -> MutexGuard<'_, Sleepers> {
-    sleepers
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A duration in whole milliseconds, saturating.
