@@ -9,12 +9,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
+use sleepers::Sleepers;
+
+mod sleepers;
+
 #[derive(Clone)]
 pub struct Clock(Arc<Source>);
 
 enum Source {
     System,
-    Manual { now_ms: AtomicI64, moved: Notify },
+    Manual {
+        now_ms: AtomicI64,
+        moved: Notify,
+        /// For tests: who sleeps, and whether they have seen the latest move.
+        sleepers: Sleepers,
+    },
 }
 
 impl std::fmt::Debug for Clock {
@@ -39,6 +48,7 @@ impl Clock {
         Clock(Arc::new(Source::Manual {
             now_ms: AtomicI64::new(start_unix_ms),
             moved: Notify::new(),
+            sleepers: Sleepers::new(),
         }))
     }
 
@@ -61,9 +71,42 @@ impl Clock {
     /// Moves a manual clock forward and wakes everything sleeping on it. Does nothing
     /// to the system clock.
     pub fn advance(&self, by: Duration) {
-        if let Source::Manual { now_ms, moved } = &*self.0 {
-            now_ms.fetch_add(duration_ms(by), Ordering::SeqCst);
+        if let Source::Manual {
+            now_ms,
+            moved,
+            sleepers,
+        } = &*self.0
+        {
+            sleepers.moving(|| {
+                now_ms.fetch_add(duration_ms(by), Ordering::SeqCst);
+            });
             moved.notify_waiters();
+        }
+    }
+
+    /// Manual clock: completes once every task that was asleep on the clock has looked at
+    /// the latest time and either gone back to sleep or woken (see [`Clock::wakeups`]).
+    /// The system clock: at once.
+    pub async fn settled(&self) {
+        if let Source::Manual { sleepers, .. } = &*self.0 {
+            sleepers.settled().await;
+        }
+    }
+
+    /// Manual clock: how many tasks are asleep on it now (0 on the system clock).
+    pub fn asleep(&self) -> usize {
+        match &*self.0 {
+            Source::System => 0,
+            Source::Manual { sleepers, .. } => sleepers.asleep(),
+        }
+    }
+
+    /// Manual clock: how many sleeps have ended because a move made them due. Unchanged
+    /// across `advance` and [`Clock::settled`] means the move woke nothing.
+    pub fn wakeups(&self) -> u64 {
+        match &*self.0 {
+            Source::System => 0,
+            Source::Manual { sleepers, .. } => sleepers.wakeups(),
         }
     }
 
@@ -76,13 +119,20 @@ impl Clock {
                     tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
                 }
             }
-            Source::Manual { now_ms, moved } => loop {
-                let notified = moved.notified();
-                if now_ms.load(Ordering::SeqCst) >= deadline_ms {
-                    return;
+            Source::Manual {
+                now_ms,
+                moved,
+                sleepers,
+            } => {
+                let mut asleep = sleepers.sleeper();
+                loop {
+                    let notified = moved.notified();
+                    if asleep.look(|| now_ms.load(Ordering::SeqCst) >= deadline_ms) {
+                        return;
+                    }
+                    notified.await;
                 }
-                notified.await;
-            },
+            }
         }
     }
 
@@ -119,6 +169,44 @@ mod tests {
             .expect("no panic");
         assert_eq!(clock.now_ms(), 11_000);
         assert_eq!(clock.now_s(), 11);
+    }
+
+    /// `settled` waits until every sleeper has seen a move; `wakeups` counts the sleeps a
+    /// move ended, and a dropped sleep stops being waited for.
+    #[tokio::test]
+    async fn settled_waits_for_every_sleeper_to_see_the_move() {
+        let clock = Clock::manual(0);
+        let (parked_tx, mut parked) = tokio::sync::mpsc::unbounded_channel();
+        let mut sleepers = Vec::new();
+        for seconds in [5, 10] {
+            let clock = clock.clone();
+            let parked_tx = parked_tx.clone();
+            sleepers.push(tokio::spawn(async move {
+                let sleep = clock.sleep(Duration::from_secs(seconds));
+                tokio::pin!(sleep);
+                // Polled once: asleep and counted before the test moves the clock.
+                assert!(futures_util::poll!(&mut sleep).is_pending());
+                parked_tx.send(()).unwrap();
+                sleep.await
+            }));
+        }
+        parked.recv().await.unwrap();
+        parked.recv().await.unwrap();
+        clock.advance(Duration::from_secs(4));
+        clock.settled().await;
+        assert_eq!(clock.wakeups(), 0, "nothing due at 4 s");
+        assert_eq!(clock.asleep(), 2);
+        clock.advance(Duration::from_secs(1));
+        clock.settled().await;
+        assert_eq!(clock.wakeups(), 1, "the 5 s sleep ended at 5 s");
+        assert_eq!(clock.asleep(), 1);
+        sleepers.remove(0).await.unwrap();
+        sleepers.remove(0).abort();
+        clock.advance(Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(5), clock.settled())
+            .await
+            .expect("an aborted sleep is not waited for");
+        assert_eq!((clock.wakeups(), clock.asleep()), (1, 0));
     }
 
     #[test]

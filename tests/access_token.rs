@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::harness::{eventually, settle, Extra, Harness};
+use common::harness::{advance_waking_nothing, eventually, Extra, Harness};
 use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
 use jtl_auth_sidecar::jtl::token::EXPIRY_MARGIN;
@@ -41,9 +41,11 @@ async fn a_token_near_expiry_is_replaced_in_the_background() {
     let first = h.refreshed_token().await;
     assert_eq!(first.expires_at_ms() - h.clock.now_ms(), 600_000);
 
-    // refresh_before_expiry_s defaults to 60: nothing happens before 540 s.
-    h.clock.advance(Duration::from_secs(539));
-    settle().await;
+    // refresh_before_expiry_s defaults to 60: nothing happens before 540 s. The refresher
+    // asleep on the clock is the barrier: once it has seen 539 s and slept on, no
+    // request of its can be on its way.
+    eventually("the refresher sleeps", || h.clock.asleep() == 1).await;
+    advance_waking_nothing(&h.clock, Duration::from_secs(539), "nothing before 540 s").await;
     assert_eq!(h.emulator.token_requests(), 1);
 
     h.clock.advance(Duration::from_secs(2));
@@ -63,8 +65,8 @@ async fn a_token_near_expiry_is_replaced_in_the_background() {
 async fn short_tokens_are_refreshed_at_half_life() {
     let h = Harness::start(lasting(60), Extra::default()).await;
     h.refreshed_token().await;
-    h.clock.advance(Duration::from_secs(29));
-    settle().await;
+    eventually("the refresher sleeps", || h.clock.asleep() == 1).await;
+    advance_waking_nothing(&h.clock, Duration::from_secs(29), "nothing before 30 s").await;
     assert_eq!(h.emulator.token_requests(), 1);
     h.clock.advance(Duration::from_secs(1));
     eventually("refreshed at 30 s", || h.emulator.token_requests() == 2).await;

@@ -6,10 +6,11 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::harness::{eventually, TENANT, USER};
+use common::harness::{eventually, eventually_async, TENANT, USER};
 use common::proxy::{get, send, Answer, Proxy};
 use http::Request;
 use http_body_util::Full;
+use jtl_auth_sidecar::config::Flow;
 use jtl_auth_sidecar::emulator::{DEV_APP_ID, DEV_APP_USER_ID};
 use serde_json::{json, Value};
 
@@ -48,10 +49,10 @@ fn seen(answer: &Answer, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn both_flows_give_the_backend_the_same_identity_headers() {
-    let legacy = Proxy::start("").await;
+    let legacy = Proxy::builder().start().await;
     let legacy_token = legacy.token();
     let legacy_answer = get_with(&legacy, &legacy_token).await;
-    let current = Proxy::start_app_token("").await;
+    let current = Proxy::builder().flow(Flow::AppToken).start().await;
     let current_token = app_token(&current);
     let current_answer = get_with(&current, &current_token).await;
     assert_eq!(legacy_answer.status, 200);
@@ -85,7 +86,7 @@ async fn both_flows_give_the_backend_the_same_identity_headers() {
 
 #[tokio::test]
 async fn a_token_for_another_app_or_tenant_claim_is_401_naming_the_check_and_reaches_nothing() {
-    let proxy = Proxy::start_app_token("").await;
+    let proxy = Proxy::builder().flow(Flow::AppToken).start().await;
     let emulator = &proxy.emulator;
     let kid = emulator.default_app_kid().unwrap();
     let cases: Vec<(Value, &str)> = vec![
@@ -151,7 +152,7 @@ async fn a_token_for_another_app_or_tenant_claim_is_401_naming_the_check_and_rea
 
 #[tokio::test]
 async fn a_rotated_in_key_verifies_and_a_removed_key_ends_cached_verifications() {
-    let proxy = Proxy::start_app_token("").await;
+    let proxy = Proxy::builder().flow(Flow::AppToken).start().await;
     let old_kid = proxy.emulator.default_app_kid().unwrap();
     let old_token = app_token(&proxy);
     assert_eq!(get_with(&proxy, &old_token).await.status, 200);
@@ -190,7 +191,7 @@ async fn a_rotated_in_key_verifies_and_a_removed_key_ends_cached_verifications()
 
 #[tokio::test]
 async fn connect_tenant_answers_without_a_slug_in_the_app_token_flow() {
-    let proxy = Proxy::start_app_token("").await;
+    let proxy = Proxy::builder().flow(Flow::AppToken).start().await;
     let token = app_token(&proxy);
     let request = Request::post(proxy.url("/api/connect-tenant"))
         .header("content-type", "application/json")
@@ -209,20 +210,12 @@ async fn connect_tenant_answers_without_a_slug_in_the_app_token_flow() {
 
 #[tokio::test]
 async fn the_sidecar_becomes_ready_in_the_app_token_flow() {
-    let proxy = Proxy::start_app_token("").await;
+    let proxy = Proxy::builder().flow(Flow::AppToken).start().await;
     let url = proxy.admin_url("/readyz");
-    let mut status = 0;
-    for _ in 0..200 {
-        status = get(&url, &[]).await.status;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        status, 200,
-        "ready with Zitadel's service token and key set"
-    );
+    eventually_async("ready with Zitadel's service token and key set", || async {
+        get(&url, &[]).await.status == 200
+    })
+    .await;
     eventually("the key set was fetched", || {
         proxy.emulator.app_keys_requests() >= 1
     })

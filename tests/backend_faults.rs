@@ -114,36 +114,45 @@ fn text(answer: &Answer) -> String {
 
 #[tokio::test]
 async fn a_reset_mid_response_ends_the_body_in_an_error_and_the_next_request_is_fine() {
-    let (upstream, _) = backend(|mut conn| async move {
-        while let Some(head) = conn.next_head().await {
-            match path_of(&head) {
-                "/reset-in-body" => {
-                    let mut partial = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n".to_vec();
-                    partial.extend_from_slice(&[b'x'; 1000]);
-                    conn.write(&partial).await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return conn.reset();
-                }
-                "/reset-in-chunks" => {
-                    let mut partial =
-                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3e8\r\n".to_vec();
-                    partial.extend_from_slice(&[b'y'; 1000]);
-                    partial.extend_from_slice(b"\r\n");
-                    conn.write(&partial).await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return conn.reset();
-                }
-                "/reset-before-headers" => return conn.reset(),
-                _ => {
-                    if !conn.write(OK).await {
-                        return;
+    // The backend resets only once the client has the response headers: a reset that came
+    // first would be a reset before the headers (a 502), a different case.
+    let headers_seen = Arc::new(Notify::new());
+    let seen = Arc::clone(&headers_seen);
+    let (upstream, _) = backend(move |mut conn| {
+        let seen = Arc::clone(&seen);
+        async move {
+            while let Some(head) = conn.next_head().await {
+                let partial = match path_of(&head) {
+                    "/reset-in-body" => {
+                        let mut partial =
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n".to_vec();
+                        partial.extend_from_slice(&[b'x'; 1000]);
+                        partial
                     }
-                }
+                    "/reset-in-chunks" => {
+                        let mut partial =
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3e8\r\n"
+                                .to_vec();
+                        partial.extend_from_slice(&[b'y'; 1000]);
+                        partial.extend_from_slice(b"\r\n");
+                        partial
+                    }
+                    "/reset-before-headers" => return conn.reset(),
+                    _ => {
+                        if !conn.write(OK).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                conn.write(&partial).await;
+                let _ = tokio::time::timeout(common::harness::patience(), seen.notified()).await;
+                return conn.reset();
             }
         }
     })
     .await;
-    let proxy = Proxy::start_with_upstream(&upstream, "").await;
+    let proxy = Proxy::builder().upstream(&upstream).start().await;
     let auth = bearer(&proxy);
 
     for path in ["/reset-in-body", "/reset-in-chunks"] {
@@ -156,6 +165,7 @@ async fn a_reset_mid_response_ends_the_body_in_an_error_and_the_next_request_is_
             .unwrap_or_else(|_| panic!("{path}: no response headers within 5 s"))
             .expect("the headers came before the reset");
         assert_eq!(response.status(), 200, "{path}");
+        headers_seen.notify_one();
         let mut body = response.into_body();
         let mut received = 0;
         let ended = tokio::time::timeout(Duration::from_secs(5), async {
@@ -204,6 +214,7 @@ async fn headers_later_than_the_request_timeout_are_a_prompt_504_and_the_next_re
     let (upstream, _) = backend(|mut conn| async move {
         while let Some(head) = conn.next_head().await {
             if path_of(&head) == "/slow-headers" {
+                // Slow on purpose: the behaviour under test.
                 tokio::time::sleep(Duration::from_millis(3000)).await;
             }
             if !conn.write(OK).await {
@@ -212,7 +223,11 @@ async fn headers_later_than_the_request_timeout_are_a_prompt_504_and_the_next_re
         }
     })
     .await;
-    let proxy = Proxy::start_with_upstream(&upstream, "[ingress]\nrequest_timeout_ms = 300").await;
+    let proxy = Proxy::builder()
+        .upstream(&upstream)
+        .toml("[ingress]\nrequest_timeout_ms = 300")
+        .start()
+        .await;
 
     let started = Instant::now();
     // request_timeout_ms + 2 s: the 504 comes at the deadline, not when the backend answers.
@@ -256,7 +271,8 @@ async fn a_body_slower_than_the_request_timeout_is_streamed_through_intact() {
                 // The rest only once the client has the first chunk: a sidecar that
                 // buffered the body would never pass it on.
                 let _ = tokio::time::timeout(Duration::from_secs(10), seen.notified()).await;
-                // A pause of more than twice request_timeout_ms, then a trickle.
+                // A pause of more than twice request_timeout_ms, then a trickle: the
+                // slowness is the behaviour under test.
                 tokio::time::sleep(Duration::from_millis(700)).await;
                 for n in 0..5 {
                     let part = format!("part-{n}|");
@@ -273,7 +289,11 @@ async fn a_body_slower_than_the_request_timeout_is_streamed_through_intact() {
         }
     })
     .await;
-    let proxy = Proxy::start_with_upstream(&upstream, "[ingress]\nrequest_timeout_ms = 300").await;
+    let proxy = Proxy::builder()
+        .upstream(&upstream)
+        .toml("[ingress]\nrequest_timeout_ms = 300")
+        .start()
+        .await;
 
     let request = Request::get(proxy.url("/trickle"))
         .header("authorization", bearer(&proxy))
@@ -344,7 +364,7 @@ async fn a_backend_closing_idle_connections_at_its_keep_alive_timeout_fails_no_r
         }
     })
     .await;
-    let proxy = Proxy::start_with_upstream(&upstream, "").await;
+    let proxy = Proxy::builder().upstream(&upstream).start().await;
     let auth = bearer(&proxy);
 
     let runs = (0..CLIENTS).map(|c| {
@@ -373,7 +393,8 @@ async fn a_backend_closing_idle_connections_at_its_keep_alive_timeout_fails_no_r
                     ));
                 }
                 // 198..202 ms in 0.25 ms steps, in an order that mixes them: the
-                // backend's timer and the next request meet within a timer tick.
+                // backend's timer and the next request meet within a timer tick. The
+                // spacing is the behaviour under test, not a wait for an event.
                 let step = (i * 7 + c * 5) % 17;
                 tokio::time::sleep(Duration::from_micros(198_000 + step as u64 * 250)).await;
             }
@@ -580,13 +601,14 @@ async fn readiness(proxy: &Proxy) -> Answer {
     get(&proxy.admin_url("/readyz"), &[]).await
 }
 
-/// Polls (real time, at most 30 s) until `check` holds of the latest answer.
+/// Polls (real time, at most 30 s, scaled by the test patience) until `check` holds of
+/// the latest answer.
 async fn until<F, Fut>(what: &str, mut poll: F, check: impl Fn(&Answer) -> bool) -> Answer
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Answer>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + common::harness::scaled(Duration::from_secs(30));
     loop {
         let answer = poll().await;
         if check(&answer) {
@@ -628,11 +650,13 @@ async fn postgres_restarted_under_connect_tenant_is_503_meanwhile_and_recovers_k
         return;
     };
     pg.start();
-    let proxy = Proxy::start_with_env_and_backend(
-        "",
-        vec![("JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(), pg.url())],
-    )
-    .await;
+    let proxy = Proxy::builder()
+        .env(vec![(
+            "JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(),
+            pg.url(),
+        )])
+        .start()
+        .await;
     until("ready", || readiness(&proxy), |a| a.status == 200).await;
 
     let tenants = [

@@ -37,7 +37,7 @@ fn hour() -> Duration {
 
 /// The sidecar in `flow`, once `/readyz` says 200 (access token and every key set).
 async fn ready(flow: Flow, toml: &str) -> Proxy {
-    let proxy = Proxy::start_flow(flow, toml).await;
+    let proxy = Proxy::builder().flow(flow).toml(toml).start().await;
     eventually_async("the sidecar is ready", || async {
         get(&proxy.admin_url("/readyz"), &[]).await.status == 200
     })
@@ -396,7 +396,7 @@ fn fail_key_set(proxy: &Proxy, failing: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_key_set_failing_from_the_start_leaves_the_other_kind_verifying() {
     for failing in ["jwks_session_token", "jwks_app_token"] {
-        let proxy = Proxy::start_flow(Flow::Both, "").await;
+        let proxy = Proxy::builder().flow(Flow::Both).start().await;
         // Before the refresher's first fetch: the sidecar has not run yet on this thread.
         let expected = fail_key_set(&proxy, failing);
         eventually_async(
@@ -578,7 +578,7 @@ async fn connect_tenant_accepts_both_kinds_into_one_store() {
 #[tokio::test]
 async fn readiness_waits_for_both_key_sets() {
     for failing in ["jwks_session_token", "jwks_app_token"] {
-        let proxy = Proxy::start_flow(Flow::Both, "").await;
+        let proxy = Proxy::builder().flow(Flow::Both).start().await;
         let expected = fail_key_set(&proxy, failing);
         eventually_async("only the failing key set is missing", || async {
             missing(&proxy).await == expected
@@ -664,7 +664,7 @@ async fn a_single_flow_sidecar_refuses_the_other_kind_saying_what_to_set() {
             "session.flow = \"session-token\"",
         ),
     ] {
-        let proxy = Proxy::start_flow(flow, "").await;
+        let proxy = Proxy::builder().flow(flow).start().await;
         let token = match flow {
             Flow::AppToken => proxy.token(),
             _ => app_token(&proxy, DEV_APP_USER_ID, APP_KEY_ID),

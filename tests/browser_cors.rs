@@ -31,6 +31,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use jtl_auth_sidecar::config::Flow;
 use jtl_auth_sidecar::emulator::DEV_APP_USER_ID;
 use serde_json::{json, Value};
 
@@ -73,8 +74,12 @@ async fn a_frontend_on_an_allowed_origin_reads_answers_and_401s_and_other_origin
     let allowed_origin = format!("http://{allowed}");
     let toml = format!("[ingress]\ncors_allowed_origins = [{allowed_origin:?}]\n");
 
-    let session = Proxy::start(&toml).await;
-    let app_token = Proxy::start_app_token(&toml).await;
+    let session = Proxy::builder().toml(&toml).start().await;
+    let app_token = Proxy::builder()
+        .flow(Flow::AppToken)
+        .toml(&toml)
+        .start()
+        .await;
     for proxy in [&session, &app_token] {
         wait_until_ready(proxy).await;
     }
@@ -332,6 +337,7 @@ impl Prerequisites {
             if started.elapsed() > DRIVER_TIMEOUT {
                 // SIGTERM first: Playwright closes the browser it launched on SIGTERM.
                 unsafe { libc::kill(group, libc::SIGTERM) };
+                // Only for a driver that hung: a grace for the browser to close, then KILL.
                 std::thread::sleep(Duration::from_secs(3));
                 unsafe { libc::kill(group, libc::SIGKILL) };
                 let _ = child.wait();

@@ -34,7 +34,7 @@ async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_preface_that_diverges_after_the_http2_request_line_gets_goaway_and_a_close() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     for preface in [
         &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
         // Only the last byte wrong.
@@ -56,9 +56,11 @@ async fn a_preface_that_diverges_after_the_http2_request_line_gets_goaway_and_a_
 
 #[tokio::test]
 async fn the_preface_is_checked_across_reads() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let mut stream = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // A peer that pauses mid-preface, so the pieces arrive in two reads: the pause is the
+    // behaviour under test (the server has no event to say it read the first piece).
     tokio::time::sleep(Duration::from_millis(50)).await;
     stream.write_all(b"\r\nXX\r\n\r\n").await.unwrap();
     assert_eq!(read_to_close(&mut stream).await, GOAWAY_PROTOCOL_ERROR);
@@ -66,6 +68,7 @@ async fn the_preface_is_checked_across_reads() {
     // The whole preface in two pieces is HTTP/2: the server's first frame is SETTINGS.
     let mut stream = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // The same pause mid-preface (the behaviour under test).
     tokio::time::sleep(Duration::from_millis(50)).await;
     stream.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
     stream.write_all(&EMPTY_SETTINGS).await.unwrap();
@@ -87,7 +90,7 @@ async fn the_preface_is_checked_across_reads() {
 /// (summerwind/h2spec#112, #122).
 #[tokio::test]
 async fn h2spec_3_5_2_bytes_are_an_http1_bad_request() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let (status, text) = raw(
         proxy.addresses.ingress,
         "INVALID CONNECTION PREFACE\r\n\r\n",
@@ -103,7 +106,7 @@ async fn h2spec_3_5_2_bytes_are_an_http1_bad_request() {
 
 #[tokio::test]
 async fn http1_and_http2_prior_knowledge_requests_still_work() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let (status, text) = raw(
         proxy.addresses.ingress,

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::harness::{eventually_async, settle, TENANT};
+use common::harness::{advance_waking_nothing, eventually_async, TENANT};
 use common::logs::Logs;
 use common::proxy::{get, Proxy};
 use jtl_auth_sidecar::emulator::Failure;
@@ -98,8 +98,14 @@ impl Fixture {
             MIN_REFETCH_MS / 1000
         );
         let proxy = match flow {
-            Flow::SessionToken => Proxy::start(&toml).await,
-            Flow::AppToken => Proxy::start_app_token(&toml).await,
+            Flow::SessionToken => Proxy::builder().toml(&toml).start().await,
+            Flow::AppToken => {
+                Proxy::builder()
+                    .flow(jtl_auth_sidecar::config::Flow::AppToken)
+                    .toml(&toml)
+                    .start()
+                    .await
+            }
         };
         let fixture = Fixture {
             proxy,
@@ -264,8 +270,13 @@ async fn fault(flow: Flow, endpoint: Endpoint, failure: Failure, reason: &str) {
     assert_eq!(f.served("after the first failure").await, before);
 
     for (earliest, latest) in retry_windows(endpoint, retry_after_s) {
-        clock.advance(Duration::from_millis(earliest - 1));
-        settle().await;
+        // The retry waits on the clock: it sees the move and sleeps on, or the test fails.
+        advance_waking_nothing(
+            clock,
+            Duration::from_millis(earliest - 1),
+            "no retry before the earliest",
+        )
+        .await;
         assert_eq!(
             f.calls(),
             calls,
@@ -384,8 +395,14 @@ cases! {
 async fn without_keys(flow: Flow, min_refetch_s: u64, failure: Failure) -> Proxy {
     let toml = format!("[session]\njwks_min_refetch_interval_s = {min_refetch_s}\n");
     let proxy = match flow {
-        Flow::SessionToken => Proxy::start(&toml).await,
-        Flow::AppToken => Proxy::start_app_token(&toml).await,
+        Flow::SessionToken => Proxy::builder().toml(&toml).start().await,
+        Flow::AppToken => {
+            Proxy::builder()
+                .flow(jtl_auth_sidecar::config::Flow::AppToken)
+                .toml(&toml)
+                .start()
+                .await
+        }
     };
     // Before the refresher's first fetch: the sidecar has not run yet on this thread.
     match flow {

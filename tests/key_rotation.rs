@@ -47,7 +47,7 @@ async fn waiting_requests(proxy: &Proxy) -> Option<String> {
 /// A sidecar whose key set was just loaded by a verified request: no refetch is permitted
 /// for the next 10 s (jwks_min_refetch_interval_s).
 async fn warmed_proxy() -> Proxy {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     assert_eq!(spawn_get(&proxy, proxy.token()).await.unwrap().status, 200);
     proxy
 }

@@ -151,7 +151,7 @@ impl Provider {
             }
         });
         let lines = lines_of(child.stdout.take().expect("stdout"), None);
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + common::harness::scaled(WAIT);
         let ready = loop {
             let line = lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -317,7 +317,7 @@ impl Sidecar {
             .expect("the sidecar starts");
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = lines_of(child.stdout.take().expect("stdout"), Some(Arc::clone(&log)));
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + common::harness::scaled(WAIT);
         let listening = loop {
             let line = lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -351,7 +351,7 @@ impl Sidecar {
     /// [`WAIT`].
     async fn became_ready(&self) -> bool {
         let readyz = format!("http://{}/readyz", self.admin);
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + common::harness::scaled(WAIT);
         loop {
             let (status, body) = send(Method::GET, &readyz, &[], String::new()).await;
             if status == 200 {

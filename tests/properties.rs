@@ -381,7 +381,7 @@ const LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 #[test]
 fn refused_session_tokens_reach_nothing() {
     let runtime = runtime();
-    let proxy = runtime.block_on(Proxy::start(""));
+    let proxy = runtime.block_on(Proxy::builder().start());
     let token = proxy
         .emulator
         .mint_session_token(TENANT, USER, "acme", LIFETIME)
@@ -392,7 +392,11 @@ fn refused_session_tokens_reach_nothing() {
 #[test]
 fn refused_app_tokens_reach_nothing() {
     let runtime = runtime();
-    let proxy = runtime.block_on(Proxy::start_app_token(""));
+    let proxy = runtime.block_on(
+        Proxy::builder()
+            .flow(jtl_auth_sidecar::config::Flow::AppToken)
+            .start(),
+    );
     let token = proxy
         .emulator
         .mint_app_token_for(TENANT, DEV_APP_USER_ID, LIFETIME)

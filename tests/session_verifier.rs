@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::harness::{eventually, settle, Extra, Harness, TENANT, USER};
+use common::harness::{eventually, Extra, Harness, TENANT, USER};
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
 use jtl_auth_sidecar::jose::{JoseError, TokenKind};
 use jtl_auth_sidecar::jtl::MAX_WAITING_FOR_KEYS;
@@ -187,11 +187,12 @@ async fn under_a_forged_token_flood_a_rotated_in_key_verifies_within_one_interva
         let named = h.emulator.mint(&claims, new_kid, true).unwrap();
         let unnamed = h.emulator.mint(&claims, new_kid, false).unwrap();
         let genuine = spawn_checks(&h, vec![named, unnamed]);
+        // Counted as waiting: each check is parked on the next fetch, which only the
+        // clock's move below permits.
         eventually("the genuine tokens wait too", || {
             h.jtl.keys().waiting() == 202
         })
         .await;
-        settle().await;
         assert!(
             genuine.iter().all(|check| !check.is_finished()),
             "no 401 before the fetch"
@@ -240,7 +241,8 @@ async fn a_token_that_arrives_during_a_fetch_is_decided_by_a_later_fetch_unless_
             .unwrap()
             .expect("verified by the fetch in flight");
     }
-    settle().await;
+    // Parked on the next fetch (counted as waiting), which only a move of the clock permits.
+    eventually("the forged token waits", || h.jtl.keys().waiting() == 1).await;
     assert!(
         !forged[0].is_finished(),
         "waits for a fetch made after it arrived"
@@ -488,7 +490,6 @@ async fn refetches_are_rate_limited_even_when_they_fail() {
         );
     }
     assert_eq!(h.emulator.jwks_requests(), 1);
-    settle().await;
     h.clock.advance(Duration::from_secs(10));
     let _ = h.verifier.verify(&h.token_for(0)).await;
     assert_eq!(h.emulator.jwks_requests(), 2);

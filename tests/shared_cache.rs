@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::harness::{eventually, eventually_async, settle, START_MS};
+use common::harness::{advance_waking_nothing, eventually, eventually_async, START_MS};
 use common::proxy::get;
 use common::redis::{test_redis_url, PrivateRedis};
 use jtl_auth_sidecar::clock::Clock;
@@ -278,9 +278,10 @@ async fn refresh_ahead_happens_once_for_all() {
         .all(|t| t.current().unwrap().value() == first.value()));
     assert_eq!(app.emulator.token_requests(), 1);
 
-    // Nothing before the refresh time (60 s ahead of the expiry).
-    app.clock.advance(Duration::from_secs(539));
-    settle().await;
+    // Nothing before the refresh time (60 s ahead of the expiry): the three refreshers
+    // see 539 s and sleep on.
+    eventually("every refresher sleeps", || app.clock.asleep() == 3).await;
+    advance_waking_nothing(&app.clock, Duration::from_secs(539), "nothing before 540 s").await;
     assert_eq!(app.emulator.token_requests(), 1);
 
     app.clock.advance(Duration::from_secs(2));
@@ -294,7 +295,8 @@ async fn refresh_ahead_happens_once_for_all() {
     assert!(replicas
         .iter()
         .all(|t| t.current().unwrap().value() == new.value()));
-    settle().await;
+    // Every refresher asleep again until the next refresh time: no refresh is under way.
+    eventually("every refresher sleeps again", || app.clock.asleep() == 3).await;
     assert_eq!(app.emulator.token_requests(), 2, "one refresh for all");
     assert_eq!(sum(&replicas, lock_wins), 2);
     let _ = stop.send(true);
@@ -552,7 +554,18 @@ async fn redis_killed_mid_run_replicas_keep_serving_and_share_again_once_it_is_b
     })
     .await;
     eventually_async("all ready", || all_ready(&sidecars)).await;
-    settle().await;
+    // Each replica held a token of its own; once all three carry the same one, every
+    // replica's refresh is over, and a request of its own would have come before.
+    eventually_async("every replica carries the shared token", || async {
+        let first = sidecars[0].egress_token().await;
+        for sidecar in &sidecars[1..] {
+            if sidecar.egress_token().await != first {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     assert_eq!(app.emulator.token_requests(), 5, "shared again");
     let again = sidecars[0].egress_token().await;
     for sidecar in &sidecars {

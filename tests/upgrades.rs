@@ -351,7 +351,7 @@ async fn try_http2_stream(stream: TcpStream, path: &str) -> Result<u16, String> 
 async fn an_h2c_upgrade_is_forwarded_as_a_plain_request_and_no_unverified_http2_stream_reaches_the_backend(
 ) {
     let backend = Backend::start(Behaviour::H2c).await;
-    let proxy = Proxy::start_with_upstream(&backend.url(), "").await;
+    let proxy = Proxy::builder().upstream(&backend.url()).start().await;
     let mut client = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     let reply = exchange(
         &mut client,
@@ -397,7 +397,7 @@ async fn upgrade_offers_other_than_websocket_alone_are_forwarded_as_plain_reques
     // The backend switches to h2c whenever it is offered, wherever in the list: any
     // offer that reached it would come back as a 101.
     let backend = Backend::start(Behaviour::H2c).await;
-    let proxy = Proxy::start_with_upstream(&backend.url(), "").await;
+    let proxy = Proxy::builder().upstream(&backend.url()).start().await;
     let token = proxy.token();
     let ws = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
     let cases = [
@@ -455,7 +455,7 @@ async fn a_101_to_a_request_that_asked_for_no_websocket_is_502_and_that_backend_
 ) {
     for protocol in ["h2c", "websocket"] {
         let backend = Backend::start(Behaviour::SwitchUnasked(protocol)).await;
-        let proxy = Proxy::start_with_upstream(&backend.url(), "").await;
+        let proxy = Proxy::builder().upstream(&backend.url()).start().await;
         let token = proxy.token();
         // One client connection: one worker, one pool of backend connections.
         let mut client = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
@@ -490,7 +490,7 @@ async fn a_101_to_a_request_that_asked_for_no_websocket_is_502_and_that_backend_
 #[tokio::test]
 async fn a_101_switching_a_websocket_handshake_to_h2c_is_502() {
     let backend = Backend::start(Behaviour::SwitchUnasked("h2c")).await;
-    let proxy = Proxy::start_with_upstream(&backend.url(), "").await;
+    let proxy = Proxy::builder().upstream(&backend.url()).start().await;
     let token = proxy.token();
     let mut client = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     let reply = exchange(
@@ -531,7 +531,11 @@ async fn assert_not_relayed_as_an_upgrade(
     build: impl FnOnce(&Proxy) -> String,
 ) -> Seen {
     let backend = Backend::start(Behaviour::SwitchUnasked("websocket")).await;
-    let proxy = Proxy::start_with_upstream(&backend.url(), toml).await;
+    let proxy = Proxy::builder()
+        .upstream(&backend.url())
+        .toml(toml)
+        .start()
+        .await;
     let mut client = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     let reply = exchange(&mut client, &build(&proxy)).await;
     reply.assert_bad_gateway();
@@ -594,7 +598,10 @@ async fn a_websocket_handshake_as_browsers_spell_it_is_relayed_and_echoes() {
     use tokio_tungstenite::tungstenite::Message;
 
     let backend = websocket_echo_backend().await;
-    let proxy = Proxy::start_with_upstream(&format!("http://{backend}"), "").await;
+    let proxy = Proxy::builder()
+        .upstream(&format!("http://{backend}"))
+        .start()
+        .await;
     // Firefox sends `Connection: keep-alive, Upgrade`; the token is case-insensitive.
     let mut client = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
     let reply = exchange(

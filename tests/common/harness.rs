@@ -155,10 +155,31 @@ impl Harness {
     }
 }
 
-/// Waits (real time, at most 10 s) until `condition` holds: background tasks react to a
-/// clock move over real sockets, which takes a moment.
+/// How long (real time) a test waits for something that should happen at once, 10 s
+/// unless `TEST_PATIENCE_MS` says otherwise: the one setting for a slow CI machine. It
+/// bounds every wait in [`eventually`] and [`eventually_async`]; nothing waits for it
+/// to pass, so a larger value never slows a passing run.
+pub fn patience() -> Duration {
+    static PATIENCE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *PATIENCE.get_or_init(|| {
+        let ms = std::env::var("TEST_PATIENCE_MS")
+            .ok()
+            .and_then(|ms| ms.trim().parse::<u64>().ok())
+            .unwrap_or(10_000);
+        Duration::from_millis(ms)
+    })
+}
+
+/// `base` scaled as [`patience`] is (1× at the default 10 s), for a wait that is longer
+/// or shorter by nature (a restart, a readiness poll).
+pub fn scaled(base: Duration) -> Duration {
+    base.mul_f64(patience().as_secs_f64() / 10.0)
+}
+
+/// Waits (real time, at most [`patience`]) until `condition` holds: background tasks
+/// react to a clock move over real sockets, which takes a moment.
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + patience();
     while !condition() {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -168,18 +189,13 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Lets background tasks run for a moment, to show that something does NOT happen.
-pub async fn settle() {
-    tokio::time::sleep(Duration::from_millis(150)).await;
-}
-
 /// As [`eventually`], for a condition that needs I/O (a request to the sidecar).
 pub async fn eventually_async<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + patience();
     while !condition().await {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -187,4 +203,23 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Moves the manual clock by `by` and asserts the move woke nothing: every task asleep on
+/// the clock has looked at the new time and gone back to sleep (the clock's own barrier,
+/// no real-time wait), so whatever would follow a wake-up cannot have started.
+pub async fn advance_waking_nothing(clock: &Clock, by: Duration, what: &str) {
+    settled(clock, what).await;
+    let before = clock.wakeups();
+    clock.advance(by);
+    settled(clock, what).await;
+    assert_eq!(clock.wakeups(), before, "{what}: the move woke a sleeper");
+}
+
+/// Waits (at most [`patience`]) until every sleeper on the manual clock has seen its
+/// latest move.
+pub async fn settled(clock: &Clock, what: &str) {
+    tokio::time::timeout(patience(), clock.settled())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for the clock's sleepers ({what})"));
 }

@@ -43,101 +43,93 @@ impl Drop for Proxy {
     }
 }
 
+/// What the in-process sidecar runs with: `Proxy::builder()…start().await`. By default,
+/// the session-token flow in front of an echo backend of its own, with a default emulator.
+pub struct ProxyBuilder {
+    flow: Flow,
+    toml: String,
+    env: Vec<(String, String)>,
+    upstream: Option<String>,
+    emulator: EmulatorOptions,
+    egress: bool,
+}
+
+impl ProxyBuilder {
+    /// The flow, unless the TOML names one. For the app-token flow the emulator is JTL's
+    /// Zitadel (issuer, service-token endpoint, key set, its app id as the audience); for
+    /// session tokens JTL's legacy IdP; in `both`, the service token comes from the legacy
+    /// endpoint.
+    pub fn flow(mut self, flow: Flow) -> Self {
+        self.flow = flow;
+        self
+    }
+
+    /// Settings in any section.
+    pub fn toml(mut self, toml: &str) -> Self {
+        self.toml = toml.to_owned();
+        self
+    }
+
+    /// Environment variables that replace the harness's own of the same name.
+    pub fn env(mut self, env: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env.extend(env);
+        self
+    }
+
+    /// Forward ingress to `url` instead of an echo backend of the proxy's own.
+    pub fn upstream(mut self, url: &str) -> Self {
+        self.upstream = Some(url.to_owned());
+        self
+    }
+
+    pub fn emulator(mut self, options: EmulatorOptions) -> Self {
+        self.emulator = options;
+        self
+    }
+
+    /// The egress listener on an ephemeral port, and no echo backend (egress tests talk
+    /// to the emulator's API echo; nothing listens on the ingress upstream, port 1).
+    pub fn egress(mut self) -> Self {
+        self.egress = true;
+        self
+    }
+
+    pub async fn start(self) -> Proxy {
+        let mut env = Vec::new();
+        if self.egress {
+            env.push((
+                "JTL_SIDECAR_EGRESS__LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ));
+        }
+        env.extend(self.env);
+        let (upstream, backend) = match (self.upstream, self.egress) {
+            (Some(url), _) => (url, None),
+            (None, true) => ("http://127.0.0.1:1".to_owned(), None),
+            (None, false) => {
+                let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+                    .expect("echo backend");
+                (backend.url(), Some(backend))
+            }
+        };
+        let mut proxy =
+            Proxy::start_in_flow(&upstream, &self.toml, self.emulator, env, self.flow).await;
+        proxy.backend = backend;
+        proxy
+    }
+}
+
 impl Proxy {
-    /// The sidecar in front of the echo backend; `toml` adds settings (any section).
-    pub async fn start(toml: &str) -> Proxy {
-        let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("echo backend");
-        let url = backend.url();
-        let mut proxy = Proxy::start_with_upstream(&url, toml).await;
-        proxy.backend = Some(backend);
-        proxy
-    }
-
-    /// The sidecar in front of the echo backend, with environment overrides.
-    pub async fn start_with_env_and_backend(toml: &str, overrides: Vec<(String, String)>) -> Proxy {
-        let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("echo backend");
-        let url = backend.url();
-        let mut proxy =
-            Proxy::start_with_env(&url, toml, EmulatorOptions::default(), overrides).await;
-        proxy.backend = Some(backend);
-        proxy
-    }
-
-    pub async fn start_with_upstream(upstream: &str, toml: &str) -> Proxy {
-        Proxy::start_with(upstream, toml, EmulatorOptions::default()).await
-    }
-
-    pub async fn start_with(upstream: &str, toml: &str, options: EmulatorOptions) -> Proxy {
-        Proxy::start_with_env(upstream, toml, options, Vec::new()).await
-    }
-
-    /// The sidecar with its egress listener on an ephemeral port (no echo backend: the
-    /// emulator's API echo is what egress tests talk to).
-    pub async fn start_egress(toml: &str) -> Proxy {
-        Proxy::start_egress_with(toml, EmulatorOptions::default(), Vec::new()).await
-    }
-
-    /// As [`Proxy::start_egress`], with emulator options and environment overrides that
-    /// replace the harness's own.
-    pub async fn start_egress_with(
-        toml: &str,
-        options: EmulatorOptions,
-        mut env: Vec<(String, String)>,
-    ) -> Proxy {
-        env.push((
-            "JTL_SIDECAR_EGRESS__LISTEN".to_owned(),
-            "127.0.0.1:0".to_owned(),
-        ));
-        // Nothing listens on port 1: ingress is not what these tests use.
-        Proxy::start_with_env("http://127.0.0.1:1", toml, options, env).await
-    }
-
-    /// `overrides` replace the environment variables of the same name set here.
-    pub async fn start_with_env(
-        upstream: &str,
-        toml: &str,
-        options: EmulatorOptions,
-        overrides: Vec<(String, String)>,
-    ) -> Proxy {
-        Proxy::start_in_flow(upstream, toml, options, overrides, Flow::SessionToken).await
-    }
-
-    /// The sidecar in the app-token flow (SPEC §11) in front of the echo backend, with the
-    /// emulator as JTL's Zitadel: issuer, service-token endpoint and key set are its own,
-    /// the audience is its app id.
-    pub async fn start_app_token(toml: &str) -> Proxy {
-        let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("echo backend");
-        let url = backend.url();
-        let mut proxy = Proxy::start_in_flow(
-            &url,
-            toml,
-            EmulatorOptions::default(),
-            Vec::new(),
-            Flow::AppToken,
-        )
-        .await;
-        proxy.backend = Some(backend);
-        proxy
-    }
-
-    /// The sidecar in `flow` in front of the echo backend: the emulator is JTL's Zitadel
-    /// for app tokens (issuer, key set, its app id as the audience) and JTL's legacy IdP
-    /// for session tokens; in `both`, the service token comes from the legacy endpoint.
-    pub async fn start_flow(flow: Flow, toml: &str) -> Proxy {
-        let backend = EchoBackend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("echo backend");
-        let url = backend.url();
-        let mut proxy =
-            Proxy::start_in_flow(&url, toml, EmulatorOptions::default(), Vec::new(), flow).await;
-        proxy.backend = Some(backend);
-        proxy
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder {
+            flow: Flow::SessionToken,
+            toml: String::new(),
+            env: Vec::new(),
+            upstream: None,
+            emulator: EmulatorOptions::default(),
+            egress: false,
+        }
     }
 
     async fn start_in_flow(
@@ -294,6 +286,7 @@ impl Proxy {
         loop {
             tokio::select! {
                 done = &mut request => return done,
+                // The pace at which time moves for the request, not a wait for an event.
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {
                     self.clock.advance(Duration::from_secs(10));
                 }

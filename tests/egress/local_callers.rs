@@ -17,7 +17,7 @@ async fn get_as(proxy: &Proxy, host: &str, headers: &[(&str, &str)]) -> Answer {
 
 #[tokio::test]
 async fn egress_refuses_a_foreign_host_with_421_and_sends_nothing_to_jtl() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
     let port = proxy.addresses.egress.unwrap().port();
@@ -47,7 +47,7 @@ async fn egress_refuses_a_foreign_host_with_421_and_sends_nothing_to_jtl() {
 
 #[tokio::test]
 async fn egress_accepts_ip_literals_and_localhost_with_or_without_port() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     let port = proxy.addresses.egress.unwrap().port();
     for host in [
         format!("127.0.0.1:{port}"),
@@ -64,7 +64,11 @@ async fn egress_accepts_ip_literals_and_localhost_with_or_without_port() {
 
 #[tokio::test]
 async fn egress_accepts_a_name_in_allowed_hosts_in_any_case_and_with_any_port() {
-    let proxy = Proxy::start_egress("[egress]\nallowed_hosts = [\"Backend.Internal\"]").await;
+    let proxy = Proxy::builder()
+        .egress()
+        .toml("[egress]\nallowed_hosts = [\"Backend.Internal\"]")
+        .start()
+        .await;
     for host in [
         "backend.internal",
         "BACKEND.internal:8081",
@@ -79,7 +83,7 @@ async fn egress_accepts_a_name_in_allowed_hosts_in_any_case_and_with_any_port() 
 
 #[tokio::test]
 async fn egress_refuses_a_request_with_an_origin_with_403_and_sends_nothing_to_jtl() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
     let port = proxy.addresses.egress.unwrap().port();
@@ -115,7 +119,7 @@ async fn egress_refuses_a_request_with_an_origin_with_403_and_sends_nothing_to_j
 /// sends Fetch Metadata, which no page script can set.
 #[tokio::test]
 async fn egress_refuses_a_browser_request_without_origin_by_its_sec_fetch_headers() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
     let host = format!("127.0.0.1:{}", proxy.addresses.egress.unwrap().port());
@@ -145,7 +149,7 @@ async fn egress_refuses_a_browser_request_without_origin_by_its_sec_fetch_header
 /// HTTP/2 names the host in `:authority`; the rule is the same.
 #[tokio::test]
 async fn egress_checks_the_http2_authority() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let egress = proxy.addresses.egress.unwrap();
     let stream = tokio::net::TcpStream::connect(egress).await.unwrap();

@@ -9,7 +9,7 @@ mod local_callers;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::harness::TENANT;
+use common::harness::{eventually, eventually_async, TENANT};
 use common::proxy::{client, collect, get, send, Answer, Proxy};
 use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -50,7 +50,7 @@ async fn warm_up(proxy: &Proxy) {
 
 #[tokio::test]
 async fn egress_injects_the_access_token_and_keeps_method_path_query_and_body() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     let body = br#"{"sku":"A-1","qty":2}"#.to_vec();
     let answer = post(
         &proxy,
@@ -83,7 +83,11 @@ async fn egress_injects_the_access_token_and_keeps_method_path_query_and_body() 
 
 #[tokio::test]
 async fn egress_sends_the_apis_host_and_drops_hop_by_hop_headers() {
-    let proxy = Proxy::start_egress("[egress]\nallowed_hosts = [\"backend.internal\"]").await;
+    let proxy = Proxy::builder()
+        .egress()
+        .toml("[egress]\nallowed_hosts = [\"backend.internal\"]")
+        .start()
+        .await;
     let answer = get(
         &proxy.egress_url("/v1/ping"),
         &[
@@ -110,7 +114,7 @@ async fn egress_sends_the_apis_host_and_drops_hop_by_hop_headers() {
 
 #[tokio::test]
 async fn a_tenant_id_that_is_not_one_uuid_is_refused_with_400_before_reaching_jtl() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
 
@@ -141,7 +145,7 @@ async fn a_tenant_id_that_is_not_one_uuid_is_refused_with_400_before_reaching_jt
 
 #[tokio::test]
 async fn a_revoked_token_is_replaced_once_and_the_post_is_retried_with_its_body() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let tokens_before = proxy.emulator.token_requests();
     let api_before = proxy.emulator.api_requests();
@@ -166,7 +170,11 @@ async fn a_revoked_token_is_replaced_once_and_the_post_is_retried_with_its_body(
 
 #[tokio::test]
 async fn a_chunked_body_within_the_limit_is_retried_intact() {
-    let proxy = Proxy::start_egress("[egress]\nmax_retry_body_bytes = 1024").await;
+    let proxy = Proxy::builder()
+        .egress()
+        .toml("[egress]\nmax_retry_body_bytes = 1024")
+        .start()
+        .await;
     warm_up(&proxy).await;
     proxy.emulator.revoke_access_tokens();
 
@@ -181,7 +189,7 @@ async fn a_chunked_body_within_the_limit_is_retried_intact() {
 
 #[tokio::test]
 async fn fifty_concurrent_requests_refused_with_the_same_token_cause_one_token_request() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let tokens_before = proxy.emulator.token_requests();
     proxy.emulator.revoke_access_tokens();
@@ -209,7 +217,11 @@ async fn fifty_concurrent_requests_refused_with_the_same_token_cause_one_token_r
 
 #[tokio::test]
 async fn a_body_over_the_retry_limit_is_streamed_intact() {
-    let proxy = Proxy::start_egress("[egress]\nmax_retry_body_bytes = 1024").await;
+    let proxy = Proxy::builder()
+        .egress()
+        .toml("[egress]\nmax_retry_body_bytes = 1024")
+        .start()
+        .await;
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
 
     let announced = post(&proxy, "/v1/upload", &[], body.clone()).await;
@@ -226,7 +238,11 @@ async fn a_body_over_the_retry_limit_is_streamed_intact() {
 
 #[tokio::test]
 async fn a_body_over_the_retry_limit_gets_jtls_401_without_a_retry() {
-    let proxy = Proxy::start_egress("[egress]\nmax_retry_body_bytes = 1024").await;
+    let proxy = Proxy::builder()
+        .egress()
+        .toml("[egress]\nmax_retry_body_bytes = 1024")
+        .start()
+        .await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
@@ -244,7 +260,11 @@ async fn a_body_over_the_retry_limit_gets_jtls_401_without_a_retry() {
 
 #[tokio::test]
 async fn with_retry_on_401_off_jtls_401_is_passed_through() {
-    let proxy = Proxy::start_egress("[egress]\nretry_on_401 = false").await;
+    let proxy = Proxy::builder()
+        .egress()
+        .toml("[egress]\nretry_on_401 = false")
+        .start()
+        .await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
@@ -260,7 +280,7 @@ async fn with_retry_on_401_off_jtls_401_is_passed_through() {
 
 #[tokio::test]
 async fn token_endpoint_down_and_token_expired_answers_503_with_retry_after() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.set_token_failure(Failure::Status(503));
@@ -283,7 +303,7 @@ async fn token_endpoint_down_and_token_expired_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn a_429_from_jtl_is_passed_through_untouched_and_not_retried() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let tokens_before = proxy.emulator.token_requests();
     let api_before = proxy.emulator.api_requests();
@@ -303,7 +323,7 @@ async fn a_429_from_jtl_is_passed_through_untouched_and_not_retried() {
 
 #[tokio::test]
 async fn jtl_error_bodies_are_passed_through() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     proxy.emulator.set_api_failure(Failure::Status(500));
     let answer = get(&proxy.egress_url("/v1/orders"), &[]).await;
     assert_eq!(answer.status, 500);
@@ -315,12 +335,14 @@ async fn an_unreachable_api_is_502_bad_gateway() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let proxy = Proxy::start_egress_with(
-        "",
-        EmulatorOptions::default(),
-        vec![("JTL_SIDECAR_JTL__API_BASE_URL".to_owned(), closed_url)],
-    )
-    .await;
+    let proxy = Proxy::builder()
+        .egress()
+        .env(vec![(
+            "JTL_SIDECAR_JTL__API_BASE_URL".to_owned(),
+            closed_url,
+        )])
+        .start()
+        .await;
     let answer = get(&proxy.egress_url("/v1/orders"), &[]).await;
     assert_eq!(answer.status, 502);
     assert_eq!(answer.json()["error"], "bad_gateway");
@@ -332,7 +354,7 @@ async fn egress_reaches_an_https_api_through_rustls_trusting_jtl_ca_file() {
         tls: true,
         ..EmulatorOptions::default()
     };
-    let proxy = Proxy::start_egress_with("", options, Vec::new()).await;
+    let proxy = Proxy::builder().egress().emulator(options).start().await;
     let answer = get(
         &proxy.egress_url("/v1/orders?page=2"),
         &[("x-tenant-id", TENANT)],
@@ -347,7 +369,7 @@ async fn egress_reaches_an_https_api_through_rustls_trusting_jtl_ca_file() {
 
 #[tokio::test]
 async fn trace_is_not_forwarded() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     let request = Request::builder()
         .method("TRACE")
         .uri(proxy.egress_url("/v1/orders"))
@@ -360,7 +382,7 @@ async fn trace_is_not_forwarded() {
 
 #[tokio::test]
 async fn egress_requests_are_counted_under_the_egress_listener() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     get(&proxy.egress_url("/v1/x"), &[("x-tenant-id", "nope")]).await;
     let metrics =
@@ -377,7 +399,7 @@ async fn egress_requests_are_counted_under_the_egress_listener() {
 
 #[tokio::test]
 async fn egress_is_disabled_by_an_empty_listen() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     assert!(proxy.addresses.egress.is_none());
 }
 
@@ -405,21 +427,25 @@ fn a_non_loopback_egress_listen_without_allow_non_loopback_is_a_config_error() {
 
 #[tokio::test]
 async fn shutdown_lets_an_egress_request_in_flight_finish_and_refuses_new_connections() {
-    let mut proxy = Proxy::start_egress("").await;
+    let mut proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let egress = proxy.addresses.egress.unwrap();
     proxy
         .emulator
         .set_api_failure(Failure::Delay(Duration::from_millis(600)));
+    let api_requests = proxy.emulator.api_requests();
     let in_flight = tokio::spawn(get_owned(proxy.egress_url("/v1/slow")));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // At JTL's API (counted on arrival), held there by the delay: truly in flight.
+    eventually("the request reached JTL", || {
+        proxy.emulator.api_requests() > api_requests
+    })
+    .await;
 
     proxy.shut_down();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::net::TcpStream::connect(egress).await.is_err(),
-        "the egress listener stopped accepting"
-    );
+    eventually_async("the egress listener stops accepting", || async {
+        tokio::net::TcpStream::connect(egress).await.is_err()
+    })
+    .await;
     let finished = proxy.finished.take().unwrap();
     assert!(
         !finished.is_finished(),
@@ -439,7 +465,7 @@ async fn get_owned(url: String) -> Answer {
 
 #[tokio::test]
 async fn a_401_to_the_fresh_token_is_passed_on_without_a_third_attempt_and_drops_that_token_too() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let tokens_before = proxy.emulator.token_requests();
     let api_before = proxy.emulator.api_requests();
@@ -459,7 +485,7 @@ async fn a_401_to_the_fresh_token_is_passed_on_without_a_third_attempt_and_drops
 
 #[tokio::test]
 async fn a_401_when_no_fresh_token_can_be_had_answers_503_with_the_token_endpoints_retry_after() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
@@ -482,7 +508,7 @@ async fn a_401_when_no_fresh_token_can_be_had_answers_503_with_the_token_endpoin
 
 #[tokio::test]
 async fn connection_cannot_drop_the_checked_tenant_header() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     let answer = get(
         &proxy.egress_url("/v1/orders"),
         &[("x-tenant-id", TENANT), ("connection", "X-Tenant-ID")],
@@ -498,7 +524,7 @@ async fn a_body_that_stalls_before_its_end_is_answered_408_and_not_sent() {
         "JTL_SIDECAR_SERVER__HEADER_READ_TIMEOUT_MS".to_owned(),
         "500".to_owned(),
     )];
-    let proxy = Proxy::start_egress_with("", EmulatorOptions::default(), env).await;
+    let proxy = Proxy::builder().egress().env(env).start().await;
     warm_up(&proxy).await;
     let api_before = proxy.emulator.api_requests();
     // One chunk, then nothing: the body never ends.
@@ -523,7 +549,7 @@ async fn a_body_that_stalls_before_its_end_is_answered_408_and_not_sent() {
 
 #[tokio::test]
 async fn json_with_the_utf8_charset_reaches_jtl_as_plain_application_json() {
-    let proxy = Proxy::start_egress("").await;
+    let proxy = Proxy::builder().egress().start().await;
     for (sent, received) in [
         ("application/json; charset=utf-8", "application/json"),
         ("Application/JSON;Charset=\"UTF-8\"", "application/json"),

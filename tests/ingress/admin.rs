@@ -1,26 +1,17 @@
 //! The admin port: health, readiness and metrics (`POST /drain` is in drain.rs).
 
 use super::*;
+use crate::common::harness::eventually_async;
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     assert_eq!(get(&proxy.admin_url("/healthz"), &[]).await.status, 200);
     // The refreshers load a token and the keys on their own.
-    let mut ready = get(&proxy.admin_url("/readyz"), &[]).await;
-    for _ in 0..200 {
-        if ready.status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        ready = get(&proxy.admin_url("/readyz"), &[]).await;
-    }
-    assert_eq!(
-        ready.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&ready.body)
-    );
+    eventually_async("ready", || async {
+        get(&proxy.admin_url("/readyz"), &[]).await.status == 200
+    })
+    .await;
 
     get(
         &proxy.url("/x"),
@@ -46,7 +37,7 @@ async fn health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn readiness_names_what_is_missing() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     proxy.emulator.set_jwks_failure(Failure::Status(500));
     proxy.emulator.set_token_failure(Failure::Status(500));
     let answer = get(&proxy.admin_url("/readyz"), &[]).await;
@@ -57,15 +48,9 @@ async fn readiness_names_what_is_missing() {
 
 #[tokio::test]
 async fn readiness_is_lost_when_the_access_token_expires_and_cannot_be_renewed() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let ready = || async { get(&proxy.admin_url("/readyz"), &[]).await };
-    for _ in 0..200 {
-        if ready().await.status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(ready().await.status, 200);
+    eventually_async("ready", || async { ready().await.status == 200 }).await;
     proxy.emulator.set_token_failure(Failure::Status(503));
     proxy.clock.advance(Duration::from_secs(3600));
     let answer = ready().await;

@@ -13,17 +13,16 @@ use super::*;
 async fn drainable(admin_listen: &str) -> (Proxy, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("drain-token");
-    let proxy = Proxy::start_with_env_and_backend(
-        "",
-        vec![
+    let proxy = Proxy::builder()
+        .env(vec![
             ("JTL_SIDECAR_ADMIN__LISTEN".into(), admin_listen.into()),
             (
                 "JTL_SIDECAR_ADMIN__DRAIN_TOKEN_FILE".into(),
                 file.display().to_string(),
             ),
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     wait_until_ready(&proxy).await;
     let token = std::fs::read_to_string(&file).unwrap();
     (proxy, dir, token)
@@ -225,7 +224,7 @@ async fn post_drain_from_a_non_loopback_peer_is_403_even_with_the_right_token() 
 
 #[tokio::test]
 async fn post_drain_is_refused_when_drain_token_file_is_unset() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     wait_until_ready(&proxy).await;
     let (status, text) = post_drain(&proxy, "127.0.0.1", "Authorization: Bearer x\r\n").await;
     assert_eq!(status, 403, "{text}");
@@ -248,7 +247,7 @@ async fn the_drain_token_file_is_written_with_mode_0640_and_a_new_token_on_every
             file.display().to_string(),
         )]
     };
-    let first = Proxy::start_with_env_and_backend("", env()).await;
+    let first = Proxy::builder().env(env()).start().await;
     let first_token = std::fs::read_to_string(&file).unwrap();
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "{mode:o}");
@@ -256,7 +255,7 @@ async fn the_drain_token_file_is_written_with_mode_0640_and_a_new_token_on_every
     assert!(first_token.bytes().all(|b| b.is_ascii_hexdigit()));
     drop(first);
 
-    let second = Proxy::start_with_env_and_backend("", env()).await;
+    let second = Proxy::builder().env(env()).start().await;
     let second_token = std::fs::read_to_string(&file).unwrap();
     assert_ne!(first_token, second_token, "a new token per start");
     assert_eq!(

@@ -25,8 +25,10 @@ async fn verified_get(proxy: &Proxy, extra: &[(&str, &str)]) -> common::proxy::A
 
 #[tokio::test]
 async fn a_trusted_proxys_forwarding_headers_reach_the_backend_and_the_chain_is_appended() {
-    let proxy =
-        Proxy::start("[ingress]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.0/8\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.0/8\"]")
+        .start()
+        .await;
     let answer = verified_get(&proxy, &CLAIMS).await;
     assert_eq!(answer.echoed("x-forwarded-proto"), ["https"]);
     assert_eq!(answer.echoed("x-forwarded-host"), ["shop.example"]);
@@ -42,7 +44,10 @@ async fn a_trusted_proxys_forwarding_headers_reach_the_backend_and_the_chain_is_
 
 #[tokio::test]
 async fn a_trusted_proxy_that_sends_no_forwarding_headers_gets_the_sidecars() {
-    let proxy = Proxy::start("[ingress]\ntrusted_proxies = [\"127.0.0.1\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\ntrusted_proxies = [\"127.0.0.1\"]")
+        .start()
+        .await;
     let answer = verified_get(&proxy, &[]).await;
     assert_eq!(answer.echoed("x-forwarded-proto"), ["http"]);
     assert_eq!(answer.echoed("x-forwarded-host"), ["app.example"]);
@@ -53,7 +58,7 @@ async fn a_trusted_proxy_that_sends_no_forwarding_headers_gets_the_sidecars() {
 async fn an_untrusted_clients_forwarding_claims_are_replaced_or_dropped() {
     // Trusting other networks, and trusting none (the default), are the same to this peer.
     for toml in ["[ingress]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]", ""] {
-        let proxy = Proxy::start(toml).await;
+        let proxy = Proxy::builder().toml(toml).start().await;
         let answer = verified_get(&proxy, &CLAIMS).await;
         assert_eq!(answer.echoed("x-forwarded-proto"), ["http"], "{toml}");
         assert_eq!(answer.echoed("x-forwarded-host"), ["app.example"], "{toml}");
@@ -69,7 +74,10 @@ async fn an_untrusted_clients_forwarding_claims_are_replaced_or_dropped() {
 
 #[tokio::test]
 async fn an_untrusted_clients_claims_are_dropped_on_public_paths_and_preflights_too() {
-    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/public/*\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\npublic_paths = [\"/public/*\"]")
+        .start()
+        .await;
     let public = get(&proxy.url("/public/a"), &CLAIMS).await;
     let mut preflight = Request::options(proxy.url("/orders"))
         .header("origin", "https://app.example")
@@ -104,12 +112,18 @@ const OTHER_CLAIMS: [(&str, &str); 10] = [
 
 #[tokio::test]
 async fn other_https_host_and_client_address_claims_pass_from_a_trusted_proxy_only() {
-    let trusted = Proxy::start("[ingress]\ntrusted_proxies = [\"127.0.0.1\"]").await;
+    let trusted = Proxy::builder()
+        .toml("[ingress]\ntrusted_proxies = [\"127.0.0.1\"]")
+        .start()
+        .await;
     let answer = verified_get(&trusted, &OTHER_CLAIMS).await;
     for (name, value) in OTHER_CLAIMS {
         assert_eq!(answer.echoed(name), [value], "{name} from a trusted proxy");
     }
-    let untrusted = Proxy::start("[ingress]\npublic_paths = [\"/public/*\"]").await;
+    let untrusted = Proxy::builder()
+        .toml("[ingress]\npublic_paths = [\"/public/*\"]")
+        .start()
+        .await;
     let verified = verified_get(&untrusted, &OTHER_CLAIMS).await;
     let public = get(&untrusted.url("/public/a"), &OTHER_CLAIMS).await;
     assert_eq!(public.status, 200);
@@ -122,10 +136,10 @@ async fn other_https_host_and_client_address_claims_pass_from_a_trusted_proxy_on
 
 #[tokio::test]
 async fn identity_headers_are_stripped_from_a_trusted_proxy_too() {
-    let proxy = Proxy::start(
-        "[ingress]\ntrusted_proxies = [\"127.0.0.1\"]\npublic_paths = [\"/public/*\"]",
-    )
-    .await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\ntrusted_proxies = [\"127.0.0.1\"]\npublic_paths = [\"/public/*\"]")
+        .start()
+        .await;
     let spoofed = [
         ("X-Tenant-ID", SPOOFED),
         ("X_Tenant_ID", SPOOFED),
@@ -145,14 +159,14 @@ async fn identity_headers_are_stripped_from_a_trusted_proxy_too() {
 
 /// The sidecar listening on `[::1]`, with `toml`.
 async fn on_ipv6_loopback(toml: &str) -> Proxy {
-    Proxy::start_with_env_and_backend(
-        toml,
-        vec![(
+    Proxy::builder()
+        .toml(toml)
+        .env(vec![(
             "JTL_SIDECAR_INGRESS__LISTEN".to_owned(),
             "[::1]:0".to_owned(),
-        )],
-    )
-    .await
+        )])
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -219,10 +233,12 @@ fn assert_none_forwarded(answer: &common::proxy::Answer, case: &str) {
 async fn routing_overrides_and_underscore_spellings_never_reach_the_backend_on_any_path() {
     // Even from a trusted proxy: these are no forwarding headers it may pass on.
     for toml in ["", "trusted_proxies = [\"127.0.0.1\"]"] {
-        let proxy = Proxy::start(&format!(
-            "[ingress]\npublic_paths = [\"/public/*\"]\n{toml}"
-        ))
-        .await;
+        let proxy = Proxy::builder()
+            .toml(&format!(
+                "[ingress]\npublic_paths = [\"/public/*\"]\n{toml}"
+            ))
+            .start()
+            .await;
         let verified = verified_get(&proxy, &NEVER_FORWARDED).await;
         assert_none_forwarded(&verified, &format!("verified {toml}"));
         assert_eq!(verified.echoed("x-forwarded-proto").len(), 1);

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn spoofed_identity_headers_are_removed_however_spelled() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let answer = get(
         &proxy.url("/orders"),
@@ -29,7 +29,10 @@ async fn spoofed_identity_headers_are_removed_however_spelled() {
 
 #[tokio::test]
 async fn identity_headers_are_stripped_on_public_paths_too() {
-    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/public/*\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\npublic_paths = [\"/public/*\"]")
+        .start()
+        .await;
     let answer = get(
         &proxy.url("/public/a"),
         &[("X-Tenant-ID", SPOOFED), ("X_Tenant_ID", SPOOFED)],
@@ -42,7 +45,7 @@ async fn identity_headers_are_stripped_on_public_paths_too() {
 
 #[tokio::test]
 async fn connection_header_cannot_remove_the_injected_identity() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let (status, text) = raw(
         proxy.addresses.ingress,
         &format!(
@@ -60,7 +63,7 @@ async fn connection_header_cannot_remove_the_injected_identity() {
 
 #[tokio::test]
 async fn the_backend_gets_the_access_token_and_forwarding_headers() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let answer = get(
         &proxy.url("/x"),
@@ -94,7 +97,10 @@ async fn the_backend_gets_the_access_token_and_forwarding_headers() {
 
 #[tokio::test]
 async fn without_forward_access_token_no_authorization_reaches_the_backend() {
-    let proxy = Proxy::start("[ingress]\nforward_access_token = false").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\nforward_access_token = false")
+        .start()
+        .await;
     let answer = get(
         &proxy.url("/x"),
         &[("authorization", &bearer(&proxy.token()))],
@@ -106,7 +112,10 @@ async fn without_forward_access_token_no_authorization_reaches_the_backend() {
 
 #[tokio::test]
 async fn public_requests_carry_no_credentials() {
-    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\npublic_paths = [\"/health\"]")
+        .start()
+        .await;
     let answer = get(
         &proxy.url("/health"),
         &[("authorization", "Bearer whatever")],
@@ -118,9 +127,10 @@ async fn public_requests_carry_no_credentials() {
 
 #[tokio::test]
 async fn claim_headers_forward_plain_claims_only() {
-    let proxy =
-        Proxy::start("[ingress.claim_headers]\nkid = \"X-JTL-Customer-ID\"\nnote = \"X-Note\"")
-            .await;
+    let proxy = Proxy::builder()
+        .toml("[ingress.claim_headers]\nkid = \"X-JTL-Customer-ID\"\nnote = \"X-Note\"")
+        .start()
+        .await;
     let mut claims = proxy
         .emulator
         .session_claims(TENANT, USER, "acme", Duration::from_secs(600));
@@ -144,7 +154,7 @@ async fn claim_headers_forward_plain_claims_only() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let answer = get(
         &proxy.url("/x"),
         &[
@@ -165,7 +175,7 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 #[tokio::test]
 async fn te_trailers_is_hop_by_hop_too() {
     // SPEC §4 lists `TE` among the removed headers, `trailers` or not.
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     for te in ["trailers", "trailers, deflate"] {
         let answer = get(
             &proxy.url("/x"),
@@ -179,7 +189,7 @@ async fn te_trailers_is_hop_by_hop_too() {
 
 #[tokio::test]
 async fn an_empty_request_id_is_replaced() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let answer = get(
         &proxy.url("/x"),
         &[
@@ -195,7 +205,7 @@ async fn an_empty_request_id_is_replaced() {
 
 #[tokio::test]
 async fn connection_cannot_remove_host_request_id_or_forwarding_headers() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let (status, text) = raw(
         proxy.addresses.ingress,
         &format!(
@@ -215,7 +225,7 @@ async fn connection_cannot_remove_host_request_id_or_forwarding_headers() {
 
 #[tokio::test]
 async fn underscore_spellings_of_forwarding_headers_are_dropped() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let answer = get(
         &proxy.url("/x"),
         &[
@@ -234,7 +244,7 @@ async fn underscore_spellings_of_forwarding_headers_are_dropped() {
 
 #[tokio::test]
 async fn the_sidecars_own_answers_carry_the_request_id_and_the_backends_pass_unchanged() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     // A 401 names the client's request id, or the one the sidecar made for its log line.
     let refused = get(&proxy.url("/x"), &[("x-request-id", "req-401")]).await;
     assert_eq!(refused.status, 401);

@@ -4,11 +4,13 @@ use super::*;
 
 #[tokio::test]
 async fn two_host_headers_are_refused_and_nothing_is_forwarded() {
-    let proxy = Proxy::start(
-        r#"[ingress]
+    let proxy = Proxy::builder()
+        .toml(
+            r#"[ingress]
 public_paths = ["/pub"]"#,
-    )
-    .await;
+        )
+        .start()
+        .await;
     for path in ["/x", "/pub"] {
         let (status, text) = raw(
             proxy.addresses.ingress,
@@ -36,7 +38,7 @@ fn raw_error(text: &str) -> (serde_json::Value, bool) {
 
 #[tokio::test]
 async fn a_request_without_host_is_400_before_anything_else_and_reaches_nothing() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     for (what, request) in [
         (
@@ -85,7 +87,7 @@ async fn a_request_without_host_is_400_before_anything_else_and_reaches_nothing(
 
 #[tokio::test]
 async fn connect_tenant_without_host_is_400_and_not_answered() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let connect = |host: &str| {
         format!(
@@ -110,7 +112,7 @@ async fn connect_tenant_without_host_is_400_and_not_answered() {
 
 #[tokio::test]
 async fn a_host_that_is_not_host_and_port_is_400_and_an_empty_one_is_allowed() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let request = |host: &str, token: Option<&str>| {
         let authorization = token
@@ -211,7 +213,7 @@ async fn an_http2_request_takes_its_authority_and_without_authority_or_host_is_4
     const AUTHORITY: u8 = 1;
     const AUTHORIZATION: u8 = 23;
     const HOST: u8 = 38;
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = format!("Bearer {}", proxy.token());
     // :method GET, :scheme http, :path / (static table 2, 6, 4), then the fields given.
     let block = |fields: &[(u8, &str)]| {
@@ -261,7 +263,7 @@ async fn an_http2_request_takes_its_authority_and_without_authority_or_host_is_4
 
 #[tokio::test]
 async fn http2_clients_are_served_and_host_comes_from_the_authority() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build(hyper_util::client::legacy::connect::HttpConnector::new());

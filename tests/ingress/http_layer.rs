@@ -4,7 +4,10 @@ use super::*;
 
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
-    let proxy = Proxy::start("[server]\nheader_read_timeout_ms = 300").await;
+    let proxy = Proxy::builder()
+        .toml("[server]\nheader_read_timeout_ms = 300")
+        .start()
+        .await;
     let started = std::time::Instant::now();
     let (_, text) = raw(proxy.addresses.ingress, "GET /x HTTP/1.1\r\nHost: a\r\n").await;
     assert!(
@@ -16,7 +19,7 @@ async fn slow_clients_are_cut_off() {
 
 #[tokio::test]
 async fn malformed_http_is_refused_and_not_forwarded() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let (status, _) = raw(
         proxy.addresses.ingress,
         "GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
@@ -29,7 +32,10 @@ async fn malformed_http_is_refused_and_not_forwarded() {
 #[tokio::test]
 async fn silent_connections_and_slow_http2_prefaces_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let proxy = Proxy::start("[server]\nheader_read_timeout_ms = 300").await;
+    let proxy = Proxy::builder()
+        .toml("[server]\nheader_read_timeout_ms = 300")
+        .start()
+        .await;
     for opening in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
         let mut stream = tokio::net::TcpStream::connect(proxy.addresses.ingress)
             .await
@@ -47,7 +53,7 @@ async fn silent_connections_and_slow_http2_prefaces_are_cut_off() {
 
 #[tokio::test]
 async fn trace_and_connect_are_not_forwarded() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let trace = Request::builder()
         .method("TRACE")
@@ -67,7 +73,7 @@ async fn trace_and_connect_are_not_forwarded() {
 
 #[tokio::test]
 async fn a_second_sidecar_cannot_share_the_ingress_port() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let env = vec![
         (
             "JTL_SIDECAR_INGRESS__LISTEN".to_owned(),

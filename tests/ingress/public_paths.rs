@@ -4,7 +4,10 @@ use super::*;
 
 #[tokio::test]
 async fn public_paths_match_the_path_only_and_never_ambiguous_ones() {
-    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]")
+        .start()
+        .await;
     for (path, public) in [
         ("/health", true),
         ("/health?probe=1", true),
@@ -33,7 +36,10 @@ async fn public_paths_match_the_path_only_and_never_ambiguous_ones() {
 
 #[tokio::test]
 async fn double_encoded_and_u_escaped_paths_never_match_a_public_path() {
-    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]")
+        .start()
+        .await;
     for path in [
         "/public/%252e%252e/secret",
         "/public/%252E%252E/secret",
@@ -55,7 +61,10 @@ async fn double_encoded_and_u_escaped_paths_never_match_a_public_path() {
 
 #[tokio::test]
 async fn malformed_escapes_nul_overlong_utf8_and_encoded_semicolons_never_match_a_public_path() {
-    let proxy = Proxy::start("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\npublic_paths = [\"/health\", \"/public/*\"]")
+        .start()
+        .await;
     for path in [
         // Lenient decoders leave `%2%65` in place; decoding again reads `..`.
         "/public/%2%65%2%65/secret",
@@ -77,7 +86,7 @@ async fn malformed_escapes_nul_overlong_utf8_and_encoded_semicolons_never_match_
 
 #[tokio::test]
 async fn preflights_pass_without_a_token_only_when_they_are_preflights() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let preflight = Request::options(proxy.url("/orders"))
         .header("origin", "https://app.example")
         .header("access-control-request-method", "POST")
@@ -96,7 +105,10 @@ async fn preflights_pass_without_a_token_only_when_they_are_preflights() {
 
 #[tokio::test]
 async fn preflights_need_a_token_when_not_allowed() {
-    let proxy = Proxy::start("[ingress]\nallow_cors_preflight = false").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\nallow_cors_preflight = false")
+        .start()
+        .await;
     let preflight = Request::options(proxy.url("/orders"))
         .header("origin", "https://app.example")
         .header("access-control-request-method", "POST")
@@ -107,7 +119,10 @@ async fn preflights_need_a_token_when_not_allowed() {
 
 #[tokio::test]
 async fn configured_origins_get_preflights_answered_and_cors_headers_on_401s() {
-    let proxy = Proxy::start("[ingress]\ncors_allowed_origins = [\"https://app.example\"]").await;
+    let proxy = Proxy::builder()
+        .toml("[ingress]\ncors_allowed_origins = [\"https://app.example\"]")
+        .start()
+        .await;
     let preflight = Request::options(proxy.url("/orders"))
         .header("origin", "https://app.example")
         .header("access-control-request-method", "POST")

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn a_missing_token_is_401_with_a_bare_challenge() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let answer = get(&proxy.url("/orders"), &[]).await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.headers["www-authenticate"], "Bearer");
@@ -15,7 +15,7 @@ async fn a_missing_token_is_401_with_a_bare_challenge() {
 
 #[tokio::test]
 async fn an_invalid_token_is_401_and_says_why_without_echoing_it() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let tampered = format!("{}x", &token[..token.len() - 1]);
     let answer = get(
@@ -56,7 +56,7 @@ async fn an_invalid_token_is_401_and_says_why_without_echoing_it() {
 
 #[tokio::test]
 async fn two_authorization_headers_are_refused() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let answer = get(
         &proxy.url("/x"),
@@ -71,7 +71,7 @@ async fn two_authorization_headers_are_refused() {
 
 #[tokio::test]
 async fn x_session_token_is_read_and_two_different_tokens_are_refused() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     let answer = get(&proxy.url("/x"), &[("x-session-token", &token)]).await;
     assert_eq!(answer.status, 200);
@@ -104,7 +104,7 @@ async fn x_session_token_is_read_and_two_different_tokens_are_refused() {
 
 #[tokio::test]
 async fn the_session_token_never_reaches_the_backend() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let token = proxy.token();
     for headers in [
         vec![("authorization", bearer(&token))],

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn path_and_query_arrive_byte_for_byte() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let path = "/a%20b/c%2Fd/%C3%A4/./x";
     let query = "x=1&y=%2F&z&w=a+b&v=%252e";
     let answer = get(
@@ -20,7 +20,7 @@ async fn path_and_query_arrive_byte_for_byte() {
 
 #[tokio::test]
 async fn a_1_mib_body_arrives_intact() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
     let digest: String = ring::digest::digest(&ring::digest::SHA256, &body)
         .as_ref()
@@ -42,7 +42,7 @@ async fn upstream_down_is_502_json() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", unused.local_addr().unwrap());
     drop(unused);
-    let proxy = Proxy::start_with_upstream(&dead, "").await;
+    let proxy = Proxy::builder().upstream(&dead).start().await;
     let answer = get(
         &proxy.url("/x"),
         &[("authorization", &bearer(&proxy.token()))],
@@ -63,11 +63,11 @@ async fn slow_upstream_is_504_json() {
             held.push(stream);
         }
     });
-    let proxy = Proxy::start_with_upstream(
-        &format!("http://{addr}"),
-        "[ingress]\nrequest_timeout_ms = 300",
-    )
-    .await;
+    let proxy = Proxy::builder()
+        .upstream(&format!("http://{addr}"))
+        .toml("[ingress]\nrequest_timeout_ms = 300")
+        .start()
+        .await;
     let answer = get(
         &proxy.url("/x"),
         &[("authorization", &bearer(&proxy.token()))],
@@ -79,7 +79,7 @@ async fn slow_upstream_is_504_json() {
 
 #[tokio::test]
 async fn no_key_set_is_503_with_retry_after() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     proxy.emulator.set_jwks_failure(Failure::Status(500));
     let answer = get(
         &proxy.url("/x"),
@@ -93,7 +93,7 @@ async fn no_key_set_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn no_access_token_is_503_with_retry_after() {
-    let proxy = Proxy::start("").await;
+    let proxy = Proxy::builder().start().await;
     // Keys are loaded with a first token; then the token is revoked and the endpoint fails.
     let token = proxy.token();
     assert_eq!(
@@ -137,7 +137,10 @@ async fn upstream_connections_are_reused() {
             });
         }
     });
-    let proxy = Proxy::start_with_upstream(&format!("http://{addr}"), "").await;
+    let proxy = Proxy::builder()
+        .upstream(&format!("http://{addr}"))
+        .start()
+        .await;
     let token = proxy.token();
     for _ in 0..30 {
         let answer = get(&proxy.url("/x"), &[("authorization", &bearer(&token))]).await;
@@ -192,7 +195,10 @@ async fn bodies_stream_through_without_buffering() {
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
             .await;
     });
-    let proxy = Proxy::start_with_upstream(&format!("http://{addr}"), "").await;
+    let proxy = Proxy::builder()
+        .upstream(&format!("http://{addr}"))
+        .start()
+        .await;
     let request = Request::get(proxy.url("/stream"))
         .header("authorization", bearer(&proxy.token()))
         .body(Full::new(Bytes::new()))
@@ -242,7 +248,10 @@ async fn request_bodies_stream_to_the_backend() {
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
             .await;
     });
-    let proxy = Proxy::start_with_upstream(&format!("http://{addr}"), "").await;
+    let proxy = Proxy::builder()
+        .upstream(&format!("http://{addr}"))
+        .start()
+        .await;
     let (chunks, receiver) =
         mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>(2);
     let request = Request::post(proxy.url("/upload"))
@@ -277,7 +286,10 @@ async fn an_https_upstream_goes_through_tls_and_an_untrusted_certificate_is_502(
     )
     .await
     .unwrap();
-    let proxy = Proxy::start_with_upstream(&tls_server.base_url(), "").await;
+    let proxy = Proxy::builder()
+        .upstream(&tls_server.base_url())
+        .start()
+        .await;
     let answer = get(
         &proxy.url("/x"),
         &[("authorization", &bearer(&proxy.token()))],

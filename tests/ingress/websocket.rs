@@ -1,6 +1,7 @@
 //! WebSockets through the proxy, during the drain and past the grace period.
 
 use super::*;
+use crate::common::harness::eventually_async;
 
 /// A WebSocket echo server (tokio-tungstenite) on an ephemeral port.
 async fn websocket_echo_backend() -> SocketAddr {
@@ -55,7 +56,10 @@ async fn echo_once(socket: &mut ClientSocket, text: &str) -> String {
 #[tokio::test]
 async fn websocket_echo_through_the_proxy() {
     let backend = websocket_echo_backend().await;
-    let proxy = Proxy::start_with_upstream(&format!("http://{backend}"), "").await;
+    let proxy = Proxy::builder()
+        .upstream(&format!("http://{backend}"))
+        .start()
+        .await;
     let mut socket = open_websocket(&proxy).await;
     assert_eq!(
         echo_once(&mut socket, "hello through the sidecar").await,
@@ -71,14 +75,19 @@ async fn websocket_echo_through_the_proxy() {
 #[tokio::test]
 async fn an_open_websocket_keeps_working_during_the_drain_and_ends_it_when_closed() {
     let backend = websocket_echo_backend().await;
-    let mut proxy = Proxy::start_with_upstream(
-        &format!("http://{backend}"),
-        "[server]\nshutdown_grace_s = 30",
-    )
-    .await;
+    let mut proxy = Proxy::builder()
+        .upstream(&format!("http://{backend}"))
+        .toml("[server]\nshutdown_grace_s = 30")
+        .start()
+        .await;
     let mut socket = open_websocket(&proxy).await;
     proxy.shut_down();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The listeners close as the drain begins.
+    let ingress = proxy.addresses.ingress;
+    eventually_async("the drain has begun", || async {
+        tokio::net::TcpStream::connect(ingress).await.is_err()
+    })
+    .await;
     assert_eq!(echo_once(&mut socket, "still here").await, "still here");
     let finished = proxy.finished.take().unwrap();
     assert!(
@@ -96,11 +105,11 @@ async fn an_open_websocket_keeps_working_during_the_drain_and_ends_it_when_close
 #[tokio::test]
 async fn a_websocket_left_open_is_cut_when_the_grace_period_ends() {
     let backend = websocket_echo_backend().await;
-    let mut proxy = Proxy::start_with_upstream(
-        &format!("http://{backend}"),
-        "[server]\nshutdown_grace_s = 1",
-    )
-    .await;
+    let mut proxy = Proxy::builder()
+        .upstream(&format!("http://{backend}"))
+        .toml("[server]\nshutdown_grace_s = 1")
+        .start()
+        .await;
     let _socket = open_websocket(&proxy).await;
     let started = std::time::Instant::now();
     proxy.shut_down();

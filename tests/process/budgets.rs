@@ -127,6 +127,7 @@ async fn with_200_descriptors_token_less_holders_keep_out_neither_a_valid_reques
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return answers,
+                    // The pace of a client asking again: the load under test.
                     _ = tokio::time::sleep(Duration::from_millis(300)) => {}
                 }
                 match http1_ask(&mut stream).await {

@@ -1,5 +1,8 @@
 //! The binary as an operator runs it: `run` (exit codes, SIGTERM drain) and `dev`.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod budgets;
 mod connections;
 mod dev;
@@ -80,15 +83,20 @@ fn terminate(child: &Child) {
     assert!(status.success());
 }
 
+/// Polls the child (a process has no exit event to await here) for at most the patience.
 fn wait_for_exit(child: &mut Child) -> Option<i32> {
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + common::harness::patience();
+    while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().expect("wait") {
             return status.code();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
-    panic!("the sidecar did not exit within 10 s");
+    panic!(
+        "the sidecar did not exit within {:?}",
+        common::harness::patience()
+    );
 }
 
 /// A backend that answers after `delay`, and tells `arrived` when a request comes in.
@@ -103,6 +111,7 @@ async fn slow_backend(delay: Duration, arrived: std::sync::Arc<tokio::sync::Noti
                     let arrived = arrived.clone();
                     async move {
                         arrived.notify_one();
+                        // Slow on purpose: the request in flight under test.
                         tokio::time::sleep(delay).await;
                         Ok::<_, std::convert::Infallible>(Response::new(Full::new(
                             Bytes::from_static(b"done"),
@@ -220,10 +229,11 @@ fn start_run_with_env(
     }
 }
 
-/// Polls `/readyz` for up to 5 s; true once it answered 200.
+/// Polls `/readyz` for up to 5 s (scaled by the test patience); true once it answered 200.
 async fn became_ready(admin: SocketAddr) -> bool {
     let readyz = format!("http://{admin}/readyz");
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + common::harness::scaled(Duration::from_secs(5));
+    while std::time::Instant::now() < deadline {
         if status_of(&readyz, None)
             .await
             .is_ok_and(|(status, _)| status == 200)

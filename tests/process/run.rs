@@ -36,7 +36,11 @@ async fn sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0() {
         .await
         .expect("the request reached the backend");
     terminate(&child);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The listeners close once readiness has failed: wait for the later of the two.
+    common::harness::eventually_async("new connections are refused", || async {
+        tokio::net::TcpStream::connect(ingress).await.is_err()
+    })
+    .await;
 
     // Readiness fails at once and new connections are refused during the drain.
     let (status, body) = status_of(&readyz, None)

@@ -36,7 +36,8 @@ async fn reinstall_updates_slug_and_user_and_keeps_installed_at(db: TestDb) -> T
     assert_eq!(first.status, 200, "{}", body_text(&first));
     let (_, before) = stored(&db).await;
     let before = before.unwrap();
-    // SQLite keeps milliseconds: let the clock move past them.
+    // SQLite keeps milliseconds: let the database's own (real) clock move past them. The
+    // store stamps with that clock, not the sidecar's, so only real time moves it.
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     let new_user = "00000000-0000-4000-8000-00000000beef";
@@ -239,14 +240,14 @@ async fn other_methods_and_paths_are_proxied_as_usual() {
 #[tokio::test]
 async fn disabled_connect_path_is_proxied() {
     let db = TestDb::sqlite();
-    let proxy = Proxy::start_with_env_and_backend(
-        "[tenants]\nconnect_path = \"\"",
-        vec![(
+    let proxy = Proxy::builder()
+        .toml("[tenants]\nconnect_path = \"\"")
+        .env(vec![(
             "JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(),
             db.url.clone(),
-        )],
-    )
-    .await;
+        )])
+        .start()
+        .await;
     let token = proxy.token();
     let answer = post(
         &proxy,

@@ -117,14 +117,13 @@ impl TestDb {
 
 /// The sidecar (in front of the echo backend) with its tenant store at `url`.
 async fn sidecar(url: &str) -> Proxy {
-    Proxy::start_with_env_and_backend(
-        "",
-        vec![(
+    Proxy::builder()
+        .env(vec![(
             "JTL_SIDECAR_TENANTS__DATABASE_URL".to_owned(),
             url.to_owned(),
-        )],
-    )
-    .await
+        )])
+        .start()
+        .await
 }
 
 async fn post(proxy: &Proxy, body: &str, headers: &[(&str, &str)]) -> Answer {
@@ -167,7 +166,7 @@ async fn stored(db: &TestDb) -> (i64, Option<StoredTenant>) {
 }
 
 async fn wait_for_readiness(proxy: &Proxy, status: u16) -> Answer {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + common::harness::scaled(Duration::from_secs(15));
     loop {
         let answer = get(&proxy.admin_url("/readyz"), &[]).await;
         if answer.status == status {
