@@ -606,12 +606,12 @@ async fn jtl_sending_no_response_headers_is_504_after_egress_request_timeout_ms(
             }));
         }
     });
-    let proxy = Proxy::start_egress_with(
-        "[egress]\nrequest_timeout_ms = 300",
-        EmulatorOptions::default(),
-        vec![("JTL_SIDECAR_JTL__API_BASE_URL".to_owned(), silent_api)],
-    )
-    .await;
+    let proxy = Proxy::builder()
+        .egress()
+        .toml("[egress]\nrequest_timeout_ms = 300")
+        .env([("JTL_SIDECAR_JTL__API_BASE_URL".to_owned(), silent_api)])
+        .start()
+        .await;
 
     let started = std::time::Instant::now();
     let answer = get(&proxy.egress_url("/v1/items"), &[]).await;
