@@ -153,8 +153,8 @@ pub struct SharedTokenStore {
 struct Health {
     /// Between a failure and the next success.
     down: bool,
-    /// While down: when Redis is tried again (token clock).
-    retry_at_ms: i64,
+    /// While down: when Redis is tried again (monotonic clock: a delay from the failure).
+    retry_at_mono_ms: i64,
     retry_delay: Duration,
 }
 
@@ -248,7 +248,7 @@ impl SharedTokenStore {
             counts: SharedCounts::default(),
             health: Mutex::new(Health {
                 down: false,
-                retry_at_ms: i64::MIN,
+                retry_at_mono_ms: i64::MIN,
                 retry_delay: RETRY_FIRST,
             }),
         })
@@ -508,6 +508,9 @@ impl SharedTokenStore {
         if !self.worth_trying() {
             return;
         }
+        // The entry's expiry is absolute wall-clock time on purpose: every replica reads
+        // it, and only the wall clock is common to them (a monotonic reading is per
+        // process). The Redis TTL follows from it.
         let ttl_ms = entry.expires_at_ms.saturating_sub(self.clock.now_ms());
         let work = async {
             if ttl_ms > 0 {
@@ -555,7 +558,7 @@ impl SharedTokenStore {
 
     fn worth_trying(&self) -> bool {
         let health = self.health();
-        !health.down || self.clock.now_ms() >= health.retry_at_ms
+        !health.down || self.clock.mono_ms() >= health.retry_at_mono_ms
     }
 
     fn succeeded(&self) {
@@ -584,9 +587,9 @@ impl SharedTokenStore {
             health.down = true;
             health.retry_delay = RETRY_FIRST;
         }
-        health.retry_at_ms = self
+        health.retry_at_mono_ms = self
             .clock
-            .now_ms()
+            .mono_ms()
             .saturating_add(duration_ms(health.retry_delay));
     }
 }
