@@ -4,9 +4,11 @@
 //! Dependencies point one way: `jose` knows nothing; `jtl` knows `jose`; `verify` knows
 //! both; `jtl`'s access token may be shared through `shared_cache` (which borrows only `jtl`'s
 //! TLS roots);
-//! `proxy` and `tenants` use `verify`; `emulator` stands in for JTL in `dev` mode and in the tests.
+//! `proxy` and `tenants` use `verify`; `emulator` stands in for JTL in `dev` mode and in the tests;
+//! `background` (running connections on the main runtime) knows nothing of the others.
 
 pub mod admin;
+pub mod background;
 pub mod check;
 pub mod clock;
 pub mod config;

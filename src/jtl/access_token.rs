@@ -445,7 +445,7 @@ impl AccessTokens {
     /// One request to the token endpoint. On failure, also the `Retry-After` it asked for.
     async fn request_token(&self) -> Result<AccessToken, (TokenError, Option<Duration>)> {
         let inner = &self.inner;
-        let secret = self.secret_for_request().map_err(|e| (e, None))?;
+        let secret = self.secret_for_request().await.map_err(|e| (e, None))?;
         // RFC 6749 §2.3.1: id and secret each form-urlencoded, then joined (SPEC §6).
         let mut authorization =
             HeaderValue::from_str(&basic_authorization(&inner.client_id, secret.expose()))
@@ -518,14 +518,22 @@ impl AccessTokens {
     /// The secret to send. A secret file is read again before every token request (a few
     /// per hour), so a corrected or rotated Kubernetes Secret is picked up after an
     /// `invalid_client` without a restart.
-    fn secret_for_request(&self) -> Result<Secret, TokenError> {
+    ///
+    /// A token request can start on an ingress worker (a request that finds no token), so
+    /// the file is read off the async worker (`tokio::fs`, a blocking-pool thread), and the
+    /// lock is taken only after the read: a std mutex is never held across an await.
+    async fn secret_for_request(&self) -> Result<Secret, TokenError> {
         let inner = &self.inner;
+        let fresh = match &inner.secret_source {
+            ClientSecret::File(path) => Some((path, read_secret_file_off_worker(path).await)),
+            ClientSecret::Inline(_) => None,
+        };
         let mut secret = inner
             .secret
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let ClientSecret::File(path) = &inner.secret_source {
-            match read_secret_file(path) {
+        if let Some((path, fresh)) = fresh {
+            match fresh {
                 Ok(fresh) => {
                     if fresh != *secret {
                         tracing::info!(file = %path.display(), "read a changed client secret from jtl.client_secret_file");
@@ -549,9 +557,23 @@ fn form_body(scope: Option<&str>) -> String {
     form.finish()
 }
 
+/// At start (construction, not on a request's path): a blocking read is fine there.
 fn read_secret_file(path: &std::path::Path) -> Result<Secret, TokenError> {
     // Used byte for byte: a trailing newline is part of the secret, as JTL will see it.
     std::fs::read_to_string(path)
         .map(Secret::new)
-        .map_err(|e| TokenError::SecretFile(format!("{}: {e}", path.display())))
+        .map_err(|e| secret_file_error(path, &e))
+}
+
+/// The same read for a token request, which may run on an ingress worker: on Tokio's
+/// blocking pool, so the worker's thread never waits on the file system.
+async fn read_secret_file_off_worker(path: &std::path::Path) -> Result<Secret, TokenError> {
+    tokio::fs::read_to_string(path)
+        .await
+        .map(Secret::new)
+        .map_err(|e| secret_file_error(path, &e))
+}
+
+fn secret_file_error(path: &std::path::Path, error: &std::io::Error) -> TokenError {
+    TokenError::SecretFile(format!("{}: {error}", path.display()))
 }

@@ -192,7 +192,13 @@ impl SharedTokenStore {
     /// The store `[shared_cache]` asks for; `None` when `redis_url` is empty. Reads the
     /// password file; connects to nothing yet. `rediss://` trusts what JTL's connections
     /// trust: the webpki roots and `jtl.ca_file`.
-    pub fn from_config(config: &Config, clock: Clock) -> Result<Option<Self>, SetupError> {
+    /// The connection to Redis is opened and driven on `runtime` (the server's main
+    /// runtime), whichever runtime the first call comes from.
+    pub fn from_config(
+        config: &Config,
+        clock: Clock,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Option<Self>, SetupError> {
         let Some(target) = &config.shared_cache.redis else {
             return Ok(None);
         };
@@ -213,6 +219,7 @@ impl SharedTokenStore {
             config.jtl.timeout,
             tls,
             clock,
+            runtime,
         )
         .map(Some)
     }
@@ -229,14 +236,16 @@ impl SharedTokenStore {
         timeout: Duration,
         tls: Option<rustls::ClientConfig>,
         clock: Clock,
+        runtime: tokio::runtime::Handle,
     ) -> Result<SharedTokenStore, SetupError> {
+        // Read once, here, at start (never on a request's path): a blocking read is fine.
         let password = match &target.password {
             Some(RedisPassword::Inline(secret)) => Some(secret.clone()),
             Some(RedisPassword::File(path)) => Some(read_password_file(path)?),
             None => None,
         };
         let connection =
-            Connection::new(target.clone(), password, tls).map_err(SetupError::Target)?;
+            Connection::new(target.clone(), password, tls, runtime).map_err(SetupError::Target)?;
         let key = entry_key(key_prefix, token_url, client_id, scope);
         Ok(SharedTokenStore {
             connection,
