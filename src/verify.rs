@@ -4,6 +4,10 @@
 
 use std::sync::Arc;
 
+// quick_cache, not moka (which the tenant recorder uses): this cache is read on every
+// request and needs neither a TTL (`exp` is checked on each hit) nor a single flight.
+// Measured with 100 000 entries (docs/benchmarks.md): a hit ~140 instructions against
+// moka's ~1 020, ~72 bytes per entry against ~340.
 use quick_cache::sync::Cache;
 use ring::digest;
 
