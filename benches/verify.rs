@@ -12,6 +12,11 @@
 //! also times its functions in alternation, in short batches, and prints the median
 //! per-call times and the median of the full/raw ratios of neighbouring batches: load from
 //! elsewhere then falls on both alike.
+//!
+//! The `verified_cache` group compares the verified-token cache's lookup in quick_cache
+//! (what `verify.rs` uses) with moka's; `VERIFY_CACHE=memory:<crate>` and
+//! `VERIFY_CACHE=lookups:<crate>` measure memory per entry and (under callgrind)
+//! instructions per lookup in a process of their own.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -374,5 +379,202 @@ fn bench_verifier(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_jose, bench_app_token, bench_verifier);
+/// Distinct entries in the cache comparison: `session.verified_cache_entries`' default.
+const CACHE_ENTRIES: usize = 100_000;
+
+/// Keys shaped like the verified cache's (a SHA-256), all distinct.
+fn cache_keys() -> Vec<[u8; 32]> {
+    (0..CACHE_ENTRIES as u64)
+        .map(|n| {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(
+                ring::digest::digest(&ring::digest::SHA256, &n.to_le_bytes()).as_ref(),
+            );
+            key
+        })
+        .collect()
+}
+
+/// The value: one shared allocation, as the verifier's `Arc<VerifiedSession>`; the
+/// comparison is of what each cache adds per entry and per lookup.
+type Value = Arc<u64>;
+
+fn quick_cache_filled(
+    keys: &[[u8; 32]],
+    value: &Value,
+) -> quick_cache::sync::Cache<[u8; 32], Value> {
+    let cache = quick_cache::sync::Cache::new(CACHE_ENTRIES);
+    for key in keys {
+        cache.insert(*key, Arc::clone(value));
+    }
+    cache
+}
+
+fn moka_sync_filled(keys: &[[u8; 32]], value: &Value) -> moka::sync::Cache<[u8; 32], Value> {
+    let cache = moka::sync::Cache::new(CACHE_ENTRIES as u64);
+    for key in keys {
+        cache.insert(*key, Arc::clone(value));
+    }
+    cache.run_pending_tasks();
+    cache
+}
+
+fn moka_future_filled(keys: &[[u8; 32]], value: &Value) -> moka::future::Cache<[u8; 32], Value> {
+    let cache = moka::future::Cache::new(CACHE_ENTRIES as u64);
+    futures_executor_block_on(async {
+        for key in keys {
+            cache.insert(*key, Arc::clone(value)).await;
+        }
+        cache.run_pending_tasks().await;
+    });
+    cache
+}
+
+/// Polls `future` to completion on this thread (moka's future cache needs no runtime).
+fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// Resident set size of this process, in bytes (Linux).
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|pages| pages.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[inline(never)]
+fn lookups_quick_cache(
+    cache: &quick_cache::sync::Cache<[u8; 32], Value>,
+    keys: &[[u8; 32]],
+) -> usize {
+    keys.iter().filter(|key| cache.get(*key).is_some()).count()
+}
+
+#[inline(never)]
+fn lookups_moka_sync(cache: &moka::sync::Cache<[u8; 32], Value>, keys: &[[u8; 32]]) -> usize {
+    keys.iter().filter(|key| cache.get(*key).is_some()).count()
+}
+
+/// Measurement modes run in a process of their own (`VERIFY_CACHE=<mode>:<crate>`), then
+/// exit: `memory` prints the resident-set growth per entry of a filled cache; `lookups`
+/// looks up every key once in `lookups_*` (for `valgrind --tool=callgrind
+/// --toggle-collect='*lookups_*'`: instructions per lookup, stable under load).
+fn cache_measurement_mode(keys: &[[u8; 32]], value: &Value) {
+    let Ok(mode) = std::env::var("VERIFY_CACHE") else {
+        return;
+    };
+    let before = rss_bytes();
+    // Each cache is read while still alive: freed, its pages may go back to the system.
+    let (entries, grown) = match mode.as_str() {
+        "memory:quick_cache" => {
+            let cache = quick_cache_filled(keys, value);
+            (cache.len(), rss_bytes().saturating_sub(before))
+        }
+        "memory:moka_sync" => {
+            let cache = moka_sync_filled(keys, value);
+            (
+                cache.entry_count() as usize,
+                rss_bytes().saturating_sub(before),
+            )
+        }
+        "memory:moka_future" => {
+            let cache = moka_future_filled(keys, value);
+            (
+                cache.entry_count() as usize,
+                rss_bytes().saturating_sub(before),
+            )
+        }
+        "lookups:quick_cache" => (
+            lookups_quick_cache(&quick_cache_filled(keys, value), keys),
+            0,
+        ),
+        "lookups:moka_sync" => (lookups_moka_sync(&moka_sync_filled(keys, value), keys), 0),
+        other => panic!("VERIFY_CACHE={other}: unknown"),
+    };
+    println!(
+        "{mode}: {entries} entries; resident set grew {} KiB, {} bytes per entry (keys: 32 bytes each)",
+        grown / 1024,
+        grown / CACHE_ENTRIES as u64,
+    );
+    std::process::exit(0);
+}
+
+/// Polls a future that completes without waiting (a moka lookup) once, without a
+/// runtime: what an `.await` of it costs inside the verifier's own future.
+fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut context = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    match std::pin::pin!(future).poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The verified-token cache's lookup alone, quick_cache against moka, each holding
+/// [`CACHE_ENTRIES`] entries and hit on a different key each time (many users).
+fn bench_cache(c: &mut Criterion) {
+    let keys = cache_keys();
+    let value: Value = Arc::new(7);
+    cache_measurement_mode(&keys, &value);
+    let quick = quick_cache_filled(&keys, &value);
+    let moka_sync = moka_sync_filled(&keys, &value);
+    let moka_future = moka_future_filled(&keys, &value);
+    // A stride through the keys: each lookup another entry, as with many users.
+    let mut at = 0usize;
+    let mut next = move || {
+        at = (at + 7_919) % CACHE_ENTRIES;
+        at
+    };
+    let mut group = c.benchmark_group("verified_cache");
+    group.bench_function("quick_cache_get", |b| {
+        b.iter(|| quick.get(black_box(&keys[next()])).is_some())
+    });
+    group.bench_function("moka_sync_get", |b| {
+        b.iter(|| moka_sync.get(black_box(&keys[next()])).is_some())
+    });
+    group.bench_function("moka_future_get", |b| {
+        b.iter(|| {
+            poll_once(moka_future.get(black_box(&keys[next()])))
+                .flatten()
+                .is_some()
+        })
+    });
+    group.finish();
+    let mut a = 0usize;
+    let mut b = 0usize;
+    let mut f = 0usize;
+    alternate(
+        "verified_cache",
+        &mut [
+            ("quick_cache_get", &mut || {
+                a = (a + 7_919) % CACHE_ENTRIES;
+                quick.get(black_box(&keys[a])).is_some()
+            }),
+            ("moka_sync_get", &mut || {
+                b = (b + 7_919) % CACHE_ENTRIES;
+                moka_sync.get(black_box(&keys[b])).is_some()
+            }),
+            ("moka_future_get", &mut || {
+                f = (f + 7_919) % CACHE_ENTRIES;
+                poll_once(moka_future.get(black_box(&keys[f])))
+                    .flatten()
+                    .is_some()
+            }),
+        ],
+    );
+}
+
+criterion_group!(
+    benches,
+    bench_jose,
+    bench_app_token,
+    bench_verifier,
+    bench_cache
+);
 criterion_main!(benches);

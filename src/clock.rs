@@ -1,11 +1,16 @@
-//! Wall-clock time through a handle, so tests move time instead of sleeping.
+//! Time through a handle, so tests move time instead of sleeping.
 //!
-//! Schedules (token refresh, key-set refresh, backoff, rate limits) and token lifetimes
-//! use this clock. Network timeouts do not: they are real time by nature.
+//! Two readings: the wall clock ([`Clock::now_ms`], milliseconds since the Unix epoch) and
+//! a monotonic one ([`Clock::mono_ms`], milliseconds since an arbitrary origin). Absolute
+//! times — a JWT's `exp`/`nbf`, the expiry written to Redis for the other replicas — are
+//! wall-clock by nature. Everything measured from "now" (token lifetimes from
+//! `expires_in`, refresh schedules, backoff, key-set age) runs on the monotonic reading,
+//! so a wall-clock step (NTP, a resumed VM) neither expires nor extends it.
+//! Network timeouts do not use this clock: they are real time by nature.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
@@ -17,36 +22,56 @@ mod sleepers;
 pub struct Clock(Arc<Source>);
 
 enum Source {
-    System,
+    /// `origin` is the zero of the monotonic reading.
+    System { origin: Instant },
     Manual {
         now_ms: AtomicI64,
+        mono_ms: AtomicI64,
         moved: Notify,
         /// For tests: who sleeps, and whether they have seen the latest move.
         sleepers: Sleepers,
     },
 }
 
+/// Both readings taken together, for code that turns one into the other (an absolute
+/// `exp` into a monotonic deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    pub wall_ms: i64,
+    pub mono_ms: i64,
+}
+
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &*self.0 {
-            Source::System => f.write_str("Clock::System"),
-            Source::Manual { now_ms, .. } => {
-                write!(f, "Clock::Manual({})", now_ms.load(Ordering::SeqCst))
-            }
+            Source::System { .. } => f.write_str("Clock::System"),
+            Source::Manual {
+                now_ms, mono_ms, ..
+            } => write!(
+                f,
+                "Clock::Manual({}, mono {})",
+                now_ms.load(Ordering::SeqCst),
+                mono_ms.load(Ordering::SeqCst)
+            ),
         }
     }
 }
 
 impl Clock {
-    /// The real clock.
+    /// The real clocks.
     pub fn system() -> Self {
-        Clock(Arc::new(Source::System))
+        Clock(Arc::new(Source::System {
+            origin: Instant::now(),
+        }))
     }
 
-    /// A clock that stands still at `start_unix_ms` until [`Clock::advance`] moves it.
+    /// Clocks that stand still until [`Clock::advance`] moves them: the wall clock at
+    /// `start_unix_ms`, the monotonic one at 0 (a different origin on purpose, so a wall
+    /// time mistaken for a monotonic one shows in tests).
     pub fn manual(start_unix_ms: i64) -> Self {
         Clock(Arc::new(Source::Manual {
             now_ms: AtomicI64::new(start_unix_ms),
+            mono_ms: AtomicI64::new(0),
             moved: Notify::new(),
             sleepers: Sleepers::new(),
         }))
@@ -55,7 +80,7 @@ impl Clock {
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         match &*self.0 {
-            Source::System => SystemTime::now()
+            Source::System { .. } => SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                 .unwrap_or(0),
@@ -68,17 +93,36 @@ impl Clock {
         self.now_ms().div_euclid(1000)
     }
 
-    /// Moves a manual clock forward and wakes everything sleeping on it. Does nothing
-    /// to the system clock.
+    /// Monotonic milliseconds: only differences mean anything, and wall-clock steps do
+    /// not move it.
+    pub fn mono_ms(&self) -> i64 {
+        match &*self.0 {
+            Source::System { origin } => duration_ms(origin.elapsed()),
+            Source::Manual { mono_ms, .. } => mono_ms.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Both readings at once.
+    pub fn read(&self) -> Reading {
+        Reading {
+            wall_ms: self.now_ms(),
+            mono_ms: self.mono_ms(),
+        }
+    }
+
+    /// Moves a manual clock (both readings) forward and wakes everything sleeping on it.
+    /// Does nothing to the system clock.
     pub fn advance(&self, by: Duration) {
         if let Source::Manual {
             now_ms,
+            mono_ms,
             moved,
             sleepers,
         } = &*self.0
         {
             sleepers.moving(|| {
                 now_ms.fetch_add(duration_ms(by), Ordering::SeqCst);
+                mono_ms.fetch_add(duration_ms(by), Ordering::SeqCst);
             });
             moved.notify_waiters();
         }
@@ -96,7 +140,7 @@ impl Clock {
     /// Manual clock: how many tasks are asleep on it now (0 on the system clock).
     pub fn asleep(&self) -> usize {
         match &*self.0 {
-            Source::System => 0,
+            Source::System { .. } => 0,
             Source::Manual { sleepers, .. } => sleepers.asleep(),
         }
     }
@@ -105,29 +149,47 @@ impl Clock {
     /// across `advance` and [`Clock::settled`] means the move woke nothing.
     pub fn wakeups(&self) -> u64 {
         match &*self.0 {
-            Source::System => 0,
+            Source::System { .. } => 0,
             Source::Manual { sleepers, .. } => sleepers.wakeups(),
         }
     }
 
-    /// Sleeps until this clock reads at least `deadline_ms`.
+    /// Steps a manual wall clock alone, forward or back (what NTP or a resumed VM does);
+    /// the monotonic reading stays. Does nothing to the system clock.
+    pub fn step_wall(&self, by_ms: i64) {
+        if let Source::Manual {
+            now_ms,
+            moved,
+            sleepers,
+            ..
+        } = &*self.0
+        {
+            sleepers.moving(|| {
+                now_ms.fetch_add(by_ms, Ordering::SeqCst);
+            });
+            moved.notify_waiters();
+        }
+    }
+
+    /// Sleeps until the monotonic reading is at least `deadline_ms`.
     pub async fn sleep_until(&self, deadline_ms: i64) {
         match &*self.0 {
-            Source::System => {
-                let wait = deadline_ms.saturating_sub(self.now_ms());
+            Source::System { .. } => {
+                let wait = deadline_ms.saturating_sub(self.mono_ms());
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
                 }
             }
             Source::Manual {
-                now_ms,
+                mono_ms,
                 moved,
                 sleepers,
+                ..
             } => {
                 let mut asleep = sleepers.sleeper();
                 loop {
                     let notified = moved.notified();
-                    if asleep.look(|| now_ms.load(Ordering::SeqCst) >= deadline_ms) {
+                    if asleep.look(|| mono_ms.load(Ordering::SeqCst) >= deadline_ms) {
                         return;
                     }
                     notified.await;
@@ -137,7 +199,7 @@ impl Clock {
     }
 
     pub async fn sleep(&self, duration: Duration) {
-        self.sleep_until(self.now_ms().saturating_add(duration_ms(duration)))
+        self.sleep_until(self.mono_ms().saturating_add(duration_ms(duration)))
             .await
     }
 }
@@ -169,6 +231,30 @@ mod tests {
             .expect("no panic");
         assert_eq!(clock.now_ms(), 11_000);
         assert_eq!(clock.now_s(), 11);
+        assert_eq!(clock.mono_ms(), 10_000);
+    }
+
+    /// A wall-clock step moves `now_ms` alone: sleepers (monotonic) stay asleep.
+    #[tokio::test]
+    async fn a_wall_step_moves_neither_the_monotonic_reading_nor_sleepers() {
+        let clock = Clock::manual(1_000_000);
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep(Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        clock.step_wall(2 * 3_600_000);
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        assert_eq!(clock.now_ms(), 1_000_000 + 2 * 3_600_000);
+        assert_eq!(clock.mono_ms(), 0);
+        clock.step_wall(-4 * 3_600_000);
+        assert_eq!(clock.now_ms(), 1_000_000 - 2 * 3_600_000);
+        clock.advance(Duration::from_secs(10));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("woken")
+            .expect("no panic");
     }
 
     /// `settled` waits until every sleeper has seen a move; `wakeups` counts the sleeps a
@@ -210,8 +296,11 @@ mod tests {
     }
 
     #[test]
-    fn system_clock_is_near_now() {
-        let now = Clock::system().now_s();
-        assert!(now > 1_700_000_000);
+    fn system_clock_is_near_now_and_monotonic() {
+        let clock = Clock::system();
+        assert!(clock.now_s() > 1_700_000_000);
+        let first = clock.mono_ms();
+        assert!(first >= 0);
+        assert!(clock.mono_ms() >= first);
     }
 }

@@ -14,10 +14,12 @@
 //! - `jtl`: everything that talks to JTL (access token, key sets)
 //! - `shared_cache`: tokens shared across replicas in Redis
 //! - `config`, `diagnose`: the settings; plain-language diagnoses of token failures
-//! - `jose`, `clock`, `secrets`, `sharded`, `tls`: JOSE, time, secret values, sharded
-//!   counters, TLS roots; they know nothing of the product
+//! - `jose`, `clock`, `secrets`, `sharded`, `tls`, `background`: JOSE, time, secret
+//!   values, sharded counters, TLS roots, work run on the main runtime; they know nothing
+//!   of the product
 
 pub mod admin;
+pub mod background;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::harness::{advance_waking_nothing, eventually, Extra, Harness};
+use common::harness::{advance_waking_nothing, eventually, settled, Extra, Harness};
 use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
 use jtl_auth_sidecar::jtl::token::EXPIRY_MARGIN;
@@ -107,6 +107,62 @@ async fn token_endpoint_down_cached_token_serves_until_expiry_then_unavailable_t
     let fresh = h.jtl.tokens.get().await.unwrap();
     assert_ne!(fresh.value(), first.value());
     assert!(fresh.expires_at_ms() > h.clock.now_ms());
+}
+
+/// A wall-clock step (NTP, a resumed VM) of two hours either way neither expires nor
+/// extends a token whose lifetime came from `expires_in`: the lifetime runs on the
+/// monotonic clock.
+#[tokio::test]
+async fn a_wall_clock_step_neither_expires_nor_extends_a_token_from_expires_in() {
+    const TWO_HOURS_MS: i64 = 2 * 3_600_000;
+    let h = Harness::start(lasting(600), Extra::default()).await;
+    let first = h.jtl.tokens.get().await.unwrap();
+    // Forward: on the wall clock the token would have expired long ago.
+    h.clock.step_wall(TWO_HOURS_MS);
+    let current = h
+        .jtl
+        .tokens
+        .current()
+        .expect("usable after +2 h on the wall clock");
+    assert!(Arc::ptr_eq(&current, &first));
+    // Back: on the wall clock it would last two hours more.
+    h.clock.step_wall(-2 * TWO_HOURS_MS);
+    h.clock
+        .advance(Duration::from_secs(600) - EXPIRY_MARGIN - Duration::from_millis(1));
+    assert!(h.jtl.tokens.current().is_some());
+    h.clock.advance(Duration::from_millis(1));
+    assert!(h.jtl.tokens.current().is_none());
+    assert_eq!(h.emulator.token_requests(), 1);
+}
+
+/// The background refresh keeps its schedule through wall-clock steps: +2 h does not
+/// make it refresh early, -2 h does not delay it.
+#[tokio::test]
+async fn a_wall_clock_step_moves_no_refresh() {
+    const TWO_HOURS_MS: i64 = 2 * 3_600_000;
+    let h = Harness::start(lasting(600), Extra::default()).await;
+    let first = h.refreshed_token().await;
+    // The refresher asleep on the clock is the barrier: once it has seen each move and
+    // slept on, no request of its can be on its way.
+    eventually("the refresher sleeps", || h.clock.asleep() == 1).await;
+    let before = h.clock.wakeups();
+    h.clock.step_wall(TWO_HOURS_MS);
+    settled(&h.clock, "after +2 h on the wall clock").await;
+    assert_eq!(h.clock.wakeups(), before, "+2 h woke the refresher");
+    assert_eq!(h.emulator.token_requests(), 1);
+    h.clock.step_wall(-2 * TWO_HOURS_MS);
+    // refresh_before_expiry_s defaults to 60: due 540 s after receipt.
+    advance_waking_nothing(&h.clock, Duration::from_secs(539), "nothing before 540 s").await;
+    assert_eq!(h.emulator.token_requests(), 1);
+    h.clock.advance(Duration::from_secs(2));
+    eventually("the token is replaced on schedule", || {
+        h.jtl
+            .tokens
+            .current()
+            .is_some_and(|token| !Arc::ptr_eq(&token, &first))
+    })
+    .await;
+    assert_eq!(h.emulator.token_requests(), 2);
 }
 
 #[tokio::test]

@@ -548,3 +548,49 @@ async fn a_long_lived_token_is_verified_afresh_after_a_day_in_the_cache() {
     assert_eq!(h.verifier.cache_counts().misses.get(), 2);
     assert_eq!(h.verifier.cache_counts().hits.get(), 1);
 }
+
+/// `exp` and `nbf` are absolute and checked on the wall clock, cached or not; the key
+/// set's age (`jwks_max_stale_s`) is a duration and ignores a wall-clock step.
+#[tokio::test]
+async fn exp_and_nbf_follow_a_wall_clock_step_and_key_age_does_not() {
+    const TWO_HOURS_MS: i64 = 2 * 3_600_000;
+    let h = Harness::start(
+        EmulatorOptions::default(),
+        Extra {
+            session: "jwks_max_stale_s = 900",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let kid = h.emulator.default_kid().unwrap();
+    let expiring = h
+        .emulator
+        .mint(
+            &h.emulator
+                .session_claims(TENANT, USER, "acme", Duration::from_secs(600)),
+            &kid,
+            false,
+        )
+        .unwrap();
+    let mut later = h
+        .emulator
+        .session_claims(TENANT, USER, "acme", Duration::from_secs(4 * 3600));
+    later["nbf"] = json!(h.clock.now_s() + 3600);
+    let not_yet = h.emulator.mint(&later, &kid, false).unwrap();
+    h.verifier.verify(&expiring).await.unwrap();
+    assert_eq!(
+        h.verifier.verify(&not_yet).await.unwrap_err(),
+        VerifyError::Rejected(JoseError::NotYetValid, Some(TokenKind::SessionToken))
+    );
+
+    h.clock.step_wall(TWO_HOURS_MS);
+    // The cached token is past its exp now.
+    assert_eq!(
+        h.verifier.verify(&expiring).await.unwrap_err(),
+        VerifyError::Rejected(JoseError::Expired, Some(TokenKind::SessionToken))
+    );
+    // The other is past its nbf, and the keys loaded "two hours ago" on the wall clock
+    // are still fresh: they were loaded no time ago.
+    assert!(h.verifier.verify(&not_yet).await.is_ok());
+    assert_eq!(h.emulator.jwks_requests(), 1);
+}

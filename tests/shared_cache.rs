@@ -17,6 +17,7 @@ use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jtl::{AccessTokens, Jtl, TokenError};
 use jtl_auth_sidecar::server::{Addresses, Server};
 use jtl_auth_sidecar::shared_cache::{lock_key, SharedTokenStore};
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 /// A key prefix no other test (or run) uses.
@@ -73,12 +74,17 @@ impl App {
 
     /// One replica's access-token manager, sharing through Redis.
     fn replica_of(&self, config: &Config) -> AccessTokens {
-        let shared = SharedTokenStore::from_config(config, self.clock.clone())
+        let shared = SharedTokenStore::from_config(config, self.clock.clone(), Handle::current())
             .expect("shared store")
             .expect("redis_url is set");
-        Jtl::from_config_with_shared_store(config, self.clock.clone(), Some(shared))
-            .expect("JTL client")
-            .tokens
+        Jtl::from_config_with_shared_store(
+            config,
+            self.clock.clone(),
+            Some(shared),
+            Handle::current(),
+        )
+        .expect("JTL client")
+        .tokens
     }
 
     fn replica(&self) -> AccessTokens {
@@ -674,10 +680,12 @@ async fn without_shared_cache_nothing_changes() {
         emulator.api_base_url(),
     );
     let config = load_str(&toml, Vec::new()).unwrap().config;
-    assert!(SharedTokenStore::from_config(&config, clock.clone())
-        .unwrap()
-        .is_none());
-    let tokens = Jtl::from_config_with_shared_store(&config, clock, None)
+    assert!(
+        SharedTokenStore::from_config(&config, clock.clone(), Handle::current())
+            .unwrap()
+            .is_none()
+    );
+    let tokens = Jtl::from_config_with_shared_store(&config, clock, None, Handle::current())
         .unwrap()
         .tokens;
     assert!(tokens.get().await.is_ok());

@@ -15,7 +15,11 @@ const FALLBACK: &str = "the replicas fall back to their own access tokens (each 
 /// The `shared cache` line: `skipped` when `shared_cache.redis_url` is empty.
 pub async fn check(config: &Config) -> Line {
     let clock = Clock::system();
-    let store = match SharedTokenStore::from_config(config, clock.clone()) {
+    let store = match SharedTokenStore::from_config(
+        config,
+        clock.clone(),
+        tokio::runtime::Handle::current(),
+    ) {
         Ok(Some(store)) => store,
         Ok(None) => {
             return Line::new(

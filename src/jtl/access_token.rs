@@ -96,7 +96,7 @@ struct Inner {
     current: ArcSwapOption<AccessToken>,
     /// Held while a token request is in flight: the single flight.
     flight: tokio::sync::Mutex<Flight>,
-    /// When the next request may be made, readable without the lock.
+    /// When the next request may be made (monotonic), readable without the lock.
     next_attempt_ms: std::sync::atomic::AtomicI64,
     wake_refresher: Notify,
     counts: TokenFetchCounts,
@@ -164,7 +164,7 @@ impl AccessTokens {
     /// The current token when it is usable; never waits and never returns an expired
     /// token. This is what the hot path calls.
     pub fn current(&self) -> Option<Arc<AccessToken>> {
-        let now = self.inner.clock.now_ms();
+        let now = self.inner.clock.mono_ms();
         self.inner
             .current
             .load_full()
@@ -174,7 +174,7 @@ impl AccessTokens {
     /// `Bearer <token>` of the current usable token, from a copy owned by this thread;
     /// `None` when no token is usable (then [`AccessTokens::get`] fetches or explains).
     pub fn current_authorization(&self) -> Option<HeaderValue> {
-        let now = self.inner.clock.now_ms();
+        let now = self.inner.clock.mono_ms();
         let guard = self.inner.current.load();
         let token = guard.as_ref().filter(|token| token.is_usable_at(now))?;
         THREAD_AUTHORIZATION.with(|cell| {
@@ -275,11 +275,11 @@ impl AccessTokens {
             {
                 return Judgement::Refused;
             }
-            let now = inner.clock.now_ms();
-            match AccessToken::from_entry(entry, inner.refresh_before_ms) {
+            let now = inner.clock.read();
+            match AccessToken::from_entry(entry, inner.refresh_before_ms, now) {
                 Some(token)
-                    if token.is_usable_at(now)
-                        && (need == Need::Usable || now < token.refresh_at_ms()) =>
+                    if token.is_usable_at(now.mono_ms)
+                        && (need == Need::Usable || now.mono_ms < token.refresh_at_mono()) =>
                 {
                     Judgement::Use
                 }
@@ -295,12 +295,12 @@ impl AccessTokens {
                         return Ok(current);
                     }
                 }
-                let token = AccessToken::from_entry(&entry, inner.refresh_before_ms)
+                let now = inner.clock.read();
+                let token = AccessToken::from_entry(&entry, inner.refresh_before_ms, now)
                     .ok_or(Acquired::Unavailable)?;
-                let now = inner.clock.now_ms();
                 tracing::info!(
                     token = %token.fingerprint(),
-                    expires_in_s = token.expires_at_ms().saturating_sub(now) / 1000,
+                    expires_in_s = token.expires_at_mono().saturating_sub(now.mono_ms) / 1000,
                     "took the JTL access token another replica shared through Redis"
                 );
                 let token = Arc::new(token);
@@ -320,7 +320,7 @@ impl AccessTokens {
                 .current
                 .load()
                 .as_ref()
-                .map(|token| token.refresh_at_ms())
+                .map(|token| token.refresh_at_mono())
                 .unwrap_or(i64::MIN);
             let next_attempt_ms = self
                 .inner
@@ -340,10 +340,11 @@ impl AccessTokens {
     async fn obtain(&self, need: Need) -> Result<Arc<AccessToken>, TokenUnavailable> {
         let inner = &self.inner;
         let mut flight = inner.flight.lock().await;
-        let now = inner.clock.now_ms();
+        // Schedules and backoff are on the monotonic clock.
+        let now = inner.clock.mono_ms();
         // Another caller may have fetched while this one waited for the lock.
         if let Some(token) = self.current() {
-            if need == Need::Usable || now < token.refresh_at_ms() {
+            if need == Need::Usable || now < token.refresh_at_mono() {
                 return Ok(token);
             }
         }
@@ -372,7 +373,7 @@ impl AccessTokens {
             }
         }
         let result = self.request_token().await;
-        let now = inner.clock.now_ms();
+        let now = inner.clock.mono_ms();
         match result {
             Ok(token) => {
                 inner
@@ -381,7 +382,7 @@ impl AccessTokens {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     token = %token.fingerprint(),
-                    expires_in_s = token.expires_at_ms().saturating_sub(now) / 1000,
+                    expires_in_s = token.expires_at_mono().saturating_sub(now) / 1000,
                     "obtained a JTL access token"
                 );
                 flight.backoff.succeeded();
@@ -444,7 +445,7 @@ impl AccessTokens {
     /// One request to the token endpoint. On failure, also the `Retry-After` it asked for.
     async fn request_token(&self) -> Result<AccessToken, (TokenError, Option<Duration>)> {
         let inner = &self.inner;
-        let secret = self.secret_for_request().map_err(|e| (e, None))?;
+        let secret = self.secret_for_request().await.map_err(|e| (e, None))?;
         // RFC 6749 §2.3.1: id and secret each form-urlencoded, then joined (SPEC §6).
         let mut authorization =
             HeaderValue::from_str(&basic_authorization(&inner.client_id, secret.expose()))
@@ -475,7 +476,7 @@ impl AccessTokens {
             .call(request)
             .await
             .map_err(|e| (TokenError::Call(e), None))?;
-        let now = inner.clock.now_ms();
+        let now = inner.clock.read();
         if response.status != StatusCode::OK {
             let oauth_error = serde_json::from_slice::<Value>(&response.body)
                 .ok()
@@ -517,14 +518,22 @@ impl AccessTokens {
     /// The secret to send. A secret file is read again before every token request (a few
     /// per hour), so a corrected or rotated Kubernetes Secret is picked up after an
     /// `invalid_client` without a restart.
-    fn secret_for_request(&self) -> Result<Secret, TokenError> {
+    ///
+    /// A token request can start on an ingress worker (a request that finds no token), so
+    /// the file is read off the async worker (`tokio::fs`, a blocking-pool thread), and the
+    /// lock is taken only after the read: a std mutex is never held across an await.
+    async fn secret_for_request(&self) -> Result<Secret, TokenError> {
         let inner = &self.inner;
+        let fresh = match &inner.secret_source {
+            ClientSecret::File(path) => Some((path, read_secret_file_off_worker(path).await)),
+            ClientSecret::Inline(_) => None,
+        };
         let mut secret = inner
             .secret
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let ClientSecret::File(path) = &inner.secret_source {
-            match read_secret_file(path) {
+        if let Some((path, fresh)) = fresh {
+            match fresh {
                 Ok(fresh) => {
                     if fresh != *secret {
                         tracing::info!(file = %path.display(), "read a changed client secret from jtl.client_secret_file");
@@ -548,9 +557,23 @@ fn form_body(scope: Option<&str>) -> String {
     form.finish()
 }
 
+/// At start (construction, not on a request's path): a blocking read is fine there.
 fn read_secret_file(path: &std::path::Path) -> Result<Secret, TokenError> {
     // Used byte for byte: a trailing newline is part of the secret, as JTL will see it.
     std::fs::read_to_string(path)
         .map(Secret::new)
-        .map_err(|e| TokenError::SecretFile(format!("{}: {e}", path.display())))
+        .map_err(|e| secret_file_error(path, &e))
+}
+
+/// The same read for a token request, which may run on an ingress worker: on Tokio's
+/// blocking pool, so the worker's thread never waits on the file system.
+async fn read_secret_file_off_worker(path: &std::path::Path) -> Result<Secret, TokenError> {
+    tokio::fs::read_to_string(path)
+        .await
+        .map(Secret::new)
+        .map_err(|e| secret_file_error(path, &e))
+}
+
+fn secret_file_error(path: &std::path::Path, error: &std::io::Error) -> TokenError {
+    TokenError::SecretFile(format!("{}: {error}", path.display()))
 }

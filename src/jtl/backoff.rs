@@ -1,4 +1,5 @@
-//! Exponential backoff with jitter, on the sidecar's clock.
+//! Exponential backoff with jitter, on the sidecar's monotonic clock
+//! ([`crate::clock::Clock::mono_ms`]): the times in and out are monotonic milliseconds.
 
 use std::time::Duration;
 

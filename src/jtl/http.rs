@@ -11,7 +11,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::runtime::Handle;
 
+use crate::background::{run_on, SpawnOn};
 use crate::tls::{client_tls_config, SetupError};
 
 /// Token and JWKS responses larger than this are errors (SPEC §6).
@@ -36,6 +38,8 @@ pub enum CallError {
     TooLarge,
     #[error("reading the response failed: {0}")]
     Body(String),
+    #[error("the sidecar is shutting down")]
+    ShuttingDown,
 }
 
 /// Why a connection could not be made, told apart so an operator knows where to look:
@@ -124,12 +128,15 @@ pub type HttpsClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>
 
 /// A pooled client over rustls (plain http too): `nodelay`, a connect timeout, and idle
 /// connections closed after `idle_timeout` (the pool timer is what makes that happen).
-/// `http2` offers HTTP/2 by ALPN as well as HTTP/1.1.
+/// `http2` offers HTTP/2 by ALPN as well as HTTP/1.1. Connection tasks are spawned on
+/// `runtime` when given, else on the runtime of the call that opens the connection (what
+/// an ingress worker's own upstream pool wants).
 pub fn pooled_client<B>(
     tls: rustls::ClientConfig,
     connect_timeout: Duration,
     idle_timeout: Duration,
     http2: bool,
+    runtime: Option<Handle>,
 ) -> HttpsClient<B>
 where
     B: http_body::Body + Send + 'static,
@@ -147,23 +154,47 @@ where
     } else {
         schemes.enable_http1().wrap_connector(tcp)
     };
-    Client::builder(TokioExecutor::new())
+    let mut builder = match runtime {
+        Some(runtime) => Client::builder(SpawnOn(runtime)),
+        None => Client::builder(TokioExecutor::new()),
+    };
+    builder
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(idle_timeout)
         .build(connector)
 }
 
+/// The client of JTL's token and key endpoints. Its calls can start on an ingress worker
+/// (the first request finds no token or no keys), but its pooled connections are
+/// background I/O: each call runs, and each connection lives, on the runtime given at
+/// construction (the server's main runtime).
 #[derive(Clone)]
 pub struct JtlHttp {
     client: HttpsClient,
     timeout: Duration,
+    runtime: Handle,
 }
 
 impl JtlHttp {
+    /// On the runtime this is called from (a server passes its main runtime explicitly,
+    /// [`JtlHttp::on_runtime`]). Must be called within a Tokio runtime.
     pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, SetupError> {
+        JtlHttp::on_runtime(timeout, ca_file, Handle::current())
+    }
+
+    /// Calls and connections run on `runtime`, wherever the caller runs.
+    pub fn on_runtime(
+        timeout: Duration,
+        ca_file: Option<&Path>,
+        runtime: Handle,
+    ) -> Result<Self, SetupError> {
         let tls = client_tls_config(ca_file)?;
-        let client = pooled_client(tls, timeout, POOL_IDLE_TIMEOUT, true);
-        Ok(JtlHttp { client, timeout })
+        let client = pooled_client(tls, timeout, POOL_IDLE_TIMEOUT, true, Some(runtime.clone()));
+        Ok(JtlHttp {
+            client,
+            timeout,
+            runtime,
+        })
     }
 
     /// The pooled client, for callers that stream (egress).
@@ -178,8 +209,11 @@ impl JtlHttp {
     /// Sends `request` and buffers a response of at most [`MAX_RESPONSE_BYTES`], all
     /// within the configured timeout.
     pub async fn call(&self, request: Request<Full<Bytes>>) -> Result<Response, CallError> {
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
+        // The whole exchange runs on the client's runtime: a connection opened here has
+        // its socket registered with that runtime's reactor, not the caller's.
+        let client = self.client.clone();
+        let exchange = async move {
+            let response = client.request(request).await.map_err(|e| {
                 if e.is_connect() {
                     CallError::Connect {
                         kind: ConnectFailure::of(&e),
@@ -209,9 +243,15 @@ impl JtlHttp {
                 body,
             })
         };
-        tokio::time::timeout(self.timeout, exchange)
+        let timeout = self.timeout;
+        let bounded = async move {
+            tokio::time::timeout(timeout, exchange)
+                .await
+                .unwrap_or(Err(CallError::Timeout(timeout.as_millis())))
+        };
+        run_on(&self.runtime, bounded)
             .await
-            .unwrap_or(Err(CallError::Timeout(self.timeout.as_millis())))
+            .unwrap_or(Err(CallError::ShuttingDown))
     }
 }
 
@@ -241,4 +281,72 @@ pub fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
         source = inner;
     }
     source.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The first call comes from an ingress worker's runtime; the pooled connection it
+    /// opens lives on the client's runtime, so after that worker's runtime is gone the next
+    /// call reuses it: the server sees one connection. Were the connection task spawned on
+    /// the worker (hyper-util's `TokioExecutor` spawns on the caller's runtime), it would
+    /// die with the worker and the next call would open a second connection.
+    #[test]
+    fn a_connection_opened_from_a_worker_outlives_the_worker() {
+        let main = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let addr = main.block_on({
+            let accepted = Arc::clone(&accepted);
+            async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = listener.local_addr().expect("address");
+                tokio::spawn(async move {
+                    while let Ok((stream, _)) = listener.accept().await {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        let service = hyper::service::service_fn(|_| async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from_static(b"{}"),
+                            )))
+                        });
+                        tokio::spawn(
+                            hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                        );
+                    }
+                });
+                addr
+            }
+        });
+        let http = JtlHttp::on_runtime(Duration::from_secs(5), None, main.handle().clone())
+            .expect("client");
+        let request = || {
+            Request::get(format!("http://{addr}/"))
+                .body(Full::new(Bytes::new()))
+                .expect("request")
+        };
+        let worker = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let first = worker.block_on(http.call(request())).expect("first call");
+        assert_eq!(first.status, StatusCode::OK);
+        drop(worker);
+        let second = main.block_on(http.call(request())).expect("second call");
+        assert_eq!(second.status, StatusCode::OK);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "a second connection was opened"
+        );
+    }
 }

@@ -36,7 +36,9 @@ use crate::jose::{JwkSet, JwksError, KeyKind, SkippedKey, TokenKind};
 pub struct LoadedKeys {
     pub set: JwkSet,
     pub generation: u64,
-    pub fetched_at_ms: i64,
+    /// When it was fetched, on the monotonic clock: its age (`jwks_max_stale_s`, the
+    /// refresh schedule) is a duration, which a wall-clock step must not move.
+    pub fetched_at_mono_ms: i64,
     /// The number of the fetch that loaded it (see [`KeySet::fetches_started`]).
     pub fetch_number: u64,
 }
@@ -131,7 +133,8 @@ struct Inner {
     current: ArcSwap<LoadedKeys>,
     /// Held while a fetch is in flight: concurrent refetches share one.
     flight: tokio::sync::Mutex<Backoff>,
-    /// Earliest time of the next fetch (rate limit and backoff), readable without the lock.
+    /// Earliest time of the next fetch (rate limit and backoff; monotonic), readable
+    /// without the lock.
     next_fetch_ms: AtomicI64,
     last_fetch_failed: AtomicBool,
     /// Fetches started so far; the number of the latest one.
@@ -187,7 +190,11 @@ impl KeySet {
     }
 
     fn is_usable(&self, loaded: &LoadedKeys) -> bool {
-        let age = self.inner.clock.now_ms() - loaded.fetched_at_ms;
+        let age = self
+            .inner
+            .clock
+            .mono_ms()
+            .saturating_sub(loaded.fetched_at_mono_ms);
         loaded.generation > 0 && age <= duration_ms(self.inner.options.max_stale)
     }
 
@@ -219,7 +226,7 @@ impl KeySet {
     /// at least 1: the `Retry-After` of a `503` for keys that cannot be had now.
     pub fn retry_after(&self) -> Duration {
         let next_fetch_ms = self.inner.next_fetch_ms.load(Ordering::SeqCst);
-        let wait_ms = next_fetch_ms.saturating_sub(self.inner.clock.now_ms());
+        let wait_ms = next_fetch_ms.saturating_sub(self.inner.clock.mono_ms());
         let wait_s = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000);
         Duration::from_secs(wait_s.max(1))
     }
@@ -238,7 +245,7 @@ impl KeySet {
         if current.generation != seen_generation {
             return current;
         }
-        if self.inner.clock.now_ms() < self.inner.next_fetch_ms.load(Ordering::SeqCst) {
+        if self.inner.clock.mono_ms() < self.inner.next_fetch_ms.load(Ordering::SeqCst) {
             return current;
         }
         self.fetch_locked(&mut backoff, &current)
@@ -276,7 +283,7 @@ impl KeySet {
                 return Err(KeyWait::Unavailable);
             }
             let next_fetch_ms = self.inner.next_fetch_ms.load(Ordering::SeqCst);
-            if self.inner.clock.now_ms() >= next_fetch_ms {
+            if self.inner.clock.mono_ms() >= next_fetch_ms {
                 return self
                     .fetch_locked(&mut backoff, &current)
                     .await
@@ -301,7 +308,7 @@ impl KeySet {
     ) -> Option<Arc<LoadedKeys>> {
         let fetch_number = self.inner.fetches_started.fetch_add(1, Ordering::SeqCst) + 1;
         let result = self.fetch().await;
-        let now = self.inner.clock.now_ms();
+        let now = self.inner.clock.mono_ms();
         let min_interval = duration_ms(self.inner.options.min_refetch_interval);
         match result {
             Ok(set) => {
@@ -311,7 +318,7 @@ impl KeySet {
                 let loaded = Arc::new(LoadedKeys {
                     set,
                     generation: current.generation + 1,
-                    fetched_at_ms: now,
+                    fetched_at_mono_ms: now,
                     fetch_number,
                 });
                 let kind = self.token_kind();
@@ -348,7 +355,7 @@ impl KeySet {
                     .max(now.saturating_add(min_interval));
                 self.inner.next_fetch_ms.store(next, Ordering::SeqCst);
                 let stale_for_s =
-                    (current.generation > 0).then(|| (now - current.fetched_at_ms) / 1000);
+                    (current.generation > 0).then(|| (now - current.fetched_at_mono_ms) / 1000);
                 tracing::warn!(
                     flow = self.token_kind().label(),
                     url = self.inner.options.url.as_str(),
@@ -372,7 +379,7 @@ impl KeySet {
                 i64::MIN
             } else {
                 current
-                    .fetched_at_ms
+                    .fetched_at_mono_ms
                     .saturating_add(duration_ms(self.inner.options.refresh_interval))
             };
             let wake_at = due_ms.max(self.inner.next_fetch_ms.load(Ordering::SeqCst));

@@ -41,19 +41,23 @@ pub struct Jtl {
 impl Jtl {
     /// Builds the HTTPS client, the access-token manager and the key set from the config.
     /// Nothing is fetched yet: the refreshers or the first callers do that.
-    /// The access token is this process's own: `check` and the tests use this.
+    /// The access token is this process's own: `check` and the tests use this. Calls to
+    /// JTL run on the runtime this is called from.
     pub fn from_config(config: &Config, clock: Clock) -> Result<Jtl, SetupError> {
-        Jtl::from_config_with_shared_store(config, clock, None)
+        Jtl::from_config_with_shared_store(config, clock, None, tokio::runtime::Handle::current())
     }
 
     /// As [`Jtl::from_config`], with the access token shared through `shared` (SPEC §12,
-    /// `[shared_cache]`): what `run` uses. Nothing is connected yet.
+    /// `[shared_cache]`): what `run` uses. Nothing is connected yet. Calls to JTL and
+    /// their connections run on `runtime` (the server's main runtime), wherever the
+    /// caller runs.
     pub fn from_config_with_shared_store(
         config: &Config,
         clock: Clock,
         shared: Option<crate::shared_cache::SharedTokenStore>,
+        runtime: tokio::runtime::Handle,
     ) -> Result<Jtl, SetupError> {
-        let http = JtlHttp::new(config.jtl.timeout, config.jtl.ca_file.as_deref())?;
+        let http = JtlHttp::on_runtime(config.jtl.timeout, config.jtl.ca_file.as_deref(), runtime)?;
         let tokens =
             AccessTokens::with_shared_store(&config.jtl, http.clone(), clock.clone(), shared)?;
         let key_sets = config

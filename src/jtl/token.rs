@@ -9,7 +9,7 @@ use http::HeaderValue;
 use serde_json::Value;
 
 use super::http::is_blank;
-use crate::clock::duration_ms;
+use crate::clock::{duration_ms, Reading};
 use crate::secrets::{fingerprint, Secret};
 use crate::shared_cache::Entry;
 
@@ -21,14 +21,24 @@ pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 static TOKEN_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// One access token and when to replace it.
+///
+/// The deadlines that decide (usable? due for refresh?) are monotonic
+/// ([`crate::clock::Clock::mono_ms`]): a lifetime is a duration from receipt, and a
+/// wall-clock step must neither expire nor extend it. An absolute `exp` (or a shared
+/// entry's expiry) is turned into a monotonic deadline once, at receipt. The wall-clock
+/// times are kept as reckoned at receipt, for the shared entry and for display.
 pub struct AccessToken {
     pub(super) serial: u64,
     pub(super) value: Secret,
     header: HeaderValue,
+    /// Wall clock, as reckoned at receipt.
     expires_at_ms: i64,
     refresh_at_ms: i64,
-    /// When it was obtained from JTL (by this replica or the one that shared it).
+    /// When it was obtained from JTL (by this replica or the one that shared it), wall clock.
     obtained_at_ms: i64,
+    /// Monotonic deadlines: no longer handed out / refreshed from then on.
+    expires_at_mono: i64,
+    refresh_at_mono: i64,
     fingerprint: String,
     lifetime_from: LifetimeSource,
 }
@@ -80,13 +90,24 @@ impl AccessToken {
         &self.header
     }
 
+    /// The wall-clock expiry as reckoned at receipt (shown, and shared through Redis).
     pub fn expires_at_ms(&self) -> i64 {
         self.expires_at_ms
     }
 
-    /// When the background refresher replaces this token.
+    /// When the background refresher replaces this token, wall clock as reckoned at receipt.
     pub fn refresh_at_ms(&self) -> i64 {
         self.refresh_at_ms
+    }
+
+    /// The expiry on the monotonic clock ([`crate::clock::Clock::mono_ms`]).
+    pub fn expires_at_mono(&self) -> i64 {
+        self.expires_at_mono
+    }
+
+    /// When the background refresher replaces this token, on the monotonic clock.
+    pub fn refresh_at_mono(&self) -> i64 {
+        self.refresh_at_mono
     }
 
     /// First 8 hex digits of the token's SHA-256, for logs.
@@ -99,24 +120,31 @@ impl AccessToken {
     }
 
     /// A token read from the shared entry, refreshed on the same schedule as one obtained
-    /// here: `refresh_before` ahead, or at half-life for short ones.
-    pub(super) fn from_entry(entry: &Entry, refresh_before_ms: i64) -> Option<AccessToken> {
+    /// here: `refresh_before` ahead, or at half-life for short ones. The entry's expiry is
+    /// absolute (replicas share it); it becomes a monotonic deadline here, once.
+    pub(super) fn from_entry(
+        entry: &Entry,
+        refresh_before_ms: i64,
+        now: Reading,
+    ) -> Option<AccessToken> {
         let mut header = HeaderValue::from_str(&format!("Bearer {}", entry.token)).ok()?;
         header.set_sensitive(true);
         let lifetime_ms = entry.expires_at_ms.checked_sub(entry.obtained_at_ms)?;
         if lifetime_ms <= 0 {
             return None;
         }
+        let refresh_before_ms = refresh_before_ms.min(lifetime_ms / 2);
+        let expires_at_mono = to_mono(entry.expires_at_ms, now);
         Some(AccessToken {
             serial: TOKEN_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             fingerprint: fingerprint(&entry.token),
             value: Secret::new(entry.token.clone()),
             header,
             expires_at_ms: entry.expires_at_ms,
-            refresh_at_ms: entry
-                .expires_at_ms
-                .saturating_sub(refresh_before_ms.min(lifetime_ms / 2)),
+            refresh_at_ms: entry.expires_at_ms.saturating_sub(refresh_before_ms),
             obtained_at_ms: entry.obtained_at_ms,
+            expires_at_mono,
+            refresh_at_mono: expires_at_mono.saturating_sub(refresh_before_ms),
             lifetime_from: LifetimeSource::from_byte(entry.lifetime_source),
         })
     }
@@ -131,12 +159,20 @@ impl AccessToken {
         }
     }
 
-    pub(super) fn is_usable_at(&self, now_ms: i64) -> bool {
-        now_ms
+    /// Whether it may be handed out at the monotonic time `mono_ms`.
+    pub(super) fn is_usable_at(&self, mono_ms: i64) -> bool {
+        mono_ms
             < self
-                .expires_at_ms
+                .expires_at_mono
                 .saturating_sub(duration_ms(EXPIRY_MARGIN))
     }
+}
+
+/// The monotonic time of the absolute (wall-clock) `wall_ms`, as the clocks read `now`;
+/// saturating at the ends of i64.
+fn to_mono(wall_ms: i64, now: Reading) -> i64 {
+    now.mono_ms
+        .saturating_add(wall_ms.saturating_sub(now.wall_ms))
 }
 
 /// Reads `access_token` and the lifetime: `expires_in`, or else the token's own `exp`
@@ -145,7 +181,7 @@ impl AccessToken {
 /// what makes the answer unusable.
 pub(super) fn parse_token_response(
     body: &[u8],
-    now_ms: i64,
+    now: Reading,
     refresh_before_ms: i64,
     opaque: bool,
 ) -> Result<AccessToken, &'static str> {
@@ -161,6 +197,7 @@ pub(super) fn parse_token_response(
     let mut header = HeaderValue::from_str(&format!("Bearer {value}"))
         .map_err(|_| "access_token is not header-safe")?;
     header.set_sensitive(true);
+    let now_ms = now.wall_ms;
     let (expires_at_ms, lifetime_from) = match body.get("expires_in").and_then(Value::as_f64) {
         Some(seconds) if seconds > 0.0 => (
             now_ms.saturating_add((seconds * 1000.0) as i64),
@@ -184,7 +221,11 @@ pub(super) fn parse_token_response(
         return Err("the token expires at once");
     }
     // Refresh `refresh_before` ahead, or at half-life for tokens shorter than twice that.
-    let refresh_at_ms = expires_at_ms.saturating_sub(refresh_before_ms.min(lifetime_ms / 2));
+    let refresh_before_ms = refresh_before_ms.min(lifetime_ms / 2);
+    let refresh_at_ms = expires_at_ms.saturating_sub(refresh_before_ms);
+    // From here on, the lifetime runs on the monotonic clock (an `exp` is converted here,
+    // once: a later wall-clock step does not move it).
+    let expires_at_mono = now.mono_ms.saturating_add(lifetime_ms);
     Ok(AccessToken {
         serial: TOKEN_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         fingerprint: fingerprint(value),
@@ -193,6 +234,8 @@ pub(super) fn parse_token_response(
         expires_at_ms,
         refresh_at_ms,
         obtained_at_ms: now_ms,
+        expires_at_mono,
+        refresh_at_mono: expires_at_mono.saturating_sub(refresh_before_ms),
         lifetime_from,
     })
 }
@@ -211,6 +254,14 @@ fn jwt_exp_ms(token: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// Both clocks reading `ms` (the monotonic origin at the epoch).
+    fn at(ms: i64) -> Reading {
+        Reading {
+            wall_ms: ms,
+            mono_ms: ms,
+        }
+    }
+
     /// Absurd times from JTL neither wrap nor panic: a far-future lifetime saturates, a
     /// past or far-past one is refused as expiring at once.
     #[test]
@@ -221,19 +272,24 @@ mod tests {
                 .encode(format!(r#"{{"exp":{exp}}}"#));
             format!(r#"{{"access_token":"eyJhbGciOiJFZERTQSJ9.{payload}.c2ln"}}"#)
         };
-        let far = parse_token_response(jwt(&i64::MAX.to_string()).as_bytes(), now, 60_000, false)
-            .expect("a far exp");
+        let far = parse_token_response(
+            jwt(&i64::MAX.to_string()).as_bytes(),
+            at(now),
+            60_000,
+            false,
+        )
+        .expect("a far exp");
         assert_eq!(far.expires_at_ms(), i64::MAX);
         assert_eq!(far.refresh_at_ms(), i64::MAX - 60_000);
         for past in ["-1", "-1e300", &i64::MIN.to_string()] {
             assert_eq!(
-                parse_token_response(jwt(past).as_bytes(), now, 60_000, false).err(),
+                parse_token_response(jwt(past).as_bytes(), at(now), 60_000, false).err(),
                 Some("the token expires at once"),
                 "exp {past}"
             );
         }
         let huge = format!(r#"{{"access_token":"abc","expires_in":{}}}"#, u64::MAX);
-        let token = parse_token_response(huge.as_bytes(), now, 60_000, false).expect("huge");
+        let token = parse_token_response(huge.as_bytes(), at(now), 60_000, false).expect("huge");
         assert_eq!(token.expires_at_ms(), i64::MAX);
         assert!(token.is_usable_at(now));
         // The same from the shared entry.
@@ -243,14 +299,14 @@ mod tests {
             obtained_at_ms: i64::MIN,
             lifetime_source: 0,
         };
-        assert!(AccessToken::from_entry(&entry, 60_000).is_none());
+        assert!(AccessToken::from_entry(&entry, 60_000, at(now)).is_none());
     }
 
     #[test]
     fn lifetime_comes_from_expires_in() {
         let token = parse_token_response(
             br#"{"access_token":"abc","expires_in":3600}"#,
-            0,
+            at(0),
             60_000,
             false,
         )
@@ -264,7 +320,7 @@ mod tests {
     fn short_tokens_refresh_at_half_life() {
         let token = parse_token_response(
             br#"{"access_token":"abc","expires_in":60}"#,
-            0,
+            at(0),
             60_000,
             false,
         )
@@ -276,7 +332,7 @@ mod tests {
     fn lifetime_falls_back_to_the_jwt_exp() {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1000}"#);
         let body = format!(r#"{{"access_token":"eyJhbGciOiJFZERTQSJ9.{payload}.c2ln"}}"#);
-        let token = parse_token_response(body.as_bytes(), 100_000, 60_000, false).unwrap();
+        let token = parse_token_response(body.as_bytes(), at(100_000), 60_000, false).unwrap();
         assert_eq!(token.expires_at_ms(), 1_000_000);
     }
 
@@ -294,7 +350,7 @@ mod tests {
             br#"{"access_token":"opaque","expires_in":2}"#,
         ] {
             assert!(
-                parse_token_response(body, 0, 60_000, false).is_err(),
+                parse_token_response(body, at(0), 60_000, false).is_err(),
                 "{}",
                 String::from_utf8_lossy(body)
             );
@@ -305,7 +361,7 @@ mod tests {
     fn token_is_unusable_within_the_expiry_margin() {
         let token = parse_token_response(
             br#"{"access_token":"abc","expires_in":100}"#,
-            0,
+            at(0),
             60_000,
             false,
         )
@@ -318,7 +374,7 @@ mod tests {
     fn debug_output_hides_the_token() {
         let token = parse_token_response(
             br#"{"access_token":"top-secret-token","expires_in":100}"#,
-            0,
+            at(0),
             0,
             false,
         )
@@ -332,17 +388,54 @@ mod tests {
         let claims =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":99999999999}"#);
         let body = format!(r#"{{"access_token":"e30.{claims}.sig"}}"#);
-        let token = parse_token_response(body.as_bytes(), 1_000, 60_000, true).unwrap();
+        let token = parse_token_response(body.as_bytes(), at(1_000), 60_000, true).unwrap();
         assert_eq!(token.lifetime_from(), LifetimeSource::Assumed);
         assert_eq!(token.expires_at_ms(), 1_000 + 300_000);
         let with_expires_in = parse_token_response(
             br#"{"access_token":"opaque","expires_in":43199}"#,
-            0,
+            at(0),
             60_000,
             true,
         )
         .unwrap();
         assert_eq!(with_expires_in.lifetime_from(), LifetimeSource::ExpiresIn);
         assert_eq!(with_expires_in.expires_at_ms(), 43_199_000);
+    }
+
+    /// A lifetime from `expires_in` runs on the monotonic clock; an `exp` is turned into
+    /// a monotonic deadline at receipt, and so is a shared entry's expiry.
+    #[test]
+    fn deadlines_are_monotonic_whatever_the_wall_clock_reads() {
+        let now = Reading {
+            wall_ms: 1_790_000_000_000,
+            mono_ms: 5_000,
+        };
+        let token = parse_token_response(
+            br#"{"access_token":"abc","expires_in":3600}"#,
+            now,
+            60_000,
+            false,
+        )
+        .unwrap();
+        assert_eq!(token.expires_at_ms(), 1_790_003_600_000);
+        assert_eq!(token.expires_at_mono(), 3_605_000);
+        assert_eq!(token.refresh_at_mono(), 3_545_000);
+        assert!(token.is_usable_at(3_599_999));
+        assert!(!token.is_usable_at(3_600_000));
+
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1790000600}"#);
+        let body = format!(r#"{{"access_token":"eyJhbGciOiJFZERTQSJ9.{payload}.c2ln"}}"#);
+        let from_exp = parse_token_response(body.as_bytes(), now, 60_000, false).unwrap();
+        assert_eq!(from_exp.expires_at_mono(), 605_000);
+
+        let entry = token.to_entry();
+        let later = Reading {
+            wall_ms: 1_790_000_100_000,
+            mono_ms: 900_000,
+        };
+        let shared = AccessToken::from_entry(&entry, 60_000, later).unwrap();
+        assert_eq!(shared.expires_at_mono(), 900_000 + 3_500_000);
+        assert_eq!(shared.refresh_at_mono(), 900_000 + 3_440_000);
     }
 }

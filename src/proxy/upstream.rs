@@ -77,6 +77,8 @@ impl Upstream {
                 connect_timeout,
                 POOL_IDLE_TIMEOUT,
                 false,
+                // Each ingress worker's own pool: its connections stay on its runtime.
+                None,
             )))
         };
         Upstream::with_transport(url, &authority, transport, request_timeout)
@@ -96,6 +98,8 @@ impl Upstream {
             connect_timeout,
             JTL_POOL_IDLE_TIMEOUT,
             true,
+            // Egress runs on the main runtime: the connections with it.
+            None,
         )));
         Upstream::with_transport(url, &authority_of(url), transport, response_timeout)
     }

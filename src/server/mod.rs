@@ -100,9 +100,13 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 
 impl Server {
     pub async fn bind(config: Config, clock: Clock) -> Result<Server, StartError> {
+        // This runs on the main runtime: connections to JTL and Redis are opened and
+        // driven there even when an ingress worker's request is the first to need one,
+        // so that no background I/O lives on (and dies with) an ingress worker.
+        let main_runtime = tokio::runtime::Handle::current();
         // With `[shared_cache]`, the replicas share one access token through Redis.
-        let shared = SharedTokenStore::from_config(&config, clock.clone())?;
-        let jtl = Jtl::from_config_with_shared_store(&config, clock.clone(), shared)?;
+        let shared = SharedTokenStore::from_config(&config, clock.clone(), main_runtime.clone())?;
+        let jtl = Jtl::from_config_with_shared_store(&config, clock.clone(), shared, main_runtime)?;
         // Ports first: a port that is taken fails the start before a store is opened.
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())

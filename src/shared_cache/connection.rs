@@ -6,6 +6,10 @@
 //!
 //! Reconnects by itself: a call on a broken connection drops it and, once, opens a new one
 //! within the same call; a failed connect is retried on the next call.
+//!
+//! The connection is opened and its driver task runs on the runtime given at construction
+//! (the server's main runtime), even when the call that opens it comes from an ingress
+//! worker: see [`crate::background`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +17,10 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ProtocolVersion, RedisConnectionInfo};
 use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 use tokio_rustls::TlsConnector;
 
+use crate::background::run_on;
 use crate::config::RedisTarget;
 use crate::secrets::Secret;
 
@@ -38,14 +44,18 @@ pub struct Connection {
     info: RedisConnectionInfo,
     tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
     current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Where connections are opened and driven.
+    runtime: Handle,
 }
 
 impl Connection {
-    /// Nothing is opened yet. `password` is the URL's or the password file's.
+    /// Nothing is opened yet. `password` is the URL's or the password file's; connections
+    /// will be opened and driven on `runtime`.
     pub fn new(
         target: RedisTarget,
         password: Option<Secret>,
         tls: Option<rustls::ClientConfig>,
+        runtime: Handle,
     ) -> Result<Connection, String> {
         let tls = match tls {
             Some(config) if target.tls => {
@@ -70,6 +80,7 @@ impl Connection {
             info,
             tls,
             current: tokio::sync::Mutex::new(None),
+            runtime,
         })
     }
 
@@ -123,61 +134,128 @@ impl Connection {
         Err(RedisFailure::Command("the connection was lost".into()))
     }
 
+    /// Opens a connection on the connection's runtime: the socket is registered with that
+    /// runtime's reactor and the driver task spawned there.
     async fn connect(&self) -> Result<MultiplexedConnection, RedisFailure> {
         let address = self.address();
-        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port))
-            .await
-            .map_err(|e| RedisFailure::Connect {
-                address: address.clone(),
-                cause: e.to_string(),
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let result =
-            match &self.tls {
-                Some((connector, name)) => {
-                    let stream = connector.connect(name.clone(), tcp).await.map_err(|e| {
-                        RedisFailure::Tls {
-                            address: address.clone(),
-                            cause: e.to_string(),
-                        }
-                    })?;
-                    MultiplexedConnection::new_with_config(
-                        &self.info,
-                        stream,
-                        AsyncConnectionConfig::default(),
-                    )
-                    .await
-                    .map(|(connection, driver)| {
-                        tokio::spawn(driver);
-                        connection
-                    })
-                }
-                None => MultiplexedConnection::new_with_config(
-                    &self.info,
-                    tcp,
-                    AsyncConnectionConfig::default(),
-                )
-                .await
-                .map(|(connection, driver)| {
-                    tokio::spawn(driver);
-                    connection
-                }),
-            };
-        result.map_err(|error| {
-            let cause = error.to_string();
-            if error.kind() == redis::ErrorKind::AuthenticationFailed
-                || cause.contains("WRONGPASS")
-                || cause.contains("NOAUTH")
-                || cause.contains("NOPERM")
-            {
-                RedisFailure::Auth { address, cause }
-            } else {
-                RedisFailure::Connect { address, cause }
-            }
+        let opening = open(
+            self.target.clone(),
+            self.info.clone(),
+            self.tls.clone(),
+            self.runtime.clone(),
+        );
+        run_on(&self.runtime, opening).await.unwrap_or_else(|| {
+            Err(RedisFailure::Connect {
+                address,
+                cause: "the sidecar is shutting down".into(),
+            })
         })
     }
 }
 
+/// Connects (TCP, then TLS for `rediss://`), logs in and spawns the connection's driver
+/// on `runtime`. Called on `runtime` itself, so the socket belongs to its reactor.
+async fn open(
+    target: RedisTarget,
+    info: RedisConnectionInfo,
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    runtime: Handle,
+) -> Result<MultiplexedConnection, RedisFailure> {
+    let address = target.address();
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| RedisFailure::Connect {
+            address: address.clone(),
+            cause: e.to_string(),
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let result = match &tls {
+        Some((connector, name)) => {
+            let stream =
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| RedisFailure::Tls {
+                        address: address.clone(),
+                        cause: e.to_string(),
+                    })?;
+            MultiplexedConnection::new_with_config(&info, stream, AsyncConnectionConfig::default())
+                .await
+                .map(|(connection, driver)| {
+                    runtime.spawn(driver);
+                    connection
+                })
+        }
+        None => {
+            MultiplexedConnection::new_with_config(&info, tcp, AsyncConnectionConfig::default())
+                .await
+                .map(|(connection, driver)| {
+                    runtime.spawn(driver);
+                    connection
+                })
+        }
+    };
+    result.map_err(|error| {
+        let cause = error.to_string();
+        if error.kind() == redis::ErrorKind::AuthenticationFailed
+            || cause.contains("WRONGPASS")
+            || cause.contains("NOAUTH")
+            || cause.contains("NOPERM")
+        {
+            RedisFailure::Auth { address, cause }
+        } else {
+            RedisFailure::Connect { address, cause }
+        }
+    })
+}
+
 fn is_connection_error(error: &redis::RedisError) -> bool {
     error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first query comes from an ingress worker's runtime; the connection it opens
+    /// lives on the main runtime, so once that worker's runtime is gone the same connection
+    /// (the same Redis client id) still answers. Were it opened and driven on the worker,
+    /// its driver would die with it and the second query would need a new connection.
+    #[test]
+    fn a_connection_opened_from_a_worker_outlives_the_worker() {
+        let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+            eprintln!("\n!!! SKIPPED Redis test: TEST_REDIS_URL is not set !!!");
+            return;
+        };
+        let url = url::Url::parse(&url).expect("TEST_REDIS_URL is a URL");
+        let target = RedisTarget {
+            tls: false,
+            host: url.host_str().expect("a host").to_owned(),
+            port: url.port().unwrap_or(6379),
+            db: 0,
+            username: None,
+            password: None,
+        };
+        let main = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let connection =
+            Connection::new(target, None, None, main.handle().clone()).expect("connection");
+        let client_id = || redis::cmd("CLIENT").arg("ID").clone();
+        let timeout = Duration::from_secs(5);
+        let worker = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let first: i64 = worker
+            .block_on(connection.query(&client_id(), timeout))
+            .expect("CLIENT ID from the worker");
+        drop(worker);
+        let second: i64 = main
+            .block_on(connection.query(&client_id(), timeout))
+            .expect("CLIENT ID after the worker stopped");
+        assert_eq!(first, second, "the connection was replaced");
+    }
 }

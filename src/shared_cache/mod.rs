@@ -153,8 +153,8 @@ pub struct SharedTokenStore {
 struct Health {
     /// Between a failure and the next success.
     down: bool,
-    /// While down: when Redis is tried again (token clock).
-    retry_at_ms: i64,
+    /// While down: when Redis is tried again (monotonic clock: a delay from the failure).
+    retry_at_mono_ms: i64,
     retry_delay: Duration,
 }
 
@@ -192,7 +192,13 @@ impl SharedTokenStore {
     /// The store `[shared_cache]` asks for; `None` when `redis_url` is empty. Reads the
     /// password file; connects to nothing yet. `rediss://` trusts what JTL's connections
     /// trust: the webpki roots and `jtl.ca_file`.
-    pub fn from_config(config: &Config, clock: Clock) -> Result<Option<Self>, SetupError> {
+    /// The connection to Redis is opened and driven on `runtime` (the server's main
+    /// runtime), whichever runtime the first call comes from.
+    pub fn from_config(
+        config: &Config,
+        clock: Clock,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Option<Self>, SetupError> {
         let Some(target) = &config.shared_cache.redis else {
             return Ok(None);
         };
@@ -213,6 +219,7 @@ impl SharedTokenStore {
             config.jtl.timeout,
             tls,
             clock,
+            runtime,
         )
         .map(Some)
     }
@@ -229,14 +236,16 @@ impl SharedTokenStore {
         timeout: Duration,
         tls: Option<rustls::ClientConfig>,
         clock: Clock,
+        runtime: tokio::runtime::Handle,
     ) -> Result<SharedTokenStore, SetupError> {
+        // Read once, here, at start (never on a request's path): a blocking read is fine.
         let password = match &target.password {
             Some(RedisPassword::Inline(secret)) => Some(secret.clone()),
             Some(RedisPassword::File(path)) => Some(read_password_file(path)?),
             None => None,
         };
         let connection =
-            Connection::new(target.clone(), password, tls).map_err(SetupError::Target)?;
+            Connection::new(target.clone(), password, tls, runtime).map_err(SetupError::Target)?;
         let key = entry_key(key_prefix, token_url, client_id, scope);
         Ok(SharedTokenStore {
             connection,
@@ -248,7 +257,7 @@ impl SharedTokenStore {
             counts: SharedCounts::default(),
             health: Mutex::new(Health {
                 down: false,
-                retry_at_ms: i64::MIN,
+                retry_at_mono_ms: i64::MIN,
                 retry_delay: RETRY_FIRST,
             }),
         })
@@ -508,6 +517,9 @@ impl SharedTokenStore {
         if !self.worth_trying() {
             return;
         }
+        // The entry's expiry is absolute wall-clock time on purpose: every replica reads
+        // it, and only the wall clock is common to them (a monotonic reading is per
+        // process). The Redis TTL follows from it.
         let ttl_ms = entry.expires_at_ms.saturating_sub(self.clock.now_ms());
         let work = async {
             if ttl_ms > 0 {
@@ -555,7 +567,7 @@ impl SharedTokenStore {
 
     fn worth_trying(&self) -> bool {
         let health = self.health();
-        !health.down || self.clock.now_ms() >= health.retry_at_ms
+        !health.down || self.clock.mono_ms() >= health.retry_at_mono_ms
     }
 
     fn succeeded(&self) {
@@ -584,9 +596,9 @@ impl SharedTokenStore {
             health.down = true;
             health.retry_delay = RETRY_FIRST;
         }
-        health.retry_at_ms = self
+        health.retry_at_mono_ms = self
             .clock
-            .now_ms()
+            .mono_ms()
             .saturating_add(duration_ms(health.retry_delay));
     }
 }

@@ -29,6 +29,9 @@ const FIXED_PLAINTEXT_LEN: usize = 8 + 8 + 1;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
     pub token: String,
+    /// Absolute, wall-clock milliseconds since the epoch, unlike this replica's own
+    /// deadlines (monotonic): the entry is shared by replicas whose only common clock is
+    /// the wall clock. A reader turns it into its own monotonic deadline on receipt.
     pub expires_at_ms: i64,
     /// When the writer obtained it: with the expiry, the token's lifetime, from which every
     /// replica computes the same refresh time.

@@ -19,6 +19,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+// moka, not quick_cache (which the verified-token cache uses): entries expire
+// ([`KNOWN_FOR`]) and an unknown tenant is inserted through one single flight
+// (`try_get_with`); quick_cache has neither. The per-request cost is `contains_key`,
+// which records no read: moka's costlier `get` (measured in docs/benchmarks.md) is not
+// on the request path.
 use moka::future::Cache;
 use tokio::runtime::Handle;
 use tokio_util::task::TaskTracker;
