@@ -49,13 +49,7 @@ async fn a_token_near_expiry_is_replaced_in_the_background() {
     assert_eq!(h.emulator.token_requests(), 1);
 
     h.clock.advance(Duration::from_secs(2));
-    eventually("the token is replaced", || {
-        h.jtl
-            .tokens
-            .current()
-            .is_some_and(|token| !Arc::ptr_eq(&token, &first))
-    })
-    .await;
+    h.replaced(&first, "the token is replaced").await;
     assert_eq!(h.emulator.token_requests(), 2);
     // The old token was still valid when it was replaced: no caller ever had to wait.
     assert!(first.expires_at_ms() > h.clock.now_ms());
@@ -155,13 +149,8 @@ async fn a_wall_clock_step_moves_no_refresh() {
     advance_waking_nothing(&h.clock, Duration::from_secs(539), "nothing before 540 s").await;
     assert_eq!(h.emulator.token_requests(), 1);
     h.clock.advance(Duration::from_secs(2));
-    eventually("the token is replaced on schedule", || {
-        h.jtl
-            .tokens
-            .current()
-            .is_some_and(|token| !Arc::ptr_eq(&token, &first))
-    })
-    .await;
+    h.replaced(&first, "the token is replaced on schedule")
+        .await;
     assert_eq!(h.emulator.token_requests(), 2);
 }
 

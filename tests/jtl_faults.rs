@@ -43,6 +43,17 @@ enum Flow {
     AppToken,
 }
 
+impl Flow {
+    /// A sidecar in this flow with `toml`.
+    async fn start(self, toml: &str) -> Proxy {
+        let flow = match self {
+            Flow::SessionToken => jtl_auth_sidecar::config::Flow::SessionToken,
+            Flow::AppToken => jtl_auth_sidecar::config::Flow::AppToken,
+        };
+        Proxy::builder().flow(flow).toml(toml).start().await
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Token,
@@ -97,16 +108,7 @@ impl Fixture {
             "[jtl]\ntimeout_ms = {TIMEOUT_MS}\nrefresh_before_expiry_s = 1800\n[session]\njwks_refresh_interval_s = {jwks_refresh_s}\njwks_min_refetch_interval_s = {}\n",
             MIN_REFETCH_MS / 1000
         );
-        let proxy = match flow {
-            Flow::SessionToken => Proxy::builder().toml(&toml).start().await,
-            Flow::AppToken => {
-                Proxy::builder()
-                    .flow(jtl_auth_sidecar::config::Flow::AppToken)
-                    .toml(&toml)
-                    .start()
-                    .await
-            }
-        };
+        let proxy = flow.start(&toml).await;
         let fixture = Fixture {
             proxy,
             flow,
@@ -394,16 +396,7 @@ cases! {
 /// had until the next permitted fetch.
 async fn without_keys(flow: Flow, min_refetch_s: u64, failure: Failure) -> Proxy {
     let toml = format!("[session]\njwks_min_refetch_interval_s = {min_refetch_s}\n");
-    let proxy = match flow {
-        Flow::SessionToken => Proxy::builder().toml(&toml).start().await,
-        Flow::AppToken => {
-            Proxy::builder()
-                .flow(jtl_auth_sidecar::config::Flow::AppToken)
-                .toml(&toml)
-                .start()
-                .await
-        }
-    };
+    let proxy = flow.start(&toml).await;
     // Before the refresher's first fetch: the sidecar has not run yet on this thread.
     match flow {
         Flow::SessionToken => proxy.emulator.set_jwks_failure(failure),

@@ -136,6 +136,21 @@ impl Harness {
         self.jtl.tokens.current().expect("a token")
     }
 
+    /// Waits until the current access token is another than `first`.
+    pub async fn replaced(
+        &self,
+        first: &std::sync::Arc<jtl_auth_sidecar::jtl::AccessToken>,
+        what: &str,
+    ) {
+        eventually(what, || {
+            self.jtl
+                .tokens
+                .current()
+                .is_some_and(|token| !std::sync::Arc::ptr_eq(&token, first))
+        })
+        .await;
+    }
+
     pub fn spawn_key_refresher(&self) {
         tokio::spawn(
             self.jtl
