@@ -1,5 +1,5 @@
-//! The product's log as `log.format = "json"` writes it, captured in memory, for tests
-//! that assert what is (and is not) logged.
+//! The product's log as `log.format = "json"` writes it (the product's own line format),
+//! captured in memory, for tests that assert what is (and is not) logged.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -34,8 +34,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 impl Logs {
     fn subscriber(&self, level: Level) -> impl tracing::Subscriber + Send + Sync {
         tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
+            .event_format(jtl_auth_sidecar::telemetry::JsonLine)
             .with_max_level(level)
             .with_writer(self.clone())
             .finish()
