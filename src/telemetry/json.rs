@@ -1,25 +1,35 @@
 //! The JSON log line, as tracing-subscriber's `json().flatten_event(true)` lays it out
 //! (`timestamp`, `level`, the event's fields in the order they were recorded, `target`),
-//! written straight into a reused buffer.
+//! written straight into a reused buffer and handed to the writer in one piece.
 //!
 //! Why not tracing-subscriber's own JSON format: it formats through serde's visitor
 //! machinery and a `String` per timestamp, which made the access log about a quarter of
-//! a cache hit's instructions. Strings are escaped by serde_json, as there.
+//! a cache hit's instructions; its `fmt` layer adds a copy and a UTF-8 check per line. Strings are escaped by serde_json, as there.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer};
 
-/// The event format of `log.format = "json"`: one JSON object per line.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JsonLine;
+/// The layer of `log.format = "json"`: each event as one JSON line to `make_writer`
+/// (the non-blocking writer in `run`), formatted into a buffer of the thread's and
+/// written with one call.
+#[derive(Debug, Clone)]
+pub struct JsonLayer<W> {
+    make_writer: W,
+}
+
+impl<W> JsonLayer<W> {
+    pub fn new(make_writer: W) -> JsonLayer<W> {
+        JsonLayer { make_writer }
+    }
+}
 
 /// A line's bytes and the text of one `Debug`/`Display` field, kept per thread so a line
 /// allocates nothing once the buffers have grown.
@@ -37,39 +47,37 @@ thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
-impl<S, N> FormatEvent<S, N> for JsonLine
+impl<S, W> Layer<S> for JsonLayer<W>
 where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
+    S: Subscriber,
+    W: for<'a> MakeWriter<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        _ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         BUFFERS.with(|buffers| match buffers.try_borrow_mut() {
             Ok(mut buffers) => {
-                let result = format_into(&mut buffers, event, &mut writer);
+                self.write(&mut buffers, event);
                 if buffers.line.capacity() > KEEP_AT_MOST || buffers.value.capacity() > KEEP_AT_MOST
                 {
                     *buffers = Buffers::default();
                 }
-                result
             }
             // Not expected (tracing drops events raised inside a subscriber), but a
             // second borrow must not panic.
-            Err(_) => format_into(&mut Buffers::default(), event, &mut writer),
-        })
+            Err(_) => self.write(&mut Buffers::default(), event),
+        });
     }
 }
 
-fn format_into(buffers: &mut Buffers, event: &Event<'_>, writer: &mut Writer<'_>) -> fmt::Result {
-    buffers.line.clear();
-    write_line(buffers, event, SystemTime::now());
-    // Only `str`s and JSON punctuation went in: always UTF-8.
-    let text = std::str::from_utf8(&buffers.line).map_err(|_| fmt::Error)?;
-    writer.write_str(text)
+impl<W: for<'a> MakeWriter<'a>> JsonLayer<W> {
+    fn write(&self, buffers: &mut Buffers, event: &Event<'_>) {
+        buffers.line.clear();
+        write_line(buffers, event, SystemTime::now());
+        // Nothing to do about a failed write: the non-blocking writer never fails.
+        let _ = self
+            .make_writer
+            .make_writer_for(event.metadata())
+            .write_all(&buffers.line);
+    }
 }
 
 /// Appends `event` as one JSON line (with its `\n`) to `buffers.line`.
@@ -276,24 +284,32 @@ mod tests {
         tracing::info!(target: "some::target", error = &std::io::Error::other("broken \"pipe\"") as &dyn std::error::Error, "with an error");
     }
 
-    /// The lines of `log_samples` through a subscriber with `format`.
-    fn lines_with<F>(format: F) -> Vec<String>
-    where
-        F: FormatEvent<
-                tracing_subscriber::Registry,
-                tracing_subscriber::fmt::format::DefaultFields,
-            > + Send
-            + Sync
-            + 'static,
-    {
+    fn lines_of(captured: &Captured) -> Vec<String> {
+        captured.text().lines().map(str::to_owned).collect()
+    }
+
+    /// The lines of `log_samples` through [`JsonLayer`].
+    fn our_lines() -> Vec<String> {
+        use tracing_subscriber::layer::SubscriberExt;
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(JsonLayer::new(move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, log_samples);
+        lines_of(&captured)
+    }
+
+    /// The lines of `log_samples` through tracing-subscriber's JSON format, flattened.
+    fn their_lines() -> Vec<String> {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .event_format(format)
+            .json()
+            .flatten_event(true)
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, log_samples);
-        captured.text().lines().map(str::to_owned).collect()
+        lines_of(&captured)
     }
 
     /// The line with its timestamp's value cut out (the two formats run at different
@@ -306,8 +322,8 @@ mod tests {
 
     #[test]
     fn lines_are_byte_for_byte_tracing_subscribers_json_but_for_the_time() {
-        let ours = lines_with(JsonLine);
-        let theirs = lines_with(tracing_subscriber::fmt::format().json().flatten_event(true));
+        let ours = our_lines();
+        let theirs = their_lines();
         assert_eq!(ours.len(), 5, "{ours:#?}");
         assert_eq!(theirs.len(), ours.len());
         for (ours, theirs) in ours.iter().zip(&theirs) {

@@ -11,9 +11,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use super::json::JsonLine;
+use super::json::JsonLayer;
 use crate::config::{LogConfig, LogFormat};
 
 /// Lines queued for the writer thread at most: about 1.2 MB at 300 bytes a line, a burst
@@ -90,11 +92,12 @@ pub fn init_logging(config: &LogConfig, to_stderr: bool) -> LogGuard {
         non_blocking(std::io::stdout())
     };
     let dropped = writer.error_counter();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let result = match config.format {
-        LogFormat::Json => builder.event_format(JsonLine).try_init(),
+    let installed = match config.format {
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(JsonLayer::new(writer))
+            .try_init()
+            .is_ok(),
         LogFormat::Pretty => {
             let no_color = std::env::var_os("NO_COLOR");
             let terminal = if to_stderr {
@@ -102,18 +105,19 @@ pub fn init_logging(config: &LogConfig, to_stderr: bool) -> LogGuard {
             } else {
                 std::io::stdout().is_terminal()
             };
-            builder
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(writer)
                 .with_ansi(pretty_colours(terminal, no_color.as_deref()))
                 .try_init()
+                .is_ok()
         }
     };
-    match result {
-        Ok(()) => {
-            let _ = DROPPED.set(dropped);
-            LogGuard(Some(guard))
-        }
-        Err(_) => LogGuard(None),
+    if !installed {
+        return LogGuard(None);
     }
+    let _ = DROPPED.set(dropped);
+    LogGuard(Some(guard))
 }
 
 /// The lossy, bounded writer of all log lines, and the guard of its thread.

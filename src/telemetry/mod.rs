@@ -4,7 +4,7 @@
 mod json;
 mod log;
 
-pub use json::JsonLine;
+pub use json::JsonLayer;
 pub use log::{init_logging, LogGuard};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
