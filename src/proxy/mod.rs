@@ -198,6 +198,9 @@ impl RequestLine<'_> {
     pub fn record(self, metrics: &Metrics) {
         metrics.count_request(self.listener, self.outcome, self.status);
         tracing::info!(
+            // The message as a field of its own, first as a format string's would be: a
+            // plain `str`, not formatted.
+            message = "request",
             listener = self.listener.as_str(),
             // Plain `str`s, not `%` (Display): written without the formatting machinery.
             method = self.method.as_str(),
@@ -208,7 +211,6 @@ impl RequestLine<'_> {
             request_id = self.request_id,
             outcome = self.outcome,
             reason = self.reason.map(tracing::field::display),
-            "request"
         );
     }
 }
