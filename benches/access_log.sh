@@ -8,6 +8,8 @@
 #
 #   bash benches/access_log.sh BINARY   (DURATION=10s CONNECTIONS=32 THREADS=1 ROUNDS=3)
 #
+# STDOUT=null sends stdout to /dev/null instead of the pipe.
+#
 # Prints one "LEVEL req/s CPU/request" line per run. CPU time, unlike callgrind's
 # instruction counts, moves with whatever else the machine runs: compare runs of one
 # invocation only. Installs wrk and nginx-light from Debian when missing.
@@ -45,21 +47,27 @@ URL="http://127.0.0.1:$INGRESS_PORT/bench"
 
 # measure LEVEL: one run at `log.level = LEVEL`.
 measure() {
-  local level="$1" before after out requests rps
+  local level="$1" user_before system_before user system out requests rps
   sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
   sed -i "s/^level = \"warn\"\$/level = \"$level\"/" "$WORK/sidecar.toml"
   grep -q "^level = \"$level\"\$" "$WORK/sidecar.toml"
   rm -f "$WORK/sidecar.toml.db"
-  rm -f "$WORK/stdout"
-  mkfifo "$WORK/stdout"
-  cat "$WORK/stdout" >/dev/null &
-  "$BIN" run --config "$WORK/sidecar.toml" >"$WORK/stdout" 2>"$WORK/sidecar.err" &
+  local stdout=/dev/null
+  if [ "${STDOUT:-pipe}" = pipe ]; then
+    stdout="$WORK/stdout"
+    rm -f "$stdout"
+    mkfifo "$stdout"
+    cat "$stdout" >/dev/null &
+  fi
+  "$BIN" run --config "$WORK/sidecar.toml" >"$stdout" 2>"$WORK/sidecar.err" &
   SIDECAR_PID=$!
   wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" "the sidecar"
   TOKENS_FILE="$WORK/one.txt" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$WORK/tokens.lua" "$URL" >/dev/null
-  before="$(cpu_ticks "$SIDECAR_PID")"
+  user_before="$(CPU_FIELDS=14 cpu_ticks "$SIDECAR_PID")"
+  system_before="$(CPU_FIELDS=15 cpu_ticks "$SIDECAR_PID")"
   out="$(TOKENS_FILE="$WORK/one.txt" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$WORK/tokens.lua" "$URL")"
-  after="$(cpu_ticks "$SIDECAR_PID")"
+  user=$(( $(CPU_FIELDS=14 cpu_ticks "$SIDECAR_PID") - user_before ))
+  system=$(( $(CPU_FIELDS=15 cpu_ticks "$SIDECAR_PID") - system_before ))
   stop_sidecar
   if grep -q Non-2xx <<<"$out"; then
     echo "error: non-2xx answers at $level" >&2
@@ -68,8 +76,9 @@ measure() {
   fi
   requests="$(awk '/requests in/ {print $1}' <<<"$out")"
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-  printf '%-6s %10s req/s   CPU/request %s µs\n' "$level" "$rps" \
-    "$(awk -v t=$(( after - before )) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')"
+  per_request() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}'; }
+  printf '%-6s %10s req/s   CPU/request %s µs (user %s, system %s)\n' "$level" "$rps" \
+    "$(per_request $(( user + system )))" "$(per_request "$user")" "$(per_request "$system")"
 }
 
 for _ in $(seq 1 "$ROUNDS"); do
