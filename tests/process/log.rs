@@ -3,9 +3,10 @@
 
 use super::*;
 
-/// More requests than the log writer queues (4096 lines) plus what a pipe (64 KiB) and
-/// the writer's buffer hold: a stdout nobody reads must drop lines by then.
+/// Requests go in batches of this many until `/metrics` counts a dropped line.
 const BATCH: usize = 1000;
+/// A stdout nobody reads must have dropped lines well before this many requests: the
+/// writer queues 4096 lines, and the pipe and the writer's buffer hold 64 KiB each.
 const AT_MOST: usize = 20_000;
 
 /// Connections the requests are spread over.
