@@ -8,6 +8,9 @@
 #
 #   bash benches/callgrind.sh BINARY [LABEL]   (e.g. target/release/jtl-auth-sidecar)
 #
+# LOG_LEVEL=error (or any `log.level`) measures at another level, e.g. without the access
+# log; STDOUT=pipe sends the sidecar's stdout through `cat` to /dev/null instead.
+#
 # Prints "LABEL requests=N Ir=N Ir/req=N"; the dump stays in benches/callgrind-out/LABEL/
 # for callgrind_annotate. Installs wrk, nginx-light and valgrind from Debian when missing.
 set -euo pipefail
@@ -37,13 +40,21 @@ nginx_backend "$WORK/backend" "$BACKEND_PORT"
 start_jtl "$BIN" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT"
 sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
 # The default level: the other benchmarks log at warn, this one measures what operators run.
-sed -i 's/^level = "warn"$/level = "info"/' "$WORK/sidecar.toml"
-grep -q '^level = "info"$' "$WORK/sidecar.toml"
+LOG_LEVEL="${LOG_LEVEL:-info}"
+sed -i "s/^level = \"warn\"\$/level = \"$LOG_LEVEL\"/" "$WORK/sidecar.toml"
+grep -q "^level = \"$LOG_LEVEL\"\$" "$WORK/sidecar.toml"
 tokens_lua "$WORK/tokens.lua"
 mint "$EMULATOR_PORT" 1 "$WORK/one.txt"
 
+if [ "${STDOUT:-null}" = pipe ]; then
+  mkfifo "$WORK/stdout"
+  cat "$WORK/stdout" >/dev/null &
+  STDOUT_FILE="$WORK/stdout"
+else
+  STDOUT_FILE=/dev/null
+fi
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
-  "$BIN" run --config "$WORK/sidecar.toml" >/dev/null 2>"$OUT/sidecar.err" &
+  "$BIN" run --config "$WORK/sidecar.toml" >"$STDOUT_FILE" 2>"$OUT/sidecar.err" &
 SIDECAR_PID=$!
 for _ in $(seq 1 600); do
   curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break

@@ -184,7 +184,8 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    telemetry::init_logging(&loaded.config.log, false);
+    // Kept to the end: its drop writes the last lines ("stopped").
+    let _log = telemetry::init_logging(&loaded.config.log, false);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -218,7 +219,7 @@ fn run_dev(upstream: Option<Url>, flow: Flow) -> ExitCode {
             return ExitCode::from(EXIT_START_FAILURE);
         }
     };
-    telemetry::init_logging(&config.log, true);
+    let _log = telemetry::init_logging(&config.log, true);
     block_on(async {
         match dev::run(config, upstream, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -198,16 +198,19 @@ impl RequestLine<'_> {
     pub fn record(self, metrics: &Metrics) {
         metrics.count_request(self.listener, self.outcome, self.status);
         tracing::info!(
+            // The message as a field of its own, first as a format string's would be: a
+            // plain `str`, not formatted.
+            message = "request",
             listener = self.listener.as_str(),
-            method = %self.method,
-            path = %self.path,
+            // Plain `str`s, not `%` (Display): written without the formatting machinery.
+            method = self.method.as_str(),
+            path = self.path,
             status = self.status,
             latency_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             tenant_id = self.tenant_id.map(tracing::field::display),
-            request_id = %self.request_id,
+            request_id = self.request_id,
             outcome = self.outcome,
             reason = self.reason.map(tracing::field::display),
-            "request"
         );
     }
 }

@@ -1,5 +1,5 @@
-//! The product's log as `log.format = "json"` writes it, captured in memory, for tests
-//! that assert what is (and is not) logged.
+//! The product's log as `log.format = "json"` writes it (the product's own line format),
+//! captured in memory, for tests that assert what is (and is not) logged.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -33,12 +33,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 
 impl Logs {
     fn subscriber(&self, level: Level) -> impl tracing::Subscriber + Send + Sync {
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_max_level(level)
-            .with_writer(self.clone())
-            .finish()
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::from_level(level))
+            .with(jtl_auth_sidecar::telemetry::JsonLayer::new(self.clone()))
     }
 
     /// Captures what this thread logs at `level` and above until the guard is dropped.

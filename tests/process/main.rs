@@ -6,6 +6,7 @@ mod common;
 mod budgets;
 mod connections;
 mod dev;
+mod log;
 mod run;
 
 use std::io::{BufRead, BufReader};
@@ -188,6 +189,28 @@ fn start_run_with_env(
     dir: &std::path::Path,
     env: &[(&str, &str)],
 ) -> RunningSidecar {
+    let mut child = spawn_run(wrapper, emulator, upstream, extra_toml, dir, env);
+    let lines = lines_of(&mut child);
+    let (ingress, admin, egress) =
+        listening_addresses(&next_line_matching(&lines, |l| l.contains("is listening")));
+    RunningSidecar {
+        child,
+        lines,
+        ingress,
+        admin,
+        egress,
+    }
+}
+
+/// `run` started as [`start_run_with_env`] describes, its stdout a pipe not read yet.
+fn spawn_run(
+    wrapper: &[&str],
+    emulator: &Emulator,
+    upstream: &str,
+    extra_toml: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Child {
     let config = dir.join("sidecar.toml");
     std::fs::write(
         &config,
@@ -204,7 +227,7 @@ fn start_run_with_env(
     let legacy = (!extra_toml.contains("flow")
         && !env.iter().any(|(name, _)| name.contains("FLOW")))
     .then_some(("JTL_SIDECAR_SESSION__FLOW", "session-token"));
-    let mut child = sidecar_through(wrapper)
+    sidecar_through(wrapper)
         .envs(env.iter().copied())
         .envs(legacy)
         .arg("run")
@@ -212,21 +235,16 @@ fn start_run_with_env(
         .arg(&config)
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
-    let lines = lines_of(&mut child);
-    let listening: serde_json::Value =
-        serde_json::from_str(&next_line_matching(&lines, |l| l.contains("is listening")))
-            .expect("JSON log line");
+        .unwrap()
+}
+
+/// The ingress, admin and egress (`None` when off) addresses of the "is listening" line.
+fn listening_addresses(line: &str) -> (SocketAddr, SocketAddr, Option<SocketAddr>) {
+    let listening: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
     let ingress: SocketAddr = listening["ingress"].as_str().unwrap().parse().unwrap();
     let admin: SocketAddr = listening["admin"].as_str().unwrap().parse().unwrap();
     let egress = listening["egress"].as_str().map(|e| e.parse().unwrap());
-    RunningSidecar {
-        child,
-        lines,
-        ingress,
-        admin,
-        egress,
-    }
+    (ingress, admin, egress)
 }
 
 /// Polls `/readyz` for up to 5 s (scaled by the test patience); true once it answered 200.

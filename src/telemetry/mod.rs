@@ -1,6 +1,12 @@
-//! Logs (tracing, JSON or pretty) and the Prometheus metrics registry.
+//! Logs (tracing, JSON or pretty: [`log`], [`json`]) and the Prometheus metrics
+//! registry.
 
-use std::io::IsTerminal;
+mod json;
+mod log;
+
+pub use json::JsonLayer;
+pub use log::{init_logging, LogGuard};
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -11,54 +17,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
 use crate::jtl::Jtl;
 use crate::sharded::{ShardedCounterMap, ShardedGauge, ShardedHistogram};
 use crate::verify::TokenVerifier;
-
-/// Installs the global tracing subscriber: `log.level` unless `RUST_LOG` is set, in
-/// `log.format`. `to_stderr` keeps stdout free for `dev`'s instructions. Does nothing
-/// when a subscriber is already installed (tests start several servers). The pretty
-/// format is coloured only when the stream it writes to is a terminal.
-pub fn init_logging(config: &LogConfig, to_stderr: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let no_color = std::env::var_os("NO_COLOR");
-    let result = match (config.format, to_stderr) {
-        (LogFormat::Json, false) => builder.json().flatten_event(true).try_init(),
-        (LogFormat::Json, true) => builder
-            .json()
-            .flatten_event(true)
-            .with_writer(std::io::stderr)
-            .try_init(),
-        (LogFormat::Pretty, false) => builder
-            .with_ansi(pretty_colours(
-                std::io::stdout().is_terminal(),
-                no_color.as_deref(),
-            ))
-            .try_init(),
-        (LogFormat::Pretty, true) => builder
-            .with_ansi(pretty_colours(
-                std::io::stderr().is_terminal(),
-                no_color.as_deref(),
-            ))
-            .with_writer(std::io::stderr)
-            .try_init(),
-    };
-    let _ = result;
-}
-
-/// Whether the pretty format colours its lines: only when the stream it writes to is a
-/// terminal (a file, a pipe or a container runtime's log collector gets plain text, not
-/// escape codes), and never when `NO_COLOR` is set to a non-empty value
-/// (<https://no-color.org>).
-fn pretty_colours(stream_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
-    stream_is_terminal && no_color.is_none_or(|value| value.is_empty())
-}
 
 /// Which listener a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -313,6 +275,7 @@ impl Metrics {
         registry.register_collector(Box::new(TenantRecordCollector(Arc::clone(&tenant_records))));
         let connections = Arc::new(ConnectionCounts::default());
         registry.register_collector(Box::new(ConnectionCollector(Arc::clone(&connections))));
+        registry.register_collector(Box::new(LogCollector));
         Arc::new(Metrics {
             registry,
             hot,
@@ -668,6 +631,23 @@ impl prometheus_client::collector::Collector for ConnectionCollector {
     }
 }
 
+/// Reads the log writer's count of dropped lines (one per process) at scrape time.
+#[derive(Debug)]
+struct LogCollector;
+
+impl prometheus_client::collector::Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        ConstCounter::new(log::dropped_lines()).encode(encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because stdout took them more slowly than they came (the \
+             log writer's queue was full)",
+            None,
+            MetricType::Counter,
+        )?)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,56 +665,5 @@ mod tests {
         records.end();
         records.end();
         assert_eq!(records.in_flight(), 0);
-    }
-
-    /// A writer into a shared buffer, as the subscriber's `MakeWriter`.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// What the pretty format (as `init_logging` builds it) writes for one event.
-    fn pretty_line(ansi: bool) -> String {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new("info"))
-            .with_ansi(ansi)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(status = 401, "a token was refused");
-        });
-        let bytes = captured.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
-    }
-
-    #[test]
-    fn pretty_logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
-        // A file (as a pipe or a log collector) is no terminal: plain text.
-        let file = tempfile::tempfile().unwrap();
-        assert!(!file.is_terminal());
-        assert!(!pretty_colours(file.is_terminal(), None));
-        let plain = pretty_line(pretty_colours(file.is_terminal(), None));
-        assert!(plain.contains("a token was refused"), "{plain:?}");
-        assert!(!plain.contains('\x1b'), "escape codes in {plain:?}");
-        // The same formatter with colours on does write escape codes, so the check above
-        // would notice them.
-        assert!(pretty_line(true).contains('\x1b'));
-    }
-
-    #[test]
-    fn no_color_turns_colours_off_even_on_a_terminal() {
-        assert!(pretty_colours(true, None));
-        assert!(pretty_colours(true, Some(std::ffi::OsStr::new(""))));
-        assert!(!pretty_colours(true, Some(std::ffi::OsStr::new("1"))));
     }
 }
