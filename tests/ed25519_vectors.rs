@@ -3,8 +3,9 @@
 //! RFC 8037 Appendix A, printed below.
 
 use jtl_auth_sidecar::jose::{
-    verify_token, CompactJws, Ed25519Key, JoseError, JwkSet, KeyError, Malformed, Part, TokenPolicy,
+    CompactJws, Ed25519Key, JoseError, JwkSet, KeyError, Malformed, Part, TokenPolicy,
 };
+use jtl_auth_sidecar::verify::verify_with_keys;
 use serde_json::{json, Value};
 
 fn testdata(path: &str) -> Value {
@@ -169,7 +170,7 @@ fn rfc8037_a4_is_refused_as_a_session_token() {
     );
     let keys = JwkSet::from_keys([rfc8037_key()]);
     assert_eq!(
-        verify_token(RFC8037_A4, &keys, &TokenPolicy::default(), 0).unwrap_err(),
+        verify_with_keys(RFC8037_A4, &keys, &TokenPolicy::default(), 0).unwrap_err(),
         JoseError::Malformed(Malformed::Json(Part::Payload))
     );
 }
