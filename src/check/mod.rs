@@ -29,7 +29,7 @@ use crate::config::{ClientSecret, Config, FlowProfile};
 use crate::diagnose::{self, kid_list, span};
 use crate::jose::{CompactJws, JwkSet, TokenKind, VerifyingKey};
 use crate::jtl::{
-    AccessToken, FetchedKeys, Jtl, JtlHttp, KeySet, KeysError, LifetimeSource, SetupError,
+    AccessToken, FetchedKeys, Jtl, JtlHttp, JtlSetupError, KeySet, KeysError, LifetimeSource,
     TokenError,
 };
 use crate::secrets::{fingerprint, Secret};
@@ -231,13 +231,13 @@ async fn check_jtl(
             let token = check_token(config, &jtl, clock, out).await;
             (jtl, token)
         }
-        Err(SetupError::Http(error)) => {
+        Err(JtlSetupError::Http(error)) => {
             out.line(Verdict::Fail, step::TOKEN_ENDPOINT, error.to_string());
             skip_after_token_endpoint(out, "the HTTPS client could not be set up");
             return skip_key_sets(config, out, "the HTTPS client could not be set up");
         }
-        Err(SetupError::NoKeySet) => return Vec::new(),
-        Err(SetupError::Token(error)) => {
+        Err(JtlSetupError::NoKeySet) => return Vec::new(),
+        Err(JtlSetupError::Token(error)) => {
             out.line(
                 Verdict::Skipped,
                 step::TOKEN_ENDPOINT,

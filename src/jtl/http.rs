@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::tls::{client_tls_config, SetupError};
+use crate::tls::{client_tls_config, TlsSetupError};
 
 /// Token and JWKS responses larger than this are errors (SPEC §6).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -160,7 +160,7 @@ pub struct JtlHttp {
 }
 
 impl JtlHttp {
-    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, SetupError> {
+    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
         let tls = client_tls_config(ca_file)?;
         let client = pooled_client(tls, timeout, POOL_IDLE_TIMEOUT, true);
         Ok(JtlHttp { client, timeout })

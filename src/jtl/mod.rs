@@ -18,11 +18,13 @@ pub use token::{AccessToken, LifetimeSource};
 use crate::clock::Clock;
 use crate::config::Config;
 
-/// Why the connection to JTL could not be set up.
+/// Why the connection to JTL could not be set up: its HTTPS client (TLS), its
+/// access-token manager, or a config that names no key set. Nothing is fetched yet when
+/// this is decided.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub enum JtlSetupError {
     #[error(transparent)]
-    Http(#[from] crate::tls::SetupError),
+    Http(#[from] crate::tls::TlsSetupError),
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error("the config names no key set (session.flow accepts no kind of token)")]
@@ -42,7 +44,7 @@ impl Jtl {
     /// Builds the HTTPS client, the access-token manager and the key set from the config.
     /// Nothing is fetched yet: the refreshers or the first callers do that.
     /// The access token is this process's own: `check` and the tests use this.
-    pub fn from_config(config: &Config, clock: Clock) -> Result<Jtl, SetupError> {
+    pub fn from_config(config: &Config, clock: Clock) -> Result<Jtl, JtlSetupError> {
         Jtl::from_config_with_shared_store(config, clock, None)
     }
 
@@ -52,7 +54,7 @@ impl Jtl {
         config: &Config,
         clock: Clock,
         shared: Option<crate::shared_cache::SharedTokenStore>,
-    ) -> Result<Jtl, SetupError> {
+    ) -> Result<Jtl, JtlSetupError> {
         let http = JtlHttp::new(config.jtl.timeout, config.jtl.ca_file.as_deref())?;
         let tokens =
             AccessTokens::with_shared_store(&config.jtl, http.clone(), clock.clone(), shared)?;
@@ -75,7 +77,7 @@ impl Jtl {
             })
             .collect::<Vec<_>>();
         if key_sets.is_empty() {
-            return Err(SetupError::NoKeySet);
+            return Err(JtlSetupError::NoKeySet);
         }
         Ok(Jtl { tokens, key_sets })
     }
