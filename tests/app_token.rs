@@ -3,7 +3,7 @@
 //! tokens are real RS256 signatures made with ring and the emulator's fixed test-only keys.
 
 use jtl_auth_sidecar::jose::{
-    base64url_encode, JoseError, JwkSet, KeyError, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
+    base64url_encode, JoseError, JwkError, JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
 };
 use jtl_auth_sidecar::verify::{verify_with_keys, VerifiedSession};
 use ring::rand::SystemRandom;
@@ -527,21 +527,21 @@ fn keys_under_2048_bits_and_other_kinds_are_skipped_with_the_reason() {
     let (set, skipped) =
         JwkSet::from_json_of(document.to_string().as_bytes(), KeyKind::Rsa).unwrap();
     assert_eq!(set.len(), 1);
-    let reasons: Vec<(Option<String>, KeyError)> = skipped
+    let reasons: Vec<(Option<String>, JwkError)> = skipped
         .into_iter()
         .map(|skip| (skip.kid, skip.reason))
         .collect();
     assert_eq!(
         reasons,
         vec![
-            (Some("298817363741600001".into()), KeyError::WrongKeyType),
-            (Some("298817363741600002".into()), KeyError::WrongKeyType),
+            (Some("298817363741600001".into()), JwkError::WrongKeyType),
+            (Some("298817363741600002".into()), JwkError::WrongKeyType),
             (
                 Some("small".into()),
-                KeyError::ModulusTooSmall { bits: 1024 }
+                JwkError::ModulusTooSmall { bits: 1024 }
             ),
-            (Some("rs512".into()), KeyError::WrongAlgorithm),
-            (Some("enc".into()), KeyError::NotForSignatures),
+            (Some("rs512".into()), JwkError::WrongAlgorithm),
+            (Some("enc".into()), JwkError::NotForSignatures),
         ]
     );
     let token = signer().sign_raw(&json!({"alg": "RS256", "kid": "small"}), &claims());

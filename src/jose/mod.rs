@@ -17,7 +17,7 @@ mod rsa;
 pub use claims::{
     hyphenated_uuid, Session, TokenPolicy, APP_TOKEN_APP_ID_CLAIM, APP_TOKEN_TENANT_CLAIM,
 };
-pub use error::{JoseError, JwksError, KeyError, Malformed, Part, Worded};
+pub use error::{JoseError, JwkError, JwksParseError, Malformed, Part, Worded};
 pub use json::{parse_object as parse_strict_json_object, JsonError, MAX_DEPTH};
 pub use jwk::{Ed25519Key, JwkSet, KeyKind, SkippedKey, VerifyingKey};
 pub use jws::{CompactJws, MAX_KEYS_TRIED};

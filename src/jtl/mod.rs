@@ -11,7 +11,7 @@ pub mod token;
 pub use access_token::{AccessTokens, TokenError, TokenUnavailable};
 pub use http::JtlHttp;
 pub use jwks::{
-    FetchedKeys, KeySet, KeySetOptions, KeyWait, KeysError, LoadedKeys, MAX_WAITING_FOR_KEYS,
+    FetchedKeys, KeySet, KeySetFetchError, KeySetOptions, KeyWait, LoadedKeys, MAX_WAITING_FOR_KEYS,
 };
 pub use token::{AccessToken, LifetimeSource};
 
