@@ -4,7 +4,8 @@
 //! `cargo bench --bench verify`. The ratios to `raw_ring_ed25519_verify` and
 //! `raw_ring_rsa2048_verify` show what parsing, key selection, claim checks and the
 //! verified cache add to (or save from) the one signature check that a cache miss cannot
-//! avoid.
+//! avoid. `full_verification` is the sidecar's own `TokenVerifier` over a fixed key set
+//! (no cache), polled without a runtime.
 //!
 //! Criterion measures one benchmark for seconds, then the next, so on a machine where
 //! other work comes and goes the ratio of two medians moves by more than what is being
@@ -28,8 +29,7 @@ use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_token, Algorithm, CompactJws, Ed25519Key, JwkSet, RsaKey, TokenKind,
-    TokenPolicy,
+    base64url_encode, Algorithm, CompactJws, Ed25519Key, JwkSet, RsaKey, TokenKind, TokenPolicy,
 };
 use jtl_auth_sidecar::jtl::Jtl;
 use jtl_auth_sidecar::verify::TokenVerifier;
@@ -68,7 +68,9 @@ fn bench_jose(c: &mut Criterion) {
         Ed25519Key::from_public_bytes(Some("key-1".into()), &public).expect("key")
     ]);
     let policy = TokenPolicy::default();
-    assert!(verify_token(&token, &keys, &policy, NOW).is_ok());
+    let verifier =
+        TokenVerifier::with_fixed_keys(keys, policy.clone(), Clock::manual(NOW * 1000), 0);
+    assert!(verifier.verify_now(&token).is_ok());
 
     let (signing_input, _) = token.rsplit_once('.').expect("three segments");
     let signature = CompactJws::parse(&token, 8192)
@@ -85,7 +87,7 @@ fn bench_jose(c: &mut Criterion) {
         })
     });
     group.bench_function("full_verification", |b| {
-        b.iter(|| verify_token(black_box(&token), &keys, &policy, NOW).is_ok())
+        b.iter(|| verifier.verify_now(black_box(&token)).is_ok())
     });
     group.bench_function("parse_and_claims_only", |b| {
         b.iter(|| {
@@ -104,7 +106,7 @@ fn bench_jose(c: &mut Criterion) {
                     .is_ok()
             }),
             ("full_verification", &mut || {
-                verify_token(black_box(&token), &keys, &policy, NOW).is_ok()
+                verifier.verify_now(black_box(&token)).is_ok()
             }),
             ("parse_and_claims_only", &mut || {
                 let jws =
@@ -202,7 +204,9 @@ fn bench_app_token(c: &mut Criterion) {
         audience: vec!["312909075212468632".into()],
         ..TokenPolicy::default()
     };
-    assert!(verify_token(&token, &keys, &policy, NOW).is_ok());
+    let verifier =
+        TokenVerifier::with_fixed_keys(keys, policy.clone(), Clock::manual(NOW * 1000), 0);
+    assert!(verifier.verify_now(&token).is_ok());
     let (signing_input, _) = token.rsplit_once('.').expect("three segments");
     let signature = CompactJws::parse_as(&token, 8192, Algorithm::RS256)
         .expect("parses")
@@ -225,7 +229,7 @@ fn bench_app_token(c: &mut Criterion) {
         })
     });
     group.bench_function("full_verification", |b| {
-        b.iter(|| verify_token(black_box(&token), &keys, &policy, NOW).is_ok())
+        b.iter(|| verifier.verify_now(black_box(&token)).is_ok())
     });
     // Everything full verification does besides the signature check (and the key lookup).
     group.bench_function("parse_and_claims_only", |b| {
@@ -254,7 +258,7 @@ fn bench_app_token(c: &mut Criterion) {
                 .is_ok()
             }),
             ("full_verification", &mut || {
-                verify_token(black_box(&token), &keys, &policy, NOW).is_ok()
+                verifier.verify_now(black_box(&token)).is_ok()
             }),
             ("parse_and_claims_only", &mut || {
                 let jws = CompactJws::parse_as(

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-/// Why the TLS client configuration could not be built.
+/// Why the TLS client configuration (for JTL, the backend or Redis) could not be built:
+/// `jtl.ca_file` unreadable or without a certificate, or rustls refusing the setup.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub enum TlsSetupError {
     #[error("jtl.ca_file: cannot read {path}: {reason}")]
     CaFile { path: String, reason: String },
     #[error("jtl.ca_file: {path} holds no PEM certificate")]
@@ -16,20 +17,20 @@ pub enum SetupError {
 }
 
 /// rustls with ring, the webpki roots and the certificates of `ca_file`.
-pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, SetupError> {
+pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
         for certificate in read_pem_certificates(path)? {
             roots
                 .add(certificate)
-                .map_err(|e| SetupError::Tls(format!("jtl.ca_file {}: {e}", path.display())))?;
+                .map_err(|e| TlsSetupError::Tls(format!("jtl.ca_file {}: {e}", path.display())))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| SetupError::Tls(e.to_string()))?
+        .map_err(|e| TlsSetupError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
@@ -37,10 +38,10 @@ pub fn client_tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
 /// The certificates of a PEM file; a file without any is an error, not an empty set.
 fn read_pem_certificates(
     path: &Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SetupError> {
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsSetupError> {
     use rustls::pki_types::pem::PemObject;
     let shown = path.display().to_string();
-    let unreadable = |e: rustls::pki_types::pem::Error| SetupError::CaFile {
+    let unreadable = |e: rustls::pki_types::pem::Error| TlsSetupError::CaFile {
         path: shown.clone(),
         reason: e.to_string(),
     };
@@ -50,7 +51,7 @@ fn read_pem_certificates(
         .collect::<Result<_, _>>()
         .map_err(unreadable)?;
     if certificates.is_empty() {
-        return Err(SetupError::CaFileEmpty { path: shown });
+        return Err(TlsSetupError::CaFileEmpty { path: shown });
     }
     Ok(certificates)
 }
@@ -82,7 +83,7 @@ mod tests {
         let empty = write(&dir, "empty.pem", "");
         assert!(matches!(
             read_pem_certificates(&empty),
-            Err(SetupError::CaFileEmpty { .. })
+            Err(TlsSetupError::CaFileEmpty { .. })
         ));
         let missing = dir.path().join("missing.pem");
         let error = read_pem_certificates(&missing).expect_err("a missing file");
@@ -99,7 +100,7 @@ mod tests {
         );
         assert!(matches!(
             read_pem_certificates(&broken),
-            Err(SetupError::CaFile { .. })
+            Err(TlsSetupError::CaFile { .. })
         ));
     }
 }

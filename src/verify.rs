@@ -1,8 +1,15 @@
 //! `TokenVerifier`: strict JOSE verification of JTL's app tokens, session tokens, or both
 //! (dispatched by the header's `alg`), each kind against its own key set, with one cache
 //! of already verified tokens in front. This is the hot path of every ingress request.
+//!
+//! It is the only composition of the `jose` steps (parse, find the signing key, check the
+//! claims): tests, fuzz targets, benchmarks and tools verify through it too, with a fixed
+//! key set ([`TokenVerifier::with_fixed_keys`], [`verify_with_keys`]), so what they check
+//! is what the sidecar runs.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 // quick_cache, not moka (which the tenant recorder uses): this cache is read on every
 // request and needs neither a TTL (`exp` is checked on each hit) nor a single flight.
@@ -14,7 +21,7 @@ use ring::digest;
 use crate::clock::Clock;
 use crate::config::{Flow, FlowProfile};
 use crate::jose::{
-    Algorithm, CompactJws, JoseError, Malformed, Session, TokenKind, TokenPolicy, Worded,
+    Algorithm, CompactJws, JoseError, JwkSet, Malformed, Session, TokenKind, TokenPolicy, Worded,
 };
 use crate::jtl::{KeySet, KeyWait, LoadedKeys};
 use crate::sharded::ShardedCounter;
@@ -114,6 +121,17 @@ impl std::ops::Deref for VerifiedSession {
     }
 }
 
+impl VerifiedSession {
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// RFC 7638 thumbprint of the key that verified the token.
+    pub fn key_thumbprint(&self) -> &str {
+        &self.signer.thumbprint
+    }
+}
+
 impl std::fmt::Debug for VerifiedSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.session.fmt(f)
@@ -123,7 +141,72 @@ impl std::fmt::Debug for VerifiedSession {
 /// One kind of token the flow accepts: its claim rules and its key set.
 struct KindVerifier {
     policy: TokenPolicy,
-    keys: KeySet,
+    keys: Keys,
+}
+
+/// Where one kind's keys come from.
+enum Keys {
+    /// JTL's key set, fetched and refreshed: the sidecar's.
+    Fetched(KeySet),
+    /// A set that never changes and is never fetched (tests, fuzzing, benchmarks, tools):
+    /// nothing waits, and a token no key of it verifies is refused at once.
+    Fixed(Arc<LoadedKeys>),
+}
+
+impl Keys {
+    fn usable(&self) -> Option<Arc<LoadedKeys>> {
+        match self {
+            Keys::Fetched(keys) => keys.usable(),
+            Keys::Fixed(loaded) => Some(Arc::clone(loaded)),
+        }
+    }
+
+    fn usable_and(&self, check: impl FnOnce(&LoadedKeys) -> bool) -> bool {
+        match self {
+            Keys::Fetched(keys) => keys.usable_and(check),
+            Keys::Fixed(loaded) => check(loaded),
+        }
+    }
+
+    /// See [`KeySet::fetches_started`].
+    fn fetches_started(&self) -> u64 {
+        match self {
+            Keys::Fetched(keys) => keys.fetches_started(),
+            Keys::Fixed(_) => 0,
+        }
+    }
+
+    /// Whether a set fetched after the token arrived (at `arrived`) may still come, so
+    /// that a token `loaded` has no key for is decided against that one.
+    fn may_have_newer(&self, loaded: &LoadedKeys, arrived: u64) -> bool {
+        match self {
+            Keys::Fetched(_) => loaded.fetch_number <= arrived,
+            Keys::Fixed(_) => false,
+        }
+    }
+
+    /// See [`KeySet::newer_than`]; a fixed set has none.
+    async fn newer_than(&self, generation: u64, arrived: u64) -> Result<Arc<LoadedKeys>, KeyWait> {
+        match self {
+            Keys::Fetched(keys) => keys.newer_than(generation, arrived).await,
+            Keys::Fixed(_) => Err(KeyWait::Unavailable),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match self {
+            Keys::Fetched(keys) => keys.current().generation,
+            Keys::Fixed(loaded) => loaded.generation,
+        }
+    }
+
+    /// See [`KeySet::retry_after`].
+    fn retry_after_s(&self) -> u64 {
+        match self {
+            Keys::Fetched(keys) => keys.retry_after().as_secs().max(1),
+            Keys::Fixed(_) => 1,
+        }
+    }
 }
 
 pub struct TokenVerifier {
@@ -161,7 +244,7 @@ impl TokenVerifier {
             .zip(key_sets)
             .map(|(profile, keys)| KindVerifier {
                 policy: profile.policy.clone(),
-                keys: keys.clone(),
+                keys: Keys::Fetched(keys.clone()),
             })
             .collect();
         Self::with_kinds(flow, kinds, clock, cache_entries)
@@ -169,6 +252,26 @@ impl TokenVerifier {
 
     /// A verifier of one kind of token, with `policy` against `keys` (tests, tools).
     pub fn single(keys: KeySet, policy: TokenPolicy, clock: Clock, cache_entries: u64) -> Self {
+        Self::of_one_kind(Keys::Fetched(keys), policy, clock, cache_entries)
+    }
+
+    /// A verifier of one kind of token, with `policy` against a key set that never
+    /// changes (tests, fuzzing, benchmarks, tools): see [`TokenVerifier::verify_now`].
+    pub fn with_fixed_keys(
+        keys: JwkSet,
+        policy: TokenPolicy,
+        clock: Clock,
+        cache_entries: u64,
+    ) -> Self {
+        let loaded = LoadedKeys {
+            set: keys,
+            generation: 1,
+            ..LoadedKeys::default()
+        };
+        Self::of_one_kind(Keys::Fixed(Arc::new(loaded)), policy, clock, cache_entries)
+    }
+
+    fn of_one_kind(keys: Keys, policy: TokenPolicy, clock: Clock, cache_entries: u64) -> Self {
         let flow = match policy.kind {
             TokenKind::AppToken => Flow::AppToken,
             TokenKind::SessionToken => Flow::SessionToken,
@@ -273,7 +376,7 @@ impl TokenVerifier {
         };
         kind.and_then(|kind| self.kind(kind))
             .or_else(|| self.kinds.first())
-            .map_or(1, |verifier| verifier.keys.retry_after().as_secs().max(1))
+            .map_or(1, |verifier| verifier.keys.retry_after_s())
     }
 
     /// Verifies a token. A cached verification is used only while the token has not
@@ -315,6 +418,27 @@ impl TokenVerifier {
         Ok(verified)
     }
 
+    /// [`TokenVerifier::verify`] without a runtime, for a verifier
+    /// [`with_fixed_keys`](TokenVerifier::with_fixed_keys): nothing in it waits, so one
+    /// poll decides. A verifier whose key set must first be fetched answers
+    /// [`VerifyError::KeysUnavailable`] instead of waiting.
+    pub fn verify_now(&self, token: &str) -> Result<Arc<VerifiedSession>, VerifyError> {
+        let mut verification = std::pin::pin!(self.verify(token));
+        match verification
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let kind = self
+                    .kinds
+                    .first()
+                    .map_or(TokenKind::SessionToken, |verifier| verifier.policy.kind);
+                Err(VerifyError::KeysUnavailable(kind))
+            }
+        }
+    }
+
     /// Parse, dispatch on `alg` to the kind's rules and keys, find the signing key,
     /// verify, check the claims. A token that no cached key verifies is decided against
     /// a key set fetched after it arrived (SPEC §5: no false 401 through a rotation),
@@ -333,7 +457,7 @@ impl TokenVerifier {
         let mut loaded = match keys.usable() {
             Some(loaded) => loaded,
             None => {
-                let stale = keys.current().generation;
+                let stale = keys.generation();
                 // Boxed: a fetch is rare, and inlined it would enlarge every request's
                 // future (see proxy::ingress).
                 Box::pin(keys.newer_than(stale, arrived))
@@ -351,7 +475,7 @@ impl TokenVerifier {
                     JoseError::UnknownKey { .. }
                     | JoseError::NoKeyMatches { .. }
                     | JoseError::NoKeys,
-                ) if loaded.fetch_number <= arrived => {
+                ) if keys.may_have_newer(&loaded, arrived) => {
                     loaded = Box::pin(keys.newer_than(loaded.generation, arrived))
                         .await
                         .map_err(|wait| VerifyError::keys(wait, kind))?;
@@ -404,6 +528,25 @@ fn other_flow_advice(token: TokenKind, flow: Flow) -> String {
         accepted.name(),
         flow.label()
     )
+}
+
+/// Verifies `token` of `policy`'s kind against `keys` at `now` (Unix seconds) exactly as
+/// the sidecar does, with a key set that is never fetched and no cache: for tests, fuzzing
+/// and tools. A refusal is the token's [`JoseError`].
+pub fn verify_with_keys(
+    token: &str,
+    keys: &JwkSet,
+    policy: &TokenPolicy,
+    now: i64,
+) -> Result<Arc<VerifiedSession>, JoseError> {
+    let clock = Clock::manual(now.saturating_mul(1000));
+    TokenVerifier::with_fixed_keys(keys.clone(), policy.clone(), clock, 0)
+        .verify_now(token)
+        .map_err(|error| match error {
+            VerifyError::Rejected(error, _) => error,
+            // A fixed key set is always at hand: no verification waits for keys.
+            VerifyError::KeysUnavailable(_) | VerifyError::KeysCrowded(_) => JoseError::NoKeys,
+        })
 }
 
 fn signer_of(jws: &CompactJws<'_>, loaded: &LoadedKeys) -> Result<SignerId, JoseError> {

@@ -3,13 +3,14 @@
 //! tokens are real RS256 signatures made with ring and the emulator's fixed test-only keys.
 
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_token, JoseError, JwkSet, KeyError, KeyKind, Malformed, Part,
-    TokenKind, TokenPolicy, VerifiedToken,
+    base64url_encode, JoseError, JwkError, JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
 };
+use jtl_auth_sidecar::verify::{verify_with_keys, VerifiedSession};
 use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
 use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 const NOW: i64 = 1_790_000_000;
 const ISSUER: &str = "https://id.jtl-cloud.com";
@@ -121,8 +122,8 @@ fn keys_of(rsa: &[&RsaSigner]) -> JwkSet {
     set
 }
 
-fn verify(token: &str) -> Result<VerifiedToken, JoseError> {
-    verify_token(token, &keys_of(&[&signer()]), &policy(), NOW)
+fn verify(token: &str) -> Result<Arc<VerifiedSession>, JoseError> {
+    verify_with_keys(token, &keys_of(&[&signer()]), &policy(), NOW)
 }
 
 fn reject(claims: &Value) -> JoseError {
@@ -139,7 +140,7 @@ fn reject(claims: &Value) -> JoseError {
 
 #[test]
 fn a_valid_app_token_gives_the_tenant_lowercase_and_the_numeric_sub_as_is() {
-    let session = verify(&signer().mint(&claims())).unwrap().session;
+    let session = verify(&signer().mint(&claims())).unwrap().session().clone();
     assert_eq!(
         session.tenant_id.hyphenated().to_string(),
         TENANT.to_lowercase()
@@ -161,7 +162,7 @@ fn a_4096_bit_key_verifies() {
         "298817363741638660",
     );
     let keys = keys_of(&[&signer(), &big]);
-    assert!(verify_token(&big.mint(&claims()), &keys, &policy(), NOW).is_ok());
+    assert!(verify_with_keys(&big.mint(&claims()), &keys, &policy(), NOW).is_ok());
 }
 
 // ---- JTL's three checks -----------------------------------------------------------------
@@ -177,7 +178,7 @@ fn an_app_token_policy_without_issuer_or_app_id_refuses() {
         ..policy()
     };
     assert_eq!(
-        verify_token(&token, &keys, &no_issuer, NOW).unwrap_err(),
+        verify_with_keys(&token, &keys, &no_issuer, NOW).unwrap_err(),
         JoseError::WrongIssuer
     );
     let no_app = TokenPolicy {
@@ -185,7 +186,7 @@ fn an_app_token_policy_without_issuer_or_app_id_refuses() {
         ..policy()
     };
     assert_eq!(
-        verify_token(&token, &keys, &no_app, NOW).unwrap_err(),
+        verify_with_keys(&token, &keys, &no_app, NOW).unwrap_err(),
         JoseError::WrongAudience
     );
 }
@@ -208,7 +209,7 @@ fn an_audience_list_accepts_either_app_and_the_app_id_must_be_one_the_token_is_f
                 claims.as_object_mut().unwrap().remove("urn:jtl:app_id");
             }
         }
-        verify_token(
+        verify_with_keys(
             &signer().mint(&claims),
             &keys_of(&[&signer()]),
             &moving,
@@ -254,7 +255,7 @@ fn the_audience_must_contain_the_app_id_exactly() {
     };
     let token = signer().mint(&with("aud", json!("App-1")));
     assert_eq!(
-        verify_token(&token, &keys_of(&[&signer()]), &policy, NOW).unwrap_err(),
+        verify_with_keys(&token, &keys_of(&[&signer()]), &policy, NOW).unwrap_err(),
         JoseError::WrongAudience
     );
     assert_eq!(
@@ -526,26 +527,26 @@ fn keys_under_2048_bits_and_other_kinds_are_skipped_with_the_reason() {
     let (set, skipped) =
         JwkSet::from_json_of(document.to_string().as_bytes(), KeyKind::Rsa).unwrap();
     assert_eq!(set.len(), 1);
-    let reasons: Vec<(Option<String>, KeyError)> = skipped
+    let reasons: Vec<(Option<String>, JwkError)> = skipped
         .into_iter()
         .map(|skip| (skip.kid, skip.reason))
         .collect();
     assert_eq!(
         reasons,
         vec![
-            (Some("298817363741600001".into()), KeyError::WrongKeyType),
-            (Some("298817363741600002".into()), KeyError::WrongKeyType),
+            (Some("298817363741600001".into()), JwkError::WrongKeyType),
+            (Some("298817363741600002".into()), JwkError::WrongKeyType),
             (
                 Some("small".into()),
-                KeyError::ModulusTooSmall { bits: 1024 }
+                JwkError::ModulusTooSmall { bits: 1024 }
             ),
-            (Some("rs512".into()), KeyError::WrongAlgorithm),
-            (Some("enc".into()), KeyError::NotForSignatures),
+            (Some("rs512".into()), JwkError::WrongAlgorithm),
+            (Some("enc".into()), JwkError::NotForSignatures),
         ]
     );
     let token = signer().sign_raw(&json!({"alg": "RS256", "kid": "small"}), &claims());
     assert_eq!(
-        verify_token(&token, &set, &policy(), NOW).unwrap_err(),
+        verify_with_keys(&token, &set, &policy(), NOW).unwrap_err(),
         JoseError::UnknownKey {
             kid: "small".into()
         }
@@ -559,7 +560,7 @@ fn a_session_token_is_not_an_app_token_and_an_app_token_is_not_a_session_token()
     let token = signer().mint(&claims());
     let session_policy = TokenPolicy::default();
     assert_eq!(
-        verify_token(&token, &keys_of(&[&signer()]), &session_policy, NOW).unwrap_err(),
+        verify_with_keys(&token, &keys_of(&[&signer()]), &session_policy, NOW).unwrap_err(),
         JoseError::OtherKind(TokenKind::AppToken)
     );
 }

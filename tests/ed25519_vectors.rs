@@ -3,8 +3,9 @@
 //! RFC 8037 Appendix A, printed below.
 
 use jtl_auth_sidecar::jose::{
-    verify_token, CompactJws, Ed25519Key, JoseError, JwkSet, KeyError, Malformed, Part, TokenPolicy,
+    CompactJws, Ed25519Key, JoseError, JwkError, JwkSet, Malformed, Part, TokenPolicy,
 };
+use jtl_auth_sidecar::verify::verify_with_keys;
 use serde_json::{json, Value};
 
 fn testdata(path: &str) -> Value {
@@ -63,7 +64,7 @@ fn wycheproof_valid_cases_verify_and_invalid_cases_fail() {
 /// leaves no case whose outcome depends on the verification equation.
 #[derive(Debug, PartialEq)]
 enum Outcome {
-    KeyRefused(KeyError),
+    KeyRefused(JwkError),
     SignatureRefused,
 }
 
@@ -71,18 +72,18 @@ enum Outcome {
 fn speccheck_cases_end_as_decided() {
     use Outcome::*;
     let expected = [
-        KeyRefused(KeyError::SmallOrder), // 0: small-order A, small-order R
-        KeyRefused(KeyError::SmallOrder), // 1: small-order A, mixed-order R
-        KeyRefused(KeyError::MixedOrder), // 2: mixed-order A (ring alone accepts)
-        KeyRefused(KeyError::MixedOrder), // 3: mixed-order A (ring alone accepts)
-        KeyRefused(KeyError::MixedOrder), // 4: mixed-order A and R, cofactored only
-        KeyRefused(KeyError::MixedOrder), // 5: mixed-order A and R, cofactored only
+        KeyRefused(JwkError::SmallOrder), // 0: small-order A, small-order R
+        KeyRefused(JwkError::SmallOrder), // 1: small-order A, mixed-order R
+        KeyRefused(JwkError::MixedOrder), // 2: mixed-order A (ring alone accepts)
+        KeyRefused(JwkError::MixedOrder), // 3: mixed-order A (ring alone accepts)
+        KeyRefused(JwkError::MixedOrder), // 4: mixed-order A and R, cofactored only
+        KeyRefused(JwkError::MixedOrder), // 5: mixed-order A and R, cofactored only
         SignatureRefused,                 // 6: S out of range (S > L)
         SignatureRefused,                 // 7: S much larger than L
-        KeyRefused(KeyError::MixedOrder), // 8: non-canonical R, mixed-order A
-        KeyRefused(KeyError::MixedOrder), // 9: non-canonical R, mixed-order A
-        KeyRefused(KeyError::NonCanonical), // 10: non-canonical A
-        KeyRefused(KeyError::NonCanonical), // 11: non-canonical A (ring alone accepts)
+        KeyRefused(JwkError::MixedOrder), // 8: non-canonical R, mixed-order A
+        KeyRefused(JwkError::MixedOrder), // 9: non-canonical R, mixed-order A
+        KeyRefused(JwkError::NonCanonical), // 10: non-canonical A
+        KeyRefused(JwkError::NonCanonical), // 11: non-canonical A (ring alone accepts)
     ];
     let cases = testdata("ed25519-speccheck/cases.json");
     let cases = cases.as_array().expect("array of cases");
@@ -120,10 +121,10 @@ fn speccheck_small_order_and_non_canonical_keys_are_refused_in_a_jwks() {
     assert_eq!(
         reasons,
         vec![
-            ("case-0".into(), KeyError::SmallOrder),
-            ("case-1".into(), KeyError::SmallOrder),
-            ("case-10".into(), KeyError::NonCanonical),
-            ("case-11".into(), KeyError::NonCanonical),
+            ("case-0".into(), JwkError::SmallOrder),
+            ("case-1".into(), JwkError::SmallOrder),
+            ("case-10".into(), JwkError::NonCanonical),
+            ("case-11".into(), JwkError::NonCanonical),
         ]
     );
 }
@@ -169,7 +170,7 @@ fn rfc8037_a4_is_refused_as_a_session_token() {
     );
     let keys = JwkSet::from_keys([rfc8037_key()]);
     assert_eq!(
-        verify_token(RFC8037_A4, &keys, &TokenPolicy::default(), 0).unwrap_err(),
+        verify_with_keys(RFC8037_A4, &keys, &TokenPolicy::default(), 0).unwrap_err(),
         JoseError::Malformed(Malformed::Json(Part::Payload))
     );
 }

@@ -681,7 +681,8 @@ async fn the_legacy_flow_lives_on_beside_zitadel() {
 /// token verifies for the emulator's issuer and the dev app id.
 #[tokio::test]
 async fn the_sidecars_verifier_accepts_the_emulators_keys_and_app_tokens() {
-    use jtl_auth_sidecar::jose::{verify_token, JwkSet, KeyKind, TokenKind, TokenPolicy};
+    use jtl_auth_sidecar::jose::{JwkSet, KeyKind, TokenKind, TokenPolicy};
+    use jtl_auth_sidecar::verify::verify_with_keys;
 
     let emulator = emulator().await;
     emulator.publish_small_rsa_key("1024");
@@ -701,8 +702,8 @@ async fn the_sidecars_verifier_accepts_the_emulators_keys_and_app_tokens() {
         audience: vec![DEV_APP_ID.into()],
         ..TokenPolicy::default()
     };
-    let verified = verify_token(&token, &set, &policy, NOW_MS / 1000).unwrap();
-    assert_eq!(verified.session.tenant_id.to_string(), TENANT);
-    assert_eq!(verified.session.user_id, DEV_APP_USER_ID);
-    assert_eq!(verified.session.tenant_slug, None);
+    let verified = verify_with_keys(&token, &set, &policy, NOW_MS / 1000).unwrap();
+    assert_eq!(verified.session().tenant_id.to_string(), TENANT);
+    assert_eq!(verified.session().user_id, DEV_APP_USER_ID);
+    assert_eq!(verified.session().tenant_slug, None);
 }

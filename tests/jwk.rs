@@ -3,7 +3,7 @@
 mod common;
 
 use common::SigningKey;
-use jtl_auth_sidecar::jose::{Ed25519Key, JsonError, JwkSet, JwksError, KeyError};
+use jtl_auth_sidecar::jose::{Ed25519Key, JsonError, JwkError, JwkSet, JwksParseError};
 use serde_json::{json, Value};
 
 fn good_jwk() -> Value {
@@ -42,24 +42,24 @@ fn use_alg_and_kid_are_optional() {
 #[test]
 fn keys_of_other_types_curves_uses_and_algorithms_are_refused() {
     let cases = [
-        (with("kty", json!("RSA")), KeyError::WrongKeyType),
-        (without("kty"), KeyError::WrongKeyType),
-        (with("kty", json!("EC")), KeyError::WrongKeyType),
-        (with("crv", json!("X25519")), KeyError::WrongCurve),
-        (with("crv", json!("Ed448")), KeyError::WrongCurve),
-        (without("crv"), KeyError::WrongCurve),
-        (with("use", json!("enc")), KeyError::NotForSignatures),
-        (with("use", json!(null)), KeyError::NotForSignatures),
-        (with("alg", json!("ES256")), KeyError::WrongAlgorithm),
-        (with("alg", json!("Ed25519")), KeyError::WrongAlgorithm),
-        (with("kid", json!(1)), KeyError::KidNotString),
+        (with("kty", json!("RSA")), JwkError::WrongKeyType),
+        (without("kty"), JwkError::WrongKeyType),
+        (with("kty", json!("EC")), JwkError::WrongKeyType),
+        (with("crv", json!("X25519")), JwkError::WrongCurve),
+        (with("crv", json!("Ed448")), JwkError::WrongCurve),
+        (without("crv"), JwkError::WrongCurve),
+        (with("use", json!("enc")), JwkError::NotForSignatures),
+        (with("use", json!(null)), JwkError::NotForSignatures),
+        (with("alg", json!("ES256")), JwkError::WrongAlgorithm),
+        (with("alg", json!("Ed25519")), JwkError::WrongAlgorithm),
+        (with("kid", json!(1)), JwkError::KidNotString),
         (
             with("d", json!("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")),
-            KeyError::PrivateKeyMaterial,
+            JwkError::PrivateKeyMaterial,
         ),
-        (without("x"), KeyError::MissingX),
-        (with("x", json!(5)), KeyError::MissingX),
-        (json!("not an object"), KeyError::NotAnObject),
+        (without("x"), JwkError::MissingX),
+        (with("x", json!(5)), JwkError::MissingX),
+        (json!("not an object"), JwkError::NotAnObject),
     ];
     for (jwk, expected) in cases {
         assert_eq!(Ed25519Key::from_jwk(&jwk).unwrap_err(), expected, "{jwk}");
@@ -71,22 +71,22 @@ fn x_must_be_32_bytes_of_canonical_unpadded_base64url() {
     let x = good_jwk()["x"].as_str().unwrap().to_owned();
     assert_eq!(
         Ed25519Key::from_jwk(&with("x", json!(format!("{x}=")))).unwrap_err(),
-        KeyError::XNotBase64
+        JwkError::XNotBase64
     );
     let standard_alphabet = x.replace('-', "+").replace('_', "/");
     if standard_alphabet != x {
         assert_eq!(
             Ed25519Key::from_jwk(&with("x", json!(standard_alphabet))).unwrap_err(),
-            KeyError::XNotBase64
+            JwkError::XNotBase64
         );
     }
     assert_eq!(
         Ed25519Key::from_jwk(&with("x", json!(&x[..40]))).unwrap_err(),
-        KeyError::XLength(30)
+        JwkError::XLength(30)
     );
     assert_eq!(
         Ed25519Key::from_jwk(&with("x", json!(format!("{x}AAAA")))).unwrap_err(),
-        KeyError::XLength(35)
+        JwkError::XLength(35)
     );
 }
 
@@ -96,7 +96,7 @@ fn the_identity_point_is_refused_as_small_order() {
     identity[0] = 1;
     assert_eq!(
         Ed25519Key::from_public_bytes(None, &identity).unwrap_err(),
-        KeyError::SmallOrder
+        JwkError::SmallOrder
     );
 }
 
@@ -107,7 +107,7 @@ fn a_point_off_the_curve_is_refused() {
     bytes[0] = 2;
     assert_eq!(
         Ed25519Key::from_public_bytes(None, &bytes).unwrap_err(),
-        KeyError::NotOnCurve
+        JwkError::NotOnCurve
     );
 }
 
@@ -135,9 +135,9 @@ fn a_key_set_keeps_good_keys_and_reports_the_rest() {
     assert_eq!(
         reasons,
         vec![
-            (1, Some("rsa-1"), KeyError::WrongKeyType),
-            (2, Some("k1"), KeyError::NotForSignatures),
-            (4, Some("k1"), KeyError::DuplicateKid),
+            (1, Some("rsa-1"), JwkError::WrongKeyType),
+            (2, Some("k1"), JwkError::NotForSignatures),
+            (4, Some("k1"), JwkError::DuplicateKid),
         ]
     );
     assert!(set.contains_thumbprint(SigningKey::from_seed(2, None).public_key().thumbprint()));
@@ -148,19 +148,19 @@ fn a_key_set_keeps_good_keys_and_reports_the_rest() {
 fn a_key_set_document_must_be_a_strict_object_with_keys() {
     assert_eq!(
         JwkSet::from_json(b"[]").unwrap_err(),
-        JwksError::Json(JsonError::NotAnObject)
+        JwksParseError::Json(JsonError::NotAnObject)
     );
     assert_eq!(
         JwkSet::from_json(b"{}").unwrap_err(),
-        JwksError::NoKeysArray
+        JwksParseError::NoKeysArray
     );
     assert_eq!(
         JwkSet::from_json(br#"{"keys":{}}"#).unwrap_err(),
-        JwksError::NoKeysArray
+        JwksParseError::NoKeysArray
     );
     assert_eq!(
         JwkSet::from_json(br#"{"keys":[],"keys":[]}"#).unwrap_err(),
-        JwksError::Json(JsonError::DuplicateKey)
+        JwksParseError::Json(JsonError::DuplicateKey)
     );
     let (set, skipped) = JwkSet::from_json(br#"{"keys":[]}"#).unwrap();
     assert!(set.is_empty() && skipped.is_empty());

@@ -13,8 +13,9 @@ use common::proxy::{get, Proxy};
 use common::{session_claims, SigningKey, NOW};
 use jtl_auth_sidecar::emulator::DEV_APP_USER_ID;
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_token, Algorithm, CompactJws, JwkSet, KeyKind, TokenKind, TokenPolicy,
+    base64url_encode, Algorithm, CompactJws, JwkSet, KeyKind, TokenKind, TokenPolicy,
 };
+use jtl_auth_sidecar::verify::verify_with_keys;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use ring::rand::SystemRandom;
@@ -35,7 +36,7 @@ struct Flow {
 
 impl Flow {
     fn accepts(&self, token: &str) -> bool {
-        verify_token(token, &self.keys, &self.policy, NOW).is_ok()
+        verify_with_keys(token, &self.keys, &self.policy, NOW).is_ok()
     }
 }
 

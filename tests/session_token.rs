@@ -5,10 +5,12 @@ mod common;
 
 use common::{session_claims, SigningKey, NOW, TENANT_ID, USER_ID};
 use jtl_auth_sidecar::jose::{
-    base64url_encode, verify_token, CompactJws, JoseError, JwkSet, Malformed, Part, TokenKind,
-    TokenPolicy, VerifiedToken, MAX_KEYS_TRIED,
+    base64url_encode, CompactJws, JoseError, JwkSet, Malformed, Part, TokenKind, TokenPolicy,
+    MAX_KEYS_TRIED,
 };
+use jtl_auth_sidecar::verify::{verify_with_keys, VerifiedSession};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
 
@@ -20,8 +22,8 @@ fn keys_of(signers: &[&SigningKey]) -> JwkSet {
     JwkSet::from_keys(signers.iter().map(|signer| signer.public_key()))
 }
 
-fn verify(token: &str, keys: &JwkSet) -> Result<VerifiedToken, JoseError> {
-    verify_token(token, keys, &TokenPolicy::default(), NOW)
+fn verify(token: &str, keys: &JwkSet) -> Result<Arc<VerifiedSession>, JoseError> {
+    verify_with_keys(token, keys, &TokenPolicy::default(), NOW)
 }
 
 /// Verifies against the default test key and asserts the error never echoes the token.
@@ -63,13 +65,13 @@ fn invalid_claim(claim: &'static str, reason: &'static str) -> JoseError {
 fn valid_token_yields_the_typed_session() {
     let token = key().mint(&session_claims());
     let verified = verify(&token, &keys_of(&[&key()])).unwrap();
-    let session = verified.session;
+    let session = verified.session();
     assert_eq!(session.tenant_id.to_string(), TENANT_ID);
     assert_eq!(session.user_id.to_string(), USER_ID);
     assert_eq!(session.tenant_slug.as_deref(), Some("acme-gmbh"));
     assert_eq!(session.expires_at, NOW + 300);
     assert_eq!(session.claims["kid"], "customer-4711");
-    assert_eq!(verified.key_thumbprint, key().public_key().thumbprint());
+    assert_eq!(verified.key_thumbprint(), key().public_key().thumbprint());
 }
 
 #[test]
@@ -79,7 +81,8 @@ fn uppercase_uuids_are_accepted_and_forwarded_lowercase() {
     claims["userId"] = json!(USER_ID.to_uppercase());
     let session = verify(&key().mint(&claims), &keys_of(&[&key()]))
         .unwrap()
-        .session;
+        .session()
+        .clone();
     assert_eq!(session.tenant_id.hyphenated().to_string(), TENANT_ID);
     assert_eq!(session.user_id, USER_ID);
 }
@@ -90,7 +93,7 @@ fn header_kid_selects_the_key() {
     let second = SigningKey::from_seed(2, Some("k2"));
     let token = second.mint(&session_claims());
     let verified = verify(&token, &keys_of(&[&first, &second])).unwrap();
-    assert_eq!(verified.key_thumbprint, second.public_key().thumbprint());
+    assert_eq!(verified.key_thumbprint(), second.public_key().thumbprint());
 }
 
 #[test]
@@ -99,7 +102,7 @@ fn token_without_kid_is_checked_against_each_key() {
     let second = SigningKey::from_seed(2, Some("k2"));
     let token = SigningKey::from_seed(2, None).mint(&session_claims());
     let verified = verify(&token, &keys_of(&[&first, &second])).unwrap();
-    assert_eq!(verified.key_thumbprint, second.public_key().thumbprint());
+    assert_eq!(verified.key_thumbprint(), second.public_key().thumbprint());
 }
 
 #[test]
@@ -109,8 +112,8 @@ fn payload_kid_is_a_claim_not_a_key_selector() {
     let second = SigningKey::from_seed(2, Some("k2"));
     let token = SigningKey::from_seed(2, None).mint(&with_claim("kid", json!("k1")));
     let verified = verify(&token, &keys_of(&[&first, &second])).unwrap();
-    assert_eq!(verified.key_thumbprint, second.public_key().thumbprint());
-    assert_eq!(verified.session.claims["kid"], "k1");
+    assert_eq!(verified.key_thumbprint(), second.public_key().thumbprint());
+    assert_eq!(verified.session().claims["kid"], "k1");
 }
 
 #[test]
@@ -155,7 +158,8 @@ fn fractional_numeric_dates_are_accepted() {
     let claims = with_claim("exp", json!(NOW as f64 + 0.5));
     let session = verify(&key().mint(&claims), &keys_of(&[&key()]))
         .unwrap()
-        .session;
+        .session()
+        .clone();
     assert_eq!(session.expires_at, NOW + 1);
 }
 
@@ -167,7 +171,8 @@ fn slug_limits_count_characters_not_bytes() {
         &keys_of(&[&key()]),
     )
     .unwrap()
-    .session;
+    .session()
+    .clone();
     assert_eq!(session.tenant_slug.unwrap().chars().count(), 255);
     assert_eq!(
         reject(&key().mint(&with_claim("tenantSlug", json!("a".repeat(256))))),
@@ -425,7 +430,7 @@ fn oversize_token_is_refused_before_parsing() {
         max_token_bytes: key().mint(&session_claims()).len(),
         ..TokenPolicy::default()
     };
-    assert!(verify_token(
+    assert!(verify_with_keys(
         &key().mint(&session_claims()),
         &keys_of(&[&key()]),
         &policy,
@@ -579,10 +584,10 @@ fn expired_token_is_refused_and_leeway_is_honoured() {
         ..TokenPolicy::default()
     };
     assert_eq!(
-        verify_token(&at(NOW), &keys_of(&[&key()]), &strict, NOW).unwrap_err(),
+        verify_with_keys(&at(NOW), &keys_of(&[&key()]), &strict, NOW).unwrap_err(),
         JoseError::Expired
     );
-    assert!(verify_token(&at(NOW + 1), &keys_of(&[&key()]), &strict, NOW).is_ok());
+    assert!(verify_with_keys(&at(NOW + 1), &keys_of(&[&key()]), &strict, NOW).is_ok());
 }
 
 #[test]
@@ -720,7 +725,7 @@ fn issuer_and_audience_are_checked_when_configured() {
         ..TokenPolicy::default()
     };
     let keys = keys_of(&[&key()]);
-    let check = |claims: Value| verify_token(&key().mint(&claims), &keys, &policy, NOW);
+    let check = |claims: Value| verify_with_keys(&key().mint(&claims), &keys, &policy, NOW);
     let mut good = session_claims();
     good["iss"] = json!("https://issuer.example");
     good["aud"] = json!(["other", "app-1"]);

@@ -2,7 +2,8 @@
 //!
 //! Every input is used twice:
 //! - as a token (when it is UTF-8), verified in the session-token flow (EdDSA) and in the
-//!   app-token flow (RS256);
+//!   app-token flow (RS256), through the sidecar's own `TokenVerifier` over a fixed key
+//!   set (`verify::verify_with_keys`);
 //! - as an edit script applied to a valid token of each flow: the edited token must be
 //!   refused unless the edits left it unchanged (anything else would be a forgery).
 //!
@@ -18,9 +19,10 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jtl_auth_sidecar::jose::{
-    base64url_encode, parse_strict_json_object, verify_token, Algorithm, CompactJws,
-    JoseError, JsonError, JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
+    base64url_encode, parse_strict_json_object, Algorithm, CompactJws, JoseError, JsonError,
+    JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
 };
+use jtl_auth_sidecar::verify::verify_with_keys;
 use libfuzzer_sys::fuzz_target;
 use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
@@ -143,7 +145,7 @@ fn fixtures() -> &'static Fixtures {
 fn verify(flow: &Flow, token: &str) -> Result<(), JoseError> {
     let algorithm = flow.policy.algorithm();
     check_parse_agrees(token, flow.policy.max_token_bytes, algorithm);
-    let verified = verify_token(token, &flow.keys, &flow.policy, NOW)?;
+    let verified = verify_with_keys(token, &flow.keys, &flow.policy, NOW)?;
 
     assert_eq!(token.matches('.').count(), 2, "accepted: three segments");
     assert!(
@@ -152,14 +154,14 @@ fn verify(flow: &Flow, token: &str) -> Result<(), JoseError> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
         "accepted: only the base64url alphabet"
     );
-    assert!(!verified.session.is_expired(NOW, flow.policy.leeway_s));
+    assert!(!verified.session().is_expired(NOW, flow.policy.leeway_s));
     let jws = CompactJws::parse_as(token, flow.policy.max_token_bytes, algorithm)
         .expect("an accepted token parses");
     let key = flow
         .keys
         .keys()
         .iter()
-        .find(|key| key.thumbprint() == verified.key_thumbprint)
+        .find(|key| key.thumbprint() == verified.key_thumbprint())
         .expect("accepted: the signing key is in the set");
     assert!(
         key.verify(jws.signing_input(), jws.signature()),

@@ -29,8 +29,8 @@ use crate::config::{ClientSecret, Config, FlowProfile};
 use crate::diagnose::{self, kid_list, span};
 use crate::jose::{CompactJws, JwkSet, TokenKind, VerifyingKey};
 use crate::jtl::{
-    AccessToken, FetchedKeys, Jtl, JtlHttp, KeySet, KeysError, LifetimeSource, SetupError,
-    TokenError,
+    AccessToken, FetchedKeys, Jtl, JtlHttp, JtlSetupError, KeySet, KeySetFetchError,
+    LifetimeSource, TokenError,
 };
 use crate::secrets::{fingerprint, Secret};
 
@@ -231,13 +231,13 @@ async fn check_jtl(
             let token = check_token(config, &jtl, clock, out).await;
             (jtl, token)
         }
-        Err(SetupError::Http(error)) => {
+        Err(JtlSetupError::Http(error)) => {
             out.line(Verdict::Fail, step::TOKEN_ENDPOINT, error.to_string());
             skip_after_token_endpoint(out, "the HTTPS client could not be set up");
             return skip_key_sets(config, out, "the HTTPS client could not be set up");
         }
-        Err(SetupError::NoKeySet) => return Vec::new(),
-        Err(SetupError::Token(error)) => {
+        Err(JtlSetupError::NoKeySet) => return Vec::new(),
+        Err(JtlSetupError::Token(error)) => {
             out.line(
                 Verdict::Skipped,
                 step::TOKEN_ENDPOINT,
@@ -454,25 +454,25 @@ async fn check_keys(
     let app_token = profile.kind() == TokenKind::AppToken;
     let fetched = match keys.fetch_document().await {
         Ok(fetched) => fetched,
-        Err(KeysError::Document(error)) => {
+        Err(KeySetFetchError::Document(error)) => {
             out.line(Verdict::Ok, steps.jwks, jwks_answered(jwks_url, app_token));
             out.line(
                 Verdict::Fail,
                 steps.keys,
-                KeysError::Document(error).to_string(),
+                KeySetFetchError::Document(error).to_string(),
             );
             return None;
         }
         Err(error) => {
             let message = match (&error, app_token) {
-                (KeysError::Call(_), _) => format!("{jwks_url}: {error}"),
+                (KeySetFetchError::Call(_), _) => format!("{jwks_url}: {error}"),
                 // The runtime's words assume JTL's authenticated JWKS; Zitadel's is public.
-                (KeysError::Unauthorized, true) => format!(
+                (KeySetFetchError::Unauthorized, true) => format!(
                     "{jwks_url} answered HTTP 401 to a request without a bearer; Zitadel's key \
                      set is public, so this is not it: check jtl.jwks_url (default \
                      {{session.issuer}}/oauth/v2/keys)"
                 ),
-                (KeysError::NotFound, true) => format!(
+                (KeySetFetchError::NotFound, true) => format!(
                     "the key set endpoint answered HTTP 404: wrong session.issuer / \
                      jtl.jwks_url ({jwks_url})"
                 ),
@@ -506,7 +506,7 @@ fn ed25519_keys_text(fetched: &FetchedKeys) -> (Verdict, String) {
         format!("{} skipped: {}", skipped.len(), skipped.join("; "))
     };
     if fetched.set.is_empty() {
-        let error = KeysError::NoUsableKeys {
+        let error = KeySetFetchError::NoUsableKeys {
             skipped: skipped.len(),
             kind: fetched.kind,
         };
@@ -550,7 +550,7 @@ fn rsa_keys_text(fetched: &FetchedKeys) -> (Verdict, String) {
         )
     });
     if fetched.set.is_empty() {
-        let error = KeysError::NoUsableKeys {
+        let error = KeySetFetchError::NoUsableKeys {
             skipped: fetched.skipped.len(),
             kind: fetched.kind,
         };

@@ -204,9 +204,10 @@ impl fmt::Display for DisplayKid<'_> {
     }
 }
 
-/// Why a JWK was not accepted into the key set.
+/// Why one JWK (one key of a key set, or a key built from its parts) was not accepted:
+/// that key is skipped ([`SkippedKey`](super::SkippedKey)), the others of its set kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
+pub enum JwkError {
     #[error("the key is not a JSON object")]
     NotAnObject,
     #[error("kty is not the flow's key type (\"OKP\" for session tokens, \"RSA\" for app tokens)")]
@@ -253,9 +254,10 @@ pub enum KeyError {
     BadExponent,
 }
 
-/// Why a JWK set document could not be read at all.
+/// Why a JWK set document could not be parsed at all (not one of its keys: that is a
+/// [`JwkError`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JwksError {
+pub enum JwksParseError {
     #[error("the key set is not a strict JSON object ({0:?})")]
     Json(JsonError),
     #[error("the key set has no \"keys\" array")]

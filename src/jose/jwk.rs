@@ -9,7 +9,7 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 use serde_json::{Map, Value};
 
 use super::base64url;
-use super::error::{JwksError, KeyError};
+use super::error::{JwkError, JwksParseError};
 use super::json;
 use super::kind::Algorithm;
 use super::rsa::RsaKey;
@@ -41,21 +41,21 @@ impl Ed25519Key {
     /// are refused here, once, when the key set is loaded. Mixed-order keys (a prime-order
     /// point plus a torsion component) are refused too: honest key generation never
     /// produces them, and they are where cofactored and cofactorless verifiers disagree.
-    pub fn from_public_bytes(kid: Option<String>, bytes: &[u8]) -> Result<Self, KeyError> {
+    pub fn from_public_bytes(kid: Option<String>, bytes: &[u8]) -> Result<Self, JwkError> {
         let public: [u8; 32] = bytes
             .try_into()
-            .map_err(|_| KeyError::XLength(bytes.len()))?;
+            .map_err(|_| JwkError::XLength(bytes.len()))?;
         let point = CompressedEdwardsY(public)
             .decompress()
-            .ok_or(KeyError::NotOnCurve)?;
+            .ok_or(JwkError::NotOnCurve)?;
         if point.compress().to_bytes() != public {
-            return Err(KeyError::NonCanonical);
+            return Err(JwkError::NonCanonical);
         }
         if point.is_small_order() {
-            return Err(KeyError::SmallOrder);
+            return Err(JwkError::SmallOrder);
         }
         if !point.is_torsion_free() {
-            return Err(KeyError::MixedOrder);
+            return Err(JwkError::MixedOrder);
         }
         let thumbprint = thumbprint_of(&public).into();
         Ok(Ed25519Key {
@@ -67,37 +67,37 @@ impl Ed25519Key {
 
     /// Reads one JWK: `kty` `OKP`, `crv` `Ed25519`, `x` of 32 bytes; `use`, when present,
     /// `sig`; `alg`, when present, `EdDSA`.
-    pub fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {
-        let jwk = jwk.as_object().ok_or(KeyError::NotAnObject)?;
+    pub fn from_jwk(jwk: &Value) -> Result<Self, JwkError> {
+        let jwk = jwk.as_object().ok_or(JwkError::NotAnObject)?;
         if jwk.get("kty").and_then(Value::as_str) != Some("OKP") {
-            return Err(KeyError::WrongKeyType);
+            return Err(JwkError::WrongKeyType);
         }
         if jwk.get("crv").and_then(Value::as_str) != Some("Ed25519") {
-            return Err(KeyError::WrongCurve);
+            return Err(JwkError::WrongCurve);
         }
         if let Some(key_use) = jwk.get("use") {
             if key_use.as_str() != Some("sig") {
-                return Err(KeyError::NotForSignatures);
+                return Err(JwkError::NotForSignatures);
             }
         }
         if let Some(alg) = jwk.get("alg") {
             if alg.as_str() != Some("EdDSA") {
-                return Err(KeyError::WrongAlgorithm);
+                return Err(JwkError::WrongAlgorithm);
             }
         }
         if jwk.contains_key("d") {
-            return Err(KeyError::PrivateKeyMaterial);
+            return Err(JwkError::PrivateKeyMaterial);
         }
         let kid = match jwk.get("kid") {
             None => None,
             Some(Value::String(kid)) => Some(kid.clone()),
-            Some(_) => return Err(KeyError::KidNotString),
+            Some(_) => return Err(JwkError::KidNotString),
         };
         let x = jwk
             .get("x")
             .and_then(Value::as_str)
-            .ok_or(KeyError::MissingX)?;
-        let bytes = base64url::decode(x.as_bytes()).ok_or(KeyError::XNotBase64)?;
+            .ok_or(JwkError::MissingX)?;
+        let bytes = base64url::decode(x.as_bytes()).ok_or(JwkError::XNotBase64)?;
         Self::from_public_bytes(kid, &bytes)
     }
 
@@ -165,7 +165,7 @@ pub enum VerifyingKey {
 }
 
 impl VerifyingKey {
-    pub fn from_jwk(jwk: &Value, kind: KeyKind) -> Result<Self, KeyError> {
+    pub fn from_jwk(jwk: &Value, kind: KeyKind) -> Result<Self, JwkError> {
         match kind {
             KeyKind::Ed25519 => Ed25519Key::from_jwk(jwk).map(VerifyingKey::Ed25519),
             KeyKind::Rsa => RsaKey::from_jwk(jwk).map(VerifyingKey::Rsa),
@@ -220,7 +220,7 @@ impl From<RsaKey> for VerifyingKey {
 pub struct SkippedKey {
     pub index: usize,
     pub kid: Option<String>,
-    pub reason: KeyError,
+    pub reason: JwkError,
 }
 
 impl SkippedKey {
@@ -228,7 +228,7 @@ impl SkippedKey {
     /// EC and OKP keys Zitadel publishes beside its RSA keys). Skipping such a key is
     /// expected, not a problem; a key of the flow's type that is unusable is one.
     pub fn is_of_another_type(&self) -> bool {
-        self.reason == KeyError::WrongKeyType
+        self.reason == JwkError::WrongKeyType
     }
 }
 
@@ -262,7 +262,7 @@ impl JwkSet {
     /// Parses a JWKS document (`{"keys":[...]}`) of the session-token flow strictly. Keys
     /// that are not usable Ed25519 signing keys are returned beside the set, so the
     /// caller can warn.
-    pub fn from_json(document: &[u8]) -> Result<(JwkSet, Vec<SkippedKey>), JwksError> {
+    pub fn from_json(document: &[u8]) -> Result<(JwkSet, Vec<SkippedKey>), JwksParseError> {
         Self::from_json_of(document, KeyKind::Ed25519)
     }
 
@@ -270,19 +270,19 @@ impl JwkSet {
     pub fn from_json_of(
         document: &[u8],
         kind: KeyKind,
-    ) -> Result<(JwkSet, Vec<SkippedKey>), JwksError> {
-        let document = json::parse_object(document).map_err(JwksError::Json)?;
+    ) -> Result<(JwkSet, Vec<SkippedKey>), JwksParseError> {
+        let document = json::parse_object(document).map_err(JwksParseError::Json)?;
         Self::from_document(&document, kind)
     }
 
     fn from_document(
         document: &Map<String, Value>,
         kind: KeyKind,
-    ) -> Result<(JwkSet, Vec<SkippedKey>), JwksError> {
+    ) -> Result<(JwkSet, Vec<SkippedKey>), JwksParseError> {
         let entries = document
             .get("keys")
             .and_then(Value::as_array)
-            .ok_or(JwksError::NoKeysArray)?;
+            .ok_or(JwksParseError::NoKeysArray)?;
         let mut set = JwkSet::default();
         let mut skipped = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
@@ -293,7 +293,7 @@ impl JwkSet {
                         skipped.push(SkippedKey {
                             index,
                             kid,
-                            reason: KeyError::DuplicateKid,
+                            reason: JwkError::DuplicateKid,
                         });
                     }
                 }

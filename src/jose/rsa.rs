@@ -8,7 +8,7 @@ use ring::signature::{RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
 use serde_json::Value;
 
 use super::base64url;
-use super::error::KeyError;
+use super::error::JwkError;
 
 /// Smallest modulus accepted (SPEC §11): smaller keys are skipped with a warning.
 pub const MIN_MODULUS_BITS: usize = 2048;
@@ -39,38 +39,38 @@ impl std::fmt::Debug for RsaKey {
 impl RsaKey {
     /// Reads one JWK: `kty` `RSA`; `use`, when present, `sig`; `alg`, when present,
     /// `RS256`; `n` of 2048 to 8192 bits; `e` odd and at least 3; no private members.
-    pub fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {
-        let jwk = jwk.as_object().ok_or(KeyError::NotAnObject)?;
+    pub fn from_jwk(jwk: &Value) -> Result<Self, JwkError> {
+        let jwk = jwk.as_object().ok_or(JwkError::NotAnObject)?;
         if jwk.get("kty").and_then(Value::as_str) != Some("RSA") {
-            return Err(KeyError::WrongKeyType);
+            return Err(JwkError::WrongKeyType);
         }
         if let Some(key_use) = jwk.get("use") {
             if key_use.as_str() != Some("sig") {
-                return Err(KeyError::NotForSignatures);
+                return Err(JwkError::NotForSignatures);
             }
         }
         if let Some(alg) = jwk.get("alg") {
             if alg.as_str() != Some("RS256") {
-                return Err(KeyError::WrongAlgorithm);
+                return Err(JwkError::WrongAlgorithm);
             }
         }
         if ["d", "p", "q", "dp", "dq", "qi"]
             .iter()
             .any(|member| jwk.contains_key(*member))
         {
-            return Err(KeyError::PrivateKeyMaterial);
+            return Err(JwkError::PrivateKeyMaterial);
         }
         let kid = match jwk.get("kid") {
             None => None,
             Some(Value::String(kid)) => Some(kid.clone()),
-            Some(_) => return Err(KeyError::KidNotString),
+            Some(_) => return Err(JwkError::KidNotString),
         };
-        let member = |name: &'static str| -> Result<Vec<u8>, KeyError> {
+        let member = |name: &'static str| -> Result<Vec<u8>, JwkError> {
             let text = jwk
                 .get(name)
                 .and_then(Value::as_str)
-                .ok_or(KeyError::MissingMember(name))?;
-            base64url::decode(text.as_bytes()).ok_or(KeyError::NotBase64(name))
+                .ok_or(JwkError::MissingMember(name))?;
+            base64url::decode(text.as_bytes()).ok_or(JwkError::NotBase64(name))
         };
         let modulus = member("n")?;
         let exponent = member("e")?;
@@ -82,23 +82,23 @@ impl RsaKey {
         kid: Option<String>,
         modulus: &[u8],
         exponent: &[u8],
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, JwkError> {
         let modulus = strip_leading_zeros(modulus);
         let exponent = strip_leading_zeros(exponent);
         let bits = bit_length(modulus);
         if bits < MIN_MODULUS_BITS {
-            return Err(KeyError::ModulusTooSmall { bits });
+            return Err(JwkError::ModulusTooSmall { bits });
         }
         if bits > MAX_MODULUS_BITS {
-            return Err(KeyError::ModulusTooLarge { bits });
+            return Err(JwkError::ModulusTooLarge { bits });
         }
         if modulus.last().is_some_and(|byte| byte & 1 == 0) {
-            return Err(KeyError::EvenModulus);
+            return Err(JwkError::EvenModulus);
         }
         // ring takes exponents from 3 to 2^33 - 1, odd.
         let odd = exponent.last().is_some_and(|byte| byte & 1 == 1);
         if !odd || exponent.len() > 5 || exponent == [1] || bit_length(exponent) > 33 {
-            return Err(KeyError::BadExponent);
+            return Err(JwkError::BadExponent);
         }
         let thumbprint = thumbprint_of(modulus, exponent).into();
         Ok(RsaKey {
@@ -178,17 +178,17 @@ mod tests {
         let e = [1, 0, 1];
         assert_eq!(
             RsaKey::from_components(None, &modulus(2047), &e).unwrap_err(),
-            KeyError::ModulusTooSmall { bits: 2047 }
+            JwkError::ModulusTooSmall { bits: 2047 }
         );
         assert_eq!(
             RsaKey::from_components(None, &modulus(1024), &e).unwrap_err(),
-            KeyError::ModulusTooSmall { bits: 1024 }
+            JwkError::ModulusTooSmall { bits: 1024 }
         );
         assert!(RsaKey::from_components(None, &modulus(2048), &e).is_ok());
         assert!(RsaKey::from_components(None, &modulus(8192), &e).is_ok());
         assert_eq!(
             RsaKey::from_components(None, &modulus(8193), &e).unwrap_err(),
-            KeyError::ModulusTooLarge { bits: 8193 }
+            JwkError::ModulusTooLarge { bits: 8193 }
         );
         let mut padded = vec![0, 0];
         padded.extend(modulus(2048));
@@ -206,7 +206,7 @@ mod tests {
         for e in [&[][..], &[1], &[2], &[1, 0, 0], &[1, 0, 0, 0, 0, 1]] {
             assert_eq!(
                 RsaKey::from_components(None, &n, e).unwrap_err(),
-                KeyError::BadExponent,
+                JwkError::BadExponent,
                 "{e:?}"
             );
         }
@@ -219,7 +219,7 @@ mod tests {
         *n.last_mut().unwrap() = 0xfe;
         assert_eq!(
             RsaKey::from_components(None, &n, &[1, 0, 1]).unwrap_err(),
-            KeyError::EvenModulus
+            JwkError::EvenModulus
         );
     }
 }

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::runtime::Handle;
 
 use crate::background::{run_on, SpawnOn};
-use crate::tls::{client_tls_config, SetupError};
+use crate::tls::{client_tls_config, TlsSetupError};
 
 /// Token and JWKS responses larger than this are errors (SPEC §6).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -178,7 +178,7 @@ pub struct JtlHttp {
 impl JtlHttp {
     /// On the runtime this is called from (a server passes its main runtime explicitly,
     /// [`JtlHttp::on_runtime`]). Must be called within a Tokio runtime.
-    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, SetupError> {
+    pub fn new(timeout: Duration, ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
         JtlHttp::on_runtime(timeout, ca_file, Handle::current())
     }
 
@@ -187,7 +187,7 @@ impl JtlHttp {
         timeout: Duration,
         ca_file: Option<&Path>,
         runtime: Handle,
-    ) -> Result<Self, SetupError> {
+    ) -> Result<Self, TlsSetupError> {
         let tls = client_tls_config(ca_file)?;
         let client = pooled_client(tls, timeout, POOL_IDLE_TIMEOUT, true, Some(runtime.clone()));
         Ok(JtlHttp {

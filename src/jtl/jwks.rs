@@ -28,7 +28,7 @@ use super::http::{CallError, JtlHttp, Response};
 use super::token::AccessToken;
 use crate::clock::{duration_ms, Clock};
 use crate::diagnose;
-use crate::jose::{JwkSet, JwksError, KeyKind, SkippedKey, TokenKind};
+use crate::jose::{JwkSet, JwksParseError, KeyKind, SkippedKey, TokenKind};
 
 /// A key set as loaded at one time. Generation 0 is the empty set before the first
 /// successful fetch; each successful fetch adds one.
@@ -65,9 +65,11 @@ pub enum KeyWait {
     Crowded,
 }
 
-/// Why a key-set fetch failed.
+/// Why fetching a key set failed: no access token, the endpoint unreachable or
+/// answering an error, or a document that does not parse ([`JwksParseError`]) or holds no
+/// usable key. The set in use, if any, is kept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeysError {
+pub enum KeySetFetchError {
     #[error("{0}")]
     Token(TokenUnavailable),
     #[error("the JWKS endpoint could not be reached: {0}")]
@@ -84,7 +86,7 @@ pub enum KeysError {
     #[error("the JWKS endpoint answered HTTP 200 with an empty body")]
     EmptyBody,
     #[error("the JWKS document is unusable: {0}")]
-    Document(JwksError),
+    Document(JwksParseError),
     #[error("the JWKS document holds no usable {kind} signing key ({skipped} skipped)")]
     NoUsableKeys { skipped: usize, kind: KeyKind },
 }
@@ -343,7 +345,7 @@ impl KeySet {
                     .store(fetch_number, Ordering::SeqCst);
                 // Never sooner than the rate limit, nor than a Retry-After.
                 let minimum = match &error {
-                    KeysError::StatusRetryAfter { retry_after_s, .. } => self
+                    KeySetFetchError::StatusRetryAfter { retry_after_s, .. } => self
                         .inner
                         .options
                         .min_refetch_interval
@@ -396,7 +398,7 @@ impl KeySet {
     /// A key of a type the flow does not use (Zitadel's EC and OKP keys beside its RSA
     /// keys) is skipped at debug level: it is expected at every refresh. An unusable key
     /// of the flow's type is a warning, once per `kid` for the life of this key set.
-    async fn fetch(&self) -> Result<JwkSet, KeysError> {
+    async fn fetch(&self) -> Result<JwkSet, KeySetFetchError> {
         let FetchedKeys { set, skipped, .. } = self.fetch_document().await?;
         for key in &skipped {
             let first_time = !key.is_of_another_type()
@@ -422,7 +424,7 @@ impl KeySet {
         if set.is_empty() {
             // Replacing a good set with an empty one would refuse every user; treat it as
             // a failed fetch and keep the last good set.
-            return Err(KeysError::NoUsableKeys {
+            return Err(KeySetFetchError::NoUsableKeys {
                 skipped: skipped.len(),
                 kind: self.inner.options.key_kind,
             });
@@ -433,14 +435,14 @@ impl KeySet {
     /// Fetches and parses the key set once, without touching the set in use (what
     /// `check --online` looks at): with the access token; a 401 invalidates that token
     /// and the fetch is made once more with a fresh one. An empty set is not an error here.
-    pub async fn fetch_document(&self) -> Result<FetchedKeys, KeysError> {
+    pub async fn fetch_document(&self) -> Result<FetchedKeys, KeySetFetchError> {
         let response = if self.inner.options.authenticated {
             let tokens = &self.inner.tokens;
-            let token = tokens.get().await.map_err(KeysError::Token)?;
+            let token = tokens.get().await.map_err(KeySetFetchError::Token)?;
             let response = self.get_with(Some(&token)).await?;
             if response.status == StatusCode::UNAUTHORIZED {
                 tokens.invalidate(&token);
-                let fresh = tokens.get().await.map_err(KeysError::Token)?;
+                let fresh = tokens.get().await.map_err(KeySetFetchError::Token)?;
                 self.get_with(Some(&fresh)).await?
             } else {
                 response
@@ -450,23 +452,23 @@ impl KeySet {
         };
         match response.status {
             StatusCode::OK => {}
-            StatusCode::UNAUTHORIZED => return Err(KeysError::Unauthorized),
-            StatusCode::NOT_FOUND => return Err(KeysError::NotFound),
+            StatusCode::UNAUTHORIZED => return Err(KeySetFetchError::Unauthorized),
+            StatusCode::NOT_FOUND => return Err(KeySetFetchError::NotFound),
             other => {
                 return Err(match super::http::retry_after(&response.headers) {
-                    Some(wait) => KeysError::StatusRetryAfter {
+                    Some(wait) => KeySetFetchError::StatusRetryAfter {
                         status: other.as_u16(),
                         retry_after_s: wait.as_secs(),
                     },
-                    None => KeysError::Status(other.as_u16()),
+                    None => KeySetFetchError::Status(other.as_u16()),
                 })
             }
         }
         if super::http::is_blank(&response.body) {
-            return Err(KeysError::EmptyBody);
+            return Err(KeySetFetchError::EmptyBody);
         }
         let (set, skipped) = JwkSet::from_json_of(&response.body, self.inner.options.key_kind)
-            .map_err(KeysError::Document)?;
+            .map_err(KeySetFetchError::Document)?;
         Ok(FetchedKeys {
             kind: self.inner.options.key_kind,
             set,
@@ -474,7 +476,7 @@ impl KeySet {
         })
     }
 
-    async fn get_with(&self, token: Option<&AccessToken>) -> Result<Response, KeysError> {
+    async fn get_with(&self, token: Option<&AccessToken>) -> Result<Response, KeySetFetchError> {
         let mut request = Request::builder()
             .method(Method::GET)
             .uri(self.inner.options.url.as_str())
@@ -484,8 +486,12 @@ impl KeySet {
         }
         let request = request
             .body(Full::new(Bytes::new()))
-            .map_err(|_| KeysError::Status(0))?;
-        self.inner.http.call(request).await.map_err(KeysError::Call)
+            .map_err(|_| KeySetFetchError::Status(0))?;
+        self.inner
+            .http
+            .call(request)
+            .await
+            .map_err(KeySetFetchError::Call)
     }
 }
 
@@ -538,9 +544,9 @@ impl Drop for WaitSlot<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jose::KeyError;
+    use crate::jose::JwkError;
 
-    fn skipped(kid: Option<&str>, reason: KeyError) -> SkippedKey {
+    fn skipped(kid: Option<&str>, reason: JwkError) -> SkippedKey {
         SkippedKey {
             index: 0,
             kid: kid.map(str::to_owned),
@@ -551,17 +557,17 @@ mod tests {
     #[test]
     fn an_unusable_key_is_warned_about_once_per_kid_and_reason() {
         let mut warned = WarnedKeys::default();
-        let small = skipped(Some("1"), KeyError::ModulusTooSmall { bits: 1024 });
+        let small = skipped(Some("1"), JwkError::ModulusTooSmall { bits: 1024 });
         assert!(warned.first_time(&small));
         assert!(!warned.first_time(&small));
         assert!(!warned.first_time(&SkippedKey { index: 3, ..small }));
         assert!(warned.first_time(&skipped(
             Some("2"),
-            KeyError::ModulusTooSmall { bits: 1024 }
+            JwkError::ModulusTooSmall { bits: 1024 }
         )));
-        assert!(warned.first_time(&skipped(Some("1"), KeyError::WrongAlgorithm)));
-        assert!(warned.first_time(&skipped(None, KeyError::WrongAlgorithm)));
-        assert!(!warned.first_time(&skipped(None, KeyError::WrongAlgorithm)));
+        assert!(warned.first_time(&skipped(Some("1"), JwkError::WrongAlgorithm)));
+        assert!(warned.first_time(&skipped(None, JwkError::WrongAlgorithm)));
+        assert!(!warned.first_time(&skipped(None, JwkError::WrongAlgorithm)));
     }
 
     #[test]
@@ -569,7 +575,7 @@ mod tests {
         let mut warned = WarnedKeys::default();
         for n in 0..3 * MAX_WARNED_KEYS {
             let kid = n.to_string();
-            assert!(warned.first_time(&skipped(Some(&kid), KeyError::WrongAlgorithm)));
+            assert!(warned.first_time(&skipped(Some(&kid), JwkError::WrongAlgorithm)));
             assert!(warned.0.len() <= MAX_WARNED_KEYS);
         }
     }

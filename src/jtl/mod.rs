@@ -11,18 +11,20 @@ pub mod token;
 pub use access_token::{AccessTokens, TokenError, TokenUnavailable};
 pub use http::JtlHttp;
 pub use jwks::{
-    FetchedKeys, KeySet, KeySetOptions, KeyWait, KeysError, LoadedKeys, MAX_WAITING_FOR_KEYS,
+    FetchedKeys, KeySet, KeySetFetchError, KeySetOptions, KeyWait, LoadedKeys, MAX_WAITING_FOR_KEYS,
 };
 pub use token::{AccessToken, LifetimeSource};
 
 use crate::clock::Clock;
 use crate::config::Config;
 
-/// Why the connection to JTL could not be set up.
+/// Why the connection to JTL could not be set up: its HTTPS client (TLS), its
+/// access-token manager, or a config that names no key set. Nothing is fetched yet when
+/// this is decided.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub enum JtlSetupError {
     #[error(transparent)]
-    Http(#[from] crate::tls::SetupError),
+    Http(#[from] crate::tls::TlsSetupError),
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error("the config names no key set (session.flow accepts no kind of token)")]
@@ -43,7 +45,7 @@ impl Jtl {
     /// Nothing is fetched yet: the refreshers or the first callers do that.
     /// The access token is this process's own: `check` and the tests use this. Calls to
     /// JTL run on the runtime this is called from.
-    pub fn from_config(config: &Config, clock: Clock) -> Result<Jtl, SetupError> {
+    pub fn from_config(config: &Config, clock: Clock) -> Result<Jtl, JtlSetupError> {
         Jtl::from_config_with_shared_store(config, clock, None, tokio::runtime::Handle::current())
     }
 
@@ -56,7 +58,7 @@ impl Jtl {
         clock: Clock,
         shared: Option<crate::shared_cache::SharedTokenStore>,
         runtime: tokio::runtime::Handle,
-    ) -> Result<Jtl, SetupError> {
+    ) -> Result<Jtl, JtlSetupError> {
         let http = JtlHttp::on_runtime(config.jtl.timeout, config.jtl.ca_file.as_deref(), runtime)?;
         let tokens =
             AccessTokens::with_shared_store(&config.jtl, http.clone(), clock.clone(), shared)?;
@@ -79,7 +81,7 @@ impl Jtl {
             })
             .collect::<Vec<_>>();
         if key_sets.is_empty() {
-            return Err(SetupError::NoKeySet);
+            return Err(JtlSetupError::NoKeySet);
         }
         Ok(Jtl { tokens, key_sets })
     }

@@ -50,11 +50,11 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Jtl(#[from] jtl::SetupError),
+    Jtl(#[from] jtl::JtlSetupError),
     #[error(transparent)]
     TenantStore(#[from] StoreError),
     #[error(transparent)]
-    SharedCache(#[from] crate::shared_cache::SetupError),
+    SharedCache(#[from] crate::shared_cache::SharedCacheSetupError),
     #[error(transparent)]
     DrainToken(#[from] crate::admin::DrainTokenError),
 }
@@ -134,7 +134,7 @@ impl Server {
             .keeping_claims(forwarded_claims),
         );
         let metrics = Metrics::new(&jtl, &verifier);
-        let upstream_tls = crate::tls::client_tls_config(None).map_err(jtl::SetupError::Http)?;
+        let upstream_tls = crate::tls::client_tls_config(None).map_err(jtl::JtlSetupError::Http)?;
         // The store is opened only when connect-tenant is enabled; tenants are recorded
         // on request only into that store (with `connect_path = ""` nothing is opened).
         let (tenant_store, tenant_recorder, connect_tenant) = match &config.tenants.connect_path {
@@ -172,7 +172,7 @@ impl Server {
             Arc::clone(&metrics),
         ));
         let egress_tls = crate::tls::client_tls_config(config.jtl.ca_file.as_deref())
-            .map_err(jtl::SetupError::Http)?;
+            .map_err(jtl::JtlSetupError::Http)?;
         let egress = Arc::new(Egress::new(
             &config.egress,
             &config.jtl.api_base_url,

@@ -76,8 +76,11 @@ pub enum EntryNow {
     NotOpened,
 }
 
+/// Why the shared token store of `[shared_cache]` could not be set up: its password
+/// file, its `redis_url`, or the TLS of a `rediss://` URL. Nothing is connected yet when
+/// this is decided.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub enum SharedCacheSetupError {
     #[error("shared_cache.redis_password_file: cannot read {path}: {reason}")]
     PasswordFile { path: String, reason: String },
     #[error("shared_cache.redis_url: {0}")]
@@ -170,8 +173,8 @@ impl std::fmt::Debug for SharedTokenStore {
 /// The password file's content, less one trailing line break (`\n` or `\r\n`): Redis
 /// passwords are written on one line of redis.conf or an ACL rule and cannot end in
 /// one, while `echo pw > file` and most Secret tooling add one.
-pub fn read_password_file(path: &std::path::Path) -> Result<Secret, SetupError> {
-    let failed = |reason: String| SetupError::PasswordFile {
+pub fn read_password_file(path: &std::path::Path) -> Result<Secret, SharedCacheSetupError> {
+    let failed = |reason: String| SharedCacheSetupError::PasswordFile {
         path: path.display().to_string(),
         reason,
     };
@@ -198,14 +201,14 @@ impl SharedTokenStore {
         config: &Config,
         clock: Clock,
         runtime: tokio::runtime::Handle,
-    ) -> Result<Option<Self>, SetupError> {
+    ) -> Result<Option<Self>, SharedCacheSetupError> {
         let Some(target) = &config.shared_cache.redis else {
             return Ok(None);
         };
         let tls = if target.tls {
             Some(
                 crate::tls::client_tls_config(config.jtl.ca_file.as_deref())
-                    .map_err(|e| SetupError::Tls(e.to_string()))?,
+                    .map_err(|e| SharedCacheSetupError::Tls(e.to_string()))?,
             )
         } else {
             None
@@ -237,15 +240,15 @@ impl SharedTokenStore {
         tls: Option<rustls::ClientConfig>,
         clock: Clock,
         runtime: tokio::runtime::Handle,
-    ) -> Result<SharedTokenStore, SetupError> {
+    ) -> Result<SharedTokenStore, SharedCacheSetupError> {
         // Read once, here, at start (never on a request's path): a blocking read is fine.
         let password = match &target.password {
             Some(RedisPassword::Inline(secret)) => Some(secret.clone()),
             Some(RedisPassword::File(path)) => Some(read_password_file(path)?),
             None => None,
         };
-        let connection =
-            Connection::new(target.clone(), password, tls, runtime).map_err(SetupError::Target)?;
+        let connection = Connection::new(target.clone(), password, tls, runtime)
+            .map_err(SharedCacheSetupError::Target)?;
         let key = entry_key(key_prefix, token_url, client_id, scope);
         Ok(SharedTokenStore {
             connection,
