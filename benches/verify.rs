@@ -20,23 +20,23 @@
 //! instructions per lookup in a process of their own.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jose::{
-    base64url_encode, Algorithm, CompactJws, Ed25519Key, JwkSet, RsaKey, TokenKind, TokenPolicy,
+    Algorithm, CompactJws, Ed25519Key, JwkSet, RsaKey, TokenKind, TokenPolicy, base64url_encode,
 };
 use jtl_auth_sidecar::jtl::Jtl;
 use jtl_auth_sidecar::verify::TokenVerifier;
 use ring::rsa::PublicKeyComponents;
 use ring::signature::{
-    Ed25519KeyPair, KeyPair, RsaKeyPair, RsaPublicKeyComponents, UnparsedPublicKey, ED25519,
-    RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+    ED25519, Ed25519KeyPair, KeyPair, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair,
+    RsaPublicKeyComponents, UnparsedPublicKey,
 };
 
 const NOW: i64 = 1_790_000_000;

@@ -8,8 +8,8 @@
 //! so a wall-clock step (NTP, a resumed VM) neither expires nor extends it.
 //! Network timeouts do not use this clock: they are real time by nature.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::jose::{hyphenated_uuid, SkippedKey};
+use crate::jose::{SkippedKey, hyphenated_uuid};
 
 /// JTL's own advice for `invalid_client` (the guide's troubleshooting table).
 pub const INVALID_CLIENT: &str = "JTL rejected the app's credentials (invalid_client): \

@@ -2,8 +2,8 @@
 //! (or taking one lock) would pass its cache line back and forth on every request; here
 //! each thread writes to a shard of its own, and a scrape adds the shards up.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// More shards than worker threads; threads beyond that share shards, which stays

@@ -39,7 +39,9 @@ pub enum VerifyError {
     KeysUnavailable(TokenKind),
     /// Too many requests are already waiting for a fresh key set (SPEC §5): answer 503
     /// with `Retry-After`.
-    #[error("The token cannot be verified right now: too many requests are waiting for JTL's signing keys.")]
+    #[error(
+        "The token cannot be verified right now: too many requests are waiting for JTL's signing keys."
+    )]
     KeysCrowded(TokenKind),
 }
 

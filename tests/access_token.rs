@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::harness::{advance_waking_nothing, eventually, settled, Extra, Harness};
+use common::harness::{Extra, Harness, advance_waking_nothing, eventually, settled};
 use jtl_auth_sidecar::config::load_str;
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
 use jtl_auth_sidecar::jtl::token::EXPIRY_MARGIN;

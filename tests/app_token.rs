@@ -3,13 +3,13 @@
 //! tokens are real RS256 signatures made with ring and the emulator's fixed test-only keys.
 
 use jtl_auth_sidecar::jose::{
-    base64url_encode, JoseError, JwkError, JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
+    JoseError, JwkError, JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy, base64url_encode,
 };
-use jtl_auth_sidecar::verify::{verify_with_keys, VerifiedSession};
+use jtl_auth_sidecar::verify::{VerifiedSession, verify_with_keys};
 use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
-use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
-use serde_json::{json, Value};
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 const NOW: i64 = 1_790_000_000;

@@ -6,13 +6,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::harness::{eventually, eventually_async, TENANT, USER};
-use common::proxy::{get, send, Answer, Proxy};
+use common::harness::{TENANT, USER, eventually, eventually_async};
+use common::proxy::{Answer, Proxy, get, send};
 use http::Request;
 use http_body_util::Full;
 use jtl_auth_sidecar::config::Flow;
 use jtl_auth_sidecar::emulator::{DEV_APP_ID, DEV_APP_USER_ID};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const SPOOFED: &str = "00000000-0000-4000-8000-000000000666";
 
@@ -143,10 +143,12 @@ async fn a_token_for_another_app_or_tenant_claim_is_401_naming_the_check_and_rea
     let answer = get(&proxy.url("/orders"), &[]).await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.json()["error"], "missing_token");
-    assert!(answer.json()["error_description"]
-        .as_str()
-        .unwrap()
-        .starts_with("An app token is required"));
+    assert!(
+        answer.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("An app token is required")
+    );
     assert_eq!(proxy.backend_hits(), 0, "nothing was forwarded");
 }
 

@@ -12,14 +12,14 @@ mod common;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::harness::{TENANT, USER};
-use common::proxy::{client, collect, get, send, Answer, Proxy};
-use common::services::{unavailable, Service};
+use common::proxy::{Answer, Proxy, client, collect, get, send};
+use common::services::{Service, unavailable};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
@@ -719,8 +719,10 @@ async fn postgres_restarted_under_connect_tenant_is_503_meanwhile_and_recovers_k
             assert_eq!(&now.1, slug);
         }
     }
-    assert!(after
-        .iter()
-        .any(|(id, slug, _)| id == new_tenant && slug == "new"));
+    assert!(
+        after
+            .iter()
+            .any(|(id, slug, _)| id == new_tenant && slug == "new")
+    );
     drop(proxy);
 }

@@ -11,20 +11,20 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::harness::{eventually_async, TENANT, USER};
+use common::harness::{TENANT, USER, eventually_async};
 use common::logs::Logs;
-use common::proxy::{get, send, Answer, Proxy};
+use common::proxy::{Answer, Proxy, get, send};
 use http::Request;
 use http_body_util::Full;
 use jtl_auth_sidecar::config::Flow;
 use jtl_auth_sidecar::emulator::{
-    Failure, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID, DEV_APP_USER_ID,
+    APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID, DEV_APP_USER_ID, Failure,
 };
 use jtl_auth_sidecar::jose::base64url_encode;
 use jtl_auth_sidecar::tenants::TenantStore;
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use serde_json::{json, Value};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 const SPOOFED_TENANT: &str = "00000000-0000-4000-8000-000000000666";

@@ -24,16 +24,16 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::harness::{eventually_async, TENANT, USER};
-use common::proxy::{get, Proxy};
-use http::{header, Request, Response, StatusCode};
+use common::harness::{TENANT, USER, eventually_async};
+use common::proxy::{Proxy, get};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jtl_auth_sidecar::config::Flow;
 use jtl_auth_sidecar::emulator::DEV_APP_USER_ID;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The driver is killed after this long (it gives up on its own a little earlier).
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(60);

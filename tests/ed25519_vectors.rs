@@ -6,7 +6,7 @@ use jtl_auth_sidecar::jose::{
     CompactJws, Ed25519Key, JoseError, JwkError, JwkSet, Malformed, Part, TokenPolicy,
 };
 use jtl_auth_sidecar::verify::verify_with_keys;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn testdata(path: &str) -> Value {
     let full = format!("{}/tests/vectors/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -44,11 +44,7 @@ fn wycheproof_valid_cases_verify_and_invalid_cases_fail() {
                 case["result"]
             );
             checked += 1;
-            if expected {
-                valid += 1
-            } else {
-                invalid += 1
-            }
+            if expected { valid += 1 } else { invalid += 1 }
         }
     }
     assert_eq!(checked, suite["numberOfTests"].as_u64().unwrap() as usize);

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -249,17 +249,21 @@ async fn keys_rotate_and_minted_tokens_name_them() {
         .map(|k| k["kid"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kids, ["k2"]);
-    assert!(emulator
-        .mint_session_token(
-            "7c9e6679-7425-40de-944b-e07fc1f90ae7",
-            "2f1b8d2c-5c1e-4a7e-9b3f-1d2e3f4a5b6c",
-            "acme",
-            Duration::from_secs(60)
-        )
-        .is_some());
-    assert!(emulator
-        .mint(&serde_json::json!({}), "emulator-key-1", true)
-        .is_none());
+    assert!(
+        emulator
+            .mint_session_token(
+                "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                "2f1b8d2c-5c1e-4a7e-9b3f-1d2e3f4a5b6c",
+                "acme",
+                Duration::from_secs(60)
+            )
+            .is_some()
+    );
+    assert!(
+        emulator
+            .mint(&serde_json::json!({}), "emulator-key-1", true)
+            .is_none()
+    );
 }
 
 #[tokio::test]

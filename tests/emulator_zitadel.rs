@@ -6,20 +6,20 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{
-    Emulator, EmulatorOptions, Failure, APP_EC_KEY_ID, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID,
-    DEV_APP_USER_ID, DEV_TENANT_ID,
+    APP_EC_KEY_ID, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID, DEV_APP_USER_ID, DEV_TENANT_ID,
+    Emulator, EmulatorOptions, Failure,
 };
 use jtl_auth_sidecar::jtl::client_auth::basic_authorization;
 use jtl_auth_sidecar::jtl::http::{CallError, JtlHttp, Response};
-use ring::signature::{RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
-use serde_json::{json, Value};
+use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+use serde_json::{Value, json};
 
 const NOW_MS: i64 = 1_790_000_000_000;
 const TENANT: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
@@ -232,10 +232,12 @@ async fn credentials_in_the_form_body_are_invalid_client_even_beside_good_basic(
         assert_eq!(response.status, StatusCode::UNAUTHORIZED);
         let body = json(&response);
         assert_eq!(body["error"], "invalid_client");
-        assert!(body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP Basic"));
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("HTTP Basic")
+        );
     }
     let only_id = format!(
         "grant_type=client_credentials&scope=openid&client_id={}",
@@ -426,10 +428,12 @@ async fn the_discovery_document_names_the_issuer_keys_and_token_endpoint() {
     assert_eq!(document["token_endpoint"], format!("{base}/oauth/v2/token"));
     assert_eq!(document["jwks_uri"], emulator.app_keys_url());
     assert_eq!(document["token_endpoint"], emulator.app_token_url());
-    assert!(document["grant_types_supported"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("client_credentials")));
+    assert!(
+        document["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("client_credentials"))
+    );
     assert_eq!(document, emulator.discovery_document());
 
     let mut wrong = emulator.discovery_document();
@@ -596,9 +600,11 @@ async fn rotation_and_removal_show_in_the_key_set() {
         kids(&keys(&emulator).await),
         [APP_EC_KEY_ID, APP_OKP_KEY_ID]
     );
-    assert!(emulator
-        .mint_app_token(&claims, "312909097518500002")
-        .is_some());
+    assert!(
+        emulator
+            .mint_app_token(&claims, "312909097518500002")
+            .is_some()
+    );
     emulator.set_app_key_published("312909097518500002", true);
     emulator.remove_app_key(APP_EC_KEY_ID);
     emulator.remove_app_key(APP_OKP_KEY_ID);
@@ -669,9 +675,11 @@ async fn the_legacy_flow_lives_on_beside_zitadel() {
     .await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(json(&response)["keys"][0]["alg"], "EdDSA");
-    assert!(emulator
-        .mint_session_token(TENANT, DEV_APP_USER_ID, "acme", Duration::from_secs(60))
-        .is_some());
+    assert!(
+        emulator
+            .mint_session_token(TENANT, DEV_APP_USER_ID, "acme", Duration::from_secs(60))
+            .is_some()
+    );
     assert_eq!(emulator.token_requests(), 1);
     assert_eq!(emulator.app_token_requests(), 0);
 }

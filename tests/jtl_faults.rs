@@ -25,13 +25,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::harness::{advance_waking_nothing, eventually_async, TENANT};
+use common::harness::{TENANT, advance_waking_nothing, eventually_async};
 use common::logs::Logs;
-use common::proxy::{get, Proxy};
+use common::proxy::{Proxy, get};
 use jtl_auth_sidecar::emulator::Failure;
 use serde_json::Value;
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::SigningKey;
 use jtl_auth_sidecar::jose::{Ed25519Key, JsonError, JwkError, JwkSet, JwksParseError};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn good_jwk() -> Value {
     SigningKey::from_seed(1, Some("k1")).jwk()

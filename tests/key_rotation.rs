@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::harness::{eventually_async, TENANT, USER};
-use common::proxy::{get, Answer, Proxy};
+use common::harness::{TENANT, USER, eventually_async};
+use common::proxy::{Answer, Proxy, get};
 use jtl_auth_sidecar::jtl::MAX_WAITING_FOR_KEYS;
 use serde_json::json;
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::logs::Logs;
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config::load_str;
-use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions, DEV_APP_ID};
+use jtl_auth_sidecar::emulator::{DEV_APP_ID, Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jtl::{Jtl, KeySet};
 
 const START_MS: i64 = 1_790_000_000_000;

@@ -100,13 +100,13 @@ fn paths_named(module: &str, code: &str) -> Vec<String> {
                 (false, false) => format!("{base}::{path}"),
             };
             named.push(absolute.clone());
-            if rest[end..].starts_with('{') {
-                if let Some(close) = rest[end..].find('}') {
-                    for item in rest[end + 1..end + close].split(',') {
-                        let item = item.trim().split([' ', '{']).next().unwrap_or_default();
-                        if !item.is_empty() && item != "self" {
-                            named.push(format!("{absolute}::{item}"));
-                        }
+            if rest[end..].starts_with('{')
+                && let Some(close) = rest[end..].find('}')
+            {
+                for item in rest[end + 1..end + close].split(',') {
+                    let item = item.trim().split([' ', '{']).next().unwrap_or_default();
+                    if !item.is_empty() && item != "self" {
+                        named.push(format!("{absolute}::{item}"));
                     }
                 }
             }
@@ -155,10 +155,10 @@ fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
     }
     let mut state = BTreeMap::new();
     for node in edges.keys() {
-        if !state.contains_key(node) {
-            if let Some(cycle) = visit(node, edges, &mut state, &mut Vec::new()) {
-                return Some(cycle);
-            }
+        if !state.contains_key(node)
+            && let Some(cycle) = visit(node, edges, &mut state, &mut Vec::new())
+        {
+            return Some(cycle);
         }
     }
     None
@@ -247,10 +247,10 @@ fn use_against_the_layers(
     };
     for (from, used) in edges {
         for to in used {
-            if let (Some(a), Some(b)) = (layer_of(from), layer_of(to)) {
-                if b < a {
-                    return Some(format!("{from} -> {to}"));
-                }
+            if let (Some(a), Some(b)) = (layer_of(from), layer_of(to))
+                && b < a
+            {
+                return Some(format!("{from} -> {to}"));
             }
         }
     }

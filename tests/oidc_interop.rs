@@ -21,20 +21,20 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jtl_auth_sidecar::dev::echo::EchoBackend;
 use jtl_auth_sidecar::jtl::client_auth::basic_authorization;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The app (JTL's `appId`, Zitadel's project id) the sidecar serves, and another one.
 const APP_ID: &str = "312909075212468632";
@@ -161,10 +161,10 @@ impl Provider {
                         stderr.lock().unwrap()
                     )
                 });
-            if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                if value["ready"] == true {
-                    break value;
-                }
+            if let Ok(value) = serde_json::from_str::<Value>(&line)
+                && value["ready"] == true
+            {
+                break value;
             }
         };
         let issuers = ready["providers"]

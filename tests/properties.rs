@@ -9,19 +9,19 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::harness::{TENANT, USER};
-use common::proxy::{get, Proxy};
-use common::{session_claims, SigningKey, NOW};
+use common::proxy::{Proxy, get};
+use common::{NOW, SigningKey, session_claims};
 use jtl_auth_sidecar::emulator::DEV_APP_USER_ID;
 use jtl_auth_sidecar::jose::{
-    base64url_encode, Algorithm, CompactJws, JwkSet, KeyKind, TokenKind, TokenPolicy,
+    Algorithm, CompactJws, JwkSet, KeyKind, TokenKind, TokenPolicy, base64url_encode,
 };
 use jtl_auth_sidecar::verify::verify_with_keys;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
-use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
-use serde_json::{json, Value};
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use serde_json::{Value, json};
 
 const ISSUER: &str = "https://id.jtl-cloud.com";
 const APP_ID: &str = "312909075212468632";

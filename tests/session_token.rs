@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::{session_claims, SigningKey, NOW, TENANT_ID, USER_ID};
+use common::{NOW, SigningKey, TENANT_ID, USER_ID, session_claims};
 use jtl_auth_sidecar::jose::{
-    base64url_encode, CompactJws, JoseError, JwkSet, Malformed, Part, TokenKind, TokenPolicy,
-    MAX_KEYS_TRIED,
+    CompactJws, JoseError, JwkSet, MAX_KEYS_TRIED, Malformed, Part, TokenKind, TokenPolicy,
+    base64url_encode,
 };
-use jtl_auth_sidecar::verify::{verify_with_keys, VerifiedSession};
-use serde_json::{json, Value};
+use jtl_auth_sidecar::verify::{VerifiedSession, verify_with_keys};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
@@ -430,13 +430,15 @@ fn oversize_token_is_refused_before_parsing() {
         max_token_bytes: key().mint(&session_claims()).len(),
         ..TokenPolicy::default()
     };
-    assert!(verify_with_keys(
-        &key().mint(&session_claims()),
-        &keys_of(&[&key()]),
-        &policy,
-        NOW
-    )
-    .is_ok());
+    assert!(
+        verify_with_keys(
+            &key().mint(&session_claims()),
+            &keys_of(&[&key()]),
+            &policy,
+            NOW
+        )
+        .is_ok()
+    );
 }
 
 // ---- signatures and keys ------------------------------------------------------------------------
@@ -597,11 +599,13 @@ fn future_nbf_is_refused() {
         reject(&key().mint(&with_claim("nbf", json!(NOW + leeway + 1)))),
         JoseError::NotYetValid
     );
-    assert!(verify(
-        &key().mint(&with_claim("nbf", json!(NOW + leeway))),
-        &keys_of(&[&key()])
-    )
-    .is_ok());
+    assert!(
+        verify(
+            &key().mint(&with_claim("nbf", json!(NOW + leeway))),
+            &keys_of(&[&key()])
+        )
+        .is_ok()
+    );
     assert_eq!(
         reject(&key().mint(&with_claim("nbf", json!("soon")))),
         invalid_claim("nbf", "is not a number")
@@ -615,11 +619,13 @@ fn future_iat_is_refused() {
         reject(&key().mint(&with_claim("iat", json!(NOW + leeway + 1)))),
         JoseError::IssuedInFuture
     );
-    assert!(verify(
-        &key().mint(&with_claim("iat", json!(NOW + leeway))),
-        &keys_of(&[&key()])
-    )
-    .is_ok());
+    assert!(
+        verify(
+            &key().mint(&with_claim("iat", json!(NOW + leeway))),
+            &keys_of(&[&key()])
+        )
+        .is_ok()
+    );
     assert_eq!(
         reject(&key().mint(&with_claim("iat", json!(true)))),
         invalid_claim("iat", "is not a number")

@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::harness::{eventually, Extra, Harness, TENANT, USER};
+use common::harness::{Extra, Harness, TENANT, USER, eventually};
 use jtl_auth_sidecar::emulator::{EmulatorOptions, Failure};
 use jtl_auth_sidecar::jose::{JoseError, TokenKind};
 use jtl_auth_sidecar::jtl::MAX_WAITING_FOR_KEYS;
@@ -213,8 +213,8 @@ async fn under_a_forged_token_flood_a_rotated_in_key_verifies_within_one_interva
 }
 
 #[tokio::test]
-async fn a_token_that_arrives_during_a_fetch_is_decided_by_a_later_fetch_unless_that_one_verifies_it(
-) {
+async fn a_token_that_arrives_during_a_fetch_is_decided_by_a_later_fetch_unless_that_one_verifies_it()
+ {
     let h = Harness::default().await;
     h.verifier.verify(&h.token_for(0)).await.unwrap();
     h.emulator.add_key("rotated");

@@ -8,15 +8,15 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::harness::{advance_waking_nothing, eventually, eventually_async, START_MS};
+use common::harness::{START_MS, advance_waking_nothing, eventually, eventually_async};
 use common::proxy::get;
-use common::redis::{test_redis_url, PrivateRedis};
+use common::redis::{PrivateRedis, test_redis_url};
 use jtl_auth_sidecar::clock::Clock;
-use jtl_auth_sidecar::config::{load_str, Config};
+use jtl_auth_sidecar::config::{Config, load_str};
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jtl::{AccessTokens, Jtl, TokenError};
 use jtl_auth_sidecar::server::{Addresses, Server};
-use jtl_auth_sidecar::shared_cache::{lock_key, SharedTokenStore};
+use jtl_auth_sidecar::shared_cache::{SharedTokenStore, lock_key};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -279,9 +279,11 @@ async fn refresh_ahead_happens_once_for_all() {
     })
     .await;
     let first = replicas[0].current().unwrap();
-    assert!(replicas
-        .iter()
-        .all(|t| t.current().unwrap().value() == first.value()));
+    assert!(
+        replicas
+            .iter()
+            .all(|t| t.current().unwrap().value() == first.value())
+    );
     assert_eq!(app.emulator.token_requests(), 1);
 
     // Nothing before the refresh time (60 s ahead of the expiry): the three refreshers
@@ -298,9 +300,11 @@ async fn refresh_ahead_happens_once_for_all() {
     })
     .await;
     let new = replicas[0].current().unwrap();
-    assert!(replicas
-        .iter()
-        .all(|t| t.current().unwrap().value() == new.value()));
+    assert!(
+        replicas
+            .iter()
+            .all(|t| t.current().unwrap().value() == new.value())
+    );
     // Every refresher asleep again until the next refresh time: no refresh is under way.
     eventually("every refresher sleeps again", || app.clock.asleep() == 3).await;
     assert_eq!(app.emulator.token_requests(), 2, "one refresh for all");

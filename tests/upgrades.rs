@@ -348,8 +348,8 @@ async fn try_http2_stream(stream: TcpStream, path: &str) -> Result<u16, String> 
 // ---- h2c is never relayed -----------------------------------------------------------------
 
 #[tokio::test]
-async fn an_h2c_upgrade_is_forwarded_as_a_plain_request_and_no_unverified_http2_stream_reaches_the_backend(
-) {
+async fn an_h2c_upgrade_is_forwarded_as_a_plain_request_and_no_unverified_http2_stream_reaches_the_backend()
+ {
     let backend = Backend::start(Behaviour::H2c).await;
     let proxy = Proxy::builder().upstream(&backend.url()).start().await;
     let mut client = TcpStream::connect(proxy.addresses.ingress).await.unwrap();
@@ -451,8 +451,8 @@ async fn upgrade_offers_other_than_websocket_alone_are_forwarded_as_plain_reques
 // ---- a 101 the client did not ask for ---------------------------------------------------------
 
 #[tokio::test]
-async fn a_101_to_a_request_that_asked_for_no_websocket_is_502_and_that_backend_connection_is_never_reused(
-) {
+async fn a_101_to_a_request_that_asked_for_no_websocket_is_502_and_that_backend_connection_is_never_reused()
+ {
     for protocol in ["h2c", "websocket"] {
         let backend = Backend::start(Behaviour::SwitchUnasked(protocol)).await;
         let proxy = Proxy::builder().upstream(&backend.url()).start().await;
@@ -562,8 +562,8 @@ async fn a_preflight_asking_for_a_websocket_is_forwarded_plain_and_a_101_to_it_i
 }
 
 #[tokio::test]
-async fn a_post_asking_for_a_websocket_with_a_valid_token_is_forwarded_plain_and_a_101_to_it_is_502(
-) {
+async fn a_post_asking_for_a_websocket_with_a_valid_token_is_forwarded_plain_and_a_101_to_it_is_502()
+ {
     let seen = assert_not_relayed_as_an_upgrade("", "/switch-post", |proxy| {
         format!(
             "POST /switch-post HTTP/1.1\r\nHost: app.example\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n{WEBSOCKET_OFFER}\r\n",
@@ -594,8 +594,8 @@ async fn a_token_less_websocket_on_a_public_path_is_forwarded_plain_and_a_101_to
 #[tokio::test]
 async fn a_websocket_handshake_as_browsers_spell_it_is_relayed_and_echoes() {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::protocol::Role;
     use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
 
     let backend = websocket_echo_backend().await;
     let proxy = Proxy::builder()

@@ -12,15 +12,15 @@ use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use tokio::net::TcpListener;
 
-use crate::load::{backend, fetch, worker, Load};
+use crate::load::{Load, backend, fetch, worker};
 use crate::measure::{
-    cpu_s, free_port, load_average, mean_mb, metric, proc_status_kb, utc_now, Sample, Sidecar,
+    Sample, Sidecar, cpu_s, free_port, load_average, mean_mb, metric, proc_status_kb, utc_now,
 };
 use crate::predict::{predict_key_set_requests, predict_token_requests};
 use crate::{
-    kid, Args, CONNECTIONS, EXPIRES_IN_S, JWKS_MIN_REFETCH_INTERVAL_S, JWKS_REFRESH_INTERVAL_S,
+    Args, CONNECTIONS, EXPIRES_IN_S, JWKS_MIN_REFETCH_INTERVAL_S, JWKS_REFRESH_INTERVAL_S,
     REFRESH_BEFORE_EXPIRY_S, ROTATION_EVERY_S, RSS_TOLERANCE, SAMPLE_EVERY_S,
-    SESSION_TOKEN_LIFETIME, SETTLE_S, SLUG, TENANT, WARM_UP_S,
+    SESSION_TOKEN_LIFETIME, SETTLE_S, SLUG, TENANT, WARM_UP_S, kid,
 };
 
 pub(crate) async fn soak(args: Args) -> i32 {
@@ -308,7 +308,10 @@ shutdown_grace_s = 5
     let log_lines: Vec<&str> = log.lines().filter(|line| !line.trim().is_empty()).collect();
 
     let mut checks: Vec<(String, bool)> = vec![
-        (format!("failed requests: {failed} (expected 0)"), failed == 0),
+        (
+            format!("failed requests: {failed} (expected 0)"),
+            failed == 0,
+        ),
         (
             format!("backend hits {hits} = requests answered 200 ({ok})"),
             hits == ok,
@@ -454,9 +457,13 @@ shutdown_grace_s = 5
     );
     match &removal_check {
         Some((kid, answer, refetches, _)) => {
-            out += &format!("- after counting: a token of {kid} (withdrawn at the last rotation): {answer:?}, after {refetches} key-set request (its unknown kid's one refetch)\n")
+            out += &format!(
+                "- after counting: a token of {kid} (withdrawn at the last rotation): {answer:?}, after {refetches} key-set request (its unknown kid's one refetch)\n"
+            )
         }
-        None => out += "- no kid was withdrawn in a run this short (needs 3 minutes): no 401 check\n",
+        None => {
+            out += "- no kid was withdrawn in a run this short (needs 3 minutes): no 401 check\n"
+        }
     }
     out += &format!(
         "- sidecar log lines at warn or above: {}{}\n",

@@ -19,10 +19,10 @@ use http::{Request, Response};
 
 use super::drain_token::{DrainToken, DrainTokenError};
 use crate::config::Config;
-use crate::proxy::errors::{error_response, ErrorCode};
-use crate::proxy::headers::bearer_token;
-use crate::proxy::local_caller::{refuse_foreign_caller, Refusal};
 use crate::proxy::ProxyBody;
+use crate::proxy::errors::{ErrorCode, error_response};
+use crate::proxy::headers::bearer_token;
+use crate::proxy::local_caller::{Refusal, refuse_foreign_caller};
 
 /// The drain's gate: the credential (when configured) and the hosts it answers for.
 #[derive(Debug)]
@@ -51,9 +51,15 @@ impl DrainRefusal {
     pub fn reason(self) -> &'static str {
         match self {
             DrainRefusal::NotLocal(refusal) => refusal.reason(),
-            DrainRefusal::Disabled => "POST /drain is disabled: set admin.drain_token_file, and send the token it holds as Authorization: Bearer <token>.",
-            DrainRefusal::NotLoopback => "POST /drain is answered on loopback only (the pod's own containers).",
-            DrainRefusal::BadCredential => "POST /drain needs Authorization: Bearer <token>, the token in admin.drain_token_file.",
+            DrainRefusal::Disabled => {
+                "POST /drain is disabled: set admin.drain_token_file, and send the token it holds as Authorization: Bearer <token>."
+            }
+            DrainRefusal::NotLoopback => {
+                "POST /drain is answered on loopback only (the pod's own containers)."
+            }
+            DrainRefusal::BadCredential => {
+                "POST /drain needs Authorization: Bearer <token>, the token in admin.drain_token_file."
+            }
         }
     }
 

@@ -9,15 +9,15 @@ mod drain_token;
 pub use drain::Drain;
 pub use drain_token::DrainTokenError;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::jtl::Jtl;
-use crate::proxy::{full_body, ProxyBody};
+use crate::proxy::{ProxyBody, full_body};
 use crate::telemetry::Metrics;
 use crate::tenants::TenantStore;
 

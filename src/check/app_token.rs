@@ -10,16 +10,16 @@
 //! Then the verdict, which starts with the sentence the sidecar's 401 would carry. The
 //! token itself is never printed; it is named by its fingerprint.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::session_token::{pasted, shown};
-use super::{step, Line, Verdict};
+use super::{Line, Verdict, step};
 use crate::diagnose::{kid_list, relative, utc};
 use crate::jose::{
-    CompactJws, JoseError, JwkSet, TokenKind, TokenPolicy, VerifyingKey, APP_TOKEN_APP_ID_CLAIM,
-    APP_TOKEN_TENANT_CLAIM,
+    APP_TOKEN_APP_ID_CLAIM, APP_TOKEN_TENANT_CLAIM, CompactJws, JoseError, JwkSet, TokenKind,
+    TokenPolicy, VerifyingKey,
 };
 use crate::secrets::fingerprint;
 
@@ -452,9 +452,9 @@ fn header_alg(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jose::{base64url_encode, RsaKey, TokenKind};
+    use crate::jose::{RsaKey, TokenKind, base64url_encode};
     use ring::rand::SystemRandom;
-    use ring::signature::{RsaKeyPair, RsaPublicKeyComponents, RSA_PKCS1_SHA256};
+    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents};
     use serde_json::json;
 
     const NOW: i64 = 1_790_000_000;
@@ -533,9 +533,11 @@ mod tests {
             "{}",
             lines[1]
         );
-        assert!(lines[4]
-            .message
-            .starts_with("valid: signed by key `312909097518325144`"));
+        assert!(
+            lines[4]
+                .message
+                .starts_with("valid: signed by key `312909097518325144`")
+        );
     }
 
     #[test]
@@ -545,13 +547,17 @@ mod tests {
         wrong_aud.as_object_mut().unwrap().remove("urn:jtl:app_id");
         let lines = diagnose(&sign(KID, &wrong_aud), &keys(), &policy(), NOW);
         assert_eq!(lines[2].verdict, Verdict::Fail, "{lines:#?}");
-        assert!(lines[2]
-            .message
-            .contains("[\"another-app\"] does not contain"));
+        assert!(
+            lines[2]
+                .message
+                .contains("[\"another-app\"] does not contain")
+        );
         assert_eq!(lines[3].verdict, Verdict::Ok, "{}", lines[3]);
-        assert!(lines[4]
-            .message
-            .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongAudience)));
+        assert!(
+            lines[4]
+                .message
+                .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongAudience))
+        );
 
         let mut wrong_app = claims();
         wrong_app["urn:jtl:app_id"] = json!("999");
@@ -564,20 +570,26 @@ mod tests {
                 (Verdict::Fail, step::APP_ID),
             ]
         );
-        assert!(lines[4]
-            .message
-            .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongAppId)));
+        assert!(
+            lines[4]
+                .message
+                .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongAppId))
+        );
 
         let mut wrong_iss = claims();
         wrong_iss["iss"] = json!("https://id.example");
         let lines = diagnose(&sign(KID, &wrong_iss), &keys(), &policy(), NOW);
         assert_eq!(lines[1].verdict, Verdict::Fail);
-        assert!(lines[1]
-            .message
-            .contains("iss \"https://id.example\" is not session.issuer"));
-        assert!(lines[4]
-            .message
-            .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongIssuer)));
+        assert!(
+            lines[1]
+                .message
+                .contains("iss \"https://id.example\" is not session.issuer")
+        );
+        assert!(
+            lines[4]
+                .message
+                .starts_with(&TokenKind::AppToken.refusal(&JoseError::WrongIssuer))
+        );
     }
 
     #[test]
@@ -620,8 +632,10 @@ mod tests {
         let token = format!("{header}.{}.{}", base64url_encode(b"{}"), "A".repeat(86));
         let lines = diagnose(&token, &keys(), &policy(), NOW);
         assert_eq!(verdicts(&lines), [(Verdict::Fail, step::APP_TOKEN)]);
-        assert!(lines[0]
-            .message
-            .contains("a session token (getSessionToken)"));
+        assert!(
+            lines[0]
+                .message
+                .contains("a session token (getSessionToken)")
+        );
     }
 }

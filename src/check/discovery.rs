@@ -10,7 +10,7 @@ use http_body_util::Full;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{step, Line, Verdict};
+use super::{Line, Verdict, step};
 use crate::config::Config;
 use crate::jose::TokenKind;
 use crate::jtl::JtlHttp;
@@ -80,7 +80,7 @@ pub async fn check(config: &Config, http: &JtlHttp) -> Line {
         _ => {
             return fail(format!(
                 "{url}: the answer is not a JSON object, so not a discovery document (is session.issuer right?)"
-            ))
+            ));
         }
     };
     let expected = Expected {

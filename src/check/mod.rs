@@ -32,7 +32,7 @@ use crate::jtl::{
     AccessToken, FetchedKeys, Jtl, JtlHttp, JtlSetupError, KeySet, KeySetFetchError,
     LifetimeSource, TokenError,
 };
-use crate::secrets::{fingerprint, Secret};
+use crate::secrets::{Secret, fingerprint};
 
 /// How a step went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -603,11 +603,7 @@ fn rsa_keys_text(fetched: &FetchedKeys) -> (Verdict, String) {
 }
 
 fn plural(count: usize) -> &'static str {
-    if count == 1 {
-        ""
-    } else {
-        "s"
-    }
+    if count == 1 { "" } else { "s" }
 }
 
 fn skip_after_token_endpoint(out: &mut Recorder<'_>, why: &str) {

@@ -9,8 +9,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use super::{step, Line, Verdict};
-use crate::config::{redact_url_password, Config};
+use super::{Line, Verdict, step};
+use crate::config::{Config, redact_url_password};
 use crate::jtl::http::ConnectFailure;
 
 const TABLE: &str = "jtl_tenants";

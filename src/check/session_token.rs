@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{step, Line, Verdict};
+use super::{Line, Verdict, step};
 use crate::diagnose::{kid_list, relative, utc};
 use crate::jose::{CompactJws, JoseError, JwkSet, TokenKind, TokenPolicy};
 use crate::secrets::fingerprint;

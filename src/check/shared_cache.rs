@@ -2,7 +2,7 @@
 //! password and TLS the runtime uses, a sealed test entry can be written and read back,
 //! and whether this app's entry is there now (read only: never written).
 
-use super::{step, Line, Verdict};
+use super::{Line, Verdict, step};
 use crate::clock::Clock;
 use crate::config::{ClientSecret, Config};
 use crate::secrets::fingerprint;
@@ -26,14 +26,14 @@ pub async fn check(config: &Config) -> Line {
                 Verdict::Skipped,
                 step::SHARED_CACHE,
                 "shared_cache.redis_url is \"\": each replica gets its own access token",
-            )
+            );
         }
         Err(error) => {
             return Line::new(
                 Verdict::Fail,
                 step::SHARED_CACHE,
                 format!("{error}; {FALLBACK}"),
-            )
+            );
         }
     };
     let shown = store.shown_target();

@@ -64,10 +64,10 @@ impl Cidr {
     /// IPv6 network of at least 96 bits is kept as the IPv4 network it maps, so it
     /// matches IPv4 peers however they are reported.
     fn new(address: IpAddr, prefix: u8) -> Cidr {
-        if let IpAddr::V6(v6) = address {
-            if let (true, Some(v4)) = (prefix >= 96, v6.to_ipv4_mapped()) {
-                return Cidr::new(IpAddr::V4(v4), prefix - 96);
-            }
+        if let IpAddr::V6(v6) = address
+            && let (true, Some(v4)) = (prefix >= 96, v6.to_ipv4_mapped())
+        {
+            return Cidr::new(IpAddr::V4(v4), prefix - 96);
         }
         match address {
             IpAddr::V4(v4) => Cidr {

@@ -3,7 +3,7 @@
 
 use figment::value::{Dict, Value};
 
-use super::{printable_key, ConfigProblem, CONFIG_PATH_ENV, ENV_PREFIX};
+use super::{CONFIG_PATH_ENV, ConfigProblem, ENV_PREFIX, printable_key};
 
 /// The process environment, without panicking on values that are not UTF-8: a
 /// `JTL_SIDECAR_` variable whose value is not UTF-8 is kept with a marker value that

@@ -10,9 +10,9 @@
 use std::fmt;
 use std::path::Path;
 
+use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::Dict;
-use figment::Figment;
 
 mod cidr;
 mod env;
@@ -111,10 +111,10 @@ impl LoadedConfig {
             out.push_str(line);
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = name.to_owned();
-            } else if let Some((key, _)) = line.split_once(" = ") {
-                if self.derived.contains(&format!("{section}.{key}").as_str()) {
-                    out.push_str(" # (derived)");
-                }
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && self.derived.contains(&format!("{section}.{key}").as_str())
+            {
+                out.push_str(" # (derived)");
             }
             out.push('\n');
         }

@@ -5,7 +5,7 @@ use figment::value::{Dict, Value};
 
 use super::env::NOT_UTF8;
 use super::raw::RawConfig;
-use super::{printable_key, ConfigProblem};
+use super::{ConfigProblem, printable_key};
 
 /// The shape every config is compared with: the defaults, serialized.
 pub(super) fn schema() -> Dict {

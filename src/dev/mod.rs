@@ -15,8 +15,8 @@ use url::Url;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, Flow};
 use crate::emulator::{
-    Emulator, EmulatorOptions, APP_TOKEN_MINT_PATH, DEV_APP_ID, DEV_APP_USER_ID, DEV_TENANT_ID,
-    DEV_TENANT_SLUG, DEV_USER_ID, MINT_PATH,
+    APP_TOKEN_MINT_PATH, DEV_APP_ID, DEV_APP_USER_ID, DEV_TENANT_ID, DEV_TENANT_SLUG, DEV_USER_ID,
+    Emulator, EmulatorOptions, MINT_PATH,
 };
 use crate::jose::TokenKind;
 use crate::server::{Addresses, Server, StartError};
@@ -263,7 +263,9 @@ impl Drop for TempDir {
 fn print_connect_tenant(base: &str, path: &str, token: &str, store: &str) {
     println!("Connect the tenant (the sidecar answers; tenants are kept in {store}):");
     println!();
-    println!("  curl -s -X POST {base}{path} -H 'Content-Type: application/json' -d '{{\"sessionToken\":\"{token}\"}}'");
+    println!(
+        "  curl -s -X POST {base}{path} -H 'Content-Type: application/json' -d '{{\"sessionToken\":\"{token}\"}}'"
+    );
     println!();
 }
 
@@ -375,14 +377,18 @@ fn print_instructions(
     }
     println!("A spoofed X-Tenant-ID is stripped; the backend sees only the verified one:");
     println!();
-    println!("  curl -s {base}/hello -H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: 00000000-0000-4000-8000-000000000000'");
+    println!(
+        "  curl -s {base}/hello -H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: 00000000-0000-4000-8000-000000000000'"
+    );
     println!();
     println!("Without a token the sidecar answers 401 and the backend sees nothing:");
     println!();
     println!("  curl -si {base}/hello");
     println!();
     if let Some(egress) = addresses.egress {
-        println!("Your backend calls JTL's API through the egress listener, without a token (the emulator's API echoes the request):");
+        println!(
+            "Your backend calls JTL's API through the egress listener, without a token (the emulator's API echoes the request):"
+        );
         println!();
         println!("  curl -s http://{egress}/v1/hello -H 'X-Tenant-ID: {DEV_TENANT_ID}'");
         println!();

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use ring::signature::{RsaKeyPair, RsaPublicKeyComponents};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::EmulatorError;
 use crate::jose::base64url_encode;

@@ -3,7 +3,7 @@
 
 use http::request::Parts;
 use ring::digest;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 /// Bodies up to this size are included in full; larger ones by length and digest only.
 const ECHOED_BODY_MAX: usize = 64 * 1024;

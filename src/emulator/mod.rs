@@ -18,7 +18,7 @@ mod zitadel;
 
 pub use describe::describe_request;
 pub use zitadel::{
-    APP_EC_KEY_ID, APP_KEYS_PATH, APP_KEY_ID, APP_OKP_KEY_ID, APP_TOKEN_MINT_PATH, APP_TOKEN_PATH,
+    APP_EC_KEY_ID, APP_KEY_ID, APP_KEYS_PATH, APP_OKP_KEY_ID, APP_TOKEN_MINT_PATH, APP_TOKEN_PATH,
     DEV_APP_ID, DEV_APP_USER_ID, DISCOVERY_PATH,
 };
 
@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::clock::Clock;
 use crate::jose::base64url_encode;

@@ -8,9 +8,9 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::{lock, Failure};
+use super::{Failure, lock};
 
 pub(super) type Reply = Response<Full<Bytes>>;
 

@@ -11,10 +11,10 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::reply::{
-    basic_credentials, call_counted, json_reply, query_pairs, query_param, read_body, Endpoint,
-    Reply,
+    Endpoint, Reply, basic_credentials, call_counted, json_reply, query_pairs, query_param,
+    read_body,
 };
-use super::{describe_request, lock, State, JWKS_PATH, MINT_PATH, TOKEN_PATH};
+use super::{JWKS_PATH, MINT_PATH, State, TOKEN_PATH, describe_request, lock};
 
 pub(super) async fn handle(
     state: Arc<State>,
@@ -103,13 +103,13 @@ async fn token_endpoint(state: &State, request: Request<Incoming>) -> Reply {
             return json_reply(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "unsupported_grant_type"}),
-            )
+            );
         }
         None => {
             return json_reply(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "invalid_request"}),
-            )
+            );
         }
     }
     let expires_in = *lock(&state.expires_in);

@@ -10,9 +10,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
-use super::{reply, routes, State};
+use super::{State, reply, routes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {

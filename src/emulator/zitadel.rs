@@ -28,17 +28,17 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use ring::rand::SystemRandom;
 use ring::signature::{
-    EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
-    RSA_PKCS1_SHA256,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+    RsaKeyPair,
 };
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::app_keys::{fixed_keys, AppKey, FixedKeys, Material};
+use super::app_keys::{AppKey, FixedKeys, Material, fixed_keys};
 use super::reply::{
-    basic_credentials, call_counted, json_reply, query_pairs, query_param, read_body, Endpoint,
-    Reply,
+    Endpoint, Reply, basic_credentials, call_counted, json_reply, query_pairs, query_param,
+    read_body,
 };
-use super::{lock, Emulator, EmulatorError, Failure, State};
+use super::{Emulator, EmulatorError, Failure, State, lock};
 use crate::jose::base64url_encode;
 
 /// Zitadel's token endpoint (JTL: `https://id.jtl-cloud.com/oauth/v2/token`).
@@ -365,14 +365,14 @@ async fn token_endpoint(state: &State, request: Request<Incoming>) -> Reply {
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 "only client_credentials is supported",
-            )
+            );
         }
         None => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "grant_type missing",
-            )
+            );
         }
     }
     let scope = field("scope");
@@ -487,7 +487,7 @@ fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
                 return json_reply(
                     StatusCode::CONFLICT,
                     &json!({"error": "no RSA signing key with this kid"}),
-                )
+                );
             }
         }
     }

@@ -116,15 +116,15 @@ impl TokenPolicy {
         if is_past_expiry(expires_at, now, self.leeway_s) {
             return Err(JoseError::Expired);
         }
-        if let Some(not_before) = whole_seconds(found.nbf, "nbf")? {
-            if now < not_before.saturating_sub(self.leeway_s) {
-                return Err(JoseError::NotYetValid);
-            }
+        if let Some(not_before) = whole_seconds(found.nbf, "nbf")?
+            && now < not_before.saturating_sub(self.leeway_s)
+        {
+            return Err(JoseError::NotYetValid);
         }
-        if let Some(issued_at) = whole_seconds(found.iat, "iat")? {
-            if issued_at > now.saturating_add(self.leeway_s) {
-                return Err(JoseError::IssuedInFuture);
-            }
+        if let Some(issued_at) = whole_seconds(found.iat, "iat")?
+            && issued_at > now.saturating_add(self.leeway_s)
+        {
+            return Err(JoseError::IssuedInFuture);
         }
         // App tokens are always held to an issuer and an app id (the config requires
         // them); a policy without them refuses rather than skipping the check.
@@ -245,7 +245,7 @@ fn uuid_claim(claim: Option<&Value>, name: &'static str) -> Result<Uuid, JoseErr
             return Err(JoseError::InvalidClaim {
                 claim: name,
                 reason: "is not a string",
-            })
+            });
         }
     };
     hyphenated_uuid(text).ok_or(JoseError::InvalidClaim {
@@ -274,7 +274,7 @@ fn text_claim(claim: Option<&Value>, name: &'static str) -> Result<String, JoseE
             return Err(JoseError::InvalidClaim {
                 claim: name,
                 reason: "is not a string",
-            })
+            });
         }
     };
     let length = slug.chars().count();

@@ -49,7 +49,9 @@ pub enum Malformed {
     TooDeep(Part),
     #[error("its header kid is not a string")]
     KidNotString,
-    #[error("its signature does not have the length of its algorithm (64 bytes for EdDSA, 256 to 1024 for RS256)")]
+    #[error(
+        "its signature does not have the length of its algorithm (64 bytes for EdDSA, 256 to 1024 for RS256)"
+    )]
     SignatureLength,
 }
 

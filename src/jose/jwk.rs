@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use ring::digest;
-use ring::signature::{UnparsedPublicKey, ED25519};
+use ring::signature::{ED25519, UnparsedPublicKey};
 use serde_json::{Map, Value};
 
 use super::base64url;
@@ -75,15 +75,15 @@ impl Ed25519Key {
         if jwk.get("crv").and_then(Value::as_str) != Some("Ed25519") {
             return Err(JwkError::WrongCurve);
         }
-        if let Some(key_use) = jwk.get("use") {
-            if key_use.as_str() != Some("sig") {
-                return Err(JwkError::NotForSignatures);
-            }
+        if let Some(key_use) = jwk.get("use")
+            && key_use.as_str() != Some("sig")
+        {
+            return Err(JwkError::NotForSignatures);
         }
-        if let Some(alg) = jwk.get("alg") {
-            if alg.as_str() != Some("EdDSA") {
-                return Err(JwkError::WrongAlgorithm);
-            }
+        if let Some(alg) = jwk.get("alg")
+            && alg.as_str() != Some("EdDSA")
+        {
+            return Err(JwkError::WrongAlgorithm);
         }
         if jwk.contains_key("d") {
             return Err(JwkError::PrivateKeyMaterial);
@@ -250,10 +250,10 @@ impl JwkSet {
     }
 
     fn push(&mut self, key: VerifyingKey) -> Result<(), VerifyingKey> {
-        if let Some(kid) = key.kid() {
-            if self.get(kid).is_some() {
-                return Err(key);
-            }
+        if let Some(kid) = key.kid()
+            && self.get(kid).is_some()
+        {
+            return Err(key);
         }
         self.keys.push(key);
         Ok(())

@@ -95,10 +95,10 @@ impl<'t> CompactJws<'t> {
             }
             *end = Some(decoded.len());
         }
-        if ends[2].is_none() {
-            if let Some(problem) = first_problem(bytes) {
-                return Err(problem.into());
-            }
+        if ends[2].is_none()
+            && let Some(problem) = first_problem(bytes)
+        {
+            return Err(problem.into());
         }
 
         let header_end = ends[0].ok_or(Malformed::Base64(Part::Header))?;

@@ -15,14 +15,14 @@ mod kind;
 mod rsa;
 
 pub use claims::{
-    hyphenated_uuid, Session, TokenPolicy, APP_TOKEN_APP_ID_CLAIM, APP_TOKEN_TENANT_CLAIM,
+    APP_TOKEN_APP_ID_CLAIM, APP_TOKEN_TENANT_CLAIM, Session, TokenPolicy, hyphenated_uuid,
 };
 pub use error::{JoseError, JwkError, JwksParseError, Malformed, Part, Worded};
-pub use json::{parse_object as parse_strict_json_object, JsonError, MAX_DEPTH};
+pub use json::{JsonError, MAX_DEPTH, parse_object as parse_strict_json_object};
 pub use jwk::{Ed25519Key, JwkSet, KeyKind, SkippedKey, VerifyingKey};
 pub use jws::{CompactJws, MAX_KEYS_TRIED};
 pub use kind::{Algorithm, TokenKind};
-pub use rsa::{RsaKey, MAX_MODULUS_BITS, MIN_MODULUS_BITS};
+pub use rsa::{MAX_MODULUS_BITS, MIN_MODULUS_BITS, RsaKey};
 
 /// Encodes bytes as unpadded base64url (for building JWKs and tokens in tests, the
 /// emulator and tools).

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ring::digest;
-use ring::signature::{RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
+use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use serde_json::Value;
 
 use super::base64url;
@@ -44,15 +44,15 @@ impl RsaKey {
         if jwk.get("kty").and_then(Value::as_str) != Some("RSA") {
             return Err(JwkError::WrongKeyType);
         }
-        if let Some(key_use) = jwk.get("use") {
-            if key_use.as_str() != Some("sig") {
-                return Err(JwkError::NotForSignatures);
-            }
+        if let Some(key_use) = jwk.get("use")
+            && key_use.as_str() != Some("sig")
+        {
+            return Err(JwkError::NotForSignatures);
         }
-        if let Some(alg) = jwk.get("alg") {
-            if alg.as_str() != Some("RS256") {
-                return Err(JwkError::WrongAlgorithm);
-            }
+        if let Some(alg) = jwk.get("alg")
+            && alg.as_str() != Some("RS256")
+        {
+            return Err(JwkError::WrongAlgorithm);
         }
         if ["d", "p", "q", "dp", "dq", "qi"]
             .iter()

@@ -19,12 +19,12 @@ use tokio::sync::Notify;
 
 use super::backoff::Backoff;
 use super::client_auth::basic_authorization;
-use super::http::{retry_after, CallError, JtlHttp};
-use super::token::{parse_token_response, AccessToken};
-use crate::clock::{duration_ms, Clock};
+use super::http::{CallError, JtlHttp, retry_after};
+use super::token::{AccessToken, parse_token_response};
+use crate::clock::{Clock, duration_ms};
 use crate::config::{ClientSecret, JtlConfig};
-use crate::diagnose::{credential_observations, observations_sentence, SecretSource};
-use crate::secrets::{fingerprint, Secret};
+use crate::diagnose::{SecretSource, credential_observations, observations_sentence};
+use crate::secrets::{Secret, fingerprint};
 use crate::shared_cache::{Acquired, Entry, Judgement, SealingKey, SharedCounts, SharedTokenStore};
 
 /// How many refused tokens are remembered, so that a shared entry still holding one is
@@ -290,10 +290,10 @@ impl AccessTokens {
             Acquired::Entry(entry) => {
                 // The same token as the current one keeps its `Arc`: a 401 for it must
                 // still invalidate it.
-                if let Some(current) = inner.current.load_full() {
-                    if current.value() == entry.token {
-                        return Ok(current);
-                    }
+                if let Some(current) = inner.current.load_full()
+                    && current.value() == entry.token
+                {
+                    return Ok(current);
                 }
                 let now = inner.clock.read();
                 let token = AccessToken::from_entry(&entry, inner.refresh_before_ms, now)
@@ -343,10 +343,10 @@ impl AccessTokens {
         // Schedules and backoff are on the monotonic clock.
         let now = inner.clock.mono_ms();
         // Another caller may have fetched while this one waited for the lock.
-        if let Some(token) = self.current() {
-            if need == Need::Usable || now < token.refresh_at_mono() {
-                return Ok(token);
-            }
+        if let Some(token) = self.current()
+            && (need == Need::Usable || now < token.refresh_at_mono())
+        {
+            return Ok(token);
         }
         if now < flight.backoff.next_attempt_ms() {
             return self.current().ok_or_else(|| self.unavailable(&flight, now));

@@ -9,8 +9,8 @@
 //! --online`) and one place reads them (the emulator's token endpoints), so the two cannot
 //! drift apart.
 
-use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 /// `base64(form_urlencode(client_id) ":" form_urlencode(secret))`: the credentials of an
 /// `Authorization: Basic` header, without the scheme.

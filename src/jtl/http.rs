@@ -8,13 +8,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::runtime::Handle;
 
-use crate::background::{run_on, SpawnOn};
-use crate::tls::{client_tls_config, TlsSetupError};
+use crate::background::{SpawnOn, run_on};
+use crate::tls::{TlsSetupError, client_tls_config};
 
 /// Token and JWKS responses larger than this are errors (SPEC §6).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -32,7 +32,9 @@ pub enum CallError {
     Connect { kind: ConnectFailure, cause: String },
     /// Connected and sent, but the connection broke before a complete answer: closed or
     /// reset by the server or a proxy on the way.
-    #[error("the connection was closed or reset before an answer arrived (by JTL or a proxy on the way): {0}")]
+    #[error(
+        "the connection was closed or reset before an answer arrived (by JTL or a proxy on the way): {0}"
+    )]
     Dropped(String),
     #[error("the response body is larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge,
@@ -285,8 +287,8 @@ pub fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 

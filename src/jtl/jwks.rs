@@ -9,8 +9,8 @@
 //! fetch when the rate limit forbids one now, so junk tokens that keep the limit spent
 //! cannot lock out the users of a freshly rotated key.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use super::access_token::{AccessTokens, TokenUnavailable};
 use super::backoff::Backoff;
 use super::http::{CallError, JtlHttp, Response};
 use super::token::AccessToken;
-use crate::clock::{duration_ms, Clock};
+use crate::clock::{Clock, duration_ms};
 use crate::diagnose;
 use crate::jose::{JwkSet, JwksParseError, KeyKind, SkippedKey, TokenKind};
 
@@ -74,14 +74,18 @@ pub enum KeySetFetchError {
     Token(TokenUnavailable),
     #[error("the JWKS endpoint could not be reached: {0}")]
     Call(CallError),
-    #[error("the access token was not accepted for the JWKS (HTTP 401, a fresh token too): do jtl.token_url and jtl.api_base_url / jtl.jwks_url belong to the same JTL environment?")]
+    #[error(
+        "the access token was not accepted for the JWKS (HTTP 401, a fresh token too): do jtl.token_url and jtl.api_base_url / jtl.jwks_url belong to the same JTL environment?"
+    )]
     Unauthorized,
     #[error("the JWKS endpoint answered HTTP 404: wrong jtl.api_base_url / jtl.jwks_url")]
     NotFound,
     #[error("the JWKS endpoint answered HTTP {0}")]
     Status(u16),
     /// A refusal with `Retry-After`: no fetch is made sooner (a `429` or `503`).
-    #[error("the JWKS endpoint answered HTTP {status} and asked for {retry_after_s} s of quiet (Retry-After)")]
+    #[error(
+        "the JWKS endpoint answered HTTP {status} and asked for {retry_after_s} s of quiet (Retry-After)"
+    )]
     StatusRetryAfter { status: u16, retry_after_s: u64 },
     #[error("the JWKS endpoint answered HTTP 200 with an empty body")]
     EmptyBody,
@@ -461,7 +465,7 @@ impl KeySet {
                         retry_after_s: wait.as_secs(),
                     },
                     None => KeySetFetchError::Status(other.as_u16()),
-                })
+                });
             }
         }
         if super::http::is_blank(&response.body) {

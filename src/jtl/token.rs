@@ -9,8 +9,8 @@ use http::HeaderValue;
 use serde_json::Value;
 
 use super::http::is_blank;
-use crate::clock::{duration_ms, Reading};
-use crate::secrets::{fingerprint, Secret};
+use crate::clock::{Reading, duration_ms};
+use crate::secrets::{Secret, fingerprint};
 use crate::shared_cache::Entry;
 
 /// A token this close to its expiry is no longer handed out: it could expire while the

@@ -9,7 +9,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use super::{full_body, ProxyBody};
+use super::{ProxyBody, full_body};
 
 /// How long browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE_S: u32 = 600;

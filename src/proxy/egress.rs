@@ -25,13 +25,13 @@ use hyper::body::Incoming;
 use url::Url;
 
 use super::errors::{
-    access_token_unavailable, body_too_slow, body_unreadable, error_response, refuse_method,
-    upstream_failure, ErrorCode,
+    ErrorCode, access_token_unavailable, body_too_slow, body_unreadable, error_response,
+    refuse_method, upstream_failure,
 };
 use super::headers::{ensure_request_id, remove_hop_by_hop};
 use super::local_caller::refuse_foreign_caller;
 use super::upstream::{Upstream, UpstreamError};
-use super::{full_body, streamed_body, BoxError, ProxyBody, RequestLine};
+use super::{BoxError, ProxyBody, RequestLine, full_body, streamed_body};
 use crate::config::EgressConfig;
 use crate::jtl::{AccessToken, AccessTokens};
 use crate::telemetry::{Listener, Metrics};

@@ -5,7 +5,7 @@ use http::{HeaderValue, Method, Response, StatusCode, Version};
 use serde_json::json;
 
 use super::upstream::UpstreamError;
-use super::{full_body, ProxyBody};
+use super::{ProxyBody, full_body};
 
 /// The `error` codes the sidecar answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,13 +57,12 @@ pub fn set_forwarding_headers(
     peer: &Peer,
     trusted: bool,
 ) {
-    if !headers.contains_key(HOST) {
-        if let Some(authority) = uri
+    if !headers.contains_key(HOST)
+        && let Some(authority) = uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(HOST, authority);
-        }
+    {
+        headers.insert(HOST, authority);
     }
     if trusted {
         append_forwarded_for(headers, peer);

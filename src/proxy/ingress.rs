@@ -13,17 +13,16 @@ use serde_json::Value;
 use tokio_util::task::TaskTracker;
 
 use super::errors::{
-    access_token_unavailable, error_response, refuse_bad_host, refuse_method, upstream_failure,
-    ErrorCode,
+    ErrorCode, access_token_unavailable, error_response, refuse_bad_host, refuse_method,
+    upstream_failure,
 };
 use super::forwarding::{is_trusted, set_forwarding_headers};
 use super::headers::{
-    asks_for_websocket, ensure_request_id, folded, read_token, remove_hop_by_hop,
+    X_REQUEST_ID, asks_for_websocket, ensure_request_id, folded, read_token, remove_hop_by_hop,
     restore_websocket_upgrade, strip_client_headers, strip_folded, upgrade_is_websocket,
-    X_REQUEST_ID,
 };
 use super::upstream::Upstream;
-use super::{cors, paths, streamed_body, verify_counted, Handled, Peer, ProxyBody, RequestLine};
+use super::{Handled, Peer, ProxyBody, RequestLine, cors, paths, streamed_body, verify_counted};
 use crate::config::Flow;
 use crate::config::IngressConfig;
 use crate::jose::Session;
@@ -228,10 +227,10 @@ impl Ingress {
         }
 
         // 2. Connect-tenant is answered here; nothing reaches the backend.
-        if let Some(connect_tenant) = &self.connect_tenant {
-            if connect_tenant.answers(&request) {
-                return Admission::Answered(Box::pin(connect_tenant.handle(request)).await);
-            }
+        if let Some(connect_tenant) = &self.connect_tenant
+            && connect_tenant.answers(&request)
+        {
+            return Admission::Answered(Box::pin(connect_tenant.handle(request)).await);
         }
 
         // 3. Preflights and public paths pass without a token.
@@ -361,7 +360,7 @@ impl Ingress {
                 return Handled::new(
                     error_response(ErrorCode::InvalidRequest, &error.to_string()),
                     "invalid_request",
-                )
+                );
             }
         };
         let mut outgoing = Request::new(streamed_body(body));

@@ -15,8 +15,8 @@
 use http::header::{HOST, ORIGIN};
 use http::{HeaderMap, HeaderName, Response, Uri, Version};
 
-use super::errors::{bad_host, error_response, ErrorCode};
 use super::ProxyBody;
+use super::errors::{ErrorCode, bad_host, error_response};
 
 /// Why a request was refused; its answer, outcome and (for logs) reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

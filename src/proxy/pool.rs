@@ -18,7 +18,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{full_body, BoxError, ProxyBody};
+use super::{BoxError, ProxyBody, full_body};
 use http_body_util::BodyExt;
 
 /// The backend could not be reached, or closed the connection before answering: why.
@@ -193,10 +193,10 @@ struct ReturnWhenDone {
 
 impl ReturnWhenDone {
     fn give_back(&mut self) {
-        if let Some((sender, pool)) = self.conn.take() {
-            if let Some(pool) = pool.upgrade() {
-                pool.put_back(sender);
-            }
+        if let Some((sender, pool)) = self.conn.take()
+            && let Some(pool) = pool.upgrade()
+        {
+            pool.put_back(sender);
         }
     }
 }

@@ -11,8 +11,8 @@ use url::Url;
 use std::sync::Arc;
 
 use super::pool::{Http1Pool, Unreachable};
-use super::{streamed_body, ProxyBody};
-use crate::jtl::http::{innermost_cause, pooled_client, HttpsClient};
+use super::{ProxyBody, streamed_body};
+use crate::jtl::http::{HttpsClient, innermost_cause, pooled_client};
 
 /// Pooled connections idle longer than this are closed. Node's default keep-alive
 /// timeout is 5 s; reusing a connection the backend already closed fails the request.

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use hyper::body::Incoming;
 use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -20,16 +20,16 @@ use crate::admin::{Admin, Readiness};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::jtl::{self, Jtl};
+use crate::proxy::Peer;
 use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
-use crate::proxy::Peer;
 use crate::shared_cache::SharedTokenStore;
 use crate::telemetry::ConnectionListener;
 use crate::telemetry::Metrics;
 use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantStore};
 use crate::verify::TokenVerifier;
 use admission::{Budget, CoarseClock, Limits};
-use connection::{accept_loop, Connections, Draining, Serving};
+use connection::{Connections, Draining, Serving, accept_loop};
 
 pub mod admission;
 mod connection;

@@ -2,7 +2,7 @@
 //! with GOAWAY(PROTOCOL_ERROR), rather than an HTTP/1.1 400 it cannot read.
 
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -82,7 +82,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PrefaceGuard<T> {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         "invalid HTTP/2 connection preface (sent GOAWAY)",
-                    )))
+                    )));
                 }
             }
         }

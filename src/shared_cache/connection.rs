@@ -33,7 +33,9 @@ pub enum RedisFailure {
     Connect { address: String, cause: String },
     #[error("TLS handshake with {address} failed: {cause} (a private CA? set jtl.ca_file)")]
     Tls { address: String, cause: String },
-    #[error("login refused by {address}: {cause} (check the password and user of shared_cache.redis_url / redis_password_file)")]
+    #[error(
+        "login refused by {address}: {cause} (check the password and user of shared_cache.redis_url / redis_password_file)"
+    )]
     Auth { address: String, cause: String },
     #[error("{0}")]
     Command(String),

@@ -25,16 +25,16 @@
 pub mod connection;
 pub mod seal;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub use connection::RedisFailure;
-pub use seal::{entry_key, lock_key, Entry, SealingKey};
+pub use seal::{Entry, SealingKey, entry_key, lock_key};
 
-use crate::clock::{duration_ms, Clock};
+use crate::clock::{Clock, duration_ms};
 use crate::config::{Config, RedisPassword, RedisTarget};
 use crate::secrets::Secret;
 use connection::Connection;
@@ -335,12 +335,12 @@ impl SharedTokenStore {
                 Some(_) => {
                     return Err(RedisFailure::Command(format!(
                         "the test entry {check_key} read back differs from the one written"
-                    )))
+                    )));
                 }
                 None => {
                     return Err(RedisFailure::Command(format!(
                         "the test entry {check_key} written was not read back (evicted at once? maxmemory with no room)"
-                    )))
+                    )));
                 }
             }
             let written_ms = duration_ms(started.elapsed());
@@ -525,20 +525,20 @@ impl SharedTokenStore {
         // process). The Redis TTL follows from it.
         let ttl_ms = entry.expires_at_ms.saturating_sub(self.clock.now_ms());
         let work = async {
-            if ttl_ms > 0 {
-                if let Some(sealed) = key.seal(&self.key, entry) {
-                    let _: () = self
-                        .connection
-                        .query(
-                            redis::cmd("SET")
-                                .arg(&self.key)
-                                .arg(sealed)
-                                .arg("PX")
-                                .arg(ttl_ms),
-                            self.timeout,
-                        )
-                        .await?;
-                }
+            if ttl_ms > 0
+                && let Some(sealed) = key.seal(&self.key, entry)
+            {
+                let _: () = self
+                    .connection
+                    .query(
+                        redis::cmd("SET")
+                            .arg(&self.key)
+                            .arg(sealed)
+                            .arg("PX")
+                            .arg(ttl_ms),
+                        self.timeout,
+                    )
+                    .await?;
             }
             if let Some(lock) = lock {
                 self.release_lock(lock).await?;

@@ -10,7 +10,7 @@
 //! Key: HKDF-SHA256 over the client secret's bytes (the secret file's content byte for
 //! byte), with [`HKDF_SALT`] and [`HKDF_INFO`] naming the purpose.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hkdf};
 
@@ -166,9 +166,11 @@ mod tests {
         let sealed = key.seal("p:access-token:ab", &entry()).unwrap();
         assert_eq!(sealed[0], VERSION);
         assert_eq!(key.open("p:access-token:ab", &sealed), Some(entry()));
-        assert!(!sealed
-            .windows(entry().token.len())
-            .any(|w| w == entry().token.as_bytes()));
+        assert!(
+            !sealed
+                .windows(entry().token.len())
+                .any(|w| w == entry().token.as_bytes())
+        );
         // Another secret, another Redis key, another version, a flipped bit: no entry.
         assert_eq!(
             SealingKey::derive(b"secret\n").open("p:access-token:ab", &sealed),

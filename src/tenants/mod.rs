@@ -22,11 +22,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::proxy::errors::{
-    body_too_slow, body_unreadable, error_response, invalid_token_challenge, unavailable,
-    with_status, ErrorCode,
+    ErrorCode, body_too_slow, body_unreadable, error_response, invalid_token_challenge,
+    unavailable, with_status,
 };
 use crate::proxy::headers::read_token;
-use crate::proxy::{full_body, verify_counted, Handled, ProxyBody};
+use crate::proxy::{Handled, ProxyBody, full_body, verify_counted};
 use crate::telemetry::Metrics;
 use crate::verify::{TokenVerifier, VerifiedSession};
 pub use recorder::TenantRecorder;
@@ -115,7 +115,7 @@ impl ConnectTenant {
                 return Handled::new(
                     error_response(ErrorCode::InvalidRequest, reason),
                     "invalid_request",
-                )
+                );
             }
         };
         let token = match body_token {
@@ -126,7 +126,7 @@ impl ConnectTenant {
                     return Handled::new(
                         exact(StatusCode::BAD_REQUEST, TOKEN_REQUIRED_BODY),
                         "missing_token",
-                    )
+                    );
                 }
                 // The same header twice, or two different tokens: not verifiable.
                 Err(reason) => return Handled::new(verification_failed(reason), "invalid_token"),

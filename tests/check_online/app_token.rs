@@ -404,7 +404,9 @@ async fn an_app_token_for_another_app_id_fails_the_app_id_check() {
     assert_verdict(
         out.line("app token 3/3 app id"),
         "FAIL",
-        &format!("urn:jtl:app_id \"999999999999999999\" is not the app id (session.audience \"{DEV_APP_ID}\")"),
+        &format!(
+            "urn:jtl:app_id \"999999999999999999\" is not the app id (session.audience \"{DEV_APP_ID}\")"
+        ),
     );
     assert_verdict(
         out.verdict("app token"),

@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::redis::{test_redis_url, PrivateRedis};
-use common::services::{shared_server, Service};
+use common::redis::{PrivateRedis, test_redis_url};
+use common::services::{Service, shared_server};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{
-    Emulator, EmulatorOptions, Failure, APP_EC_KEY_ID, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID,
-    DEV_APP_USER_ID,
+    APP_EC_KEY_ID, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID, DEV_APP_USER_ID, Emulator,
+    EmulatorOptions, Failure,
 };
 use jtl_auth_sidecar::tenants::store::TenantStore;
 

@@ -44,7 +44,7 @@ async fn a_reachable_redis_passes_the_shared_cache_step_and_says_the_entry_is_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_shared_entry_is_read_and_never_overwritten() {
-    use jtl_auth_sidecar::shared_cache::{entry_key, Entry, SealingKey};
+    use jtl_auth_sidecar::shared_cache::{Entry, SealingKey, entry_key};
     let test = "an_existing_shared_entry_is_read_and_never_overwritten";
     let Some(url) = test_redis_url(test).await else {
         return;

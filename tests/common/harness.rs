@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jtl_auth_sidecar::clock::Clock;
-use jtl_auth_sidecar::config::{load_str, Config};
+use jtl_auth_sidecar::config::{Config, load_str};
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jtl::Jtl;
 use jtl_auth_sidecar::verify::TokenVerifier;
@@ -110,7 +110,7 @@ impl Harness {
     }
 
     /// Completes when the harness is dropped.
-    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         let mut stopped = self.stop.subscribe();
         async move {
             let _ = stopped.changed().await;

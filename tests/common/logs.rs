@@ -32,7 +32,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 }
 
 impl Logs {
-    fn subscriber(&self, level: Level) -> impl tracing::Subscriber + Send + Sync {
+    fn subscriber(&self, level: Level) -> impl tracing::Subscriber + Send + Sync + use<> {
         use tracing_subscriber::layer::SubscriberExt;
         tracing_subscriber::registry()
             .with(tracing_subscriber::filter::LevelFilter::from_level(level))

@@ -1,9 +1,9 @@
 //! Shared helpers for the integration tests: signing keys and token minting.
 #![allow(dead_code)]
 
-use jtl_auth_sidecar::jose::{base64url_encode, Ed25519Key};
+use jtl_auth_sidecar::jose::{Ed25519Key, base64url_encode};
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub const TENANT_ID: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
 pub const USER_ID: &str = "2f1b8d2c-5c1e-4a7e-9b3f-1d2e3f4a5b6c";

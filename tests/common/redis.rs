@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use super::harness::eventually_async;
-use super::services::{shared_server, unavailable, Service};
+use super::services::{Service, shared_server, unavailable};
 
 /// The shared Redis of `TEST_REDIS_URL` once it answers; `None` after saying loudly that
 /// the test is skipped, or a failure when `REQUIRE_REDIS_TEST=1` (see [`super::services`]).

@@ -88,7 +88,7 @@ pub async fn shared_server(service: Service, test: &str) -> Option<String> {
                 service,
                 test,
                 &format!("{variable} is not set (.ci/run sets it to the local server)"),
-            )
+            );
         }
     };
     // Only host and port are shown: the URL may carry a password.

@@ -70,8 +70,10 @@ fn check_of_a_missing_or_unparsable_file_exits_2() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr)
-        .contains("config: cannot read /nonexistent/sidecar.toml"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("config: cannot read /nonexistent/sidecar.toml")
+    );
 
     let (code, _, stderr) = run_check("[jtl\nclient_id = ");
     assert_eq!(code, Some(2));

@@ -139,9 +139,11 @@ fn an_issuer_with_a_trailing_slash_is_kept_and_derived_urls_get_no_double_slash(
         "https://id.example/oauth/v2/keys"
     );
     assert_eq!(config.jtl.scope.as_deref(), Some("openid"));
-    assert!(loaded
-        .to_redacted_toml()
-        .contains("issuer = \"https://id.example/\""));
+    assert!(
+        loaded
+            .to_redacted_toml()
+            .contains("issuer = \"https://id.example/\"")
+    );
 }
 
 #[test]

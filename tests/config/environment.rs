@@ -67,12 +67,14 @@ fn trusted_proxies_take_ipv4_and_ipv6_networks_and_bare_addresses() {
             ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "::1/128"]
         );
     }
-    assert!(load(VALID)
-        .unwrap()
-        .config
-        .ingress
-        .trusted_proxies
-        .is_empty());
+    assert!(
+        load(VALID)
+            .unwrap()
+            .config
+            .ingress
+            .trusted_proxies
+            .is_empty()
+    );
 }
 
 #[test]

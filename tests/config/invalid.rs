@@ -163,10 +163,12 @@ fn credentials_are_required_once() {
         from_file.config.jtl.client_secret,
         ClientSecret::File("/nonexistent/secret".into())
     );
-    assert!(from_file
-        .warnings
-        .iter()
-        .any(|w| w.starts_with("jtl.client_secret_file: cannot be read")));
+    assert!(
+        from_file
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("jtl.client_secret_file: cannot be read"))
+    );
 }
 
 #[test]
@@ -424,8 +426,10 @@ fn warnings_name_risky_but_valid_settings() {
         &[("JTL_SIDECAR_JTL__TOKEN_URL", "http://127.0.0.1:9999/token")],
     )
     .unwrap();
-    assert!(local
-        .warnings
-        .iter()
-        .all(|w| !w.starts_with("jtl.token_url:")));
+    assert!(
+        local
+            .warnings
+            .iter()
+            .all(|w| !w.starts_with("jtl.token_url:"))
+    );
 }

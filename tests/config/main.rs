@@ -13,8 +13,8 @@ mod shared_cache;
 use std::process::Command;
 
 use jtl_auth_sidecar::config::{
-    accepted_keys, load_str, ClientSecret, ConfigErrors, Flow, LoadedConfig, PublicPath,
-    RedisPassword, Secret,
+    ClientSecret, ConfigErrors, Flow, LoadedConfig, PublicPath, RedisPassword, Secret,
+    accepted_keys, load_str,
 };
 
 const VALID: &str = r#"

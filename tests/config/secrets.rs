@@ -28,7 +28,9 @@ fn database_passwords_are_redacted_however_they_are_written() {
         "jtl.token_url",
         "not an http(s) URL",
     );
-    let lines = problems("[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\ntoken_url = \"htps://client:tok3n@auth.example/\"");
+    let lines = problems(
+        "[jtl]\nclient_id = \"a\"\nclient_secret = \"b\"\ntoken_url = \"htps://client:tok3n@auth.example/\"",
+    );
     assert!(lines.iter().all(|l| !l.contains("tok3n")), "{lines:?}");
 }
 
@@ -114,10 +116,12 @@ fn token_headers_cannot_name_headers_the_proxy_manages() {
         "ingress.token_headers[0]",
         "manages itself",
     );
-    assert!(load(&format!(
-        "{VALID}\n[ingress]\ntoken_headers = [\"x-session-token\"]\n"
-    ))
-    .is_ok());
+    assert!(
+        load(&format!(
+            "{VALID}\n[ingress]\ntoken_headers = [\"x-session-token\"]\n"
+        ))
+        .is_ok()
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ mod local_callers;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::harness::{eventually, eventually_async, TENANT};
-use common::proxy::{client, collect, get, send, Answer, Proxy};
+use common::harness::{TENANT, eventually, eventually_async};
+use common::proxy::{Answer, Proxy, client, collect, get, send};
 use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody};
 use jtl_auth_sidecar::config::load_str;
@@ -393,7 +393,10 @@ async fn egress_requests_are_counted_under_the_egress_listener() {
         "jtl_sidecar_upstream_duration_seconds_count{listener=\"egress\"} 1",
         "jtl_sidecar_requests_in_flight{listener=\"egress\"} 0",
     ] {
-        assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
     }
 }
 
@@ -419,10 +422,12 @@ fn a_non_loopback_egress_listen_without_allow_non_loopback_is_a_config_error() {
         Vec::new(),
     )
     .expect("allowed");
-    assert!(allowed
-        .warnings
-        .iter()
-        .any(|warning| warning.starts_with("egress.listen:")));
+    assert!(
+        allowed
+            .warnings
+            .iter()
+            .any(|warning| warning.starts_with("egress.listen:"))
+    );
 }
 
 #[tokio::test]

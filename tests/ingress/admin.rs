@@ -31,7 +31,10 @@ async fn health_readiness_and_metrics() {
         "jtl_sidecar_verified_cache_lookups_total{result=\"miss\"} 1",
         "jtl_sidecar_requests_in_flight{listener=\"ingress\"} 0",
     ] {
-        assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
     }
 }
 

@@ -95,9 +95,11 @@ async fn post_drain_with_the_files_token_fails_readiness_and_closes_keep_alive_b
     assert_eq!(json_body(&text)["status"], "draining");
     let ready = get(&proxy.admin_url("/readyz"), &[]).await;
     assert_eq!(ready.status, 503);
-    assert!(ready.json()["missing"]
-        .to_string()
-        .contains("shutting_down"));
+    assert!(
+        ready.json()["missing"]
+            .to_string()
+            .contains("shutting_down")
+    );
     let during = get(&proxy.url("/during"), &[("authorization", &session)]).await;
     assert_eq!(during.status, 200, "still accepting and serving");
     assert_eq!(
@@ -118,10 +120,12 @@ async fn post_drain_without_a_credential_is_403_and_readiness_stays_200() {
         let (status, text) = post_drain(&proxy, "localhost", extra).await;
         assert_eq!(status, 403, "{extra:?}: {text}");
         assert_eq!(json_body(&text)["error"], "forbidden");
-        assert!(json_body(&text)["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("Authorization: Bearer"));
+        assert!(
+            json_body(&text)["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("Authorization: Bearer")
+        );
     }
     assert_eq!(readyz(&proxy).await, 200, "a refused drain changes nothing");
 }
@@ -230,10 +234,12 @@ async fn post_drain_is_refused_when_drain_token_file_is_unset() {
     assert_eq!(status, 403, "{text}");
     let body = json_body(&text);
     assert_eq!(body["error"], "forbidden");
-    assert!(body["error_description"]
-        .as_str()
-        .unwrap()
-        .contains("set admin.drain_token_file"));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("set admin.drain_token_file")
+    );
     assert_eq!(readyz(&proxy).await, 200);
 }
 

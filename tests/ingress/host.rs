@@ -43,7 +43,9 @@ async fn a_request_without_host_is_400_before_anything_else_and_reaches_nothing(
     for (what, request) in [
         (
             "HTTP/1.1 with a valid token",
-            format!("GET /x HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+            format!(
+                "GET /x HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
         ),
         (
             "HTTP/1.1 without a token (400, not 401)",
@@ -55,7 +57,9 @@ async fn a_request_without_host_is_400_before_anything_else_and_reaches_nothing(
         ),
         (
             "an absolute-form target, whose authority is no Host",
-            format!("GET http://app.example/x HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+            format!(
+                "GET http://app.example/x HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
         ),
         (
             "TRACE (400 before the method's 405)",
@@ -66,7 +70,10 @@ async fn a_request_without_host_is_400_before_anything_else_and_reaches_nothing(
         assert_eq!(status, 400, "{what}: {text}");
         let (error, challenged) = raw_error(&text);
         assert_eq!(error["error"], "invalid_request", "{what}: {text}");
-        assert_eq!(error["error_description"], "The request has no Host header.");
+        assert_eq!(
+            error["error_description"],
+            "The request has no Host header."
+        );
         assert!(!challenged, "{what}: {text}");
     }
     assert_eq!(
@@ -175,7 +182,7 @@ async fn h2_status(addr: SocketAddr, block: &[u8]) -> u16 {
                         Some(8) => 200,
                         Some(12) => 400,
                         _ => panic!("unexpected :status field {payload:02x?}"),
-                    }
+                    };
                 }
                 0x3 | 0x7 => panic!("stream reset or GOAWAY: {payload:02x?}"),
                 _ => {}

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::harness::{TENANT, USER};
-use common::proxy::{get, raw, send, Proxy};
+use common::proxy::{Proxy, get, raw, send};
 use http::Request;
 use http_body_util::Full;
 use jtl_auth_sidecar::emulator::Failure;

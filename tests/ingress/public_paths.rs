@@ -154,10 +154,12 @@ async fn configured_origins_get_preflights_answered_and_cors_headers_on_401s() {
         unauthorized.headers["access-control-allow-origin"],
         "https://app.example"
     );
-    assert!(unauthorized.headers["access-control-expose-headers"]
-        .to_str()
-        .unwrap()
-        .contains("WWW-Authenticate"));
+    assert!(
+        unauthorized.headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("WWW-Authenticate")
+    );
 
     let other = get(&proxy.url("/orders"), &[("origin", "https://evil.example")]).await;
     assert!(other.headers.get("access-control-allow-origin").is_none());

@@ -113,8 +113,8 @@ async fn no_access_token_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn upstream_connections_are_reused() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     // A backend that counts the connections it accepts.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

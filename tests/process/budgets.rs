@@ -86,8 +86,8 @@ async fn http2_ask(
 /// within 2 s, because idle connections that never carried a verified token are shed
 /// first and the admin and egress listeners have budgets of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_200_descriptors_token_less_holders_keep_out_neither_a_valid_request_nor_the_probe_nor_egress(
-) {
+async fn with_200_descriptors_token_less_holders_keep_out_neither_a_valid_request_nor_the_probe_nor_egress()
+ {
     let ReadySidecar {
         kept: _kept,
         mut child,
@@ -294,10 +294,9 @@ async fn answered_within(
     while asked.elapsed() < within {
         if let Ok(Ok((status, _))) =
             tokio::time::timeout(Duration::from_secs(1), status_of(url, token)).await
+            && status == expected
         {
-            if status == expected {
-                return Some(asked.elapsed());
-            }
+            return Some(asked.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -368,7 +367,9 @@ async fn with_200_descriptors_clients_that_leave_answers_unread_lose_their_place
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(stalled >= 1.0, "{metrics}");
-    eprintln!("stalled: /healthz answered after {healthz:?}, the valid request after {valid:?}; {stalled} stalled ingress connections shed");
+    eprintln!(
+        "stalled: /healthz answered after {healthz:?}, the valid request after {valid:?}; {stalled} stalled ingress connections shed"
+    );
     drop(held);
     terminate(&child);
     assert_eq!(wait_for_exit(&mut child), Some(0));

@@ -52,7 +52,9 @@ async fn with_1024_descriptors_1500_idle_connections_do_not_keep_a_valid_request
     const IDLE: usize = 1500;
     let own = own_descriptors_at_least(4096);
     if own < 2048 {
-        eprintln!("SKIP: this test needs 2048 descriptors for its own idle connections; it has {own} and cannot raise the limit");
+        eprintln!(
+            "SKIP: this test needs 2048 descriptors for its own idle connections; it has {own} and cannot raise the limit"
+        );
         return;
     }
     let ReadySidecar {

@@ -93,9 +93,11 @@ fn dev_flow_session_token_prints_a_curl_command_that_works() {
         echoed["headers"]["x-tenant-id"],
         serde_json::json!([DEV_TENANT_ID])
     );
-    assert!(echoed["headers"]["authorization"][0]
-        .as_str()
-        .is_some_and(|value| value.starts_with("Bearer ")));
+    assert!(
+        echoed["headers"]["authorization"][0]
+            .as_str()
+            .is_some_and(|value| value.starts_with("Bearer "))
+    );
 
     let minted = sh(mint.trim());
     assert_eq!(
@@ -176,9 +178,11 @@ fn dev_runs_the_app_token_flow_by_default_and_its_curl_commands_work() {
     // Egress: the emulator's API answers (it checks the bearer) with the service token.
     let echoed: serde_json::Value = serde_json::from_str(&sh(egress.trim())).unwrap();
     assert_eq!(echoed["path"], "/v1/hello", "{echoed}");
-    assert!(echoed["headers"]["authorization"][0]
-        .as_str()
-        .is_some_and(|value| value.starts_with("Bearer ") && !value.contains(&app_token)));
+    assert!(
+        echoed["headers"]["authorization"][0]
+            .as_str()
+            .is_some_and(|value| value.starts_with("Bearer ") && !value.contains(&app_token))
+    );
 
     // A minted token works like the printed one.
     let minted = sh(mint.trim());

@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{
-    Emulator, EmulatorOptions, APP_TOKEN_MINT_PATH, DEV_APP_USER_ID, DEV_TENANT_ID, DEV_TENANT_SLUG,
+    APP_TOKEN_MINT_PATH, DEV_APP_USER_ID, DEV_TENANT_ID, DEV_TENANT_SLUG, Emulator, EmulatorOptions,
 };
 
 fn sidecar() -> Command {

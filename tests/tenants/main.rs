@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::harness::{TENANT, USER};
-use common::proxy::{get, send, Answer, Proxy};
-use common::services::{shared_server, Service};
+use common::proxy::{Answer, Proxy, get, send};
+use common::services::{Service, shared_server};
 use http::Request;
 use http_body_util::Full;
 use jtl_auth_sidecar::tenants::{StoredTenant, TenantStore};

@@ -3,10 +3,10 @@
 
 use super::*;
 use common::logs::Logs;
+use jtl_auth_sidecar::tenants::StoreError;
 use jtl_auth_sidecar::tenants::store::{
     HEALTH_CHECK_INTERVAL, POSTGRES_CALL_TIMEOUT, POSTGRES_STATEMENT_TIMEOUT,
 };
-use jtl_auth_sidecar::tenants::StoreError;
 use std::time::Instant;
 
 #[tokio::test]
@@ -84,8 +84,8 @@ async fn record_failures(proxy: &Proxy) -> u64 {
 /// it, naming the tenant store. Verified requests are served meanwhile without waiting on
 /// the store; once the relay thaws, readiness is green again by itself.
 #[tokio::test]
-async fn a_frozen_connection_turns_readiness_red_within_the_call_deadline_and_requests_are_still_served(
-) {
+async fn a_frozen_connection_turns_readiness_red_within_the_call_deadline_and_requests_are_still_served()
+ {
     let test = "a_frozen_connection_turns_readiness_red_within_the_call_deadline_and_requests_are_still_served";
     let Some(db) = TestDb::postgres(test).await else {
         return;

@@ -3,7 +3,7 @@
 use http::HeaderName;
 use url::Url;
 
-use super::{folded, is_loopback, Checker, RESERVED_HEADERS};
+use super::{Checker, RESERVED_HEADERS, folded, is_loopback};
 use crate::config::cidr::Cidr;
 use crate::config::printable_key;
 use crate::config::raw::{RawEgress, RawIngress};
@@ -15,10 +15,10 @@ pub(super) fn validate_ingress(raw: &RawIngress, check: &mut Checker) -> Option<
     let problems_before = check.problems.len();
     let listen = check.socket_addr("ingress.listen", &raw.listen);
     let upstream = check.http_url("ingress.upstream", &raw.upstream);
-    if let Some(upstream) = &upstream {
-        if upstream.query().is_some() {
-            check.problem("ingress.upstream", "must not contain a query");
-        }
+    if let Some(upstream) = &upstream
+        && upstream.query().is_some()
+    {
+        check.problem("ingress.upstream", "must not contain a query");
     }
 
     let mut public_paths = Vec::new();
@@ -239,18 +239,18 @@ pub(super) fn validate_egress(
     } else {
         check.socket_addr("egress.listen", &raw.listen)
     };
-    if let Some(addr) = listen {
-        if !is_loopback(&addr) {
-            if raw.allow_non_loopback {
-                warnings.push(format!(
+    if let Some(addr) = listen
+        && !is_loopback(&addr)
+    {
+        if raw.allow_non_loopback {
+            warnings.push(format!(
                     "egress.listen: {addr} is not a loopback address; anything that can reach it can call JTL's API with this app's access token"
                 ));
-            } else {
-                check.problem(
+        } else {
+            check.problem(
                     "egress.listen",
                     format!("{addr} is not a loopback address; anything that can reach it could call JTL's API with this app's token (set egress.allow_non_loopback = true to allow it)"),
                 );
-            }
         }
     }
     let max_retry_body_bytes = check.range(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use url::Url;
 
 use super::session::{KeySetUrls, TokenRules};
-use super::{is_loopback_host, Checker};
+use super::{Checker, is_loopback_host};
 use crate::config::raw::RawJtl;
 use crate::config::settings::{ClientSecret, Flow, JtlConfig, JtlEnvironment, SessionConfig};
 use crate::jose::TokenKind;
@@ -172,12 +172,13 @@ pub(super) fn validate_jtl(
         ("jtl.jwks_url", &session_keys),
         (app_keys_key, &app_keys),
     ] {
-        if let Some(url) = url {
-            if url.scheme() == "http" && !is_loopback_host(url) {
-                warnings.push(format!(
+        if let Some(url) = url
+            && url.scheme() == "http"
+            && !is_loopback_host(url)
+        {
+            warnings.push(format!(
                     "{key}: {url} is plain http to a remote host; credentials and tokens would travel unencrypted"
                 ));
-            }
         }
     }
     let refresh_before_expiry = check.seconds(

@@ -7,9 +7,9 @@ use std::time::Duration;
 use http::HeaderName;
 use url::Url;
 
-use super::raw::{strip_userinfo, RawAdmin, RawConfig, RawLog};
-use super::settings::{AdminConfig, Config, LogConfig, LogFormat, ServerConfig};
 use super::ConfigProblem;
+use super::raw::{RawAdmin, RawConfig, RawLog, strip_userinfo};
+use super::settings::{AdminConfig, Config, LogConfig, LogFormat, ServerConfig};
 
 mod ingress;
 mod jtl;
@@ -103,7 +103,9 @@ impl Checker<'_> {
         if text.contains('_') {
             self.problem(
                 key,
-                format!("{text:?} contains '_'; use '-' (many servers drop or rewrite headers with '_')"),
+                format!(
+                    "{text:?} contains '_'; use '-' (many servers drop or rewrite headers with '_')"
+                ),
             );
             return None;
         }

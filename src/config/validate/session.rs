@@ -104,16 +104,15 @@ pub(super) fn validate_session(
             };
             check.problem("session.audience", reason);
         }
-        if let Some(issuer) = &issuer {
-            if check
+        if let Some(issuer) = &issuer
+            && check
                 .http_url("session.issuer", issuer)
                 .is_some_and(|url| url.query().is_some())
-            {
-                check.problem(
-                    "session.issuer",
-                    "must not contain a query (paths are appended to it)",
-                );
-            }
+        {
+            check.problem(
+                "session.issuer",
+                "must not contain a query (paths are appended to it)",
+            );
         }
     }
     if check.problems.len() != problems_before {

@@ -5,11 +5,11 @@ use std::str::FromStr;
 
 use url::Url;
 
-use super::ingress::parse_public_path;
 use super::Checker;
-use crate::config::raw::{redact_url_password, RawSharedCache, RawTenants};
+use super::ingress::parse_public_path;
+use crate::config::raw::{RawSharedCache, RawTenants, redact_url_password};
 use crate::config::settings::{
-    PublicPath, RedisPassword, RedisTarget, SharedCacheConfig, TenantsConfig, REDIS_DEFAULT_PORT,
+    PublicPath, REDIS_DEFAULT_PORT, RedisPassword, RedisTarget, SharedCacheConfig, TenantsConfig,
 };
 use crate::secrets::Secret;
 
@@ -165,7 +165,7 @@ fn parse_redis_url(text: &str, password_file: Option<PathBuf>) -> Result<RedisTa
         _ => {
             return Err(format!(
                 "must start with redis:// or rediss://, not {shown:?}"
-            ))
+            ));
         }
     };
     let host = match url.host() {
@@ -187,7 +187,7 @@ fn parse_redis_url(text: &str, password_file: Option<PathBuf>) -> Result<RedisTa
         _ => {
             return Err(format!(
                 "the path must be a database number (\"/0\", \"/1\", …): {shown:?}"
-            ))
+            ));
         }
     };
     let decode = |text: &str| -> Result<String, String> {
