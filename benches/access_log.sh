@@ -48,9 +48,7 @@ URL="http://127.0.0.1:$INGRESS_PORT/bench"
 # measure LEVEL: one run at `log.level = LEVEL`.
 measure() {
   local level="$1" user_before system_before user system out requests rps
-  sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
-  sed -i "s/^level = \"warn\"\$/level = \"$level\"/" "$WORK/sidecar.toml"
-  grep -q "^level = \"$level\"\$" "$WORK/sidecar.toml"
+  LOG_LEVEL="$level" sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
   rm -f "$WORK/sidecar.toml.db"
   local stdout=/dev/null
   if [ "${STDOUT:-pipe}" = pipe ]; then

@@ -38,11 +38,8 @@ trap cleanup EXIT
 
 nginx_backend "$WORK/backend" "$BACKEND_PORT"
 start_jtl "$BIN" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT"
+# At the default level (info) unless LOG_LEVEL says otherwise (sidecar_toml reads it).
 sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
-# The default level: the other benchmarks log at warn, this one measures what operators run.
-LOG_LEVEL="${LOG_LEVEL:-info}"
-sed -i "s/^level = \"warn\"\$/level = \"$LOG_LEVEL\"/" "$WORK/sidecar.toml"
-grep -q "^level = \"$LOG_LEVEL\"\$" "$WORK/sidecar.toml"
 tokens_lua "$WORK/tokens.lua"
 mint "$EMULATOR_PORT" 1 "$WORK/one.txt"
 

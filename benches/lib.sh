@@ -31,16 +31,21 @@ nginx_backend() {
 
 # nginx_proxy DIR PORT BACKEND_PORT: nginx `proxy_pass` to the backend with upstream
 # keep-alive, one worker per core; checks nothing (the floor any production proxy pays).
+# Its access log is on (nginx's default, the combined format to DIR/access.log), as the
+# sidecar's is at its default level; NGINX_ACCESS_LOG=off turns it off.
 nginx_proxy() {
+  local access_log="$1/access.log"
+  [ "${NGINX_ACCESS_LOG:-on}" = off ] && access_log=off
   nginx_start "$1" auto "upstream backend { server 127.0.0.1:$3; keepalive 64; }
   server {
     listen 127.0.0.1:$2;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
-  }"
+  }" "$access_log"
 }
 
-# nginx_start DIR WORKERS HTTP_BODY: nginx with its pid, logs and config in DIR, keep-alive
-# without a request limit, no access log, and HTTP_BODY inside `http { }`.
+# nginx_start DIR WORKERS HTTP_BODY [ACCESS_LOG]: nginx with its pid, logs and config in
+# DIR, keep-alive without a request limit, the access log ACCESS_LOG (default off), and
+# HTTP_BODY inside `http { }`.
 nginx_start() {
   mkdir -p "$1/logs"
   cat > "$1/nginx.conf" <<NGINX
@@ -49,7 +54,7 @@ pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  access_log ${4:-off};
   keepalive_requests 1000000;
   $3
 }
@@ -107,7 +112,7 @@ listen = "127.0.0.1:$4"
 [tenants]
 database_url = "sqlite://$1.db"
 [log]
-level = "warn"
+level = "${LOG_LEVEL:-info}"
 TOML
 }
 

@@ -12,8 +12,10 @@
 #   6. the sidecar in the app-token flow (SPEC §11), cache off, TOKENS distinct RS256 app
 #      tokens from the emulator's Zitadel (full RSA-2048 verification each time)
 # and prints requests/s, p50/p99 latency, the sidecar's peak RSS and the ratios.
-# The sidecar runs as `run`, logging warnings only; JTL is the emulator of a separate
-# `dev` process.
+# Both proxies run at their default logging: the sidecar `run` at `log.level = "info"` (one
+# JSON access-log line per request, stdout a pipe that `cat` reads), nginx with its access
+# log on (to a file); LOG_LEVEL=warn NGINX_ACCESS_LOG=off measure both without. JTL is the
+# emulator of a separate `dev` process.
 # Installs wrk and nginx from Debian when missing. Only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,7 +103,7 @@ sidecar_toml "$WORK/sidecar-app-token.toml" app-token "$INGRESS_PORT" "$ADMIN_PO
 # start_sidecar CACHE_ENTRIES [CONFIG]: `run` in front of the nginx backend
 start_sidecar() {
   JTL_SIDECAR_SESSION__VERIFIED_CACHE_ENTRIES="$1" \
-    "$BIN" run --config "${2:-$WORK/sidecar.toml}" > "$WORK/sidecar.out" 2> "$WORK/sidecar.err" &
+    "$BIN" run --config "${2:-$WORK/sidecar.toml}" > >(cat > /dev/null) 2> "$WORK/sidecar.err" &
   SIDECAR_PID=$!
   wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" "the sidecar" || { cat "$WORK/sidecar.err" >&2; exit 1; }
 }
