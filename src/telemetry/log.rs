@@ -163,21 +163,8 @@ fn pretty_colours(stream_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
-    /// A writer into a shared buffer, as the subscriber's `MakeWriter`.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::Captured;
 
     /// What the pretty format (as `init_logging` builds it) writes for one event.
     fn pretty_line(ansi: bool) -> String {
@@ -191,8 +178,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(status = 401, "a token was refused");
         });
-        let bytes = captured.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        captured.text()
     }
 
     #[test]
