@@ -11,7 +11,7 @@
 use std::future::Future;
 
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Runs `work` as a task on `runtime` and waits for it from wherever the caller runs.
 /// Dropping the returned future (a caller that gave up) aborts the task. `None` when the
@@ -21,16 +21,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let mut task = AbortOnDrop(runtime.spawn(work));
-    (&mut task.0).await.ok()
-}
-
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    AbortOnDropHandle::new(runtime.spawn(work)).await.ok()
 }
 
 /// A hyper executor that spawns connection tasks on a given runtime (hyper-util's
