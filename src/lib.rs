@@ -9,10 +9,11 @@
 //! - `server`, `check`: wire and run everything; check a config, online too
 //! - `admin`: /healthz, /readyz, /metrics, /drain
 //! - `proxy`, `tenants`: ingress and egress; connect-tenant and the tenant store
-//! - `telemetry`: logs and metrics
 //! - `verify`, `emulator`: token verification with its cache; a local JTL
 //! - `jtl`: everything that talks to JTL (access token, key sets)
 //! - `shared_cache`: tokens shared across replicas in Redis
+//! - `telemetry`: logs, and the metrics registry each module above registers its
+//!   collectors with
 //! - `config`, `diagnose`: the settings; plain-language diagnoses of token failures
 //! - `jose`, `clock`, `secrets`, `sharded`, `tls`, `background`: JOSE, time, secret
 //!   values, sharded counters, TLS roots, work run on the main runtime; they know nothing

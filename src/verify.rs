@@ -25,6 +25,7 @@ use crate::jose::{
 };
 use crate::jtl::{KeySet, KeyWait, LoadedKeys};
 use crate::sharded::ShardedCounter;
+use crate::telemetry::{Collector, DescriptorEncoder, Metrics, encode_counts};
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -70,6 +71,28 @@ impl VerifyError {
 pub struct CacheCounts {
     pub hits: ShardedCounter,
     pub misses: ShardedCounter,
+}
+
+/// Reads the verified-token cache's lookups at scrape time.
+struct CacheCollector(Arc<TokenVerifier>);
+
+impl std::fmt::Debug for CacheCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheCollector")
+    }
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.0.cache_counts();
+        encode_counts(
+            &mut encoder,
+            "verified_cache_lookups",
+            "Verified-token cache lookups, by result",
+            "result",
+            [("hit", counts.hits.get()), ("miss", counts.misses.get())],
+        )
+    }
 }
 
 /// A cached verification is reused for at most this long (milliseconds), however far away
@@ -334,6 +357,11 @@ impl TokenVerifier {
 
     pub fn cache_counts(&self) -> &CacheCounts {
         &self.counts
+    }
+
+    /// Registers the collector of the verified-token cache's lookups.
+    pub fn register_metrics(self: &Arc<Self>, metrics: &Metrics) {
+        metrics.register(CacheCollector(Arc::clone(self)));
     }
 
     fn kind(&self, kind: TokenKind) -> Option<&KindVerifier> {

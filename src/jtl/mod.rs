@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod client_auth;
 pub mod http;
 pub mod jwks;
+mod metrics;
 pub mod token;
 
 pub use access_token::{AccessTokens, TokenError, TokenUnavailable};

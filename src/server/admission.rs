@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::connection_counts::{ConnectionCounts, ConnectionListener, Shed};
 use crate::proxy::ConnectionMarks;
-use crate::telemetry::{ConnectionCounts, ConnectionListener, Shed};
 
 /// Descriptors kept back for everything that is not a client connection: listeners,
 /// the JTL, store and Redis connections, log and certificate files.

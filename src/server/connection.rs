@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admission::{Budget, Slot};
+use super::connection_counts::Shed;
 use super::preface::PrefaceGuard;
 use crate::admin::Readiness;
 use crate::proxy::{BoxError, Peer, ProxyBody};
-use crate::telemetry::Shed;
 
 /// How long a connection asked to make room may take to close by itself (an HTTP/2
 /// client reading its `GOAWAY`) before it is dropped, when it is still idle then.

@@ -24,15 +24,16 @@ use crate::proxy::Peer;
 use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
 use crate::shared_cache::SharedTokenStore;
-use crate::telemetry::ConnectionListener;
 use crate::telemetry::Metrics;
-use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantStore};
+use crate::tenants::{ConnectTenant, StoreError, TenantRecorder, TenantRecords, TenantStore};
 use crate::verify::TokenVerifier;
 use admission::{Budget, CoarseClock, Limits};
 use connection::{Connections, Draining, Serving, accept_loop};
+use connection_counts::{ConnectionCounts, ConnectionListener};
 
 pub mod admission;
 mod connection;
+pub mod connection_counts;
 mod preface;
 
 const HTTP2_KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
@@ -133,7 +134,12 @@ impl Server {
             )
             .keeping_claims(forwarded_claims),
         );
-        let metrics = Metrics::new(&jtl, &verifier);
+        // Each part registers the collector of its own counts.
+        let metrics = Metrics::new();
+        jtl.register_metrics(&metrics);
+        verifier.register_metrics(&metrics);
+        let tenant_records = TenantRecords::registered(&metrics);
+        let connection_counts = ConnectionCounts::registered(&metrics);
         let upstream_tls = crate::tls::client_tls_config(None).map_err(jtl::JtlSetupError::Http)?;
         // The store is opened only when connect-tenant is enabled; tenants are recorded
         // on request only into that store (with `connect_path = ""` nothing is opened).
@@ -145,7 +151,7 @@ impl Server {
                 let recorder = config.tenants.record_on_request.then(|| {
                     Arc::new(TenantRecorder::new(
                         Arc::clone(&store),
-                        Arc::clone(&metrics),
+                        tenant_records,
                         tokio::runtime::Handle::current(),
                     ))
                 });
@@ -200,7 +206,7 @@ impl Server {
             Budget::new(
                 listener,
                 limit,
-                Arc::clone(metrics.connections()),
+                Arc::clone(&connection_counts),
                 Arc::clone(&budget_clock),
             )
         });

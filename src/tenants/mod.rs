@@ -29,7 +29,7 @@ use crate::proxy::headers::read_token;
 use crate::proxy::{Handled, ProxyBody, full_body, verify_counted};
 use crate::telemetry::Metrics;
 use crate::verify::{TokenVerifier, VerifiedSession};
-pub use recorder::TenantRecorder;
+pub use recorder::{TenantRecord, TenantRecorder, TenantRecords};
 pub use store::{StoreError, StoredTenant, TenantStore};
 
 /// Request bodies larger than this are refused (413): a session token is a few hundred

@@ -17,6 +17,7 @@
 //!   first request after that; the cache holds at most [`KNOWN_TENANTS`] tenants.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 // moka, not quick_cache (which the verified-token cache uses): entries expire
@@ -31,7 +32,7 @@ use uuid::Uuid;
 
 use super::store::{StoreError, TenantStore};
 use crate::jose::Session;
-use crate::telemetry::{Metrics, TenantRecord};
+use crate::telemetry::{Collector, DescriptorEncoder, Metrics, encode_counts, encode_gauge};
 
 /// Tenants remembered as known. Far more than one app has installations; beyond it the
 /// least useful entries go (and cost one more store query when their tenant comes back).
@@ -51,22 +52,27 @@ pub struct TenantRecorder {
     /// client, and the hasher is randomly seeded anyway.
     known: Cache<Uuid, (), ahash::RandomState>,
     store: Arc<TenantStore>,
-    metrics: Arc<Metrics>,
+    counts: Arc<TenantRecords>,
     /// Where records run: the main runtime, not the ingress worker that saw the request.
     runtime: Handle,
     tasks: TaskTracker,
 }
 
 impl TenantRecorder {
-    /// Records run on `runtime` (the main one; the store's health check runs there too).
-    pub fn new(store: Arc<TenantStore>, metrics: Arc<Metrics>, runtime: Handle) -> TenantRecorder {
+    /// Records run on `runtime` (the main one; the store's health check runs there too);
+    /// `counts` are where they are counted ([`TenantRecords::registered`]).
+    pub fn new(
+        store: Arc<TenantStore>,
+        counts: Arc<TenantRecords>,
+        runtime: Handle,
+    ) -> TenantRecorder {
         TenantRecorder {
             known: Cache::builder()
                 .max_capacity(KNOWN_TENANTS)
                 .time_to_live(KNOWN_FOR)
                 .build_with_hasher(ahash::RandomState::new()),
             store,
-            metrics,
+            counts,
             runtime,
             tasks: TaskTracker::new(),
         }
@@ -105,13 +111,13 @@ impl TenantRecorder {
     }
 
     fn record(&self, tenant_id: Uuid, tenant_slug: String, installed_by: String) {
-        let Some(slot) = Slot::take(&self.metrics) else {
-            self.metrics.tenant_records().count(TenantRecord::Skipped);
+        let Some(slot) = Slot::take(&self.counts) else {
+            self.counts.count(TenantRecord::Skipped);
             return;
         };
         let known = self.known.clone();
         let store = Arc::clone(&self.store);
-        let metrics = Arc::clone(&self.metrics);
+        let counts = Arc::clone(&self.counts);
         let task = async move {
             let _slot = slot;
             // Requests of one tenant that arrive together wait for one insert here; an
@@ -119,7 +125,7 @@ impl TenantRecorder {
             let _ = known
                 .try_get_with(tenant_id, async {
                     let result = ask_store(&store, tenant_id, &tenant_slug, &installed_by).await;
-                    metrics.tenant_records().count(match result {
+                    counts.count(match result {
                         Ok(true) => TenantRecord::Inserted,
                         Ok(false) => TenantRecord::Known,
                         Err(_) => TenantRecord::Failure,
@@ -161,19 +167,129 @@ async fn ask_store(
 }
 
 /// One record in flight, counted until dropped.
-struct Slot(Arc<Metrics>);
+struct Slot(Arc<TenantRecords>);
 
 impl Slot {
-    fn take(metrics: &Arc<Metrics>) -> Option<Slot> {
-        metrics
-            .tenant_records()
+    fn take(counts: &Arc<TenantRecords>) -> Option<Slot> {
+        counts
             .begin(MAX_IN_FLIGHT)
-            .then(|| Slot(Arc::clone(metrics)))
+            .then(|| Slot(Arc::clone(counts)))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.tenant_records().end();
+        self.0.end();
+    }
+}
+
+/// What asking the store about a tenant seen on a request found (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantRecord {
+    /// The store did not hold the tenant: it does now.
+    Inserted = 0,
+    /// The store held the tenant already (left as it was).
+    Known = 1,
+    /// The store could not be asked, or refused the insert: tried again on a later
+    /// request of the tenant.
+    Failure = 2,
+    /// Not asked: too many records were in flight (a slow store); tried again on a
+    /// later request of the tenant.
+    Skipped = 3,
+}
+
+/// The recorder's results, and how many records are in flight. Written only when a
+/// tenant is not known yet (rarely), so plain atomics.
+#[derive(Debug, Default)]
+pub struct TenantRecords {
+    results: [AtomicU64; 4],
+    in_flight: AtomicUsize,
+}
+
+impl TenantRecords {
+    /// New counts, read by `/metrics` from now on (zeros where no recorder runs, so
+    /// dashboards need no guard).
+    pub fn registered(metrics: &Metrics) -> Arc<TenantRecords> {
+        let counts = Arc::new(TenantRecords::default());
+        metrics.register(TenantRecordCollector(Arc::clone(&counts)));
+        counts
+    }
+
+    pub fn count(&self, result: TenantRecord) {
+        self.results[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counted(&self, result: TenantRecord) -> u64 {
+        self.results[result as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts one more record in flight, unless `limit` are already: then `false`.
+    pub fn begin(&self, limit: usize) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// One record (counted by a `begin` that returned `true`) is over.
+    pub fn end(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Reads the recorder's counts at scrape time.
+#[derive(Debug)]
+struct TenantRecordCollector(Arc<TenantRecords>);
+
+impl Collector for TenantRecordCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let records = &self.0;
+        encode_counts(
+            &mut encoder,
+            "tenant_records",
+            "Tenants seen on verified requests and not known in memory, by what the store \
+             said: inserted, known (held already), failure (tried again later), skipped \
+             (too many in flight, tried again later)",
+            "result",
+            [
+                ("inserted", records.counted(TenantRecord::Inserted)),
+                ("known", records.counted(TenantRecord::Known)),
+                ("failure", records.counted(TenantRecord::Failure)),
+                ("skipped", records.counted(TenantRecord::Skipped)),
+            ],
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "tenant_records_in_flight",
+            "Tenants being recorded in the store now",
+            records.in_flight(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_records_in_flight_stop_at_the_limit_and_never_go_below_zero() {
+        let records = TenantRecords::default();
+        assert!(records.begin(2));
+        assert!(records.begin(2));
+        assert!(!records.begin(2), "a third record past the limit of 2");
+        assert_eq!(records.in_flight(), 2);
+        records.end();
+        assert!(records.begin(2));
+        records.end();
+        records.end();
+        records.end();
+        assert_eq!(records.in_flight(), 0);
     }
 }
