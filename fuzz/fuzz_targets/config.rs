@@ -12,7 +12,7 @@
 
 #![no_main]
 
-use jtl_auth_sidecar::config::{load_str, redact_url_password, ENV_PREFIX};
+use jtl_auth_sidecar::config::{ENV_PREFIX, load_str, redact_url_password};
 use libfuzzer_sys::fuzz_target;
 use url::Url;
 

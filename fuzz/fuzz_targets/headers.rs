@@ -25,9 +25,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jtl_auth_sidecar::config::PublicPath;
-use jtl_auth_sidecar::proxy::headers::{
-    remove_hop_by_hop, strip_client_headers, strip_folded,
-};
+use jtl_auth_sidecar::proxy::headers::{remove_hop_by_hop, strip_client_headers, strip_folded};
 use jtl_auth_sidecar::proxy::paths::is_public;
 use libfuzzer_sys::fuzz_target;
 

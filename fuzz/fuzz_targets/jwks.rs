@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use jtl_auth_sidecar::jose::{parse_strict_json_object, JwkSet, KeyKind, VerifyingKey};
+use jtl_auth_sidecar::jose::{JwkSet, KeyKind, VerifyingKey, parse_strict_json_object};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

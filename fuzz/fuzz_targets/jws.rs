@@ -16,18 +16,18 @@
 
 use std::sync::OnceLock;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jtl_auth_sidecar::jose::{
-    base64url_encode, parse_strict_json_object, Algorithm, CompactJws, JoseError, JsonError,
-    JwkSet, KeyKind, Malformed, Part, TokenKind, TokenPolicy,
+    Algorithm, CompactJws, JoseError, JsonError, JwkSet, KeyKind, Malformed, Part, TokenKind,
+    TokenPolicy, base64url_encode, parse_strict_json_object,
 };
 use jtl_auth_sidecar::verify::verify_with_keys;
 use libfuzzer_sys::fuzz_target;
 use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
-use ring::signature::{Ed25519KeyPair, KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
-use serde_json::{json, Value};
+use ring::signature::{Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
+use serde_json::{Value, json};
 
 const NOW: i64 = 1_790_000_000;
 const ISSUER: &str = "https://id.jtl-cloud.com";
@@ -221,7 +221,9 @@ fn check_parse_agrees(token: &str, max: usize, algorithm: Algorithm) {
             let bytes = decode(header).expect("a header refused for its JSON decoded");
             assert_eq!(parse_strict_json_object(&bytes).err(), Some(expected));
         }
-        Err(JoseError::UnsupportedAlgorithm | JoseError::OtherKind(_) | JoseError::CriticalHeader) => {
+        Err(
+            JoseError::UnsupportedAlgorithm | JoseError::OtherKind(_) | JoseError::CriticalHeader,
+        ) => {
             let bytes = decode(header).expect("a header refused for its alg decoded");
             let header = parse_strict_json_object(&bytes).expect("valid header JSON");
             let alg_ok = header.get("alg") == Some(&json!(algorithm.name()));
