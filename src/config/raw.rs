@@ -85,6 +85,10 @@ pub struct RawEgress {
     pub max_retry_body_bytes: u64,
     pub allowed_hosts: Vec<String>,
     pub request_timeout_ms: u64,
+    pub token_exchange: bool,
+    pub exchanged_tokens_max: u64,
+    pub rate_limits: bool,
+    pub rate_limit_max_wait_ms: u64,
 }
 
 impl Default for RawEgress {
@@ -96,6 +100,10 @@ impl Default for RawEgress {
             max_retry_body_bytes: 1_048_576,
             allowed_hosts: Vec::new(),
             request_timeout_ms: 60_000,
+            token_exchange: true,
+            exchanged_tokens_max: 10_000,
+            rate_limits: true,
+            rate_limit_max_wait_ms: 10_000,
         }
     }
 }

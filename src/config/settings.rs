@@ -78,6 +78,14 @@ pub struct EgressConfig {
     /// How long JTL's API may take to send its response headers (then 504); the body
     /// may stream for as long as it takes.
     pub request_timeout: Duration,
+    /// `X-JTL-Act-As` honoured: JTL's on-behalf-of-user and delegated tokens.
+    pub token_exchange: bool,
+    /// Exchanged tokens kept in memory at most (least recently used dropped).
+    pub exchanged_tokens_max: u64,
+    /// Each tenant kept within the budget JTL's `X-RateLimit-*` headers report.
+    pub rate_limits: bool,
+    /// How long a request may wait for its tenant's budget; longer is a local `429`.
+    pub rate_limit_max_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,10 @@
 //! The egress listener's request handling (SPEC §8): the backend, its cron jobs and
 //! workers call JTL's API through the sidecar. `METHOD /path?query` goes to
 //! `{jtl.api_base_url}/path?query` with the app's access token in place of whatever
-//! `Authorization` the caller sent; a `401` from JTL drops the token that got it and, when
-//! the body could be kept, the request is sent once more with a fresh token.
+//! `Authorization` the caller sent; a `401` from JTL to a request with `X-Tenant-ID`
+//! drops the token that got it and, when the body could be kept, the request is sent
+//! once more with a fresh token (JTL also answers a missing `X-Tenant-ID` with `401`,
+//! which says nothing about the token).
 //! `Content-Type: application/json; charset=utf-8` goes on as `application/json`: JTL's
 //! API refuses the parameter, and JSON is UTF-8 by definition (RFC 8259).
 //! Only programs on this machine are answered ([`super::local_caller`]): a foreign `Host`
@@ -190,6 +192,15 @@ impl Egress {
             Err(error) => return upstream_failure(&error, JTL_API),
         };
         if response.status() != StatusCode::UNAUTHORIZED {
+            return (finish(response), "forwarded");
+        }
+        // JTL answers a request without `X-Tenant-ID` with 401 too: that says nothing
+        // about the token, so it is passed back as it came and nothing is invalidated
+        // (a token request per caller mistake would be wasted).
+        if !headers.contains_key(X_TENANT_ID) {
+            tracing::debug!(
+                "JTL's API answered 401 to a request without X-Tenant-ID; passed back, the access token kept"
+            );
             return (finish(response), "forwarded");
         }
 

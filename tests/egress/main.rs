@@ -25,13 +25,16 @@ async fn post(proxy: &Proxy, path: &str, headers: &[(&str, &str)], body: Vec<u8>
     send(request.body(Full::new(Bytes::from(body))).unwrap()).await
 }
 
-/// A POST whose body is sent in chunks, without `Content-Length`.
+/// A POST for [`TENANT`] whose body is sent in chunks, without `Content-Length`.
 async fn post_chunked(proxy: &Proxy, path: &str, chunks: Vec<Vec<u8>>) -> Answer {
     let frames = chunks
         .into_iter()
         .map(|chunk| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(chunk))));
     let body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
-    let request = Request::post(proxy.egress_url(path)).body(body).unwrap();
+    let request = Request::post(proxy.egress_url(path))
+        .header("x-tenant-id", TENANT)
+        .body(body)
+        .unwrap();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
     collect(client.request(request).await.unwrap()).await
@@ -200,6 +203,7 @@ async fn fifty_concurrent_requests_refused_with_the_same_token_cause_one_token_r
         let url = proxy.egress_url(&format!("/v1/items?i={i}"));
         async move {
             let request = Request::post(url)
+                .header("x-tenant-id", TENANT)
                 .body(Full::new(Bytes::from(format!("item {i}"))))
                 .unwrap();
             let answer = collect(client.request(request).await.unwrap()).await;
@@ -247,14 +251,14 @@ async fn a_body_over_the_retry_limit_gets_jtls_401_without_a_retry() {
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
 
-    let answer = post(&proxy, "/v1/upload", &[], vec![b'x'; 4096]).await;
+    let answer = post(&proxy, "/v1/upload", &[("x-tenant-id", TENANT)], vec![b'x'; 4096]).await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.json()["error"], "invalid_token", "JTL's own body");
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
 
     // The refused token was dropped: the next call, not retriable either, carries a
     // fresh one.
-    let next = post(&proxy, "/v1/upload", &[], vec![b'y'; 4096]).await;
+    let next = post(&proxy, "/v1/upload", &[("x-tenant-id", TENANT)], vec![b'y'; 4096]).await;
     assert_eq!(next.status, 200);
 }
 
@@ -269,13 +273,34 @@ async fn with_retry_on_401_off_jtls_401_is_passed_through() {
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
 
-    let answer = post(&proxy, "/v1/items", &[], b"small".to_vec()).await;
+    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"small".to_vec()).await;
     assert_eq!(answer.status, 401);
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
 
     // The refused token was still dropped: the next call gets a fresh one.
-    let next = post(&proxy, "/v1/items", &[], b"small".to_vec()).await;
+    let next = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"small".to_vec()).await;
     assert_eq!(next.status, 200);
+}
+
+/// JTL answers a request without `X-Tenant-ID` with 401 as well; that says nothing about
+/// the token, so it is not invalidated and the request is not retried.
+#[tokio::test]
+async fn a_401_to_a_request_without_x_tenant_id_is_passed_back_and_invalidates_nothing() {
+    let proxy = Proxy::builder().egress().start().await;
+    warm_up(&proxy).await;
+    let tokens_before = proxy.emulator.token_requests();
+    let api_before = proxy.emulator.api_requests();
+    proxy.emulator.set_api_failure(Failure::Status(401));
+
+    let answer = post(&proxy, "/v1/items", &[], b"{}".to_vec()).await;
+    assert_eq!(answer.status, 401, "{:?}", answer.body);
+    assert_eq!(proxy.emulator.api_requests() - api_before, 1, "no retry");
+
+    // The token was kept: the next call carries it, without a token request.
+    proxy.emulator.set_api_failure(Failure::None);
+    let next = get(&proxy.egress_url("/v1/items"), &[("x-tenant-id", TENANT)]).await;
+    assert_eq!(next.status, 200, "{:?}", next.body);
+    assert_eq!(proxy.emulator.token_requests() - tokens_before, 0);
 }
 
 #[tokio::test]
@@ -476,7 +501,7 @@ async fn a_401_to_the_fresh_token_is_passed_on_without_a_third_attempt_and_drops
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.set_api_failure(Failure::Status(401));
 
-    let answer = post(&proxy, "/v1/items", &[], b"{}".to_vec()).await;
+    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"{}".to_vec()).await;
     assert_eq!(answer.status, 401);
     assert_eq!(proxy.emulator.api_requests() - api_before, 2);
 
@@ -498,7 +523,7 @@ async fn a_401_when_no_fresh_token_can_be_had_answers_503_with_the_token_endpoin
         .emulator
         .set_token_failure(Failure::StatusRetryAfter(503, 120));
 
-    let answer = post(&proxy, "/v1/items", &[], b"{}".to_vec()).await;
+    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"{}".to_vec()).await;
     assert_eq!(answer.status, 503, "{:?}", answer.body);
     assert_eq!(answer.json()["error"], "temporarily_unavailable");
     let retry_after: u64 = answer.headers["retry-after"]

@@ -277,6 +277,18 @@ pub(super) fn validate_egress(
         1,
         3_600_000,
     );
+    let exchanged_tokens_max = check.range(
+        "egress.exchanged_tokens_max",
+        raw.exchanged_tokens_max,
+        1,
+        10_000_000,
+    );
+    let rate_limit_max_wait = check.millis(
+        "egress.rate_limit_max_wait_ms",
+        raw.rate_limit_max_wait_ms,
+        0,
+        3_600_000,
+    );
     if check.problems.len() != problems_before {
         return None;
     }
@@ -287,6 +299,10 @@ pub(super) fn validate_egress(
         max_retry_body_bytes,
         allowed_hosts,
         request_timeout,
+        token_exchange: raw.token_exchange,
+        exchanged_tokens_max,
+        rate_limits: raw.rate_limits,
+        rate_limit_max_wait,
     })
 }
 
