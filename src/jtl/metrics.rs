@@ -12,6 +12,7 @@ impl Jtl {
     /// Registers the collector of this client's counts.
     pub fn register_metrics(&self, metrics: &Metrics) {
         metrics.register(JtlCollector(self.clone()));
+        self.exchange.register_metrics(metrics);
     }
 }
 

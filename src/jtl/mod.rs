@@ -4,6 +4,7 @@
 pub mod access_token;
 pub mod backoff;
 pub mod client_auth;
+pub mod exchange;
 pub mod http;
 pub mod jwks;
 mod metrics;
@@ -37,6 +38,8 @@ pub enum JtlSetupError {
 #[derive(Clone)]
 pub struct Jtl {
     pub tokens: AccessTokens,
+    /// Tokens that act for a user or a tenant installation (`X-JTL-Act-As`).
+    pub exchange: exchange::TokenExchange,
     /// In the order of `config.session.profiles` (app tokens first).
     pub key_sets: Vec<KeySet>,
 }
@@ -84,7 +87,13 @@ impl Jtl {
         if key_sets.is_empty() {
             return Err(JtlSetupError::NoKeySet);
         }
-        Ok(Jtl { tokens, key_sets })
+        let exchange =
+            exchange::TokenExchange::new(config, http.clone(), tokens.clone(), clock.clone());
+        Ok(Jtl {
+            tokens,
+            exchange,
+            key_sets,
+        })
     }
 
     /// The key set of the first kind accepted (the only one outside `both`); there is

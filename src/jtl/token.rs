@@ -240,7 +240,8 @@ pub(super) fn parse_token_response(
     })
 }
 
-fn jwt_exp_ms(token: &str) -> Option<i64> {
+/// A JWT's `exp` in milliseconds, read without verifying (it only decides when to refresh).
+pub(super) fn jwt_exp_ms(token: &str) -> Option<i64> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)

@@ -7,6 +7,8 @@
 //! which says nothing about the token).
 //! `Content-Type: application/json; charset=utf-8` goes on as `application/json`: JTL's
 //! API refuses the parameter, and JSON is UTF-8 by definition (RFC 8259).
+//! With `X-JTL-Act-As` (`user:<id>` or `tenant`, and `X-Tenant-ID`) the request goes with
+//! JTL's exchanged token instead ([`crate::jtl::exchange`]); the header never reaches JTL.
 //! Only programs on this machine are answered ([`super::local_caller`]): a foreign `Host`
 //! is `421`, a request with `Origin` or `Sec-Fetch-*` (a browser) `403`, and neither
 //! reaches JTL.
@@ -26,6 +28,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use url::Url;
 
+use super::act_as::{X_JTL_ACT_AS, act_as};
 use super::errors::{
     ErrorCode, access_token_unavailable, body_too_slow, body_unreadable, error_response,
     refuse_method, upstream_failure,
@@ -35,7 +38,9 @@ use super::local_caller::refuse_foreign_caller;
 use super::upstream::{Upstream, UpstreamError};
 use super::{BoxError, ProxyBody, RequestLine, full_body, streamed_body};
 use crate::config::EgressConfig;
-use crate::jtl::{AccessToken, AccessTokens};
+use crate::jtl::exchange::{ExchangeError, ExchangeKey, ExchangedToken, TokenExchange};
+use crate::jtl::http::CallError;
+use crate::jtl::{AccessToken, AccessTokens, Jtl};
 use crate::telemetry::{Listener, Metrics};
 
 /// JTL's tenant header; passed on as the caller sent it, once it is known to be a UUID.
@@ -47,6 +52,8 @@ const JTL_API: &str = "JTL's API";
 pub struct Egress {
     upstream: Upstream,
     tokens: AccessTokens,
+    /// JTL's exchanged tokens, for requests with `X-JTL-Act-As`.
+    exchange: TokenExchange,
     retry_on_401: bool,
     max_retry_body_bytes: u64,
     /// `egress.allowed_hosts`, lowercase: names the listener answers for besides IP
@@ -77,7 +84,7 @@ impl Egress {
         connect_timeout: Duration,
         body_read_timeout: Duration,
         tls: rustls::ClientConfig,
-        tokens: AccessTokens,
+        jtl: &Jtl,
         metrics: Arc<Metrics>,
     ) -> Egress {
         Egress {
@@ -87,7 +94,8 @@ impl Egress {
                 settings.request_timeout,
                 tls,
             ),
-            tokens,
+            tokens: jtl.tokens.clone(),
+            exchange: jtl.exchange.clone(),
             retry_on_401: settings.retry_on_401,
             max_retry_body_bytes: settings.max_retry_body_bytes,
             allowed_hosts: settings.allowed_hosts.clone(),
@@ -119,7 +127,19 @@ impl Egress {
                 error_response(ErrorCode::InvalidRequest, reason),
                 "invalid_request",
             ),
-            (Ok(()), Ok(_), None) => self.forward(request).await,
+            (Ok(()), Ok(tenant), None) => {
+                match act_as(
+                    request.headers(),
+                    tenant.as_deref(),
+                    self.exchange.enabled(),
+                ) {
+                    Ok(acting) => self.forward(request, acting).await,
+                    Err(reason) => (
+                        error_response(ErrorCode::InvalidRequest, reason),
+                        "invalid_request",
+                    ),
+                }
+            }
         };
 
         RequestLine {
@@ -141,7 +161,13 @@ impl Egress {
         response
     }
 
-    async fn forward(&self, request: Request<Incoming>) -> (Response<ProxyBody>, &'static str) {
+    /// Sends the request to JTL with the app's token, or with the exchanged token of
+    /// `acting` (`X-JTL-Act-As`).
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        acting: Option<ExchangeKey>,
+    ) -> (Response<ProxyBody>, &'static str) {
         let (parts, body) = request.into_parts();
         let uri = match self.upstream.uri_for(parts.uri.path_and_query()) {
             Ok(uri) => uri,
@@ -153,11 +179,12 @@ impl Egress {
         // the client, which takes it from the API's URL (`:authority` over HTTP/2).
         headers.remove(AUTHORIZATION);
         headers.remove(HOST);
+        headers.remove(X_JTL_ACT_AS);
         plain_json_content_type(&mut headers);
 
         // The token first: without one there is nothing to send, and the body is not read.
-        if let Err(error) = self.tokens.get().await {
-            return token_unavailable(error.retry_after_s);
+        if let Err(refused) = self.credential(acting.as_ref()).await {
+            return refused;
         }
         let body = if self.retry_on_401 {
             let read = read_for_retry(body, self.max_retry_body_bytes);
@@ -174,20 +201,20 @@ impl Egress {
         };
         // Reading the body took time: take the token again (free while it is valid), so
         // one that expired meanwhile is never sent.
-        let token = match self.tokens.get().await {
+        let token = match self.credential(acting.as_ref()).await {
             Ok(current) => current,
-            Err(error) => return token_unavailable(error.retry_after_s),
+            Err(refused) => return refused,
         };
         let (first_body, replay) = match body {
             RequestBody::Buffered(bytes) => (full_body(bytes.clone()), Some(bytes)),
             RequestBody::Streamed(body) => (body, None),
         };
 
-        let attempt = |body: ProxyBody, token: Arc<AccessToken>| {
-            let request = outgoing(&parts.method, &uri, &headers, body, &token);
+        let attempt = |body: ProxyBody, token: &Credential| {
+            let request = outgoing(&parts.method, &uri, &headers, body, token.authorization());
             self.send(request)
         };
-        let response = match attempt(first_body, Arc::clone(&token)).await {
+        let response = match attempt(first_body, &token).await {
             Ok(response) => response,
             Err(error) => return upstream_failure(&error, JTL_API),
         };
@@ -206,31 +233,60 @@ impl Egress {
 
         // JTL refused the token: drop exactly that one (a newer one is left alone), so
         // this and every later call gets a fresh token, also when this one is not retried.
-        self.tokens.invalidate(&token);
+        self.invalidate(acting.as_ref(), &token).await;
         let Some(replay) = replay else {
             return (finish(response), "forwarded");
         };
         // The 401's connection is not reused; its body is not wanted.
         drop(response);
-        let fresh = match self.tokens.get().await {
+        let fresh = match self.credential(acting.as_ref()).await {
             Ok(fresh) => fresh,
-            Err(error) => return token_unavailable(error.retry_after_s),
+            Err(refused) => return refused,
         };
         tracing::info!(
             token = %fresh.fingerprint(),
-            "JTL's API answered 401; sending the request once more with a fresh access token"
+            acting_for = acting.as_ref().map(|key| key.kind.as_str()),
+            "JTL's API answered 401; sending the request once more with a fresh token"
         );
         // The second answer is the answer, whatever it is. A 401 to it drops that token
         // too (SPEC §6: a 401 invalidates the token that received it), without a third
         // attempt.
-        match attempt(full_body(replay), Arc::clone(&fresh)).await {
+        match attempt(full_body(replay), &fresh).await {
             Ok(response) => {
                 if response.status() == StatusCode::UNAUTHORIZED {
-                    self.tokens.invalidate(&fresh);
+                    self.invalidate(acting.as_ref(), &fresh).await;
                 }
                 (finish(response), "retried")
             }
             Err(error) => upstream_failure(&error, JTL_API),
+        }
+    }
+
+    /// The token to send: the app's own, or the exchanged one of `acting`. Without one,
+    /// the answer to give instead: the app's token unavailable (503), JTL's refusal of
+    /// the exchange (its status and body), or a failed exchange (502/504).
+    async fn credential(
+        &self,
+        acting: Option<&ExchangeKey>,
+    ) -> Result<Credential, (Response<ProxyBody>, &'static str)> {
+        let Some(key) = acting else {
+            return match self.tokens.get().await {
+                Ok(token) => Ok(Credential::App(token)),
+                Err(error) => Err(token_unavailable(error.retry_after_s)),
+            };
+        };
+        match self.exchange.token_for(key).await {
+            Ok(token) => Ok(Credential::Exchanged(token)),
+            Err(error) => Err(exchange_failure(error)),
+        }
+    }
+
+    /// Drops the token JTL answered `401` to (only that one).
+    async fn invalidate(&self, acting: Option<&ExchangeKey>, token: &Credential) {
+        match (acting, token) {
+            (_, Credential::App(token)) => self.tokens.invalidate(token),
+            (Some(key), Credential::Exchanged(token)) => self.exchange.invalidate(key, token).await,
+            (None, Credential::Exchanged(_)) => {}
         }
     }
 
@@ -246,20 +302,88 @@ impl Egress {
     }
 }
 
-/// One attempt's request: the caller's method, path, query and headers, the access token.
+/// The token a request goes with.
+enum Credential {
+    /// The app's own access token.
+    App(Arc<AccessToken>),
+    /// An exchanged token acting for a user or a tenant installation.
+    Exchanged(Arc<ExchangedToken>),
+}
+
+impl Credential {
+    fn authorization(&self) -> &HeaderValue {
+        match self {
+            Credential::App(token) => token.authorization(),
+            Credential::Exchanged(token) => token.authorization(),
+        }
+    }
+
+    fn fingerprint(&self) -> &str {
+        match self {
+            Credential::App(token) => token.fingerprint(),
+            Credential::Exchanged(token) => token.fingerprint(),
+        }
+    }
+}
+
+/// The answer when no exchanged token could be had: JTL's refusal passed back as it
+/// came (status, content type, body), or the sidecar's own error.
+fn exchange_failure(error: ExchangeError) -> (Response<ProxyBody>, &'static str) {
+    match error {
+        ExchangeError::Refused {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut response = Response::new(full_body(body));
+            *response.status_mut() = status;
+            if let Some(content_type) = content_type {
+                response.headers_mut().insert(CONTENT_TYPE, content_type);
+            }
+            (response, "exchange_refused")
+        }
+        ExchangeError::Unreadable(what) => (
+            error_response(
+                ErrorCode::BadGateway,
+                &format!("JTL's token-exchange answer could not be used: {what}."),
+            ),
+            "bad_gateway",
+        ),
+        ExchangeError::Unreachable(CallError::Timeout(_)) => (
+            error_response(
+                ErrorCode::GatewayTimeout,
+                "JTL's token exchange did not answer in time.",
+            ),
+            "gateway_timeout",
+        ),
+        ExchangeError::Unreachable(error) => {
+            tracing::warn!("the token exchange failed: {error}");
+            (
+                error_response(
+                    ErrorCode::BadGateway,
+                    "JTL's token exchange could not be reached.",
+                ),
+                "bad_gateway",
+            )
+        }
+        ExchangeError::AppToken(unavailable) => token_unavailable(unavailable.retry_after_s),
+    }
+}
+
+/// One attempt's request: the caller's method, path, query and headers, the token.
 fn outgoing(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: ProxyBody,
-    token: &AccessToken,
+    authorization: &HeaderValue,
 ) -> Request<ProxyBody> {
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri.clone();
     *request.version_mut() = Version::HTTP_11;
     let mut headers = headers.clone();
-    headers.insert(AUTHORIZATION, token.authorization().clone());
+    headers.insert(AUTHORIZATION, authorization.clone());
     *request.headers_mut() = headers;
     request
 }

@@ -2,6 +2,7 @@
 //! calls to JTL's API with the access token), and what they share (header rules, JSON
 //! error bodies, the upstream client, the per-request log line and metrics).
 
+pub mod act_as;
 pub mod cors;
 pub mod egress;
 pub mod errors;

@@ -115,7 +115,7 @@ impl Server {
             config.jtl.timeout,
             config.server.header_read_timeout,
             egress_tls,
-            jtl.tokens.clone(),
+            &jtl,
             Arc::clone(&metrics),
         ));
         let limits = Limits::from_descriptors();

@@ -251,14 +251,26 @@ async fn a_body_over_the_retry_limit_gets_jtls_401_without_a_retry() {
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
 
-    let answer = post(&proxy, "/v1/upload", &[("x-tenant-id", TENANT)], vec![b'x'; 4096]).await;
+    let answer = post(
+        &proxy,
+        "/v1/upload",
+        &[("x-tenant-id", TENANT)],
+        vec![b'x'; 4096],
+    )
+    .await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.json()["error"], "invalid_token", "JTL's own body");
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
 
     // The refused token was dropped: the next call, not retriable either, carries a
     // fresh one.
-    let next = post(&proxy, "/v1/upload", &[("x-tenant-id", TENANT)], vec![b'y'; 4096]).await;
+    let next = post(
+        &proxy,
+        "/v1/upload",
+        &[("x-tenant-id", TENANT)],
+        vec![b'y'; 4096],
+    )
+    .await;
     assert_eq!(next.status, 200);
 }
 
@@ -273,12 +285,24 @@ async fn with_retry_on_401_off_jtls_401_is_passed_through() {
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
 
-    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"small".to_vec()).await;
+    let answer = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        b"small".to_vec(),
+    )
+    .await;
     assert_eq!(answer.status, 401);
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
 
     // The refused token was still dropped: the next call gets a fresh one.
-    let next = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"small".to_vec()).await;
+    let next = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        b"small".to_vec(),
+    )
+    .await;
     assert_eq!(next.status, 200);
 }
 
@@ -501,7 +525,13 @@ async fn a_401_to_the_fresh_token_is_passed_on_without_a_third_attempt_and_drops
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.set_api_failure(Failure::Status(401));
 
-    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"{}".to_vec()).await;
+    let answer = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(answer.status, 401);
     assert_eq!(proxy.emulator.api_requests() - api_before, 2);
 
@@ -523,7 +553,13 @@ async fn a_401_when_no_fresh_token_can_be_had_answers_503_with_the_token_endpoin
         .emulator
         .set_token_failure(Failure::StatusRetryAfter(503, 120));
 
-    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"{}".to_vec()).await;
+    let answer = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(answer.status, 503, "{:?}", answer.body);
     assert_eq!(answer.json()["error"], "temporarily_unavailable");
     let retry_after: u64 = answer.headers["retry-after"]

@@ -1,0 +1,406 @@
+//! Tokens that act for someone (SPEC §14): JTL's account service exchanges the app's
+//! access token (RFC 8693) for an on-behalf-of-user token, bounded by that user's
+//! permissions, or a delegated token for the app's service identity in one tenant. Each
+//! comes with a refresh token that JTL rotates on every refresh.
+//!
+//! [`TokenExchange::token_for`] hands out a cached token per (kind, tenant, user):
+//! - at most one exchange or refresh per key is in flight: the key's slot holds an async
+//!   lock across the call to JTL, so concurrent requests for one user wait for it and
+//!   share its token;
+//! - a token due for refresh is refreshed with its refresh token, which is taken out of
+//!   the slot before it is sent: whatever happens to that call, the same refresh token
+//!   is never sent twice (a refresh whose answer is lost mints afresh next time rather
+//!   than risk a reuse, which JTL may punish by revoking the family);
+//! - a refused refresh (`400`/`401`) drops the entry and mints afresh, once;
+//! - the cache holds at most `egress.exchanged_tokens_max` keys (least recently used
+//!   dropped).
+
+mod answer;
+mod metrics;
+
+pub use answer::{ASSUMED_LIFETIME_S, ExchangedToken, LifetimeFrom};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::Full;
+use moka::future::Cache;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::access_token::{AccessTokens, TokenUnavailable};
+use super::http::{CallError, JtlHttp, Response};
+use crate::clock::{Clock, duration_ms};
+use crate::config::Config;
+use crate::secrets::Secret;
+use answer::{Answer, read_answer};
+pub use metrics::{Event, ExchangeCounts};
+
+/// Whom a request acts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExchangeKind {
+    /// An on-behalf-of-user token (`X-JTL-Act-As: user:<id>`).
+    User,
+    /// The delegated token of the app's installation in a tenant (`X-JTL-Act-As: tenant`).
+    Tenant,
+}
+
+impl ExchangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::User => "user",
+            ExchangeKind::Tenant => "tenant",
+        }
+    }
+
+    /// JTL's minting path, below `jtl.api_base_url`; `/refresh` appended refreshes.
+    fn path(self) -> &'static str {
+        match self {
+            ExchangeKind::User => "/account/identity/act-as-user-token",
+            ExchangeKind::Tenant => "/account/identity/delegated-token",
+        }
+    }
+}
+
+/// One cache key: the kind, the tenant (lowercase) and, for a user token, the user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExchangeKey {
+    pub kind: ExchangeKind,
+    pub tenant_id: String,
+    /// Empty for [`ExchangeKind::Tenant`].
+    pub user_id: String,
+}
+
+impl ExchangeKey {
+    pub fn user(tenant_id: &str, user_id: &str) -> ExchangeKey {
+        ExchangeKey {
+            kind: ExchangeKind::User,
+            tenant_id: tenant_id.to_ascii_lowercase(),
+            user_id: user_id.to_owned(),
+        }
+    }
+
+    pub fn tenant(tenant_id: &str) -> ExchangeKey {
+        ExchangeKey {
+            kind: ExchangeKind::Tenant,
+            tenant_id: tenant_id.to_ascii_lowercase(),
+            user_id: String::new(),
+        }
+    }
+
+    fn mint_body(&self) -> serde_json::Value {
+        match self.kind {
+            ExchangeKind::User => json!({"userId": self.user_id, "tenantId": self.tenant_id}),
+            ExchangeKind::Tenant => json!({"tenantId": self.tenant_id}),
+        }
+    }
+}
+
+/// Why no exchanged token could be had.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// JTL refused the exchange (not installed, not enabled, not a member, or anything
+    /// else it answers): its status, content type and body go back to the caller.
+    Refused {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    /// JTL answered, but not with a usable token: what was missing (never a value).
+    Unreadable(String),
+    /// JTL could not be reached, or did not answer in time.
+    Unreachable(CallError),
+    /// The app's own access token, the bearer of the exchange, cannot be had.
+    AppToken(TokenUnavailable),
+}
+
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeError::Refused { status, .. } => {
+                write!(
+                    f,
+                    "JTL refused the token exchange with HTTP {}",
+                    status.as_u16()
+                )
+            }
+            ExchangeError::Unreadable(what) => {
+                write!(f, "JTL's token-exchange answer is unusable: {what}")
+            }
+            ExchangeError::Unreachable(error) => write!(f, "the token exchange failed: {error}"),
+            ExchangeError::AppToken(unavailable) => write!(
+                f,
+                "the app's access token for the exchange is unavailable: {}",
+                unavailable.cause
+            ),
+        }
+    }
+}
+
+/// What a key's slot holds: the token, and the refresh token not yet used.
+struct Held {
+    token: Arc<ExchangedToken>,
+    refresh_token: Option<Secret>,
+}
+
+/// A key's slot; its lock is held across the call to JTL (the single flight).
+#[derive(Default)]
+struct Slot(Mutex<Option<Held>>);
+
+/// The exchanged tokens of every (kind, tenant, user), with their single flights.
+#[derive(Clone)]
+pub struct TokenExchange {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    enabled: bool,
+    /// `jtl.api_base_url` without its trailing slash.
+    api_base: String,
+    http: JtlHttp,
+    app_tokens: AccessTokens,
+    clock: Clock,
+    refresh_before_ms: i64,
+    slots: Cache<ExchangeKey, Arc<Slot>, ahash::RandomState>,
+    counts: ExchangeCounts,
+}
+
+impl TokenExchange {
+    pub fn new(config: &Config, http: JtlHttp, app_tokens: AccessTokens, clock: Clock) -> Self {
+        TokenExchange {
+            inner: Arc::new(Inner {
+                enabled: config.egress.token_exchange,
+                api_base: config
+                    .jtl
+                    .api_base_url
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_owned(),
+                http,
+                app_tokens,
+                clock,
+                refresh_before_ms: duration_ms(config.jtl.refresh_before_expiry),
+                slots: Cache::builder()
+                    .max_capacity(config.egress.exchanged_tokens_max)
+                    .build_with_hasher(ahash::RandomState::new()),
+                counts: ExchangeCounts::default(),
+            }),
+        }
+    }
+
+    /// `egress.token_exchange`.
+    pub fn enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    /// The counts by kind and event, for metrics and tests.
+    pub fn counts(&self) -> &ExchangeCounts {
+        &self.inner.counts
+    }
+
+    /// The URL of a kind's minting endpoint (for `check --online`).
+    pub fn mint_url(&self, kind: ExchangeKind) -> String {
+        format!("{}{}", self.inner.api_base, kind.path())
+    }
+
+    /// A token for `key`: cached while it is not due, else refreshed or minted.
+    pub async fn token_for(&self, key: &ExchangeKey) -> Result<Arc<ExchangedToken>, ExchangeError> {
+        let inner = &self.inner;
+        let slot = inner
+            .slots
+            .get_with_by_ref(key, async { Arc::new(Slot::default()) })
+            .await;
+        let mut held = slot.0.lock().await;
+        let now = inner.clock.mono_ms();
+        if let Some(current) = held.as_mut() {
+            if now < current.token.refresh_at_mono {
+                inner.counts.count(key.kind, Event::Cached);
+                return Ok(Arc::clone(&current.token));
+            }
+            // Due. The refresh token leaves the slot before it is sent: never twice.
+            if let Some(refresh_token) = current.refresh_token.take() {
+                match self.refresh(key, &refresh_token).await {
+                    Ok(answer) => {
+                        inner.counts.count(key.kind, Event::Refreshed);
+                        return Ok(install(&mut held, answer));
+                    }
+                    Err(ExchangeError::Refused { status, .. })
+                        if status == StatusCode::BAD_REQUEST
+                            || status == StatusCode::UNAUTHORIZED =>
+                    {
+                        tracing::info!(
+                            kind = key.kind.as_str(),
+                            status = status.as_u16(),
+                            "JTL refused the refresh of an exchanged token; exchanging afresh"
+                        );
+                        *held = None;
+                    }
+                    Err(error) => {
+                        inner.counts.count(key.kind, Event::Failed);
+                        // Still valid for a while: used until it expires; the next
+                        // request after that mints afresh.
+                        if let Some(current) = held.as_ref()
+                            && current.token.is_usable_at(inner.clock.mono_ms())
+                        {
+                            tracing::warn!(
+                                kind = key.kind.as_str(),
+                                "an exchanged token could not be refreshed ({error}); \
+                                 the current one is used until it expires"
+                            );
+                            return Ok(Arc::clone(&current.token));
+                        }
+                        *held = None;
+                        return Err(error);
+                    }
+                }
+            }
+            // No refresh token (JTL sent none, or the last refresh's answer was lost):
+            // minted afresh below; the current token serves while valid if that fails.
+        }
+        match self.mint(key).await {
+            Ok(answer) => {
+                inner.counts.count(key.kind, Event::Minted);
+                Ok(install(&mut held, answer))
+            }
+            Err(error) => {
+                inner.counts.count(
+                    key.kind,
+                    match error {
+                        ExchangeError::Refused { .. } => Event::Refused,
+                        _ => Event::Failed,
+                    },
+                );
+                if let Some(current) = held.as_ref()
+                    && current.token.is_usable_at(inner.clock.mono_ms())
+                    && !matches!(error, ExchangeError::Refused { .. })
+                {
+                    return Ok(Arc::clone(&current.token));
+                }
+                *held = None;
+                Err(error)
+            }
+        }
+    }
+
+    /// JTL answered `401` to a request sent with `token`: that token goes (a newer one
+    /// of the key is left alone), so the next request exchanges afresh.
+    pub async fn invalidate(&self, key: &ExchangeKey, token: &ExchangedToken) {
+        let Some(slot) = self.inner.slots.get(key).await else {
+            return;
+        };
+        let mut held = slot.0.lock().await;
+        if held
+            .as_ref()
+            .is_some_and(|current| current.token.serial == token.serial)
+        {
+            *held = None;
+        }
+    }
+
+    async fn mint(&self, key: &ExchangeKey) -> Result<Answer, ExchangeError> {
+        let url = format!("{}{}", self.inner.api_base, key.kind.path());
+        let answer = self.call(&url, key.mint_body()).await?;
+        self.read(key, answer)
+    }
+
+    async fn refresh(
+        &self,
+        key: &ExchangeKey,
+        refresh_token: &Secret,
+    ) -> Result<Answer, ExchangeError> {
+        let url = format!("{}{}/refresh", self.inner.api_base, key.kind.path());
+        let body = json!({"refreshToken": refresh_token.expose()});
+        let answer = self.call(&url, body).await?;
+        self.read(key, answer)
+    }
+
+    fn read(&self, key: &ExchangeKey, response: Response) -> Result<Answer, ExchangeError> {
+        let now = self.inner.clock.read();
+        read_answer(&response.body, now, self.inner.refresh_before_ms).map_err(|what| {
+            tracing::warn!(
+                kind = key.kind.as_str(),
+                "JTL's token-exchange answer is unusable: {what}"
+            );
+            ExchangeError::Unreadable(what)
+        })
+    }
+
+    /// POSTs `body` to `url` with the app's access token; a `401` drops that token and
+    /// the call is made once more with a fresh one (SPEC §6). A success is any `2xx`;
+    /// anything else is JTL's refusal, passed back.
+    async fn call(&self, url: &str, body: serde_json::Value) -> Result<Response, ExchangeError> {
+        let body = Bytes::from(body.to_string());
+        let mut retried = false;
+        loop {
+            let app_token = self
+                .inner
+                .app_tokens
+                .get()
+                .await
+                .map_err(ExchangeError::AppToken)?;
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(url)
+                .header(AUTHORIZATION, app_token.authorization().clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(body.clone()))
+                .map_err(|_| ExchangeError::Unreadable("the exchange URL is not valid".into()))?;
+            let response = self
+                .inner
+                .http
+                .call(request)
+                .await
+                .map_err(|error| match error {
+                    CallError::TooLarge => {
+                        ExchangeError::Unreadable("the answer is larger than 64 KiB".into())
+                    }
+                    error => ExchangeError::Unreachable(error),
+                })?;
+            if response.status.is_success() {
+                return Ok(response);
+            }
+            if response.status == StatusCode::UNAUTHORIZED && !retried {
+                self.inner.app_tokens.invalidate(&app_token);
+                retried = true;
+                continue;
+            }
+            tracing::warn!(
+                status = response.status.as_u16(),
+                reason = %refusal_reason(&response.body),
+                "JTL refused a token exchange"
+            );
+            return Err(ExchangeError::Refused {
+                status: response.status,
+                content_type: response.headers.get(CONTENT_TYPE).cloned(),
+                body: response.body,
+            });
+        }
+    }
+}
+
+/// Puts a fresh answer in the slot and hands out its token.
+fn install(held: &mut Option<Held>, answer: Answer) -> Arc<ExchangedToken> {
+    let token = Arc::new(answer.token);
+    *held = Some(Held {
+        token: Arc::clone(&token),
+        refresh_token: answer.refresh_token,
+    });
+    token
+}
+
+/// The reason in JTL's error body, for the log: its `error` and `error_description`
+/// (or `message`), at most 200 characters; never the whole body.
+fn refusal_reason(body: &[u8]) -> String {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) else {
+        return "(no JSON error body)".into();
+    };
+    let pick = |name: &str| fields.get(name).and_then(serde_json::Value::as_str);
+    let reason = [pick("error"), pick("error_description").or(pick("message"))]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(": ");
+    reason.chars().take(200).collect()
+}
