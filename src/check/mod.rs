@@ -18,6 +18,7 @@
 
 pub mod app_token;
 pub mod discovery;
+mod exchange;
 mod reach;
 pub mod session_token;
 pub mod shared_cache;
@@ -97,6 +98,8 @@ pub mod step {
     /// `[shared_cache]`: Redis, a test entry written and read back, this app's entry.
     pub const SHARED_CACHE: &str = "shared cache";
     pub const UPSTREAM: &str = "upstream";
+    /// JTL's exchange endpoints for `X-JTL-Act-As` answer the app's token.
+    pub const TOKEN_EXCHANGE: &str = "token exchange";
     pub const SESSION_TOKEN: &str = "session token";
     /// The app-token flow's OpenID Connect discovery document.
     pub const DISCOVERY: &str = "discovery";
@@ -160,7 +163,7 @@ pub async fn run_online(
         app_token,
     };
     let clock = Clock::system();
-    let keys = check_jtl(config, &clock, &mut out).await;
+    let (keys, jtl) = check_jtl(config, &clock, &mut out).await;
     if app_token {
         let line = match JtlHttp::new(config.jtl.timeout, config.jtl.ca_file.as_deref()) {
             Ok(http) => discovery::check(config, &http).await,
@@ -174,6 +177,7 @@ pub async fn run_online(
     }
     out.push(reach::tenant_store(config).await);
     out.push(shared_cache::check(config).await);
+    out.push(exchange::check(config, jtl.as_ref()).await);
     out.push(reach::upstream(config).await);
     if let Some(token) = session_token {
         // In `both`, the pasted token is explained as the kind its `alg` says.
@@ -220,12 +224,13 @@ fn pasted_kind(token: &str, config: &Config) -> TokenKind {
 }
 
 /// Steps 1–5: token endpoint, credentials, lifetime, and for each key set the flow
-/// needs, JWKS and keys. Returns each kind's usable keys when there are any.
+/// needs, JWKS and keys. Returns each kind's usable keys when there are any, and the
+/// JTL client when it had an access token.
 async fn check_jtl(
     config: &Config,
     clock: &Clock,
     out: &mut Recorder<'_>,
-) -> Vec<(TokenKind, Option<JwkSet>)> {
+) -> (Vec<(TokenKind, Option<JwkSet>)>, Option<Jtl>) {
     let (jtl, token) = match Jtl::from_config(config, clock.clone()) {
         Ok(jtl) => {
             let token = check_token(config, &jtl, clock, out).await;
@@ -234,9 +239,12 @@ async fn check_jtl(
         Err(JtlSetupError::Http(error)) => {
             out.line(Verdict::Fail, step::TOKEN_ENDPOINT, error.to_string());
             skip_after_token_endpoint(out, "the HTTPS client could not be set up");
-            return skip_key_sets(config, out, "the HTTPS client could not be set up");
+            return (
+                skip_key_sets(config, out, "the HTTPS client could not be set up"),
+                None,
+            );
         }
-        Err(JtlSetupError::NoKeySet) => return Vec::new(),
+        Err(JtlSetupError::NoKeySet) => return (Vec::new(), None),
         Err(JtlSetupError::Token(error)) => {
             out.line(
                 Verdict::Skipped,
@@ -250,7 +258,7 @@ async fn check_jtl(
             without_secret.jtl.client_secret = ClientSecret::Inline(Secret::new(""));
             match Jtl::from_config(&without_secret, clock.clone()) {
                 Ok(jtl) => (jtl, Err("no secret")),
-                Err(_) => return skip_key_sets(config, out, "no secret"),
+                Err(_) => return (skip_key_sets(config, out, "no secret"), None),
             }
         }
     };
@@ -267,7 +275,7 @@ async fn check_jtl(
         };
         found.push((profile.kind(), set));
     }
-    found
+    (found, token.is_ok().then_some(jtl))
 }
 
 /// The step names of one key set: plain in a one-kind flow, with the kind in `both`.

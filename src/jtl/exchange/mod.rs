@@ -284,6 +284,24 @@ impl TokenExchange {
         }
     }
 
+    /// One dry exchange for a random tenant (and user), for `check --online`: JTL's
+    /// status and the reason its body gives. A refusal is the expected answer: no app is
+    /// installed for a tenant that does not exist.
+    pub async fn probe(&self, kind: ExchangeKind) -> Result<(StatusCode, String), ExchangeError> {
+        let tenant_id = uuid::Uuid::new_v4().to_string();
+        let key = match kind {
+            ExchangeKind::User => {
+                ExchangeKey::user(&tenant_id, &format!("{}", rand::random::<u32>()))
+            }
+            ExchangeKind::Tenant => ExchangeKey::tenant(&tenant_id),
+        };
+        match self.call(&self.mint_url(kind), key.mint_body()).await {
+            Ok(response) => Ok((response.status, String::new())),
+            Err(ExchangeError::Refused { status, body, .. }) => Ok((status, refusal_reason(&body))),
+            Err(error) => Err(error),
+        }
+    }
+
     /// JTL answered `401` to a request sent with `token`: that token goes (a newer one
     /// of the key is left alone), so the next request exchanges afresh.
     pub async fn invalidate(&self, key: &ExchangeKey, token: &ExchangedToken) {
