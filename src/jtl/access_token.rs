@@ -247,7 +247,8 @@ impl AccessTokens {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn sealing_key(&self) -> SealingKey {
+    /// The key shared entries are sealed with, derived from the client secret.
+    pub(super) fn sealing_key(&self) -> SealingKey {
         let secret = self
             .inner
             .secret

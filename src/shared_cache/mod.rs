@@ -141,11 +141,27 @@ pub struct Lock {
     value: String,
 }
 
+/// Where one shared entry lives: its Redis key and the key of its lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub key: String,
+    pub lock_key: String,
+}
+
+impl Place {
+    pub fn of(key: String) -> Place {
+        Place {
+            lock_key: lock_key(&key),
+            key,
+        }
+    }
+}
+
 pub struct SharedTokenStore {
     connection: Connection,
     key_prefix: String,
-    key: String,
-    lock_key: String,
+    /// The access token's entry.
+    place: Place,
     timeout: Duration,
     clock: Clock,
     counts: SharedCounts,
@@ -165,7 +181,7 @@ impl std::fmt::Debug for SharedTokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedTokenStore")
             .field("redis", &self.connection.address())
-            .field("key", &self.key)
+            .field("key", &self.place.key)
             .finish()
     }
 }
@@ -253,8 +269,7 @@ impl SharedTokenStore {
         Ok(SharedTokenStore {
             connection,
             key_prefix: key_prefix.to_owned(),
-            lock_key: lock_key(&key),
-            key,
+            place: Place::of(key),
             timeout,
             clock,
             counts: SharedCounts::default(),
@@ -272,7 +287,12 @@ impl SharedTokenStore {
 
     /// The Redis key of the entry (`{key_prefix}:access-token:{digest}`).
     pub fn key(&self) -> &str {
-        &self.key
+        &self.place.key
+    }
+
+    /// `shared_cache.key_prefix`, under which other entries (exchanged tokens) live.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
     }
 
     /// `redis://host:port/db` or `rediss://…`, for `check` (never the credentials).
@@ -346,12 +366,12 @@ impl SharedTokenStore {
             let written_ms = duration_ms(started.elapsed());
             let raw: Option<Vec<u8>> = self
                 .connection
-                .query(redis::cmd("GET").arg(&self.key), self.timeout)
+                .query(redis::cmd("GET").arg(&self.place.key), self.timeout)
                 .await?;
             let entry = match (raw, key) {
                 (None, _) => EntryNow::Missing,
                 (Some(_), None) => EntryNow::NotOpened,
-                (Some(raw), Some(key)) => match key.open(&self.key, &raw) {
+                (Some(raw), Some(key)) => match key.open(&self.place.key, &raw) {
                     Some(entry) => EntryNow::Opens(entry),
                     None => EntryNow::DoesNotOpen,
                 },
@@ -373,13 +393,23 @@ impl SharedTokenStore {
     pub async fn acquire(
         &self,
         key: &SealingKey,
+        judge: impl FnMut(&Entry) -> Judgement + Send,
+    ) -> Acquired {
+        self.acquire_at(&self.place, key, judge).await
+    }
+
+    /// [`SharedTokenStore::acquire`] for the entry at `place`.
+    pub async fn acquire_at(
+        &self,
+        place: &Place,
+        key: &SealingKey,
         mut judge: impl FnMut(&Entry) -> Judgement + Send,
     ) -> Acquired {
         if !self.worth_trying() {
             return Acquired::Unavailable;
         }
         let deadline = Instant::now() + self.timeout;
-        let attempt = self.acquire_until(deadline, key, &mut judge);
+        let attempt = self.acquire_until(place, deadline, key, &mut judge);
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(acquired)) => {
                 self.succeeded();
@@ -398,19 +428,20 @@ impl SharedTokenStore {
 
     async fn acquire_until(
         &self,
+        place: &Place,
         deadline: Instant,
         key: &SealingKey,
         judge: &mut (impl FnMut(&Entry) -> Judgement + Send),
     ) -> Result<Acquired, RedisFailure> {
         let mut waited = false;
         loop {
-            if let Some(entry) = self.read(key, judge).await? {
+            if let Some(entry) = self.read(place, key, judge).await? {
                 return Ok(Acquired::Entry(entry));
             }
-            if let Some(lock) = self.try_lock().await? {
+            if let Some(lock) = self.try_lock(place).await? {
                 // Another replica may have published between the read and the lock.
-                if let Some(entry) = self.read(key, judge).await? {
-                    self.release_lock(lock).await?;
+                if let Some(entry) = self.read(place, key, judge).await? {
+                    self.release_lock(place, lock).await?;
                     return Ok(Acquired::Entry(entry));
                 }
                 SharedCounts::add(&self.counts.lock_wins);
@@ -432,24 +463,47 @@ impl SharedTokenStore {
         }
     }
 
+    /// The entry at `place` as it is now (one that does not open is none), for a lock
+    /// holder that wants what the stale entry holds. A failure counts and is `None`.
+    pub async fn read_at(&self, place: &Place, key: &SealingKey) -> Option<Entry> {
+        SharedCounts::add(&self.counts.reads);
+        let mut get = redis::cmd("GET");
+        get.arg(&place.key);
+        match self
+            .connection
+            .query::<Option<Vec<u8>>>(&get, self.timeout)
+            .await
+        {
+            Ok(raw) => {
+                self.succeeded();
+                raw.and_then(|raw| key.open(&place.key, &raw))
+            }
+            Err(failure) => {
+                self.failed(&failure);
+                None
+            }
+        }
+    }
+
     /// Reads the entry; one that opens and that `judge` accepts is returned, one holding
     /// a refused token is deleted unless it changed meanwhile.
     async fn read(
         &self,
+        place: &Place,
         key: &SealingKey,
         judge: &mut (impl FnMut(&Entry) -> Judgement + Send),
     ) -> Result<Option<Entry>, RedisFailure> {
         SharedCounts::add(&self.counts.reads);
         let raw: Option<Vec<u8>> = self
             .connection
-            .query(redis::cmd("GET").arg(&self.key), self.timeout)
+            .query(redis::cmd("GET").arg(&place.key), self.timeout)
             .await?;
         let Some(raw) = raw else {
             return Ok(None);
         };
         // A value that does not open (another secret, tampered with, another version)
         // is no entry: it is overwritten by the next publish.
-        let Some(entry) = key.open(&self.key, &raw) else {
+        let Some(entry) = key.open(&place.key, &raw) else {
             tracing::debug!("the shared entry does not open with this client secret; ignored");
             return Ok(None);
         };
@@ -465,15 +519,15 @@ impl SharedTokenStore {
                         redis::cmd("EVAL")
                             .arg(COMPARE_AND_DELETE)
                             .arg(1)
-                            .arg(&self.key)
+                            .arg(&place.key)
                             .arg(raw),
                         self.timeout,
                     )
                     .await?;
                 if deleted == 1 {
                     tracing::info!(
-                        token = %crate::secrets::fingerprint(&entry.token),
-                        "dropped the shared access token JTL refused"
+                        key = %place.key,
+                        "dropped the shared entry whose token JTL refused"
                     );
                 }
                 Ok(None)
@@ -482,13 +536,13 @@ impl SharedTokenStore {
         }
     }
 
-    async fn try_lock(&self) -> Result<Option<Lock>, RedisFailure> {
+    async fn try_lock(&self, place: &Place) -> Result<Option<Lock>, RedisFailure> {
         let value = uuid::Uuid::new_v4().simple().to_string();
         let set: Option<String> = self
             .connection
             .query(
                 redis::cmd("SET")
-                    .arg(&self.lock_key)
+                    .arg(&place.lock_key)
                     .arg(&value)
                     .arg("NX")
                     .arg("PX")
@@ -499,14 +553,14 @@ impl SharedTokenStore {
         Ok(set.map(|_| Lock { value }))
     }
 
-    async fn release_lock(&self, lock: Lock) -> Result<(), RedisFailure> {
+    async fn release_lock(&self, place: &Place, lock: Lock) -> Result<(), RedisFailure> {
         let _: i64 = self
             .connection
             .query(
                 redis::cmd("EVAL")
                     .arg(COMPARE_AND_DELETE)
                     .arg(1)
-                    .arg(&self.lock_key)
+                    .arg(&place.lock_key)
                     .arg(&lock.value),
                 self.timeout,
             )
@@ -517,6 +571,17 @@ impl SharedTokenStore {
     /// Writes the entry (sealed, expiring with the token), then releases `lock` when this
     /// replica holds it. Within `jtl.timeout_ms`; a failure only counts and logs.
     pub async fn publish(&self, key: &SealingKey, entry: &Entry, lock: Option<Lock>) {
+        self.publish_at(&self.place, key, entry, lock).await
+    }
+
+    /// [`SharedTokenStore::publish`] at `place`.
+    pub async fn publish_at(
+        &self,
+        place: &Place,
+        key: &SealingKey,
+        entry: &Entry,
+        lock: Option<Lock>,
+    ) {
         if !self.worth_trying() {
             return;
         }
@@ -526,13 +591,13 @@ impl SharedTokenStore {
         let ttl_ms = entry.expires_at_ms.saturating_sub(self.clock.now_ms());
         let work = async {
             if ttl_ms > 0
-                && let Some(sealed) = key.seal(&self.key, entry)
+                && let Some(sealed) = key.seal(&place.key, entry)
             {
                 let _: () = self
                     .connection
                     .query(
                         redis::cmd("SET")
-                            .arg(&self.key)
+                            .arg(&place.key)
                             .arg(sealed)
                             .arg("PX")
                             .arg(ttl_ms),
@@ -541,7 +606,7 @@ impl SharedTokenStore {
                     .await?;
             }
             if let Some(lock) = lock {
-                self.release_lock(lock).await?;
+                self.release_lock(place, lock).await?;
             }
             Ok::<(), RedisFailure>(())
         };
@@ -555,7 +620,12 @@ impl SharedTokenStore {
     /// Releases a lock this replica won but has no token for (its JTL request failed), so
     /// a waiting replica takes over at once.
     pub async fn release(&self, lock: Lock) {
-        match tokio::time::timeout(self.timeout, self.release_lock(lock)).await {
+        self.release_at(&self.place, lock).await
+    }
+
+    /// [`SharedTokenStore::release`] at `place`.
+    pub async fn release_at(&self, place: &Place, lock: Lock) {
+        match tokio::time::timeout(self.timeout, self.release_lock(place, lock)).await {
             Ok(Ok(())) => self.succeeded(),
             Ok(Err(failure)) => self.failed(&failure),
             Err(_) => self.failed(&RedisFailure::Timeout(self.timeout.as_millis())),

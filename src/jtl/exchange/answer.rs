@@ -31,12 +31,37 @@ pub enum LifetimeFrom {
     Assumed,
 }
 
+impl LifetimeFrom {
+    /// As a byte, for the shared entry.
+    pub(super) fn as_byte(self) -> u8 {
+        match self {
+            LifetimeFrom::ExpiresIn => 0,
+            LifetimeFrom::ExpiresAt => 1,
+            LifetimeFrom::JwtExp => 2,
+            LifetimeFrom::Assumed => 3,
+        }
+    }
+
+    pub(super) fn from_byte(byte: u8) -> LifetimeFrom {
+        match byte {
+            1 => LifetimeFrom::ExpiresAt,
+            2 => LifetimeFrom::JwtExp,
+            3 => LifetimeFrom::Assumed,
+            _ => LifetimeFrom::ExpiresIn,
+        }
+    }
+}
+
 /// One exchanged access token, ready to send.
 pub struct ExchangedToken {
     /// Tells two tokens of one key apart (so a `401` drops only the one that got it).
     pub(super) serial: u64,
+    pub(super) value: Secret,
     header: HeaderValue,
     fingerprint: String,
+    /// Wall clock, as reckoned at receipt (what a shared entry holds).
+    pub(super) expires_at_ms: i64,
+    pub(super) obtained_at_ms: i64,
     /// Monotonic deadlines: no longer handed out / refreshed from then on.
     pub(super) expires_at_mono: i64,
     pub(super) refresh_at_mono: i64,
@@ -93,9 +118,6 @@ pub fn read_answer(body: &[u8], now: Reading, refresh_before_ms: i64) -> Result<
     };
     let access = text_field(&fields, &["accessToken", "access_token"])
         .ok_or("the answer has no accessToken (nor access_token)")?;
-    let mut header = HeaderValue::from_str(&format!("Bearer {access}"))
-        .map_err(|_| "the answer's access token is not header-safe")?;
-    header.set_sensitive(true);
     let refresh_token = text_field(&fields, &["refreshToken", "refresh_token"]).map(Secret::new);
     let (expires_at_ms, lifetime_from) = lifetime(&fields, access, now.wall_ms)?;
     tracing::debug!(
@@ -104,24 +126,64 @@ pub fn read_answer(body: &[u8], now: Reading, refresh_before_ms: i64) -> Result<
         fields = ?fields.keys().collect::<Vec<_>>(),
         "read a token-exchange answer"
     );
-    // Times from JTL can be absurd: nothing here may wrap.
-    let lifetime_ms = expires_at_ms.saturating_sub(now.wall_ms);
-    if lifetime_ms <= duration_ms(EXPIRY_MARGIN) {
-        return Err("the exchanged token expires at once".into());
-    }
-    let refresh_before_ms = refresh_before_ms.min(lifetime_ms / 2);
-    let expires_at_mono = now.mono_ms.saturating_add(lifetime_ms);
+    let token = ExchangedToken::new(
+        access,
+        Times {
+            expires_at_ms,
+            obtained_at_ms: now.wall_ms,
+        },
+        lifetime_from,
+        now,
+        refresh_before_ms,
+    )?;
     Ok(Answer {
-        token: ExchangedToken {
+        token,
+        refresh_token,
+    })
+}
+
+/// A token's expiry and when it was obtained, wall clock (ms).
+#[derive(Debug, Clone, Copy)]
+pub struct Times {
+    pub expires_at_ms: i64,
+    pub obtained_at_ms: i64,
+}
+
+impl ExchangedToken {
+    /// A token obtained at `times.obtained_at_ms` (here, or by another replica), read at
+    /// `now`: refreshed `refresh_before_ms` ahead of its expiry, or at half-life for short
+    /// ones. From here on its deadlines are monotonic (a later wall-clock step moves
+    /// neither).
+    pub(super) fn new(
+        access: &str,
+        times: Times,
+        lifetime_from: LifetimeFrom,
+        now: Reading,
+        refresh_before_ms: i64,
+    ) -> Result<ExchangedToken, String> {
+        let mut header = HeaderValue::from_str(&format!("Bearer {access}"))
+            .map_err(|_| "the answer's access token is not header-safe")?;
+        header.set_sensitive(true);
+        // Times from JTL can be absurd: nothing here may wrap.
+        let lifetime_ms = times.expires_at_ms.saturating_sub(times.obtained_at_ms);
+        let left_ms = times.expires_at_ms.saturating_sub(now.wall_ms);
+        if lifetime_ms <= duration_ms(EXPIRY_MARGIN) || left_ms <= duration_ms(EXPIRY_MARGIN) {
+            return Err("the exchanged token expires at once".into());
+        }
+        let refresh_before_ms = refresh_before_ms.min(lifetime_ms / 2);
+        let expires_at_mono = now.mono_ms.saturating_add(left_ms);
+        Ok(ExchangedToken {
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            value: Secret::new(access),
             header,
             fingerprint: fingerprint(access),
+            expires_at_ms: times.expires_at_ms,
+            obtained_at_ms: times.obtained_at_ms,
             expires_at_mono,
             refresh_at_mono: expires_at_mono.saturating_sub(refresh_before_ms),
             lifetime_from,
-        },
-        refresh_token,
-    })
+        })
+    }
 }
 
 /// The first of `names` that holds a non-empty string.

@@ -23,11 +23,14 @@ pub enum Event {
     Refused = 3,
     /// JTL unreachable, or its answer unusable.
     Failed = 4,
+    /// Taken from the shared entry another replica wrote (`[shared_cache]`).
+    Shared = 5,
 }
 
 impl Event {
-    const ALL: [Event; 5] = [
+    const ALL: [Event; 6] = [
         Event::Cached,
+        Event::Shared,
         Event::Minted,
         Event::Refreshed,
         Event::Refused,
@@ -41,6 +44,7 @@ impl Event {
             Event::Refreshed => "refreshed",
             Event::Refused => "refused",
             Event::Failed => "failed",
+            Event::Shared => "shared",
         }
     }
 }
@@ -50,7 +54,7 @@ const KINDS: [ExchangeKind; 2] = [ExchangeKind::User, ExchangeKind::Tenant];
 /// Counts per kind and event; plain atomics (an exchange is rare next to requests).
 #[derive(Debug, Default)]
 pub struct ExchangeCounts {
-    counts: [[AtomicU64; 5]; 2],
+    counts: [[AtomicU64; 6]; 2],
 }
 
 impl ExchangeCounts {
@@ -85,8 +89,9 @@ impl Collector for ExchangeCollector {
         let mut family = encoder.encode_descriptor(
             "token_exchanges",
             "Exchanged tokens asked for on the egress (X-JTL-Act-As), by kind (user, tenant) \
-             and event: cached (from memory), minted, refreshed, refused (JTL's refusal \
-             passed back), failed (JTL unreachable or its answer unusable)",
+             and event: cached (from memory), shared (from another replica, through \
+             Redis), minted, refreshed, refused (JTL's refusal passed back), failed (JTL \
+             unreachable or its answer unusable)",
             None,
             MetricType::Counter,
         )?;

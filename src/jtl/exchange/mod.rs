@@ -17,8 +17,10 @@
 
 mod answer;
 mod metrics;
+mod shared;
 
 pub use answer::{ASSUMED_LIFETIME_S, ExchangedToken, LifetimeFrom};
+pub use shared::exchanged_entry_key;
 
 use std::sync::Arc;
 
@@ -139,15 +141,38 @@ impl std::fmt::Display for ExchangeError {
     }
 }
 
-/// What a key's slot holds: the token, and the refresh token not yet used.
+/// A token in a slot, and its refresh token when this replica may use it (one from the
+/// shared entry is the other replicas' too, and is refreshed only under the lock).
 struct Held {
     token: Arc<ExchangedToken>,
     refresh_token: Option<Secret>,
 }
 
+/// What a key's slot holds.
+#[derive(Default)]
+struct SlotState {
+    held: Option<Held>,
+    /// The last token JTL answered `401` to: a shared entry still holding it is dropped.
+    refused: Option<Secret>,
+}
+
+impl SlotState {
+    /// Puts a fresh answer in the slot (with its refresh token only when `own_refresh`)
+    /// and hands out its token.
+    fn install(&mut self, answer: Answer, own_refresh: bool) -> Arc<ExchangedToken> {
+        let token = Arc::new(answer.token);
+        self.held = Some(Held {
+            token: Arc::clone(&token),
+            refresh_token: answer.refresh_token.filter(|_| own_refresh),
+        });
+        self.refused = None;
+        token
+    }
+}
+
 /// A key's slot; its lock is held across the call to JTL (the single flight).
 #[derive(Default)]
-struct Slot(Mutex<Option<Held>>);
+struct Slot(Mutex<SlotState>);
 
 /// The exchanged tokens of every (kind, tenant, user), with their single flights.
 #[derive(Clone)]
@@ -163,6 +188,9 @@ struct Inner {
     app_tokens: AccessTokens,
     clock: Clock,
     refresh_before_ms: i64,
+    /// `jtl.client_id`: part of a shared entry's key, so two apps sharing one Redis
+    /// never see each other's tokens.
+    client_id: String,
     slots: Cache<ExchangeKey, Arc<Slot>, ahash::RandomState>,
     counts: ExchangeCounts,
 }
@@ -182,6 +210,7 @@ impl TokenExchange {
                 app_tokens,
                 clock,
                 refresh_before_ms: duration_ms(config.jtl.refresh_before_expiry),
+                client_id: config.jtl.client_id.clone(),
                 slots: Cache::builder()
                     .max_capacity(config.egress.exchanged_tokens_max)
                     .build_with_hasher(ahash::RandomState::new()),
@@ -205,83 +234,109 @@ impl TokenExchange {
         format!("{}{}", self.inner.api_base, kind.path())
     }
 
-    /// A token for `key`: cached while it is not due, else refreshed or minted.
+    /// A token for `key`: cached while it is not due, else taken from the other
+    /// replicas (with `[shared_cache]`), refreshed or minted.
     pub async fn token_for(&self, key: &ExchangeKey) -> Result<Arc<ExchangedToken>, ExchangeError> {
         let inner = &self.inner;
         let slot = inner
             .slots
             .get_with_by_ref(key, async { Arc::new(Slot::default()) })
             .await;
-        let mut held = slot.0.lock().await;
-        let now = inner.clock.mono_ms();
-        if let Some(current) = held.as_mut() {
-            if now < current.token.refresh_at_mono {
-                inner.counts.count(key.kind, Event::Cached);
-                return Ok(Arc::clone(&current.token));
-            }
-            // Due. The refresh token leaves the slot before it is sent: never twice.
-            if let Some(refresh_token) = current.refresh_token.take() {
-                match self.refresh(key, &refresh_token).await {
-                    Ok(answer) => {
-                        inner.counts.count(key.kind, Event::Refreshed);
-                        return Ok(install(&mut held, answer));
-                    }
-                    Err(ExchangeError::Refused { status, .. })
-                        if status == StatusCode::BAD_REQUEST
-                            || status == StatusCode::UNAUTHORIZED =>
-                    {
-                        tracing::info!(
-                            kind = key.kind.as_str(),
-                            status = status.as_u16(),
-                            "JTL refused the refresh of an exchanged token; exchanging afresh"
-                        );
-                        *held = None;
-                    }
-                    Err(error) => {
-                        inner.counts.count(key.kind, Event::Failed);
-                        // Still valid for a while: used until it expires; the next
-                        // request after that mints afresh.
-                        if let Some(current) = held.as_ref()
-                            && current.token.is_usable_at(inner.clock.mono_ms())
-                        {
-                            tracing::warn!(
-                                kind = key.kind.as_str(),
-                                "an exchanged token could not be refreshed ({error}); \
-                                 the current one is used until it expires"
-                            );
-                            return Ok(Arc::clone(&current.token));
-                        }
-                        *held = None;
-                        return Err(error);
-                    }
-                }
-            }
-            // No refresh token (JTL sent none, or the last refresh's answer was lost):
-            // minted afresh below; the current token serves while valid if that fails.
+        let mut state = slot.0.lock().await;
+        if let Some(current) = &state.held
+            && inner.clock.mono_ms() < current.token.refresh_at_mono
+        {
+            inner.counts.count(key.kind, Event::Cached);
+            return Ok(Arc::clone(&current.token));
         }
-        match self.mint(key).await {
-            Ok(answer) => {
-                inner.counts.count(key.kind, Event::Minted);
-                Ok(install(&mut held, answer))
+        if let Some(shared_store) = inner.app_tokens.shared_store()
+            && let Some(result) = shared::through_redis(self, shared_store, key, &mut state).await
+        {
+            return result;
+        }
+        self.alone(key, &mut state).await
+    }
+
+    /// Without other replicas to ask: refresh with this replica's own refresh token, or
+    /// mint.
+    async fn alone(
+        &self,
+        key: &ExchangeKey,
+        state: &mut SlotState,
+    ) -> Result<Arc<ExchangedToken>, ExchangeError> {
+        let inner = &self.inner;
+        // The refresh token leaves the slot before it is sent: never twice.
+        let refresh_token = state
+            .held
+            .as_mut()
+            .and_then(|current| current.refresh_token.take());
+        let outcome = match refresh_token {
+            Some(refresh_token) => self.refresh_or_mint(key, &refresh_token).await,
+            // No refresh token (none yet, JTL sent none, or the last refresh's answer
+            // was lost): minted afresh.
+            None => self.mint(key).await.map(|answer| (answer, Event::Minted)),
+        };
+        match outcome {
+            Ok((answer, event)) => {
+                inner.counts.count(key.kind, event);
+                Ok(state.install(answer, true))
             }
-            Err(error) => {
-                inner.counts.count(
-                    key.kind,
-                    match error {
-                        ExchangeError::Refused { .. } => Event::Refused,
-                        _ => Event::Failed,
-                    },
+            Err(error) => self.failed(key, state, error),
+        }
+    }
+
+    /// Refreshes with `refresh_token`; a refused refresh (`400`/`401`) mints afresh,
+    /// once.
+    async fn refresh_or_mint(
+        &self,
+        key: &ExchangeKey,
+        refresh_token: &Secret,
+    ) -> Result<(Answer, Event), ExchangeError> {
+        match self.refresh(key, refresh_token).await {
+            Ok(answer) => Ok((answer, Event::Refreshed)),
+            Err(ExchangeError::Refused { status, .. })
+                if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED =>
+            {
+                tracing::info!(
+                    kind = key.kind.as_str(),
+                    status = status.as_u16(),
+                    "JTL refused the refresh of an exchanged token; exchanging afresh"
                 );
-                if let Some(current) = held.as_ref()
-                    && current.token.is_usable_at(inner.clock.mono_ms())
-                    && !matches!(error, ExchangeError::Refused { .. })
-                {
-                    return Ok(Arc::clone(&current.token));
-                }
-                *held = None;
-                Err(error)
+                self.mint(key).await.map(|answer| (answer, Event::Minted))
             }
+            Err(error) => Err(error),
         }
+    }
+
+    /// No new token: the current one serves while it is valid (unless JTL refused the
+    /// exchange outright); else the error, and the slot is emptied.
+    fn failed(
+        &self,
+        key: &ExchangeKey,
+        state: &mut SlotState,
+        error: ExchangeError,
+    ) -> Result<Arc<ExchangedToken>, ExchangeError> {
+        let refused = matches!(error, ExchangeError::Refused { .. });
+        self.inner.counts.count(
+            key.kind,
+            if refused {
+                Event::Refused
+            } else {
+                Event::Failed
+            },
+        );
+        if !refused
+            && let Some(current) = &state.held
+            && current.token.is_usable_at(self.inner.clock.mono_ms())
+        {
+            tracing::warn!(
+                kind = key.kind.as_str(),
+                "no new exchanged token ({error}); the current one is used until it expires"
+            );
+            return Ok(Arc::clone(&current.token));
+        }
+        state.held = None;
+        Err(error)
     }
 
     /// One dry exchange for a random tenant (and user), for `check --online`: JTL's
@@ -308,12 +363,15 @@ impl TokenExchange {
         let Some(slot) = self.inner.slots.get(key).await else {
             return;
         };
-        let mut held = slot.0.lock().await;
-        if held
+        let mut state = slot.0.lock().await;
+        if state
+            .held
             .as_ref()
             .is_some_and(|current| current.token.serial == token.serial)
         {
-            *held = None;
+            state.held = None;
+            // A shared entry still holding it is dropped by the next exchange.
+            state.refused = Some(token.value.clone());
         }
     }
 
@@ -396,16 +454,6 @@ impl TokenExchange {
             });
         }
     }
-}
-
-/// Puts a fresh answer in the slot and hands out its token.
-fn install(held: &mut Option<Held>, answer: Answer) -> Arc<ExchangedToken> {
-    let token = Arc::new(answer.token);
-    *held = Some(Held {
-        token: Arc::clone(&token),
-        refresh_token: answer.refresh_token,
-    });
-    token
 }
 
 /// The reason in JTL's error body, for the log: its `error` and `error_description`
