@@ -32,8 +32,10 @@ use super::errors::{
 };
 use super::headers::{ensure_request_id, remove_hop_by_hop};
 use super::local_caller::refuse_foreign_caller;
+use super::rate_limits::{BudgetKey, RateLimits};
 use super::upstream::{Upstream, UpstreamError};
 use super::{BoxError, ProxyBody, RequestLine, full_body, streamed_body};
+use crate::clock::Clock;
 use crate::config::EgressConfig;
 use crate::jtl::{AccessToken, AccessTokens};
 use crate::telemetry::{Listener, Metrics};
@@ -55,6 +57,8 @@ pub struct Egress {
     /// How long a body read for a possible retry may take (`server.header_read_timeout_ms`):
     /// a caller trickling a body does not hold a buffer forever.
     body_read_timeout: Duration,
+    /// Each tenant kept within JTL's rate budget (SPEC §15).
+    rate_limits: RateLimits,
     metrics: Arc<Metrics>,
 }
 
@@ -78,6 +82,7 @@ impl Egress {
         body_read_timeout: Duration,
         tls: rustls::ClientConfig,
         tokens: AccessTokens,
+        clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Egress {
         Egress {
@@ -92,6 +97,7 @@ impl Egress {
             max_retry_body_bytes: settings.max_retry_body_bytes,
             allowed_hosts: settings.allowed_hosts.clone(),
             body_read_timeout,
+            rate_limits: RateLimits::new(settings, clock, &metrics),
             metrics,
         }
     }
@@ -172,8 +178,13 @@ impl Egress {
         } else {
             RequestBody::Streamed(streamed_body(body))
         };
-        // Reading the body took time: take the token again (free while it is valid), so
-        // one that expired meanwhile is never sent.
+        // The tenant's JTL rate budget: go on, wait for its interval, or 429 unsent.
+        let budget = BudgetKey::of(headers.get(X_TENANT_ID));
+        if let Err(refused) = self.rate_limits.admit(budget).await {
+            return (refused, "rate_limited");
+        }
+        // Reading the body (and waiting) took time: take the token again (free while it
+        // is valid), so one that expired meanwhile is never sent.
         let token = match self.tokens.get().await {
             Ok(current) => current,
             Err(error) => return token_unavailable(error.retry_after_s),
@@ -185,7 +196,7 @@ impl Egress {
 
         let attempt = |body: ProxyBody, token: Arc<AccessToken>| {
             let request = outgoing(&parts.method, &uri, &headers, body, &token);
-            self.send(request)
+            self.send(request, budget)
         };
         let response = match attempt(first_body, Arc::clone(&token)).await {
             Ok(response) => response,
@@ -212,6 +223,9 @@ impl Egress {
         };
         // The 401's connection is not reused; its body is not wanted.
         drop(response);
+        if let Err(refused) = self.rate_limits.admit(budget).await {
+            return (refused, "rate_limited");
+        }
         let fresh = match self.tokens.get().await {
             Ok(fresh) => fresh,
             Err(error) => return token_unavailable(error.retry_after_s),
@@ -237,11 +251,17 @@ impl Egress {
     async fn send(
         &self,
         request: Request<ProxyBody>,
+        budget: BudgetKey,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let started = Instant::now();
-        let result = self.upstream.send(request).await;
+        let mut result = self.upstream.send(request).await;
         self.metrics
             .observe_upstream(Listener::Egress, started.elapsed());
+        if let Ok(response) = &mut result {
+            let status = response.status();
+            self.rate_limits
+                .record(budget, status, response.headers_mut());
+        }
         result
     }
 }
@@ -264,8 +284,8 @@ fn outgoing(
     request
 }
 
-/// JTL's answer streamed back unchanged (its error bodies, `X-RateLimit-*`, a 429 and
-/// its `Retry-After` included) apart from hop-by-hop headers.
+/// JTL's answer streamed back unchanged (its error bodies and `X-RateLimit-*` included)
+/// apart from hop-by-hop headers and, on a 429, the sidecar's `Retry-After`.
 fn finish(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
     remove_hop_by_hop(response.headers_mut());
     response

@@ -59,7 +59,7 @@ impl Server {
                 config.session.flow,
                 &config.session.profiles,
                 &jtl.key_sets,
-                clock,
+                clock.clone(),
                 config.session.verified_cache_entries,
             )
             .keeping_claims(forwarded_claims),
@@ -116,6 +116,7 @@ impl Server {
             config.server.header_read_timeout,
             egress_tls,
             jtl.tokens.clone(),
+            clock,
             Arc::clone(&metrics),
         ));
         let limits = Limits::from_descriptors();
