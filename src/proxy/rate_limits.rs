@@ -192,8 +192,7 @@ impl RateLimits {
             if blocked.until_ms <= now {
                 return Ok(());
             }
-            if blocked.until_ms > deadline || self.waiting.load(Ordering::Relaxed) >= MAX_WAITING
-            {
+            if blocked.until_ms > deadline || self.waiting.load(Ordering::Relaxed) >= MAX_WAITING {
                 return Err(self.refuse(blocked.until_ms, now));
             }
             blocked.waiters += 1;
@@ -516,7 +515,10 @@ mod tests {
         // Neither interval nor Retry-After: a short pause all the same.
         let mut headers = HeaderMap::new();
         limits.record(tenant(3), StatusCode::TOO_MANY_REQUESTS, &mut headers);
-        assert_eq!(blocked_until(&limits, tenant(3)), Some(UNSPECIFIED_PAUSE_MS));
+        assert_eq!(
+            blocked_until(&limits, tenant(3)),
+            Some(UNSPECIFIED_PAUSE_MS)
+        );
         assert_eq!(headers[RETRY_AFTER], "1");
         assert_eq!(limits.counts.jtl_429.load(Ordering::Relaxed), 3);
     }
@@ -617,12 +619,18 @@ mod tests {
         budgets.insert(tenant(1), blocked(1));
         budgets.insert(tenant(2), blocked(0)); // turn: 0 and 1 are the previous generation
         budgets.insert(tenant(3), blocked(0));
-        assert!(budgets.get_mut(tenant(0)).is_some(), "used: moved to current");
+        assert!(
+            budgets.get_mut(tenant(0)).is_some(),
+            "used: moved to current"
+        );
         budgets.insert(tenant(4), blocked(0)); // turn: 2 dropped
         budgets.insert(tenant(5), blocked(0)); // turn: 3 dropped, 0 and 4 previous
         budgets.insert(tenant(6), blocked(0));
         budgets.insert(tenant(7), blocked(0)); // turn: 0 and 4 dropped
-        assert!(budgets.get(tenant(1)).is_some(), "waiting: kept through every turn");
+        assert!(
+            budgets.get(tenant(1)).is_some(),
+            "waiting: kept through every turn"
+        );
         assert!(budgets.get(tenant(2)).is_none());
         assert!(budgets.get(tenant(0)).is_none());
         assert!(budgets.get(tenant(7)).is_some());

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod local_callers;
+mod rate_limits;
 
 use std::time::Duration;
 
@@ -251,14 +252,26 @@ async fn a_body_over_the_retry_limit_gets_jtls_401_without_a_retry() {
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
 
-    let answer = post(&proxy, "/v1/upload", &[("x-tenant-id", TENANT)], vec![b'x'; 4096]).await;
+    let answer = post(
+        &proxy,
+        "/v1/upload",
+        &[("x-tenant-id", TENANT)],
+        vec![b'x'; 4096],
+    )
+    .await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.json()["error"], "invalid_token", "JTL's own body");
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
 
     // The refused token was dropped: the next call, not retriable either, carries a
     // fresh one.
-    let next = post(&proxy, "/v1/upload", &[("x-tenant-id", TENANT)], vec![b'y'; 4096]).await;
+    let next = post(
+        &proxy,
+        "/v1/upload",
+        &[("x-tenant-id", TENANT)],
+        vec![b'y'; 4096],
+    )
+    .await;
     assert_eq!(next.status, 200);
 }
 
@@ -273,12 +286,24 @@ async fn with_retry_on_401_off_jtls_401_is_passed_through() {
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.revoke_access_tokens();
 
-    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"small".to_vec()).await;
+    let answer = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        b"small".to_vec(),
+    )
+    .await;
     assert_eq!(answer.status, 401);
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
 
     // The refused token was still dropped: the next call gets a fresh one.
-    let next = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"small".to_vec()).await;
+    let next = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        b"small".to_vec(),
+    )
+    .await;
     assert_eq!(next.status, 200);
 }
 
@@ -327,7 +352,7 @@ async fn token_endpoint_down_and_token_expired_answers_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn a_429_from_jtl_is_passed_through_untouched_and_not_retried() {
+async fn a_429_from_jtl_is_passed_through_with_the_sidecars_retry_after_and_not_retried() {
     let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let tokens_before = proxy.emulator.token_requests();
@@ -338,10 +363,13 @@ async fn a_429_from_jtl_is_passed_through_untouched_and_not_retried() {
 
     let answer = get(&proxy.egress_url("/v1/orders"), &[]).await;
     assert_eq!(answer.status, 429);
+    // JTL sends no Retry-After: the sidecar adds one, the interval JTL named (the
+    // manual clock stands still, so all of it).
     assert_eq!(answer.headers["retry-after"], "30");
     assert_eq!(answer.headers["x-ratelimit-remaining"], "0");
-    assert_eq!(answer.headers["x-ratelimit-reset"], "30");
-    assert_eq!(answer.json()["error"], "rate_limited");
+    assert_eq!(answer.headers["x-ratelimit-interval-length-seconds"], "30");
+    // JTL's own error body, not the sidecar's.
+    assert_eq!(answer.json()["error_description"], "Too many requests");
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
     assert_eq!(proxy.emulator.token_requests(), tokens_before);
 }
@@ -501,7 +529,13 @@ async fn a_401_to_the_fresh_token_is_passed_on_without_a_third_attempt_and_drops
     let api_before = proxy.emulator.api_requests();
     proxy.emulator.set_api_failure(Failure::Status(401));
 
-    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"{}".to_vec()).await;
+    let answer = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(answer.status, 401);
     assert_eq!(proxy.emulator.api_requests() - api_before, 2);
 
@@ -523,7 +557,13 @@ async fn a_401_when_no_fresh_token_can_be_had_answers_503_with_the_token_endpoin
         .emulator
         .set_token_failure(Failure::StatusRetryAfter(503, 120));
 
-    let answer = post(&proxy, "/v1/items", &[("x-tenant-id", TENANT)], b"{}".to_vec()).await;
+    let answer = post(
+        &proxy,
+        "/v1/items",
+        &[("x-tenant-id", TENANT)],
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(answer.status, 503, "{:?}", answer.body);
     assert_eq!(answer.json()["error"], "temporarily_unavailable");
     let retry_after: u64 = answer.headers["retry-after"]
