@@ -35,7 +35,6 @@ use super::local_caller::refuse_foreign_caller;
 use super::rate_limits::{BudgetKey, RateLimits};
 use super::upstream::{Upstream, UpstreamError};
 use super::{BoxError, ProxyBody, RequestLine, full_body, streamed_body};
-use crate::clock::Clock;
 use crate::config::EgressConfig;
 use crate::jtl::{AccessToken, AccessTokens};
 use crate::telemetry::{Listener, Metrics};
@@ -82,7 +81,6 @@ impl Egress {
         body_read_timeout: Duration,
         tls: rustls::ClientConfig,
         tokens: AccessTokens,
-        clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Egress {
         Egress {
@@ -97,9 +95,15 @@ impl Egress {
             max_retry_body_bytes: settings.max_retry_body_bytes,
             allowed_hosts: settings.allowed_hosts.clone(),
             body_read_timeout,
-            rate_limits: RateLimits::new(settings, clock, &metrics),
+            rate_limits: RateLimits::off(),
             metrics,
         }
+    }
+
+    /// Keeps each tenant within JTL's rate budget (off until this is called).
+    pub fn with_rate_limits(mut self, rate_limits: RateLimits) -> Egress {
+        self.rate_limits = rate_limits;
+        self
     }
 
     pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {

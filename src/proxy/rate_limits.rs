@@ -155,6 +155,11 @@ impl RateLimits {
         limits
     }
 
+    /// Nothing kept, nothing waited for (`egress.rate_limits = false`).
+    pub fn off() -> RateLimits {
+        RateLimits::with_capacity(false, 0, Clock::system(), 0)
+    }
+
     fn with_capacity(
         enabled: bool,
         max_wait_ms: i64,
