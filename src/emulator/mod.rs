@@ -11,6 +11,7 @@
 
 mod app_keys;
 mod describe;
+mod rate_limit;
 mod reply;
 mod routes;
 mod server;
@@ -64,8 +65,10 @@ pub enum Failure {
     Delay(Duration),
     /// Answers 200 with a body larger than 64 KiB.
     Oversize,
-    /// Answers 429 as JTL's API does when a quota is used up: a JSON error body,
-    /// `Retry-After` and `X-RateLimit-Limit` / `-Remaining: 0` / `-Reset`.
+    /// Answers 429 with a JSON error body and `X-RateLimit-Limit` / `-Remaining: 0`.
+    /// The API does it as JTL's does, without `Retry-After` and with
+    /// `X-RateLimit-Interval-Length-Seconds: retry_after_s`; the token endpoints and key
+    /// sets send `Retry-After: retry_after_s`.
     RateLimited { retry_after_s: u64 },
     /// Answers 200 `application/json` with a body that is not JSON (a proxy's HTML
     /// error page).
@@ -169,6 +172,8 @@ pub(crate) struct State {
     /// `scope` of the latest successful token request.
     last_scope: Mutex<Option<String>>,
     counters: Counters,
+    /// The API's rate limits per tenant, and the API requests each tenant sent.
+    rate_limits: rate_limit::RateLimits,
     /// The app-token flow's identity provider.
     zitadel: zitadel::Zitadel,
 }
@@ -218,6 +223,7 @@ impl Emulator {
             api_failure: Mutex::default(),
             last_scope: Mutex::default(),
             counters: Counters::default(),
+            rate_limits: rate_limit::RateLimits::default(),
             zitadel: zitadel::Zitadel::new()?,
         });
         let server = server::Running::start(Arc::clone(&state), addr, options.tls).await?;
@@ -269,6 +275,20 @@ impl Emulator {
 
     pub fn api_requests(&self) -> u64 {
         self.state.counters.api_requests.load(Ordering::SeqCst)
+    }
+
+    /// Gives each tenant (by `X-Tenant-ID`; requests without one share a bucket of their
+    /// own) `limit` API requests per `interval` on the emulator's clock, then `429` until
+    /// the interval ends; the interval starts with the tenant's first request in it.
+    /// Every API answer reports the budget in `X-RateLimit-*`, as JTL's does.
+    pub fn set_rate_limit(&self, limit: u64, interval: Duration) {
+        self.state.rate_limits.set(limit, interval);
+    }
+
+    /// API requests that reached the emulator for this tenant (`None`: without
+    /// `X-Tenant-ID`), refused ones included.
+    pub fn api_requests_for(&self, tenant: Option<&str>) -> u64 {
+        self.state.rate_limits.received(tenant)
     }
 
     /// The `scope` sent with the latest successful token request (legacy or Zitadel).

@@ -82,10 +82,18 @@ async fn misbehave(failure: Failure, endpoint: Endpoint) -> Option<Reply> {
                 &json!({"error": "rate_limited", "error_description": "Too many requests"}),
             );
             let headers = reply.headers_mut();
-            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
             headers.insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
             headers.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-            headers.insert("x-ratelimit-reset", HeaderValue::from(retry_after_s));
+            // JTL's API names its interval and sends no Retry-After; the identity
+            // providers' token endpoints may.
+            if endpoint == Endpoint::Other {
+                headers.insert(
+                    "x-ratelimit-interval-length-seconds",
+                    HeaderValue::from(retry_after_s),
+                );
+            } else {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
             Some(reply)
         }
         Failure::Oversize => Some(json_reply(

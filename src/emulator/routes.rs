@@ -50,6 +50,9 @@ pub(super) async fn handle(
     } else if path == MINT_PATH {
         mint_endpoint(&state, &request)
     } else {
+        state
+            .rate_limits
+            .count(super::rate_limit::tenant_of(request.headers()));
         match call_counted(
             &state.counters.api_requests,
             &state.api_failure,
@@ -202,11 +205,24 @@ fn jwks_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
 }
 
 /// Answers with the request it received, as JSON, like a JTL API that reflects what the
-/// sidecar sent: method, path, query, headers and body.
+/// sidecar sent: method, path, query, headers and body; with the tenant's rate budget in
+/// `X-RateLimit-*`, or `429` when it is used up.
 async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
     if !bearer_is_valid(state, &request) {
         return unauthorized_bearer();
     }
+    let tenant = super::rate_limit::tenant_of(request.headers());
+    let spent = match state.rate_limits.spend(tenant, &state.clock) {
+        Ok(spent) => spent,
+        Err(spent) => {
+            let mut reply = json_reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"error": "rate_limited", "error_description": "Too many requests"}),
+            );
+            spent.insert_into(reply.headers_mut());
+            return reply;
+        }
+    };
     let (parts, body) = request.into_parts();
     let Some(body) = read_body(body).await else {
         return json_reply(
@@ -215,11 +231,6 @@ async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
         );
     };
     let mut reply = json_reply(StatusCode::OK, &describe_request(&parts, &body));
-    reply
-        .headers_mut()
-        .insert("x-ratelimit-limit", HeaderValue::from_static("1000"));
-    reply
-        .headers_mut()
-        .insert("x-ratelimit-remaining", HeaderValue::from_static("999"));
+    spent.insert_into(reply.headers_mut());
     reply
 }

@@ -35,6 +35,7 @@ use super::errors::{
 };
 use super::headers::{ensure_request_id, remove_hop_by_hop};
 use super::local_caller::refuse_foreign_caller;
+use super::rate_limits::{BudgetKey, RateLimits};
 use super::upstream::{Upstream, UpstreamError};
 use super::{BoxError, ProxyBody, RequestLine, full_body, streamed_body};
 use crate::config::EgressConfig;
@@ -62,6 +63,8 @@ pub struct Egress {
     /// How long a body read for a possible retry may take (`server.header_read_timeout_ms`):
     /// a caller trickling a body does not hold a buffer forever.
     body_read_timeout: Duration,
+    /// Each tenant kept within JTL's rate budget (SPEC §15).
+    rate_limits: RateLimits,
     metrics: Arc<Metrics>,
 }
 
@@ -100,8 +103,15 @@ impl Egress {
             max_retry_body_bytes: settings.max_retry_body_bytes,
             allowed_hosts: settings.allowed_hosts.clone(),
             body_read_timeout,
+            rate_limits: RateLimits::off(),
             metrics,
         }
+    }
+
+    /// Keeps each tenant within JTL's rate budget (off until this is called).
+    pub fn with_rate_limits(mut self, rate_limits: RateLimits) -> Egress {
+        self.rate_limits = rate_limits;
+        self
     }
 
     pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {
@@ -199,8 +209,13 @@ impl Egress {
         } else {
             RequestBody::Streamed(streamed_body(body))
         };
-        // Reading the body took time: take the token again (free while it is valid), so
-        // one that expired meanwhile is never sent.
+        // The tenant's JTL rate budget: go on, wait for its interval, or 429 unsent.
+        let budget = BudgetKey::of(headers.get(X_TENANT_ID));
+        if let Err(refused) = self.rate_limits.admit(budget).await {
+            return (refused, "rate_limited");
+        }
+        // Reading the body (and waiting) took time: take the token again (free while it
+        // is valid), so one that expired meanwhile is never sent.
         let token = match self.credential(acting.as_ref()).await {
             Ok(current) => current,
             Err(refused) => return refused,
@@ -212,7 +227,7 @@ impl Egress {
 
         let attempt = |body: ProxyBody, token: &Credential| {
             let request = outgoing(&parts.method, &uri, &headers, body, token.authorization());
-            self.send(request)
+            self.send(request, budget)
         };
         let response = match attempt(first_body, &token).await {
             Ok(response) => response,
@@ -239,6 +254,9 @@ impl Egress {
         };
         // The 401's connection is not reused; its body is not wanted.
         drop(response);
+        if let Err(refused) = self.rate_limits.admit(budget).await {
+            return (refused, "rate_limited");
+        }
         let fresh = match self.credential(acting.as_ref()).await {
             Ok(fresh) => fresh,
             Err(refused) => return refused,
@@ -293,11 +311,17 @@ impl Egress {
     async fn send(
         &self,
         request: Request<ProxyBody>,
+        budget: BudgetKey,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let started = Instant::now();
-        let result = self.upstream.send(request).await;
+        let mut result = self.upstream.send(request).await;
         self.metrics
             .observe_upstream(Listener::Egress, started.elapsed());
+        if let Ok(response) = &mut result {
+            let status = response.status();
+            self.rate_limits
+                .record(budget, status, response.headers_mut());
+        }
         result
     }
 }
@@ -388,8 +412,8 @@ fn outgoing(
     request
 }
 
-/// JTL's answer streamed back unchanged (its error bodies, `X-RateLimit-*`, a 429 and
-/// its `Retry-After` included) apart from hop-by-hop headers.
+/// JTL's answer streamed back unchanged (its error bodies and `X-RateLimit-*` included)
+/// apart from hop-by-hop headers and, on a 429, the sidecar's `Retry-After`.
 fn finish(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
     remove_hop_by_hop(response.headers_mut());
     response

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     /// `403`: the caller may not do this (a browser on a local endpoint, a drain without
     /// its credential).
     Forbidden,
+    /// `429`: the tenant's JTL rate budget would not come back in time (egress).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -34,6 +36,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::MisdirectedRequest => "misdirected_request",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
@@ -46,6 +49,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

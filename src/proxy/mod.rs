@@ -12,6 +12,7 @@ pub mod ingress;
 pub mod local_caller;
 pub mod paths;
 pub mod pool;
+pub mod rate_limits;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::jtl::{self, Jtl};
 use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
+use crate::proxy::rate_limits::RateLimits;
 use crate::shared_cache::SharedTokenStore;
 use crate::telemetry::Metrics;
 use crate::tenants::{ConnectTenant, TenantRecorder, TenantRecords, TenantStore};
@@ -59,7 +60,7 @@ impl Server {
                 config.session.flow,
                 &config.session.profiles,
                 &jtl.key_sets,
-                clock,
+                clock.clone(),
                 config.session.verified_cache_entries,
             )
             .keeping_claims(forwarded_claims),
@@ -109,7 +110,7 @@ impl Server {
         ));
         let egress_tls = crate::tls::client_tls_config(config.jtl.ca_file.as_deref())
             .map_err(jtl::JtlSetupError::Http)?;
-        let egress = Arc::new(Egress::new(
+        let egress = Egress::new(
             &config.egress,
             &config.jtl.api_base_url,
             config.jtl.timeout,
@@ -117,7 +118,9 @@ impl Server {
             egress_tls,
             &jtl,
             Arc::clone(&metrics),
-        ));
+        );
+        let rate_limits = RateLimits::new(&config.egress, clock, &metrics);
+        let egress = Arc::new(egress.with_rate_limits(rate_limits));
         let limits = Limits::from_descriptors();
         let budget_clock = CoarseClock::new();
         tracing::info!(

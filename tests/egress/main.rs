@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod local_callers;
+mod rate_limits;
 
 use std::time::Duration;
 
@@ -351,7 +352,7 @@ async fn token_endpoint_down_and_token_expired_answers_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn a_429_from_jtl_is_passed_through_untouched_and_not_retried() {
+async fn a_429_from_jtl_is_passed_through_with_the_sidecars_retry_after_and_not_retried() {
     let proxy = Proxy::builder().egress().start().await;
     warm_up(&proxy).await;
     let tokens_before = proxy.emulator.token_requests();
@@ -362,10 +363,13 @@ async fn a_429_from_jtl_is_passed_through_untouched_and_not_retried() {
 
     let answer = get(&proxy.egress_url("/v1/orders"), &[]).await;
     assert_eq!(answer.status, 429);
+    // JTL sends no Retry-After: the sidecar adds one, the interval JTL named (the
+    // manual clock stands still, so all of it).
     assert_eq!(answer.headers["retry-after"], "30");
     assert_eq!(answer.headers["x-ratelimit-remaining"], "0");
-    assert_eq!(answer.headers["x-ratelimit-reset"], "30");
-    assert_eq!(answer.json()["error"], "rate_limited");
+    assert_eq!(answer.headers["x-ratelimit-interval-length-seconds"], "30");
+    // JTL's own error body, not the sidecar's.
+    assert_eq!(answer.json()["error_description"], "Too many requests");
     assert_eq!(proxy.emulator.api_requests() - api_before, 1);
     assert_eq!(proxy.emulator.token_requests(), tokens_before);
 }
