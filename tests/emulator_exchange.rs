@@ -634,3 +634,19 @@ async fn revoked_exchanged_tokens_are_refused_but_their_refresh_tokens_work() {
     assert_eq!(json(&echoed)["acting"]["kind"], "tenant");
     assert_eq!(jtl.emulator.refresh_token_reuses(), 0);
 }
+
+#[tokio::test]
+async fn a_refresh_token_sent_twice_at_once_rotates_once_and_counts_one_reuse() {
+    let jtl = jtl().await;
+    let minted = json(&jtl.mint_tenant(TENANT).await);
+    let refresh_token = field(&minted, "refreshToken");
+    let (a, b) = tokio::join!(
+        jtl.refresh(ExchangeKind::Tenant, refresh_token),
+        jtl.refresh(ExchangeKind::Tenant, refresh_token),
+    );
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400]);
+    assert_eq!(jtl.emulator.refresh_token_reuses(), 1);
+    assert_eq!(jtl.emulator.refresh_calls(ExchangeKind::Tenant), 2);
+}
