@@ -5,12 +5,15 @@ use http::request::Parts;
 use ring::digest;
 use serde_json::{Map, Value, json};
 
+use super::exchange::Acting;
+
 /// Bodies up to this size are included in full; larger ones by length and digest only.
 const ECHOED_BODY_MAX: usize = 64 * 1024;
 
 /// Method, HTTP version, the request target as it arrived (origin-form `/path?query`
 /// or absolute-form `http://host/path`), path, query, every header (name → list of values, in order),
-/// and the body (text, length and SHA-256).
+/// and the body (text, length and SHA-256); in the emulator's API echo also who the
+/// bearer token acts for (`"acting"`).
 pub fn describe_request(parts: &Parts, body: &[u8]) -> Value {
     let mut headers = Map::new();
     for (name, value) in &parts.headers {
@@ -27,7 +30,7 @@ pub fn describe_request(parts: &Parts, body: &[u8]) -> Value {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    json!({
+    let mut described = json!({
         "method": parts.method.as_str(),
         "version": format!("{:?}", parts.version),
         "target": parts.uri.to_string(),
@@ -37,5 +40,9 @@ pub fn describe_request(parts: &Parts, body: &[u8]) -> Value {
         "body": (body.len() <= ECHOED_BODY_MAX).then(|| String::from_utf8_lossy(body).into_owned()),
         "body_length": body.len(),
         "body_sha256": sha256,
-    })
+    });
+    if let Some(acting) = parts.extensions.get::<Acting>() {
+        described["acting"] = acting.to_json();
+    }
+    described
 }

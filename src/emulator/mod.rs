@@ -8,9 +8,23 @@
 //! The same server is also JTL's Zitadel for the app-token flow (SPEC §11): its token
 //! endpoint, public key set, discovery document and app-token minting are in
 //! `src/emulator/zitadel.rs` ([`APP_TOKEN_PATH`], [`Emulator::mint_app_token`], ...).
+//!
+//! It is also JTL's account service for token exchange, under the API base
+//! URL: `POST /account/identity/act-as-user-token` (`{"userId", "tenantId"}`) and
+//! `POST /account/identity/delegated-token` (`{"tenantId"}`) answer an access token (an
+//! RS256 JWT), a refresh token and a lifetime, spelled as [`Emulator::set_exchange_spelling`]
+//! says; `…/refresh` (`{"refreshToken"}`) rotates both, and a refresh token presented twice
+//! is `400 invalid_grant` and counted ([`Emulator::refresh_token_reuses`]). The app's
+//! bearer token is required (401 like the API). Switches refuse as JTL does (app not
+//! installed 404, capability not enabled 403, user not a member 403) or fail
+//! ([`Emulator::set_exchange_failure`]). The API echo accepts a live exchanged token and
+//! reports who acted under `"acting"`. See `src/emulator/exchange.rs`.
 
 mod app_keys;
+mod bearer;
 mod describe;
+mod exchange;
+mod exchange_routes;
 mod rate_limit;
 mod reply;
 mod routes;
@@ -18,6 +32,10 @@ mod server;
 mod zitadel;
 
 pub use describe::describe_request;
+pub use exchange::{
+    ACT_AS_USER_PATH, ACT_AS_USER_REFRESH_PATH, DEFAULT_EXCHANGED_TOKEN_LIFETIME_S, DELEGATED_PATH,
+    DELEGATED_REFRESH_PATH, EXCHANGE_KEY_ID, ExchangeKind, ExchangeSpelling, service_user_id,
+};
 pub use zitadel::{
     APP_EC_KEY_ID, APP_KEY_ID, APP_KEYS_PATH, APP_OKP_KEY_ID, APP_TOKEN_MINT_PATH, APP_TOKEN_PATH,
     DEV_APP_ID, DEV_APP_USER_ID, DISCOVERY_PATH,
@@ -176,6 +194,8 @@ pub(crate) struct State {
     rate_limits: rate_limit::RateLimits,
     /// The app-token flow's identity provider.
     zitadel: zitadel::Zitadel,
+    /// The account service's token exchange.
+    exchange: exchange::Exchange,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -225,6 +245,7 @@ impl Emulator {
             counters: Counters::default(),
             rate_limits: rate_limit::RateLimits::default(),
             zitadel: zitadel::Zitadel::new()?,
+            exchange: exchange::Exchange::new()?,
         });
         let server = server::Running::start(Arc::clone(&state), addr, options.tls).await?;
         let emulator = Emulator { state, server };

@@ -4,12 +4,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::bearer::{acting, bearer_is_valid, unauthorized_bearer};
 use super::reply::{
     Endpoint, Reply, basic_credentials, call_counted, json_reply, query_pairs, query_param,
     read_body,
@@ -22,6 +23,10 @@ pub(super) async fn handle(
 ) -> Result<Reply, Infallible> {
     let path = request.uri().path().to_owned();
     let request = match super::zitadel::route(&state, &path, request).await {
+        Ok(reply) => return Ok(reply),
+        Err(request) => request,
+    };
+    let request = match super::exchange_routes::route(&state, &path, request).await {
         Ok(reply) => return Ok(reply),
         Err(request) => request,
     };
@@ -176,27 +181,6 @@ fn mint_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
     reply
 }
 
-fn bearer_is_valid(state: &State, request: &Request<Incoming>) -> bool {
-    request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|token| state.is_valid_access_token(token))
-}
-
-fn unauthorized_bearer() -> Reply {
-    let mut reply = json_reply(
-        StatusCode::UNAUTHORIZED,
-        &json!({"error": "invalid_token", "error_description": "The access token is missing, expired or revoked"}),
-    );
-    reply.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    );
-    reply
-}
-
 fn jwks_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
     if !bearer_is_valid(state, request) {
         return unauthorized_bearer();
@@ -207,10 +191,12 @@ fn jwks_endpoint(state: &State, request: &Request<Incoming>) -> Reply {
 /// Answers with the request it received, as JSON, like a JTL API that reflects what the
 /// sidecar sent: method, path, query, headers and body; with the tenant's rate budget in
 /// `X-RateLimit-*`, or `429` when it is used up.
-async fn api_echo(state: &State, request: Request<Incoming>) -> Reply {
-    if !bearer_is_valid(state, &request) {
+async fn api_echo(state: &State, mut request: Request<Incoming>) -> Reply {
+    // The app's token or a live exchanged one; the echo says which (`"acting"`).
+    let Some(acting) = acting(state, &request) else {
         return unauthorized_bearer();
-    }
+    };
+    request.extensions_mut().insert(acting);
     let tenant = super::rate_limit::tenant_of(request.headers());
     let spent = match state.rate_limits.spend(tenant, &state.clock) {
         Ok(spent) => spent,

@@ -228,7 +228,7 @@ impl Zitadel {
     }
 }
 
-fn sign_rs256(pair: &RsaKeyPair, header: &Value, claims: &Value) -> Option<String> {
+pub(super) fn sign_rs256(pair: &RsaKeyPair, header: &Value, claims: &Value) -> Option<String> {
     let signing_input = format!(
         "{}.{}",
         base64url_encode(header.to_string().as_bytes()),
