@@ -193,9 +193,10 @@ impl Egress {
         plain_json_content_type(&mut headers);
 
         // The token first: without one there is nothing to send, and the body is not read.
-        if let Err(refused) = self.credential(acting.as_ref()).await {
-            return refused;
-        }
+        let early = match self.credential(acting.as_ref()).await {
+            Ok(token) => token,
+            Err(refused) => return refused,
+        };
         let body = if self.retry_on_401 {
             let read = read_for_retry(body, self.max_retry_body_bytes);
             match tokio::time::timeout(self.body_read_timeout, read).await {
@@ -216,9 +217,15 @@ impl Egress {
         }
         // Reading the body (and waiting) took time: take the token again (free while it
         // is valid), so one that expired meanwhile is never sent.
-        let token = match self.credential(acting.as_ref()).await {
-            Ok(current) => current,
-            Err(refused) => return refused,
+        let token = match early {
+            // Still before its refresh time: the same token, asked for once per request.
+            Credential::Exchanged(token) if self.exchange.is_fresh(&token) => {
+                Credential::Exchanged(token)
+            }
+            _ => match self.credential(acting.as_ref()).await {
+                Ok(current) => current,
+                Err(refused) => return refused,
+            },
         };
         let (first_body, replay) = match body {
             RequestBody::Buffered(bytes) => (full_body(bytes.clone()), Some(bytes)),

@@ -2,6 +2,7 @@
 //! emulator, whose API echo answers with the request it received (or 401 when the access
 //! token is not one it issued and still honours). Who may call it: local_callers.rs.
 
+mod act_as;
 #[path = "../common/mod.rs"]
 mod common;
 mod local_callers;

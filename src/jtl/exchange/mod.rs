@@ -229,6 +229,12 @@ impl TokenExchange {
         &self.inner.counts
     }
 
+    /// Whether `token` is still before its refresh time (so it may be sent again
+    /// without asking the cache).
+    pub fn is_fresh(&self, token: &ExchangedToken) -> bool {
+        self.inner.clock.mono_ms() < token.refresh_at_mono
+    }
+
     /// The URL of a kind's minting endpoint (for `check --online`).
     pub fn mint_url(&self, kind: ExchangeKind) -> String {
         format!("{}{}", self.inner.api_base, kind.path())
