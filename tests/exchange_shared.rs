@@ -56,6 +56,19 @@ impl App {
         }
     }
 
+    /// `n` whole sidecars of this app: their egress addresses, and the senders that
+    /// stop them when dropped.
+    async fn replicas(&self, n: usize) -> (Vec<SocketAddr>, Vec<oneshot::Sender<()>>) {
+        let mut replicas = Vec::new();
+        let mut stops = Vec::new();
+        for _ in 0..n {
+            let (egress, stop) = self.replica().await;
+            replicas.push(egress);
+            stops.push(stop);
+        }
+        (replicas, stops)
+    }
+
     /// A whole sidecar of this app; stopped when the sender is dropped.
     async fn replica(&self) -> (SocketAddr, oneshot::Sender<()>) {
         let config = load_str(&self.toml, Vec::new())
@@ -106,13 +119,7 @@ async fn three_replicas_exchange_once_and_refresh_once_between_them() {
         return;
     };
     let app = App::start(&url).await;
-    let mut replicas = Vec::new();
-    let mut stops = Vec::new();
-    for _ in 0..3 {
-        let (egress, stop) = app.replica().await;
-        replicas.push(egress);
-        stops.push(stop);
-    }
+    let (replicas, _stops) = app.replicas(3).await;
 
     let tokens = spread(&replicas, "42", 30).await;
     assert_eq!(tokens.len(), 1, "one token for all three replicas");
@@ -146,13 +153,7 @@ async fn with_redis_killed_each_replica_exchanges_alone_and_never_reuses_a_refre
         return;
     };
     let app = App::start(&redis.url("", 0)).await;
-    let mut replicas = Vec::new();
-    let mut stops = Vec::new();
-    for _ in 0..3 {
-        let (egress, stop) = app.replica().await;
-        replicas.push(egress);
-        stops.push(stop);
-    }
+    let (replicas, _stops) = app.replicas(3).await;
     let shared = spread(&replicas, "42", 9).await;
     assert_eq!(shared.len(), 1);
     assert_eq!(app.emulator.exchange_calls(ExchangeKind::User), 1);

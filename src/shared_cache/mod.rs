@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use connection::RedisFailure;
-pub use seal::{Entry, SealingKey, entry_key, lock_key};
+pub use seal::{Entry, SealingKey, digest_key, entry_key, lock_key};
 
 use crate::clock::{Clock, duration_ms};
 use crate::config::{Config, RedisPassword, RedisTarget};

@@ -126,20 +126,37 @@ pub fn entry_key(
     client_id: &str,
     scope: Option<&str>,
 ) -> String {
+    let mut input = length_prefixed(&[token_url, client_id, scope.unwrap_or("")]);
+    // A scope of "" is never configured (it means none), but keep the two apart anyway.
+    input.push(u8::from(scope.is_some()));
+    format!("{key_prefix}:access-token:{}", hex_sha256(&input))
+}
+
+/// `{key_prefix}:{kind}:` and the hex SHA-256 of `fields`, each preceded by its length,
+/// so no two lists collide and no field stands in clear.
+pub fn digest_key(key_prefix: &str, kind: &str, fields: &[&str]) -> String {
+    format!(
+        "{key_prefix}:{kind}:{}",
+        hex_sha256(&length_prefixed(fields))
+    )
+}
+
+/// Each field preceded by its length (8 bytes, big-endian).
+fn length_prefixed(fields: &[&str]) -> Vec<u8> {
     let mut input = Vec::new();
-    for field in [token_url, client_id, scope.unwrap_or("")] {
+    for field in fields {
         input.extend_from_slice(&(field.len() as u64).to_be_bytes());
         input.extend_from_slice(field.as_bytes());
     }
-    // A scope of "" is never configured (it means none), but keep the two apart anyway.
-    input.push(u8::from(scope.is_some()));
-    let digest = digest::digest(&digest::SHA256, &input);
-    let hex: String = digest
+    input
+}
+
+fn hex_sha256(input: &[u8]) -> String {
+    digest::digest(&digest::SHA256, input)
         .as_ref()
         .iter()
         .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("{key_prefix}:access-token:{hex}")
+        .collect()
 }
 
 /// The lock beside an entry.

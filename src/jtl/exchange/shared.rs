@@ -16,14 +16,13 @@
 
 use std::sync::Arc;
 
-use ring::digest;
 use serde::{Deserialize, Serialize};
 
 use super::answer::{Answer, ExchangedToken, LifetimeFrom, Times};
 use super::metrics::Event;
 use super::{ExchangeError, ExchangeKey, SlotState, TokenExchange};
 use crate::secrets::Secret;
-use crate::shared_cache::{Acquired, Entry, Judgement, Place, SharedTokenStore};
+use crate::shared_cache::{Acquired, Entry, Judgement, Place, SharedTokenStore, digest_key};
 
 /// What the sealed entry's `token` holds for an exchanged token.
 #[derive(Serialize, Deserialize)]
@@ -34,21 +33,13 @@ struct Stored {
 }
 
 /// `{key_prefix}:exchanged-token:` and the hex SHA-256 of the client id, the kind, the
-/// tenant and the user, each preceded by its length, so no two keys collide and Redis
-/// never holds an id in clear.
+/// tenant and the user, so no two keys collide and Redis never holds an id in clear.
 pub fn exchanged_entry_key(key_prefix: &str, client_id: &str, key: &ExchangeKey) -> String {
-    let mut input = Vec::new();
-    for field in [client_id, key.kind.as_str(), &key.tenant_id, &key.user_id] {
-        input.extend_from_slice(&(field.len() as u64).to_be_bytes());
-        input.extend_from_slice(field.as_bytes());
-    }
-    let digest = digest::digest(&digest::SHA256, &input);
-    let hex: String = digest
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("{key_prefix}:exchanged-token:{hex}")
+    digest_key(
+        key_prefix,
+        "exchanged-token",
+        &[client_id, key.kind.as_str(), &key.tenant_id, &key.user_id],
+    )
 }
 
 /// A token for `key` through the shared entry: another replica's, or one this replica
