@@ -297,6 +297,8 @@ struct Shown {
     /// Introduces the minting `curl`.
     mint_intro: &'static str,
     mint_command: String,
+    /// The user the printed token is for.
+    user_id: &'static str,
 }
 
 impl Shown {
@@ -311,6 +313,7 @@ impl Shown {
                 "curl -s '{}{MINT_PATH}?tenantId={DEV_TENANT_ID}&userId={DEV_USER_ID}&tenantSlug={DEV_TENANT_SLUG}'",
                 emulator.base_url()
             ),
+            user_id: DEV_USER_ID,
         }
     }
 
@@ -336,6 +339,7 @@ impl Shown {
                 "curl -s '{}{APP_TOKEN_MINT_PATH}?tenantId={DEV_TENANT_ID}&sub={DEV_APP_USER_ID}{aud}'",
                 emulator.base_url()
             ),
+            user_id: DEV_APP_USER_ID,
         }
     }
 }
@@ -391,6 +395,15 @@ fn print_instructions(
         );
         println!();
         println!("  curl -s http://{egress}/v1/hello -H 'X-Tenant-ID: {DEV_TENANT_ID}'");
+        println!();
+        println!(
+            "For work a user started, with that user's JTL permissions (the sidecar exchanges, caches and refreshes JTL's on-behalf-of token; X-JTL-Act-As: tenant acts as your app's installation):"
+        );
+        println!();
+        println!(
+            "  curl -s http://{egress}/v1/hello -H 'X-Tenant-ID: {DEV_TENANT_ID}' -H 'X-JTL-Act-As: user:{}'",
+            shown.user_id
+        );
         println!();
     }
     for (_, shown) in tokens {

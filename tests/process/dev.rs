@@ -125,6 +125,7 @@ fn dev_runs_the_app_token_flow_by_default_and_its_curl_commands_work() {
     let first = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let spoofed = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let egress = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
+    let act_as = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s http"));
     let mint = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s 'http"));
     let connect = next_line_matching(&lines, |l| l.trim_start().starts_with("curl -s -X POST"));
     let app_token = first
@@ -183,6 +184,12 @@ fn dev_runs_the_app_token_flow_by_default_and_its_curl_commands_work() {
             .as_str()
             .is_some_and(|value| value.starts_with("Bearer ") && !value.contains(&app_token))
     );
+
+    // Acting for the user: the emulator's account service exchanged a token for them.
+    let echoed: serde_json::Value = serde_json::from_str(&sh(act_as.trim())).unwrap();
+    assert_eq!(echoed["acting"]["kind"], "user", "{echoed}");
+    assert_eq!(echoed["acting"]["user_id"], DEV_APP_USER_ID, "{echoed}");
+    assert_eq!(echoed["acting"]["tenant_id"], DEV_TENANT_ID, "{echoed}");
 
     // A minted token works like the printed one.
     let minted = sh(mint.trim());
