@@ -11,13 +11,27 @@
 # LOG_LEVEL=error (or any `log.level`) measures at another level, e.g. without the access
 # log; STDOUT=pipe sends the sidecar's stdout through `cat` to /dev/null instead.
 #
+# EGRESS=1 measures the egress listener instead: the backend's call through the sidecar
+# to JTL's API (the emulator's API echo, which reports a large X-RateLimit-* budget, so the
+# tenant is never limited) with the app's own token, `X-Tenant-ID` one UUID, no
+# `X-JTL-Act-As`; the config names no egress key but `listen`, so older builds take it.
+# JTL is the `dev` of BIN unless JTL_BIN names another build: to compare two builds of the
+# sidecar, give both the same JTL_BIN so that JTL's answers are the same bytes.
+#
+# Valgrind counts each byte of a `rep movsb` as an instruction, and glibc's memcpy uses it
+# from 2 112 bytes on (glibc 2.36 with AVX2): a future that grows past that (hyper moves the request's future)
+# then counts far more than it costs on the CPU.
+# GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=0x100000 keeps memcpy on its vector
+# loop, for a count closer to the work done.
+#
 # Prints "LABEL requests=N Ir=N Ir/req=N"; the dump stays in benches/callgrind-out/LABEL/
 # for callgrind_annotate. Installs wrk, nginx-light and valgrind from Debian when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$(realpath "$1")"
 LABEL="${2:-run}"
-BACKEND_PORT=28080 INGRESS_PORT=28082 ADMIN_PORT=28083
+JTL_BIN="$(realpath "${JTL_BIN:-$1}")"
+BACKEND_PORT=28080 EGRESS_PORT=28081 INGRESS_PORT=28082 ADMIN_PORT=28083
 EMULATOR_PORT=28090 JTL_INGRESS_PORT=28092 JTL_ADMIN_PORT=28093
 source benches/lib.sh
 need_debian wrk wrk
@@ -37,11 +51,21 @@ cleanup() {
 trap cleanup EXIT
 
 nginx_backend "$WORK/backend" "$BACKEND_PORT"
-start_jtl "$BIN" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT"
+start_jtl "$JTL_BIN" "$EMULATOR_PORT" "$JTL_INGRESS_PORT" "$JTL_ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT"
+if [ "${EGRESS:-0}" = 1 ]; then
+  export EGRESS_LISTEN="127.0.0.1:$EGRESS_PORT"
+  URL="http://127.0.0.1:$EGRESS_PORT/bench"
+  # One tenant, the same header on every request.
+  WRK_ARGS=(-H "X-Tenant-ID: 0b4f7c2e-6a1d-4e8b-9c3f-2d5a7e9b1c40")
+else
+  URL="http://127.0.0.1:$INGRESS_PORT/bench"
+  tokens_lua "$WORK/tokens.lua"
+  mint "$EMULATOR_PORT" 1 "$WORK/one.txt"
+  export TOKENS_FILE="$WORK/one.txt"
+  WRK_ARGS=(-s "$WORK/tokens.lua")
+fi
 # At the default level (info) unless LOG_LEVEL says otherwise (sidecar_toml reads it).
 sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
-tokens_lua "$WORK/tokens.lua"
-mint "$EMULATOR_PORT" 1 "$WORK/one.txt"
 
 if [ "${STDOUT:-null}" = pipe ]; then
   mkfifo "$WORK/stdout"
@@ -58,10 +82,9 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" "the sidecar under valgrind"
-URL="http://127.0.0.1:$INGRESS_PORT/bench"
-TOKENS_FILE="$WORK/one.txt" wrk -t1 -c32 -d3s -s "$WORK/tokens.lua" "$URL" >"$OUT/warmup.txt"
+wrk -t1 -c32 -d3s "${WRK_ARGS[@]}" "$URL" >"$OUT/warmup.txt"
 callgrind_control -z "$SIDECAR_PID" >/dev/null
-TOKENS_FILE="$WORK/one.txt" wrk -t1 -c32 -d10s -s "$WORK/tokens.lua" "$URL" >"$OUT/wrk.txt"
+wrk -t1 -c32 -d10s "${WRK_ARGS[@]}" "$URL" >"$OUT/wrk.txt"
 callgrind_control -d "$SIDECAR_PID" >/dev/null
 if grep -q Non-2xx "$OUT/wrk.txt"; then
   echo "error: non-2xx answers" >&2

@@ -82,7 +82,8 @@ start_jtl() {
 # sidecar_toml FILE FLOW INGRESS_PORT ADMIN_PORT UPSTREAM EMULATOR_PORT: a `run` config in
 # front of UPSTREAM with JTL at the emulator, in FLOW `session` (legacy IdP) or
 # `app-token` (the emulator is Zitadel too: its base URL is the issuer, the audience its
-# app id), egress off, warnings only, tenants in SQLite beside FILE.
+# app id), egress off (EGRESS_LISTEN, an address, turns it on with its defaults), the log
+# at LOG_LEVEL (default info), tenants in SQLite beside FILE.
 sidecar_toml() {
   local token_url="" session=""
   if [ "$2" = app-token ]; then
@@ -100,7 +101,7 @@ flow = \"session-token\""
 listen = "127.0.0.1:$3"
 upstream = "$5"
 [egress]
-listen = ""
+listen = "${EGRESS_LISTEN:-}"
 [jtl]
 client_id = "emulated-client"
 client_secret = "emulated-secret"
