@@ -143,7 +143,7 @@ impl Egress {
                     tenant.as_deref(),
                     self.exchange.enabled(),
                 ) {
-                    Ok(acting) => self.forward(request, acting).await,
+                    Ok(acting) => self.forward(request, tenant.as_deref(), acting).await,
                     Err(reason) => (
                         error_response(ErrorCode::InvalidRequest, reason),
                         "invalid_request",
@@ -176,6 +176,7 @@ impl Egress {
     async fn forward(
         &self,
         request: Request<Incoming>,
+        tenant: Option<&str>,
         acting: Option<ExchangeKey>,
     ) -> (Response<ProxyBody>, &'static str) {
         let (parts, body) = request.into_parts();
@@ -189,7 +190,10 @@ impl Egress {
         // the client, which takes it from the API's URL (`:authority` over HTTP/2).
         headers.remove(AUTHORIZATION);
         headers.remove(HOST);
-        headers.remove(X_JTL_ACT_AS);
+        // Present exactly when a request acts for someone (else it was refused before).
+        if acting.is_some() {
+            headers.remove(X_JTL_ACT_AS);
+        }
         plain_json_content_type(&mut headers);
 
         // The token first: without one there is nothing to send, and the body is not read.
@@ -211,8 +215,7 @@ impl Egress {
             RequestBody::Streamed(streamed_body(body))
         };
         // The tenant's JTL rate budget: go on, wait for its interval, or 429 unsent.
-        let budget = BudgetKey::of(headers.get(X_TENANT_ID));
-        if let Err(refused) = self.rate_limits.admit(budget).await {
+        if let Err(refused) = self.admit(tenant).await {
             return (refused, "rate_limited");
         }
         // Reading the body (and waiting) took time: take the token again (free while it
@@ -234,7 +237,7 @@ impl Egress {
 
         let attempt = |body: ProxyBody, token: &Credential| {
             let request = outgoing(&parts.method, &uri, &headers, body, token.authorization());
-            self.send(request, budget)
+            self.send(request, tenant)
         };
         let response = match attempt(first_body, &token).await {
             Ok(response) => response,
@@ -246,7 +249,7 @@ impl Egress {
         // JTL answers a request without `X-Tenant-ID` with 401 too: that says nothing
         // about the token, so it is passed back as it came and nothing is invalidated
         // (a token request per caller mistake would be wasted).
-        if !headers.contains_key(X_TENANT_ID) {
+        if tenant.is_none() {
             tracing::debug!(
                 "JTL's API answered 401 to a request without X-Tenant-ID; passed back, the access token kept"
             );
@@ -261,7 +264,7 @@ impl Egress {
         };
         // The 401's connection is not reused; its body is not wanted.
         drop(response);
-        if let Err(refused) = self.rate_limits.admit(budget).await {
+        if let Err(refused) = self.admit(tenant).await {
             return (refused, "rate_limited");
         }
         let fresh = match self.credential(acting.as_ref()).await {
@@ -300,7 +303,9 @@ impl Egress {
                 Err(error) => Err(token_unavailable(error.retry_after_s)),
             };
         };
-        match self.exchange.token_for(key).await {
+        // Boxed: the exchange (cache, single flight, JTL, Redis) is a large future that a
+        // request with the app's own token should not carry.
+        match Box::pin(self.exchange.token_for(key)).await {
             Ok(token) => Ok(Credential::Exchanged(token)),
             Err(error) => Err(exchange_failure(error)),
         }
@@ -310,15 +315,28 @@ impl Egress {
     async fn invalidate(&self, acting: Option<&ExchangeKey>, token: &Credential) {
         match (acting, token) {
             (_, Credential::App(token)) => self.tokens.invalidate(token),
-            (Some(key), Credential::Exchanged(token)) => self.exchange.invalidate(key, token).await,
+            (Some(key), Credential::Exchanged(token)) => {
+                Box::pin(self.exchange.invalidate(key, token)).await
+            }
             (None, Credential::Exchanged(_)) => {}
         }
+    }
+
+    /// The tenant's JTL rate budget: go on, wait for its interval, or the sidecar's 429.
+    /// The wait is boxed: a request that never waits (no tenant blocked) carries none of
+    /// it in its future.
+    async fn admit(&self, tenant: Option<&str>) -> Result<(), Response<ProxyBody>> {
+        if !self.rate_limits.any_blocked() {
+            return Ok(());
+        }
+        let key = BudgetKey::of_tenant(tenant.map(str::as_bytes));
+        Box::pin(self.rate_limits.admit(key)).await
     }
 
     async fn send(
         &self,
         request: Request<ProxyBody>,
-        budget: BudgetKey,
+        tenant: Option<&str>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let started = Instant::now();
         let mut result = self.upstream.send(request).await;
@@ -326,8 +344,11 @@ impl Egress {
             .observe_upstream(Listener::Egress, started.elapsed());
         if let Ok(response) = &mut result {
             let status = response.status();
-            self.rate_limits
-                .record(budget, status, response.headers_mut());
+            self.rate_limits.record_with(
+                || BudgetKey::of_tenant(tenant.map(str::as_bytes)),
+                status,
+                response.headers_mut(),
+            );
         }
         result
     }

@@ -51,9 +51,14 @@ pub struct BudgetKey(Option<u128>);
 impl BudgetKey {
     /// The budget of a request with this (already validated) `X-Tenant-ID`, if any.
     pub fn of(tenant_id: Option<&HeaderValue>) -> BudgetKey {
+        BudgetKey::of_tenant(tenant_id.map(HeaderValue::as_bytes))
+    }
+
+    /// The same from the validated tenant id's bytes.
+    pub fn of_tenant(tenant_id: Option<&[u8]>) -> BudgetKey {
         BudgetKey(
             tenant_id
-                .and_then(|value| uuid::Uuid::try_parse_ascii(value.as_bytes()).ok())
+                .and_then(|bytes| uuid::Uuid::try_parse_ascii(bytes).ok())
                 .map(|uuid| uuid.as_u128()),
         )
     }
@@ -180,6 +185,12 @@ impl RateLimits {
     /// Before a request is sent: at once when its tenant has budget (or none is known),
     /// after a wait on the clock when the tenant's interval ends within the longest wait,
     /// else the sidecar's `429` (never sent to JTL).
+    /// Whether any tenant's budget may be spent now: `false` (one clock read, one atomic
+    /// load) lets a request go without [`RateLimits::admit`].
+    pub fn any_blocked(&self) -> bool {
+        self.enabled && self.clock.mono_ms() < self.latest_block_ms.load(Ordering::Acquire)
+    }
+
     pub async fn admit(&self, key: BudgetKey) -> Result<(), Response<ProxyBody>> {
         if !self.enabled {
             return Ok(());
@@ -230,14 +241,26 @@ impl RateLimits {
     /// `Retry-After` the sidecar computed. An answer without the headers, or with values
     /// that make no sense, changes nothing (a `429` still blocks, briefly).
     pub fn record(&self, key: BudgetKey, status: StatusCode, headers: &mut HeaderMap) {
+        self.record_with(|| key, status, headers);
+    }
+
+    /// [`RateLimits::record`], with the key made only when the answer spends a budget
+    /// (most answers do not: no key is parsed for them).
+    pub fn record_with(
+        &self,
+        key: impl FnOnce() -> BudgetKey,
+        status: StatusCode,
+        headers: &mut HeaderMap,
+    ) {
         if !self.enabled {
             return;
         }
         let too_many = status == StatusCode::TOO_MANY_REQUESTS;
-        let remaining = headers.get(X_RATELIMIT_REMAINING).and_then(count);
-        if !too_many && remaining != Some(0) {
+        let spent = headers.get(X_RATELIMIT_REMAINING).is_some_and(is_zero);
+        if !too_many && !spent {
             return;
         }
+        let key = key();
         let now = self.clock.mono_ms();
         let interval_ms = headers.get(X_RATELIMIT_INTERVAL).and_then(seconds_ms);
         let pause_ms = if too_many {
@@ -345,6 +368,12 @@ fn retry_after_s(until_ms: i64, now: i64) -> u64 {
 }
 
 /// A count (`X-RateLimit-Limit`, `-Remaining`): digits only, within `u64`.
+/// Whether a count is 0 (`0`, `00`, with whitespace around), without parsing it.
+fn is_zero(value: &HeaderValue) -> bool {
+    let digits = value.as_bytes().trim_ascii();
+    !digits.is_empty() && digits.iter().all(|&b| b == b'0')
+}
+
 fn count(value: &HeaderValue) -> Option<u64> {
     let digits = value.as_bytes().trim_ascii();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
