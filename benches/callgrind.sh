@@ -14,7 +14,9 @@
 # EGRESS=1 measures the egress listener instead: the backend's call through the sidecar
 # to JTL's API (the emulator's API echo, which reports a large X-RateLimit-* budget, so the
 # tenant is never limited) with the app's own token, `X-Tenant-ID` one UUID, no
-# `X-JTL-Act-As`; the config names no egress key but `listen`, so older builds take it.
+# `X-JTL-Act-As` unless ACT_AS names a value for it (`user:42`: an on-behalf-of-user
+# token, cached after the first request); the config names no egress key but `listen`, so
+# older builds take it.
 # JTL is the `dev` of BIN unless JTL_BIN names another build: to compare two builds of the
 # sidecar, give both the same JTL_BIN so that JTL's answers are the same bytes.
 #
@@ -57,6 +59,9 @@ if [ "${EGRESS:-0}" = 1 ]; then
   URL="http://127.0.0.1:$EGRESS_PORT/bench"
   # One tenant, the same header on every request.
   WRK_ARGS=(-H "X-Tenant-ID: 0b4f7c2e-6a1d-4e8b-9c3f-2d5a7e9b1c40")
+  # ACT_AS=user:42 (or tenant) sends X-JTL-Act-As too: every request after the first
+  # takes the cached exchanged token.
+  if [ -n "${ACT_AS:-}" ]; then WRK_ARGS+=(-H "X-JTL-Act-As: $ACT_AS"); fi
 else
   URL="http://127.0.0.1:$INGRESS_PORT/bench"
   tokens_lua "$WORK/tokens.lua"
