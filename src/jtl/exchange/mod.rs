@@ -22,13 +22,15 @@ mod shared;
 pub use answer::{ASSUMED_LIFETIME_S, ExchangedToken, LifetimeFrom};
 pub use shared::exchanged_entry_key;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
-use moka::future::Cache;
+use quick_cache::sync::Cache;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -170,9 +172,21 @@ impl SlotState {
     }
 }
 
-/// A key's slot; its lock is held across the call to JTL (the single flight).
+/// A key's slot: its current token, read without a lock on every request, and the
+/// state behind an async lock held across the call to JTL (the single flight).
 #[derive(Default)]
-struct Slot(Mutex<SlotState>);
+struct Slot {
+    current: ArcSwapOption<ExchangedToken>,
+    state: Mutex<SlotState>,
+}
+
+impl Slot {
+    /// After a change of `state`: what requests read without the lock.
+    fn publish(&self, state: &SlotState) {
+        self.current
+            .store(state.held.as_ref().map(|held| Arc::clone(&held.token)));
+    }
+}
 
 /// The exchanged tokens of every (kind, tenant, user), with their single flights.
 #[derive(Clone)]
@@ -191,7 +205,9 @@ struct Inner {
     /// `jtl.client_id`: part of a shared entry's key, so two apps sharing one Redis
     /// never see each other's tokens.
     client_id: String,
-    slots: Cache<ExchangeKey, Arc<Slot>, ahash::RandomState>,
+    // quick_cache, as for the verified tokens: a lookup on every request that acts for
+    // someone, and its `get` is several times cheaper than moka's (docs/benchmarks.md).
+    slots: Cache<ExchangeKey, Arc<Slot>>,
     counts: ExchangeCounts,
 }
 
@@ -211,9 +227,9 @@ impl TokenExchange {
                 clock,
                 refresh_before_ms: duration_ms(config.jtl.refresh_before_expiry),
                 client_id: config.jtl.client_id.clone(),
-                slots: Cache::builder()
-                    .max_capacity(config.egress.exchanged_tokens_max)
-                    .build_with_hasher(ahash::RandomState::new()),
+                slots: Cache::new(
+                    usize::try_from(config.egress.exchanged_tokens_max).unwrap_or(usize::MAX),
+                ),
                 counts: ExchangeCounts::default(),
             }),
         }
@@ -244,23 +260,39 @@ impl TokenExchange {
     /// replicas (with `[shared_cache]`), refreshed or minted.
     pub async fn token_for(&self, key: &ExchangeKey) -> Result<Arc<ExchangedToken>, ExchangeError> {
         let inner = &self.inner;
-        let slot = inner
+        let slot = match inner
             .slots
-            .get_with_by_ref(key, async { Arc::new(Slot::default()) })
-            .await;
-        let mut state = slot.0.lock().await;
+            .get_or_insert_with(key, || Ok::<_, Infallible>(Arc::new(Slot::default())))
+        {
+            Ok(slot) => slot,
+            Err(never) => match never {},
+        };
+        // The common case: a token before its refresh time, read without a lock.
+        if let Some(current) = slot.current.load_full()
+            && self.is_fresh(&current)
+        {
+            inner.counts.count(key.kind, Event::Cached);
+            return Ok(current);
+        }
+        let mut state = slot.state.lock().await;
+        // Another request may have refreshed it while this one waited for the lock.
         if let Some(current) = &state.held
-            && inner.clock.mono_ms() < current.token.refresh_at_mono
+            && self.is_fresh(&current.token)
         {
             inner.counts.count(key.kind, Event::Cached);
             return Ok(Arc::clone(&current.token));
         }
-        if let Some(shared_store) = inner.app_tokens.shared_store()
-            && let Some(result) = shared::through_redis(self, shared_store, key, &mut state).await
-        {
-            return result;
-        }
-        self.alone(key, &mut state).await
+        let result = match inner.app_tokens.shared_store() {
+            Some(shared_store) => {
+                match shared::through_redis(self, shared_store, key, &mut state).await {
+                    Some(result) => result,
+                    None => self.alone(key, &mut state).await,
+                }
+            }
+            None => self.alone(key, &mut state).await,
+        };
+        slot.publish(&state);
+        result
     }
 
     /// Without other replicas to ask: refresh with this replica's own refresh token, or
@@ -366,10 +398,10 @@ impl TokenExchange {
     /// JTL answered `401` to a request sent with `token`: that token goes (a newer one
     /// of the key is left alone), so the next request exchanges afresh.
     pub async fn invalidate(&self, key: &ExchangeKey, token: &ExchangedToken) {
-        let Some(slot) = self.inner.slots.get(key).await else {
+        let Some(slot) = self.inner.slots.get(key) else {
             return;
         };
-        let mut state = slot.0.lock().await;
+        let mut state = slot.state.lock().await;
         if state
             .held
             .as_ref()
@@ -378,6 +410,7 @@ impl TokenExchange {
             state.held = None;
             // A shared entry still holding it is dropped by the next exchange.
             state.refused = Some(token.value.clone());
+            slot.publish(&state);
         }
     }
 
