@@ -23,7 +23,8 @@ const EXIT_CHECK_FAILED: u8 = 1;
 #[derive(Parser)]
 #[command(
     name = "jtl-auth-sidecar",
-    version,
+    // The package version and, when known, the git commit it was built from (build.rs).
+    version = env!("JTL_SIDECAR_VERSION"),
     about = "Reverse proxy that does all JTL Cloud App authentication for a backend in any language"
 )]
 struct Cli {

@@ -85,6 +85,29 @@ fn check_of_a_missing_or_unparsable_file_exits_2() {
     );
 }
 
+/// `--version` names the package version and, built from a git checkout, the commit
+/// (build.rs); the image build passes the commit in `JTL_SIDECAR_COMMIT` instead.
+#[test]
+fn version_names_the_package_version_and_the_commit_it_was_built_from() {
+    let version = sidecar().arg("--version").output().unwrap();
+    let stdout = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let expected_version = format!("jtl-auth-sidecar {}", env!("CARGO_PKG_VERSION"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    match head {
+        Some(commit) => assert_eq!(stdout, format!("{expected_version} (commit {commit})")),
+        None => {
+            eprintln!("not a git checkout: --version names no commit");
+            assert_eq!(stdout, expected_version);
+        }
+    }
+}
+
 #[test]
 fn version_and_help_exit_0() {
     let version = sidecar().arg("--version").output().unwrap();
