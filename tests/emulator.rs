@@ -1,47 +1,24 @@
 //! The JTL emulator behaves like JTL where the sidecar depends on it: Basic auth and
 //! OAuth errors on the token endpoint, a key set that demands a bearer token, rotation.
 
+mod common;
+
+use common::calls::{json, send};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
+use http::{Method, StatusCode};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions, Failure};
 use jtl_auth_sidecar::jose::JwkSet;
 use jtl_auth_sidecar::jtl::client_auth::basic_authorization;
-use jtl_auth_sidecar::jtl::http::{JtlHttp, Response};
-use serde_json::Value;
+use jtl_auth_sidecar::jtl::http::Response;
 
 async fn emulator() -> Emulator {
     Emulator::start(EmulatorOptions::default(), Clock::manual(1_790_000_000_000))
         .await
         .unwrap()
-}
-
-fn client() -> JtlHttp {
-    JtlHttp::new(Duration::from_secs(5), None).unwrap()
-}
-
-async fn send(method: Method, url: &str, headers: &[(&str, String)], body: &str) -> Response {
-    let mut request = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    client()
-        .call(
-            request
-                .body(Full::new(Bytes::from(body.to_owned())))
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-}
-
-fn json(response: &Response) -> Value {
-    serde_json::from_slice(&response.body).unwrap()
 }
 
 /// RFC 6749 §2.3.1 credentials, as the sidecar sends them.

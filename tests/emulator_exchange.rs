@@ -2,20 +2,21 @@
 //! delegated tokens, rotating refresh tokens, JTL's refusals, the answer's spellings, and
 //! the API echo accepting an exchanged token and saying who acted. Real HTTP throughout.
 
+mod common;
+
+use common::calls::{json, send};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
+use http::{Method, StatusCode};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{
     DEFAULT_EXCHANGED_TOKEN_LIFETIME_S, EXCHANGE_KEY_ID, Emulator, EmulatorOptions, ExchangeKind,
     ExchangeSpelling, Failure, service_user_id,
 };
 use jtl_auth_sidecar::jtl::client_auth::basic_authorization;
-use jtl_auth_sidecar::jtl::http::{JtlHttp, Response};
+use jtl_auth_sidecar::jtl::http::Response;
 use serde_json::{Value, json};
 
 const START_MS: i64 = 1_790_000_000_000;
@@ -58,26 +59,6 @@ async fn jtl() -> Jtl {
         clock,
         app_token,
     }
-}
-
-async fn send(method: Method, url: &str, headers: &[(&str, String)], body: &str) -> Response {
-    let mut request = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    JtlHttp::new(Duration::from_secs(5), None)
-        .unwrap()
-        .call(
-            request
-                .body(Full::new(Bytes::from(body.to_owned())))
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-}
-
-fn json(response: &Response) -> Value {
-    serde_json::from_slice(&response.body).unwrap()
 }
 
 fn bearer(token: &str) -> (&'static str, String) {

@@ -4,20 +4,21 @@
 //! verify against the published keys, rotation and removal. The legacy endpoints live on
 //! beside them on the same server.
 
+mod common;
+
+use common::calls::{json, send, try_send};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
+use http::{Method, StatusCode};
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::emulator::{
     APP_EC_KEY_ID, APP_KEY_ID, APP_OKP_KEY_ID, DEV_APP_ID, DEV_APP_USER_ID, DEV_TENANT_ID,
     Emulator, EmulatorOptions, Failure,
 };
 use jtl_auth_sidecar::jtl::client_auth::basic_authorization;
-use jtl_auth_sidecar::jtl::http::{CallError, JtlHttp, Response};
+use jtl_auth_sidecar::jtl::http::{CallError, Response};
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use serde_json::{Value, json};
 
@@ -28,34 +29,6 @@ async fn emulator() -> Emulator {
     Emulator::start(EmulatorOptions::default(), Clock::manual(NOW_MS))
         .await
         .unwrap()
-}
-
-async fn try_send(
-    method: Method,
-    url: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> Result<Response, CallError> {
-    let mut request = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    JtlHttp::new(Duration::from_secs(5), None)
-        .unwrap()
-        .call(
-            request
-                .body(Full::new(Bytes::from(body.to_owned())))
-                .unwrap(),
-        )
-        .await
-}
-
-async fn send(method: Method, url: &str, headers: &[(&str, String)], body: &str) -> Response {
-    try_send(method, url, headers, body).await.unwrap()
-}
-
-fn json(response: &Response) -> Value {
-    serde_json::from_slice(&response.body).unwrap()
 }
 
 /// RFC 6749 §2.3.1 credentials, as the sidecar sends them.

@@ -102,6 +102,7 @@ pub fn node_unusable(node: &std::path::Path) -> Option<String> {
     })
 }
 
+pub mod calls;
 pub mod harness;
 pub mod logs;
 pub mod proxy;
