@@ -162,10 +162,19 @@ impl SlotState {
     /// Puts a fresh answer in the slot (with its refresh token only when `own_refresh`)
     /// and hands out its token.
     fn install(&mut self, answer: Answer, own_refresh: bool) -> Arc<ExchangedToken> {
-        let token = Arc::new(answer.token);
+        self.hold(answer.token, answer.refresh_token.filter(|_| own_refresh))
+    }
+
+    /// Puts `token` (and the refresh token this replica may use, if any) in the slot.
+    fn hold(
+        &mut self,
+        token: ExchangedToken,
+        refresh_token: Option<Secret>,
+    ) -> Arc<ExchangedToken> {
+        let token = Arc::new(token);
         self.held = Some(Held {
             token: Arc::clone(&token),
-            refresh_token: answer.refresh_token.filter(|_| own_refresh),
+            refresh_token,
         });
         self.refused = None;
         token

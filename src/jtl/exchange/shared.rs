@@ -70,7 +70,7 @@ pub(super) async fn through_redis(
             return Judgement::Refused;
         }
         match exchange.token_of(entry, &stored.access) {
-            Some(token) if inner.clock.mono_ms() < token.refresh_at_mono => Judgement::Use,
+            Some(token) if exchange.is_fresh(&token) => Judgement::Use,
             _ => Judgement::Stale,
         }
     };
@@ -84,13 +84,8 @@ pub(super) async fn through_redis(
                 token = %token.fingerprint(),
                 "took an exchanged token another replica shared through Redis"
             );
-            let token = Arc::new(token);
-            state.held = Some(super::Held {
-                token: Arc::clone(&token),
-                refresh_token: None,
-            });
-            state.refused = None;
-            Some(Ok(token))
+            // The other replicas' refresh token is never kept here.
+            Some(Ok(state.hold(token, None)))
         }
         Acquired::Won(lock) => {
             // Under the lock: the stale entry's refresh token, if it has one and the
