@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub shared_cache: RawSharedCache,
     pub admin: RawAdmin,
     pub log: RawLog,
+    pub tracing: RawTracing,
     pub server: RawServer,
 }
 
@@ -278,6 +279,24 @@ impl Default for RawLog {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: String,
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Default for RawTracing {
+    fn default() -> Self {
+        RawTracing {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+            service_name: "jtl-auth-sidecar".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawServer {
     pub shutdown_grace_s: u64,
     pub shutdown_delay_s: u64,
@@ -306,6 +325,7 @@ impl RawConfig {
         }
         shown.tenants.database_url = redact_url_password(&shown.tenants.database_url);
         shown.shared_cache.redis_url = redact_url_password(&shown.shared_cache.redis_url);
+        shown.tracing.otlp_endpoint = redact_url_password(&shown.tracing.otlp_endpoint);
         // Serializing plain strings, numbers, booleans and maps cannot fail.
         toml::to_string(&shown).unwrap_or_default()
     }

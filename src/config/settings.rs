@@ -21,6 +21,7 @@ pub struct Config {
     pub shared_cache: SharedCacheConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
     pub server: ServerConfig,
 }
 
@@ -319,6 +320,18 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// OpenTelemetry (`[tracing]`): `traceparent` is always continued; spans are exported
+/// only with an endpoint.
+#[derive(Debug, Clone)]
+pub struct TracingConfig {
+    /// Where spans go, OTLP over HTTP (protobuf), with the signal path (`/v1/traces`)
+    /// added when the configured URL has no path; `None`: nothing is exported.
+    pub otlp_endpoint: Option<Url>,
+    /// The share of traces started here (no sampled parent) that are sampled, 0 – 1.
+    pub sample_ratio: f64,
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone)]

@@ -122,6 +122,10 @@ pub(super) fn check_shape(
             (Value::String(..), Value::String(..)) | (Value::Bool(..), Value::Bool(..)) => true,
             (Value::String(..), _) => wrong("a string"),
             (Value::Bool(..), _) => wrong("true or false"),
+            // The one fractional key: any number here, its range is checked later.
+            (Value::Num(..), Value::Num(_, number)) if key == "tracing.sample_ratio" => {
+                number.to_f64().is_some() || wrong("a number from 0 to 1")
+            }
             (Value::Num(..), Value::Num(_, number))
                 if number
                     .to_u128_lossy()

@@ -472,11 +472,13 @@ impl AccessTokens {
                 )
             })?;
 
-        let response = inner
-            .http
-            .call(request)
-            .await
-            .map_err(|e| (TokenError::Call(e), None))?;
+        let mut span = crate::telemetry::trace::child("access-token fetch");
+        let response = inner.http.call(request).await.map_err(|e| {
+            span.fail(e.to_string());
+            (TokenError::Call(e), None)
+        })?;
+        span.status(response.status.as_u16());
+        drop(span);
         let now = inner.clock.read();
         if response.status != StatusCode::OK {
             let oauth_error = serde_json::from_slice::<Value>(&response.body)

@@ -403,7 +403,17 @@ impl KeySet {
     /// keys) is skipped at debug level: it is expected at every refresh. An unusable key
     /// of the flow's type is a warning, once per `kid` for the life of this key set.
     async fn fetch(&self) -> Result<JwkSet, KeySetFetchError> {
-        let FetchedKeys { set, skipped, .. } = self.fetch_document().await?;
+        // A child of the request's span when a request waits for it (an unknown kid).
+        let mut span = crate::telemetry::trace::child("key-set fetch");
+        span.set(opentelemetry::KeyValue::new(
+            "jtl.token_kind",
+            self.token_kind().label(),
+        ));
+        let fetched = self.fetch_document().await;
+        if let Err(error) = &fetched {
+            span.fail(error.to_string());
+        }
+        let FetchedKeys { set, skipped, .. } = fetched?;
         for key in &skipped {
             let first_time = !key.is_of_another_type()
                 && self

@@ -8,6 +8,7 @@ pub mod exchange;
 pub mod http;
 pub mod jwks;
 mod metrics;
+pub mod otlp_client;
 pub mod token;
 
 pub use access_token::{AccessTokens, TokenError, TokenUnavailable};

@@ -42,6 +42,7 @@ use crate::config::EgressConfig;
 use crate::jtl::exchange::{ExchangeError, ExchangeKey, ExchangedToken, TokenExchange};
 use crate::jtl::http::CallError;
 use crate::jtl::{AccessToken, AccessTokens, Jtl};
+use crate::telemetry::trace::{self, Tracing};
 use crate::telemetry::{Listener, Metrics};
 
 /// JTL's tenant header; passed on as the caller sent it, once it is known to be a UUID.
@@ -66,6 +67,8 @@ pub struct Egress {
     /// Each tenant kept within JTL's rate budget (SPEC §15).
     rate_limits: RateLimits,
     metrics: Arc<Metrics>,
+    /// Continues each request's trace towards JTL (and exports its span).
+    traces: Tracing,
 }
 
 /// A request body, kept when it is small enough to be sent twice.
@@ -105,7 +108,14 @@ impl Egress {
             body_read_timeout,
             rate_limits: RateLimits::off(),
             metrics,
+            traces: Tracing::propagate_only(1.0),
         }
+    }
+
+    /// Traces with `traces` (the config's `[tracing]`) rather than propagating only.
+    pub fn with_traces(mut self, traces: Tracing) -> Egress {
+        self.traces = traces;
+        self
     }
 
     /// Keeps each tenant within JTL's rate budget (off until this is called).
@@ -120,6 +130,9 @@ impl Egress {
         let method = request.method().clone();
         let uri = request.uri().clone();
         let request_id = ensure_request_id(request.headers_mut());
+        let span = self
+            .traces
+            .request(request.headers_mut(), "egress", &method);
         let tenant_id = tenant_id(request.headers());
 
         // Only programs on this machine: a browser (`Origin`, `Sec-Fetch-*`, or DNS
@@ -143,7 +156,10 @@ impl Egress {
                     tenant.as_deref(),
                     self.exchange.enabled(),
                 ) {
-                    Ok(acting) => self.forward(request, tenant.as_deref(), acting).await,
+                    Ok(acting) => {
+                        span.scope(self.forward(request, tenant.as_deref(), acting))
+                            .await
+                    }
                     Err(reason) => (
                         error_response(ErrorCode::InvalidRequest, reason),
                         "invalid_request",
@@ -166,6 +182,8 @@ impl Egress {
             request_id: request_id.to_str().unwrap_or_default(),
             outcome,
             reason: None,
+            route: "egress",
+            span,
         }
         .record(&self.metrics);
         response
@@ -339,9 +357,15 @@ impl Egress {
         tenant: Option<&str>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let started = Instant::now();
+        let mut span = trace::child("upstream");
         let mut result = self.upstream.send(request).await;
         self.metrics
             .observe_upstream(Listener::Egress, started.elapsed());
+        match &result {
+            Ok(response) => span.status(response.status().as_u16()),
+            Err(error) => span.fail(error.to_string()),
+        }
+        drop(span);
         if let Ok(response) = &mut result {
             let status = response.status();
             self.rate_limits.record_with(

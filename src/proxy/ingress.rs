@@ -27,6 +27,7 @@ use crate::config::Flow;
 use crate::config::IngressConfig;
 use crate::jose::Session;
 use crate::jtl::AccessTokens;
+use crate::telemetry::trace::{self, Tracing};
 use crate::telemetry::{Listener, Metrics};
 use crate::tenants::{ConnectTenant, TenantRecorder};
 use crate::verify::TokenVerifier;
@@ -48,6 +49,8 @@ pub struct Ingress {
     upstream_tls: rustls::ClientConfig,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    /// Continues each request's trace (and exports its span with an endpoint).
+    traces: Tracing,
     /// Upgraded connections (WebSockets) being relayed, shared by all workers, so a
     /// graceful shutdown can wait for them like for requests in flight.
     tunnels: TaskTracker,
@@ -101,13 +104,21 @@ impl Ingress {
             upstream_tls,
             upstream,
             metrics,
+            traces: Tracing::propagate_only(1.0),
         }
+    }
+
+    /// Traces with `traces` (the config's `[tracing]`) rather than propagating only.
+    pub fn with_traces(mut self, traces: Tracing) -> Ingress {
+        self.traces = traces;
+        self
     }
 
     /// The same ingress with a connection pool of its own, for one worker thread.
     pub fn for_worker(&self) -> Ingress {
         Ingress {
             tunnels: self.tunnels.clone(),
+            traces: self.traces.clone(),
             ..Ingress::new(
                 self.settings.clone(),
                 Arc::clone(&self.verifier),
@@ -136,6 +147,9 @@ impl Ingress {
         // Cloning a Uri shares its bytes; the path is only formatted if the line is logged.
         let uri = request.uri().clone();
         let request_id = ensure_request_id(request.headers_mut());
+        let span = self
+            .traces
+            .request(request.headers_mut(), "ingress", &method);
         let cors_origin = if self.settings.cors_allowed_origins.is_empty() {
             None
         } else {
@@ -148,7 +162,8 @@ impl Ingress {
             session,
             reason,
             from_backend,
-        } = self.route(request, peer).await;
+            route,
+        } = span.scope(self.route(request, peer)).await;
 
         // The sidecar's own answers (401, 502...) carry the request id of their log line,
         // so a client's report can be matched with it; the backend's pass unchanged.
@@ -177,6 +192,8 @@ impl Ingress {
             request_id: request_id.to_str().unwrap_or_default(),
             outcome,
             reason: reason.as_ref().map(|r| r as &dyn std::fmt::Display),
+            route,
+            span,
         }
         .record(&self.metrics);
         response
@@ -201,6 +218,11 @@ impl Ingress {
             .forward(request, peer, verified)
             .await
             .with_outcome(admitted.outcome);
+        handled.route = match admitted.outcome {
+            "public" => "public",
+            "preflight" => "preflight",
+            _ => "protected",
+        };
         handled.session = admitted.session;
         handled
     }
@@ -230,7 +252,11 @@ impl Ingress {
         if let Some(connect_tenant) = &self.connect_tenant
             && connect_tenant.answers(&request)
         {
-            return Admission::Answered(Box::pin(connect_tenant.handle(request)).await);
+            let answered = Box::pin(connect_tenant.handle(request)).await;
+            return Admission::Answered(Handled {
+                route: "connect-tenant",
+                ..answered
+            });
         }
 
         // 3. Preflights and public paths pass without a token.
@@ -240,7 +266,10 @@ impl Ingress {
                     request.headers(),
                     &self.settings.cors_allowed_origins,
                 );
-                return Admission::Answered(Handled::new(response, "preflight_answered"));
+                return Admission::Answered(Handled {
+                    route: "preflight",
+                    ..Handled::new(response, "preflight_answered")
+                });
             }
             if self.settings.allow_cors_preflight {
                 return Admission::Forward(request, Admitted::unverified("preflight"));
@@ -370,9 +399,15 @@ impl Ingress {
         *outgoing.headers_mut() = headers;
 
         let started = Instant::now();
+        let mut span = trace::child("upstream");
         let result = self.upstream.send(outgoing).await;
         self.metrics
             .observe_upstream(Listener::Ingress, started.elapsed());
+        match &result {
+            Ok(response) => span.status(response.status().as_u16()),
+            Err(error) => span.fail(error.to_string()),
+        }
+        drop(span);
         let mut response = match result {
             Ok(response) => response,
             Err(error) => {

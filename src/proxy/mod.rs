@@ -25,6 +25,7 @@ use http::HeaderValue;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
+use crate::telemetry::trace::RequestSpan;
 use crate::telemetry::{Listener, Metrics};
 
 /// Errors of streamed bodies, whatever their source.
@@ -55,6 +56,9 @@ pub struct Handled {
     pub reason: Option<String>,
     /// The backend's answer (passed on unchanged), not one the sidecar made.
     pub from_backend: bool,
+    /// What kind of path it was, for its span: protected, public, preflight or
+    /// connect-tenant.
+    pub route: &'static str,
 }
 
 impl Handled {
@@ -66,6 +70,7 @@ impl Handled {
             session: None,
             reason: None,
             from_backend: false,
+            route: "protected",
         }
     }
 }
@@ -193,12 +198,23 @@ pub struct RequestLine<'a> {
     /// Why a token was refused: the sentence of the 401, which `check --online
     /// --session-token` prints too.
     pub reason: Option<&'a dyn std::fmt::Display>,
+    /// protected, public, preflight, connect-tenant or egress.
+    pub route: &'static str,
+    pub span: RequestSpan,
 }
 
 impl RequestLine<'_> {
-    /// Counts the request and writes its one log line (never a token).
+    /// Counts the request, ends its span and writes its one log line (never a token).
     pub fn record(self, metrics: &Metrics) {
         metrics.count_request(self.listener, self.outcome, self.status);
+        self.span.finish(
+            self.route,
+            self.status,
+            self.outcome,
+            self.tenant_id,
+            self.path,
+            self.request_id,
+        );
         tracing::info!(
             // The message as a field of its own, first as a format string's would be: a
             // plain `str`, not formatted.

@@ -38,6 +38,8 @@ pub enum StartError {
     SharedCache(#[from] crate::shared_cache::SharedCacheSetupError),
     #[error(transparent)]
     DrainToken(#[from] crate::admin::DrainTokenError),
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::trace::TraceSetupError),
 }
 
 /// The addresses actually bound (ports chosen by the system when configured as 0).
@@ -72,6 +74,8 @@ pub struct Server {
     budgets: [Arc<Budget>; 3],
     /// Their clock, moved by a background task.
     budget_clock: Arc<CoarseClock>,
+    /// Flushed at the end of the shutdown.
+    traces: crate::telemetry::trace::Tracing,
 }
 
 impl Server {

@@ -197,6 +197,12 @@ impl Server {
         if let Some(store) = &self.tenant_store {
             store.close().await;
         }
+        // The spans still queued leave now (the exporter's deadline bounds it); the
+        // shutdown blocks, so off the runtime's threads.
+        if self.traces.exports() {
+            let traces = self.traces.clone();
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
         tracing::info!("stopped");
     }
 

@@ -14,12 +14,14 @@ use super::{Addresses, Server, StartError};
 use crate::admin::{Admin, Readiness};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::jtl::otlp_client::OtlpClient;
 use crate::jtl::{self, Jtl};
 use crate::proxy::egress::Egress;
 use crate::proxy::ingress::Ingress;
 use crate::proxy::rate_limits::RateLimits;
 use crate::shared_cache::SharedTokenStore;
 use crate::telemetry::Metrics;
+use crate::telemetry::trace::Tracing;
 use crate::tenants::{ConnectTenant, TenantRecorder, TenantRecords, TenantStore};
 use crate::verify::TokenVerifier;
 
@@ -72,6 +74,19 @@ impl Server {
         let tenant_records = TenantRecords::registered(&metrics);
         let connection_counts = ConnectionCounts::registered(&metrics);
         let upstream_tls = crate::tls::client_tls_config(None).map_err(jtl::JtlSetupError::Http)?;
+        // Spans leave through a client like JTL's (its roots, its deadline), on this runtime.
+        let traces = match &config.tracing.otlp_endpoint {
+            Some(_) => {
+                let client = jtl::JtlHttp::on_runtime(
+                    config.jtl.timeout,
+                    config.jtl.ca_file.as_deref(),
+                    tokio::runtime::Handle::current(),
+                )
+                .map_err(jtl::JtlSetupError::Http)?;
+                Tracing::start(&config.tracing, OtlpClient(client), &metrics)?
+            }
+            None => Tracing::propagate_only(config.tracing.sample_ratio),
+        };
         // The store is opened only when connect-tenant is enabled; tenants are recorded
         // on request only into that store (with `connect_path = ""` nothing is opened).
         let (tenant_store, tenant_recorder, connect_tenant) = match &config.tenants.connect_path {
@@ -99,15 +114,18 @@ impl Server {
             }
             None => (None, None, None),
         };
-        let ingress = Arc::new(Ingress::new(
-            config.ingress.clone(),
-            verifier,
-            jtl.tokens.clone(),
-            connect_tenant,
-            tenant_recorder.clone(),
-            upstream_tls,
-            Arc::clone(&metrics),
-        ));
+        let ingress = Arc::new(
+            Ingress::new(
+                config.ingress.clone(),
+                verifier,
+                jtl.tokens.clone(),
+                connect_tenant,
+                tenant_recorder.clone(),
+                upstream_tls,
+                Arc::clone(&metrics),
+            )
+            .with_traces(traces.clone()),
+        );
         let egress_tls = crate::tls::client_tls_config(config.jtl.ca_file.as_deref())
             .map_err(jtl::JtlSetupError::Http)?;
         let egress = Egress::new(
@@ -118,7 +136,8 @@ impl Server {
             egress_tls,
             &jtl,
             Arc::clone(&metrics),
-        );
+        )
+        .with_traces(traces.clone());
         let rate_limits = RateLimits::new(&config.egress, clock, &metrics);
         let egress = Arc::new(egress.with_rate_limits(rate_limits));
         let limits = Limits::from_descriptors();
@@ -170,6 +189,7 @@ impl Server {
             tenant_recorder,
             budgets,
             budget_clock,
+            traces,
         })
     }
 }

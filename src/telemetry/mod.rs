@@ -6,6 +6,7 @@
 mod json;
 mod log;
 mod metrics;
+pub mod trace;
 
 /// For the unit tests of the log formats: a writer into a shared buffer, as a
 /// subscriber's `MakeWriter`.

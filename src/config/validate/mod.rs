@@ -8,8 +8,8 @@ use http::HeaderName;
 use url::Url;
 
 use super::ConfigProblem;
-use super::raw::{RawAdmin, RawConfig, RawLog, strip_userinfo};
-use super::settings::{AdminConfig, Config, LogConfig, LogFormat, ServerConfig};
+use super::raw::{RawAdmin, RawConfig, RawLog, RawTracing, strip_userinfo};
+use super::settings::{AdminConfig, Config, LogConfig, LogFormat, ServerConfig, TracingConfig};
 
 mod ingress;
 mod jtl;
@@ -220,6 +220,7 @@ pub(super) fn validate(
     let shared_cache = validate_shared_cache(&raw.shared_cache, &mut check, warnings);
     let admin = validate_admin(&raw.admin, &mut check);
     let log = validate_log(&raw.log, &mut check);
+    let tracing = validate_tracing(&raw.tracing, &mut check);
     let server = ServerConfig {
         shutdown_grace: check.seconds(
             "server.shutdown_grace_s",
@@ -275,6 +276,7 @@ pub(super) fn validate(
         shared_cache: shared_cache?,
         admin: admin?,
         log: log?,
+        tracing: tracing?,
         server,
     })
 }
@@ -330,4 +332,66 @@ fn validate_log(raw: &RawLog, check: &mut Checker) -> Option<LogConfig> {
         format: format?,
         level: raw.level.clone(),
     })
+}
+
+fn validate_tracing(raw: &RawTracing, check: &mut Checker) -> Option<TracingConfig> {
+    let otlp_endpoint = match raw.otlp_endpoint.as_str() {
+        "" => None,
+        text => match Url::parse(text) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Some(with_traces_path(url))
+            }
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                check.problem(
+                    "tracing.otlp_endpoint",
+                    "must not hold credentials; give the collector's headers in OTEL_EXPORTER_OTLP_HEADERS",
+                );
+                return None;
+            }
+            _ => {
+                check.problem(
+                    "tracing.otlp_endpoint",
+                    format!(
+                        "not an http(s) URL of an OTLP collector (such as \"http://otel-collector:4318\"): {:?}",
+                        strip_userinfo(text)
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    if !(0.0..=1.0).contains(&raw.sample_ratio) {
+        check.problem(
+            "tracing.sample_ratio",
+            format!("must be from 0 to 1, not {}", raw.sample_ratio),
+        );
+        return None;
+    }
+    let service_name = raw.service_name.trim();
+    if service_name.is_empty() || service_name.len() > 255 {
+        check.problem(
+            "tracing.service_name",
+            "must be a name of 1 to 255 characters",
+        );
+        return None;
+    }
+    Some(TracingConfig {
+        otlp_endpoint,
+        sample_ratio: raw.sample_ratio,
+        service_name: service_name.to_owned(),
+    })
+}
+
+/// A collector's base URL (`http://collector:4318`) gets OTLP's path for traces; a URL
+/// with a path of its own is taken as it is.
+fn with_traces_path(mut url: Url) -> Url {
+    if url.path().is_empty() || url.path() == "/" {
+        url.set_path("/v1/traces");
+    }
+    url
 }

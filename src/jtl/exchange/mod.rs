@@ -39,8 +39,10 @@ use super::http::{CallError, JtlHttp, Response};
 use crate::clock::{Clock, duration_ms};
 use crate::config::Config;
 use crate::secrets::Secret;
+use crate::telemetry::trace::ChildSpan;
 use answer::{Answer, read_answer};
 pub use metrics::{Event, ExchangeCounts};
+use opentelemetry::KeyValue;
 
 /// Whom a request acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -425,8 +427,10 @@ impl TokenExchange {
 
     async fn mint(&self, key: &ExchangeKey) -> Result<Answer, ExchangeError> {
         let url = format!("{}{}", self.inner.api_base, key.kind.path());
-        let answer = self.call(&url, key.mint_body()).await?;
-        self.read(key, answer)
+        let mut span = exchange_span(key, "mint");
+        let answer = self.call(&url, key.mint_body()).await;
+        finish_span(&mut span, &answer);
+        self.read(key, answer?)
     }
 
     async fn refresh(
@@ -436,8 +440,10 @@ impl TokenExchange {
     ) -> Result<Answer, ExchangeError> {
         let url = format!("{}{}/refresh", self.inner.api_base, key.kind.path());
         let body = json!({"refreshToken": refresh_token.expose()});
-        let answer = self.call(&url, body).await?;
-        self.read(key, answer)
+        let mut span = exchange_span(key, "refresh");
+        let answer = self.call(&url, body).await;
+        finish_span(&mut span, &answer);
+        self.read(key, answer?)
     }
 
     fn read(&self, key: &ExchangeKey, response: Response) -> Result<Answer, ExchangeError> {
@@ -517,4 +523,22 @@ fn refusal_reason(body: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(": ");
     reason.chars().take(200).collect()
+}
+
+/// The span of one exchange call (a child of the request waiting for it): the kind,
+/// the call and the tenant, never the user or a token.
+fn exchange_span(key: &ExchangeKey, call: &'static str) -> ChildSpan {
+    let mut span = crate::telemetry::trace::child("token exchange");
+    span.set(KeyValue::new("jtl.exchange.kind", key.kind.as_str()));
+    span.set(KeyValue::new("jtl.exchange.call", call));
+    span.set(KeyValue::new("jtl.tenant_id", key.tenant_id.clone()));
+    span
+}
+
+fn finish_span(span: &mut ChildSpan, answer: &Result<Response, ExchangeError>) {
+    match answer {
+        Ok(response) => span.status(response.status.as_u16()),
+        Err(ExchangeError::Refused { status, .. }) => span.status(status.as_u16()),
+        Err(error) => span.fail(error.to_string()),
+    }
 }
