@@ -70,9 +70,11 @@ def main():
                 errors.append(f"{path}: {doc['kind']} does not match the schema:\n{e}")
                 continue
             dumped = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
-            for field in lost_fields(doc, dumped):
+            lost = lost_fields(doc, dumped)
+            for field in lost:
                 errors.append(f"{path}: {doc['kind']}: {field} is not in the schema")
-            print(f"{path}: {doc['kind']} {doc['metadata']['name']} matches monitoring.coreos.com/v1")
+            if not lost:
+                print(f"{path}: {doc['kind']} {doc['metadata']['name']} matches monitoring.coreos.com/v1")
             if doc["kind"] == "PrometheusRule":
                 rules.append((path, doc))
 

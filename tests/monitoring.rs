@@ -41,10 +41,11 @@ fn exposed(name: &str, families: &BTreeMap<String, String>) -> bool {
     if typed(name, &["gauge"]) {
         return true;
     }
-    if let Some(family) = name.strip_suffix("_total") {
-        if typed(family, &["counter"]) {
-            return true;
-        }
+    if name
+        .strip_suffix("_total")
+        .is_some_and(|family| typed(family, &["counter"]))
+    {
+        return true;
     }
     ["_bucket", "_sum", "_count"].iter().any(|suffix| {
         name.strip_suffix(suffix)
@@ -52,7 +53,7 @@ fn exposed(name: &str, families: &BTreeMap<String, String>) -> bool {
     })
 }
 
-/// Every `jtl_sidecar_…` word of `text`.
+/// Every `jtl_sidecar_…` name in `text`.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut rest = text;
@@ -61,7 +62,10 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         let end = word
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(word.len());
-        names.insert(word[..end].to_owned());
+        // The bare prefix is prose ("every jtl_sidecar_* name"), not a metric.
+        if end > "jtl_sidecar_".len() {
+            names.insert(word[..end].to_owned());
+        }
         rest = &word[end..];
     }
     names
