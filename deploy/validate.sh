@@ -14,7 +14,9 @@
 #      monitoring.coreos.com/v1 schema (deploy/check_monitoring.py); the rules through
 #      `promtool check rules` and `promtool test rules` (deploy/monitoring/rules.test.yaml)
 #   7. with --build: runs BUILD_COMMAND in that context (what `docker build` would run),
-#      then `check` with the release binary
+#      then `check` with the release binary; that binary, built without the `emulator`
+#      feature, answers `dev` with one line and a non-zero exit, and holds none of the
+#      emulator's test-only keys (which the default build of step 3 does hold)
 # The CRD schemas, offline and from the registries reached here (no GitHub download):
 # the PyPI package cloudcoil-models-prometheus-operator, pydantic models generated from
 # the operator's CRDs (0.80.1.0: later versions need Python >= 3.14). Passed over: npm's
@@ -27,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 
-BUILD_COMMAND="cargo build --release --locked"
+BUILD_COMMAND="cargo build --release --locked --no-default-features"
 K8S_VERSION="1.30.0"          # native sidecars (>= 1.29) and the preStop sleep action (>= 1.30)
 K8S_VERSION_OLD="1.27.0"      # what no-native-sidecar/ is for
 KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
@@ -152,5 +154,28 @@ print(text.replace('"<your app id>"', '"312909075212468632"'))
 PY
   env -u JTL_SIDECAR_TENANTS__DATABASE_URL target/release/jtl-auth-sidecar check --config "$TOOLS/configmap.toml" >/dev/null
   echo "release binary: check passes on the ConfigMap's config"
+  # `dev` is not in the image: one line on stderr, nothing on stdout, exit 2.
+  dev_rc=0
+  target/release/jtl-auth-sidecar dev >"$TOOLS/dev.out" 2>"$TOOLS/dev.err" || dev_rc=$?
+  if [ "$dev_rc" -ne 2 ] || [ -s "$TOOLS/dev.out" ] || [ "$(wc -l <"$TOOLS/dev.err")" -ne 1 ]; then
+    echo "error: the image's binary must answer dev with one line on stderr and exit 2; got exit $dev_rc:" >&2
+    cat "$TOOLS/dev.out" "$TOOLS/dev.err" >&2
+    exit 1
+  fi
+  echo "release binary: dev answers \"$(cat "$TOOLS/dev.err")\" (exit 2)"
+  # The emulator's test-only private keys (PKCS#8 DER, embedded whole by include_bytes!):
+  # the default build of step 3 holds every one, so the check can see them; the release
+  # binary must hold none.
+  python3 - target/debug/jtl-auth-sidecar target/release/jtl-auth-sidecar src/emulator/keys/*.pk8 <<'PY'
+import sys
+default, image, keys = sys.argv[1], sys.argv[2], sys.argv[3:]
+default_bytes, image_bytes = open(default, "rb").read(), open(image, "rb").read()
+held = lambda blob: [k for k in keys if open(k, "rb").read() in blob]
+if held(default_bytes) != keys:
+    sys.exit(f"error: the default build {default} should hold all of {keys}; it holds {held(default_bytes)}")
+if held(image_bytes):
+    sys.exit(f"error: {image} holds the emulator's test-only keys {held(image_bytes)}")
+print(f"release binary: none of the emulator's {len(keys)} test-only keys (the default build holds all)")
+PY
 fi
 step "done"

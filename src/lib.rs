@@ -5,7 +5,8 @@
 //! line and below (modules on one line may use each other, file by file without circles).
 //! `tests/layout.rs` reads this list and holds the code to it.
 //!
-//! - `dev`: the emulator and a sidecar in one process
+//! - `dev`: the emulator and a sidecar in one process (`dev` and `emulator` only with the
+//!   `emulator` cargo feature, a default one)
 //! - `server`, `check`: wire and run everything; check a config, online too
 //! - `admin`: /healthz, /readyz, /metrics, /drain
 //! - `proxy`, `tenants`: ingress and egress; connect-tenant and the tenant store
@@ -24,8 +25,10 @@ pub mod background;
 pub mod check;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "emulator")]
 pub mod dev;
 pub mod diagnose;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod jose;
 pub mod jtl;

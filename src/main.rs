@@ -8,12 +8,14 @@ use jtl_auth_sidecar::check;
 use jtl_auth_sidecar::clock::Clock;
 use jtl_auth_sidecar::config;
 use jtl_auth_sidecar::config::Flow;
+#[cfg(feature = "emulator")]
 use jtl_auth_sidecar::dev::{self, DevError};
 use jtl_auth_sidecar::server::Server;
 use jtl_auth_sidecar::telemetry;
 use url::Url;
 
-/// Exit code for an invalid configuration (SPEC §2).
+/// Exit code for an invalid configuration (SPEC §2), as for a usage error (clap's), and
+/// for `dev` in a binary built without it.
 const EXIT_INVALID_CONFIG: u8 = 2;
 /// Exit code for any other start-up failure (a port taken...).
 const EXIT_START_FAILURE: u8 = 1;
@@ -61,7 +63,8 @@ enum Command {
     /// Run the proxy against a built-in JTL emulator with an embedded config, and print
     /// ready-to-paste curl commands with a fresh app token (the emulator acting as JTL's
     /// Zitadel), a legacy session token with --flow session-token, one of each with
-    /// --flow both.
+    /// --flow both. Needs the `emulator` cargo feature (a default one; the container image
+    /// is built without it).
     Dev {
         /// Your backend; without it a built-in echo backend answers with the request it got.
         #[arg(long, value_name = "URL")]
@@ -101,7 +104,13 @@ fn main() -> ExitCode {
             session_token,
         } => check(&config, online, session_token),
         Command::Run { config } => run(&config),
+        #[cfg(feature = "emulator")]
         Command::Dev { upstream, flow } => run_dev(upstream, flow.into()),
+        #[cfg(not(feature = "emulator"))]
+        Command::Dev { .. } => {
+            eprintln!("{}", without_emulator());
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
     }
 }
 
@@ -205,6 +214,15 @@ fn run(path: &Path) -> ExitCode {
     })
 }
 
+/// What `dev` answers, on one line, in a binary built without the `emulator` feature (the
+/// container image): the emulator, its test-only keys and `dev` are not in it.
+#[cfg(any(not(feature = "emulator"), test))]
+fn without_emulator() -> &'static str {
+    "error: this binary was built without the `emulator` cargo feature, so it has no `dev`; \
+     run dev from a source checkout with `cargo run -- dev`"
+}
+
+#[cfg(feature = "emulator")]
 fn run_dev(upstream: Option<Url>, flow: Flow) -> ExitCode {
     let config = match dev::dev_config(flow) {
         Ok(config) => config,
@@ -245,5 +263,19 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_without_the_emulator_is_one_line_that_says_how_to_run_dev() {
+        let message = without_emulator();
+        assert!(!message.contains('\n'), "one line: {message:?}");
+        assert!(message.starts_with("error: "), "{message}");
+        assert!(message.contains("`emulator` cargo feature"), "{message}");
+        assert!(message.contains("`cargo run -- dev`"), "{message}");
     }
 }
