@@ -17,6 +17,9 @@
 # `X-JTL-Act-As` unless ACT_AS names a value for it (`user:42`: an on-behalf-of-user
 # token, cached after the first request); the config names no egress key but `listen`, so
 # older builds take it.
+# OTLP=1 exports spans (tracing.otlp_endpoint) to a small OTLP/HTTP receiver started here
+# (Python's http.server answering 200 to every POST); every request is sampled, and the
+# export thread's instructions count too.
 # JTL is the `dev` of BIN unless JTL_BIN names another build: to compare two builds of the
 # sidecar, give both the same JTL_BIN so that JTL's answers are the same bytes.
 #
@@ -34,7 +37,7 @@ BIN="$(realpath "$1")"
 LABEL="${2:-run}"
 JTL_BIN="$(realpath "${JTL_BIN:-$1}")"
 BACKEND_PORT=28080 EGRESS_PORT=28081 INGRESS_PORT=28082 ADMIN_PORT=28083
-EMULATOR_PORT=28090 JTL_INGRESS_PORT=28092 JTL_ADMIN_PORT=28093
+EMULATOR_PORT=28090 JTL_INGRESS_PORT=28092 JTL_ADMIN_PORT=28093 OTLP_PORT=28094
 source benches/lib.sh
 need_debian wrk wrk
 need_debian nginx nginx-light
@@ -43,8 +46,9 @@ OUT="benches/callgrind-out/$LABEL"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
-SIDECAR_PID="" JTL_PID=""
+SIDECAR_PID="" JTL_PID="" OTLP_PID=""
 cleanup() {
+  [ -n "$OTLP_PID" ] && { kill "$OTLP_PID" 2>/dev/null || true; wait "$OTLP_PID" 2>/dev/null || true; }
   [ -n "$SIDECAR_PID" ] && { kill "$SIDECAR_PID" 2>/dev/null || true; wait "$SIDECAR_PID" 2>/dev/null || true; }
   [ -n "$JTL_PID" ] && { kill "$JTL_PID" 2>/dev/null || true; wait "$JTL_PID" 2>/dev/null || true; }
   nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" -s stop 2>/dev/null || true
@@ -71,6 +75,27 @@ else
 fi
 # At the default level (info) unless LOG_LEVEL says otherwise (sidecar_toml reads it).
 sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
+if [ "${OTLP:-0}" = 1 ]; then
+  python3 - "$OTLP_PORT" >"$OUT/otlp.log" 2>&1 <<'PY' &
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
+PY
+  OTLP_PID=$!
+  printf '\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\n' "$OTLP_PORT" >>"$WORK/sidecar.toml"
+fi
 
 if [ "${STDOUT:-null}" = pipe ]; then
   mkfifo "$WORK/stdout"
