@@ -263,4 +263,38 @@ mod tests {
             Err(TlsSetupError::CaFile { .. })
         ));
     }
+
+    #[test]
+    fn roots_follow_a_replaced_file_and_keep_the_old_ones_when_it_is_unusable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pem = |name: &str| {
+            rcgen::generate_simple_self_signed(vec![name.into()])
+                .expect("certificate")
+                .cert
+                .pem()
+        };
+        let first = pem("jtl.example");
+        let path = write(&dir, "ca.pem", &first);
+        // Replaced as a mounted Secret is: a new file (a new inode) in its place.
+        let replace = |content: &str| {
+            let staged = write(&dir, "staged.pem", content);
+            std::fs::rename(staged, &path).expect("rename");
+        };
+        let roots = TlsRoots::new(Some(&path)).expect("roots");
+        let start = roots.config();
+        assert!(Arc::ptr_eq(&start, &roots.config()), "unchanged: the same");
+
+        replace(&first);
+        assert!(Arc::ptr_eq(&start, &roots.config()), "same bytes: the same");
+
+        replace(&pem("proxy.example"));
+        let second = roots.config();
+        assert!(!Arc::ptr_eq(&start, &second), "new roots");
+
+        replace("no certificate here\n");
+        assert!(Arc::ptr_eq(&second, &roots.config()), "unusable: kept");
+        std::fs::remove_file(&path).expect("remove");
+        assert!(Arc::ptr_eq(&second, &roots.config()), "gone: kept");
+        assert!(Arc::ptr_eq(&second, &roots.current()));
+    }
 }

@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::harness::eventually_async;
 use common::logs::Logs;
+use common::proxy::{Proxy, get as proxy_get};
 use common::redis::{PrivateRedis, test_redis_url};
 use http_body_util::Full;
 use jtl_auth_sidecar::clock::Clock;
@@ -302,4 +304,40 @@ async fn a_swapped_client_secret_file_is_used_by_the_next_token_request() {
     assert_eq!(emulator.token_requests(), 2);
     assert_eq!(jtl.tokens.counts().failed.load(Ordering::SeqCst), 0);
     assert_eq!(lines_about(SECRET_CHANGED, &secret_file.path()), 1);
+}
+
+/// The running sidecar: one holder of `jtl.ca_file` for the token request and egress, so
+/// a swap is logged once and both the token request and the egress call, on new
+/// connections, trust the new CA.
+#[tokio::test]
+async fn a_running_sidecar_takes_up_a_swapped_ca_file_for_tokens_and_egress() {
+    Logs::global();
+    // A CA that JTL's endpoint does not use: what the file holds at start.
+    let stranger = Emulator::start(tls_emulator(), Clock::manual(common::harness::START_MS))
+        .await
+        .expect("emulator");
+    let pem = |emulator: &Emulator| emulator.ca_pem().expect("a CA").as_bytes().to_vec();
+    let mut ca_file = Mounted::new("ca.pem", &pem(&stranger));
+    let proxy = Proxy::builder()
+        .egress()
+        .emulator(tls_emulator())
+        .env([(
+            "JTL_SIDECAR_JTL__CA_FILE".to_owned(),
+            ca_file.path().display().to_string(),
+        )])
+        .start()
+        .await;
+    let untrusted = proxy_get(&proxy.egress_url("/v1/orders"), &[]).await;
+    assert_ne!(untrusted.status, 200, "JTL's CA is not trusted yet");
+    assert_eq!(proxy.emulator.api_requests(), 0);
+
+    ca_file.swap(&pem(&proxy.emulator));
+    // Past the wait after the failed token request.
+    proxy.clock.advance(Duration::from_secs(600));
+    eventually_async("egress answers through the new roots", || async {
+        proxy_get(&proxy.egress_url("/v1/orders"), &[]).await.status == 200
+    })
+    .await;
+    assert!(proxy.emulator.token_requests() >= 1);
+    assert_eq!(lines_about(CA_CHANGED, &ca_file.path()), 1);
 }

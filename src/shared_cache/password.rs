@@ -86,3 +86,40 @@ impl PasswordFile {
         last.password.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_connection_gets_the_files_password_or_the_last_one_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("redis-password");
+        std::fs::write(&path, "first\n").expect("write");
+        let login = Login::of(Some(&RedisPassword::File(path.clone()))).expect("readable");
+        let password = || login.password().map(|p| p.expose().to_owned());
+        assert_eq!(password().as_deref(), Some("first"));
+
+        std::fs::write(&path, "second\n").expect("write");
+        assert_eq!(password().as_deref(), Some("second"));
+
+        // Gone (a Secret being replaced) or emptied: the last password read stays.
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(password().as_deref(), Some("second"));
+        std::fs::write(&path, "").expect("write");
+        assert_eq!(password().as_deref(), Some("second"));
+
+        std::fs::write(&path, "third").expect("write");
+        assert_eq!(password().as_deref(), Some("third"));
+    }
+
+    #[test]
+    fn a_missing_file_at_start_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = RedisPassword::File(dir.path().join("missing"));
+        assert!(matches!(
+            Login::of(Some(&missing)),
+            Err(SharedCacheSetupError::PasswordFile { .. })
+        ));
+    }
+}
