@@ -76,24 +76,7 @@ fi
 # At the default level (info) unless LOG_LEVEL says otherwise (sidecar_toml reads it).
 sidecar_toml "$WORK/sidecar.toml" session "$INGRESS_PORT" "$ADMIN_PORT" "http://127.0.0.1:$BACKEND_PORT" "$EMULATOR_PORT"
 if [ "${OTLP:-0}" = 1 ]; then
-  python3 - "$OTLP_PORT" >"$OUT/otlp.log" 2>&1 <<'PY' &
-import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class Receiver(BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
-PY
-  OTLP_PID=$!
+  otlp_receiver "$OTLP_PORT" "$OUT/otlp.log"
   printf '\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\n' "$OTLP_PORT" >>"$WORK/sidecar.toml"
 fi
 

@@ -184,3 +184,27 @@ ring_verify_times() {
   fi
   echo "   ring Ed25519 verify: ${RING_ED25519_US} µs, RSA-2048 (RS256) verify: ${RING_RSA_US} µs"
 }
+
+# otlp_receiver PORT LOG: an OTLP/HTTP receiver in the background (Python's http.server
+# answering 200 to every POST, the body read and dropped), its pid in OTLP_PID; for
+# `tracing.otlp_endpoint = "http://127.0.0.1:PORT"`.
+otlp_receiver() {
+  python3 - "$1" >"$2" 2>&1 <<'PY' &
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
+PY
+  OTLP_PID=$!
+}

@@ -17,6 +17,7 @@ use jtl_auth_sidecar::emulator::{Emulator, EmulatorOptions};
 use jtl_auth_sidecar::jtl::{AccessTokens, Jtl, TokenError};
 use jtl_auth_sidecar::server::{Addresses, Server};
 use jtl_auth_sidecar::shared_cache::{SharedTokenStore, lock_key};
+use jtl_auth_sidecar::tls::TlsRoots;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -74,9 +75,11 @@ impl App {
 
     /// One replica's access-token manager, sharing through Redis.
     fn replica_of(&self, config: &Config) -> AccessTokens {
-        let shared = SharedTokenStore::from_config(config, self.clock.clone(), Handle::current())
-            .expect("shared store")
-            .expect("redis_url is set");
+        let roots = TlsRoots::new(config.jtl.ca_file.as_deref()).expect("roots");
+        let shared =
+            SharedTokenStore::from_config(config, roots, self.clock.clone(), Handle::current())
+                .expect("shared store")
+                .expect("redis_url is set");
         Jtl::from_config_with_shared_store(
             config,
             self.clock.clone(),
@@ -685,9 +688,14 @@ async fn without_shared_cache_nothing_changes() {
     );
     let config = load_str(&toml, Vec::new()).unwrap().config;
     assert!(
-        SharedTokenStore::from_config(&config, clock.clone(), Handle::current())
-            .unwrap()
-            .is_none()
+        SharedTokenStore::from_config(
+            &config,
+            TlsRoots::new(None).unwrap(),
+            clock.clone(),
+            Handle::current()
+        )
+        .unwrap()
+        .is_none()
     );
     let tokens = Jtl::from_config_with_shared_store(&config, clock, None, Handle::current())
         .unwrap()

@@ -6,7 +6,8 @@ use super::{Line, Verdict, step};
 use crate::clock::Clock;
 use crate::config::{ClientSecret, Config};
 use crate::secrets::fingerprint;
-use crate::shared_cache::{EntryNow, SealingKey, SharedTokenStore};
+use crate::shared_cache::{EntryNow, SealingKey, SharedCacheSetupError, SharedTokenStore};
+use crate::tls::TlsRoots;
 
 /// Said after every failure: Redis is an optimisation, never a dependency.
 const FALLBACK: &str = "the replicas fall back to their own access tokens (each asks JTL \
@@ -15,8 +16,27 @@ const FALLBACK: &str = "the replicas fall back to their own access tokens (each 
 /// The `shared cache` line: `skipped` when `shared_cache.redis_url` is empty.
 pub async fn check(config: &Config) -> Line {
     let clock = Clock::system();
+    // `jtl.ca_file` matters (and is read) only for `rediss://`.
+    let tls = config
+        .shared_cache
+        .redis
+        .as_ref()
+        .is_some_and(|target| target.tls);
+    let ca_file = config.jtl.ca_file.as_deref().filter(|_| tls);
+    let roots = match TlsRoots::new(ca_file) {
+        Ok(roots) => roots,
+        Err(error) => {
+            let error = SharedCacheSetupError::Tls(error.to_string());
+            return Line::new(
+                Verdict::Fail,
+                step::SHARED_CACHE,
+                format!("{error}; {FALLBACK}"),
+            );
+        }
+    };
     let store = match SharedTokenStore::from_config(
         config,
+        roots,
         clock.clone(),
         tokio::runtime::Handle::current(),
     ) {

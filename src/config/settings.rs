@@ -296,7 +296,8 @@ impl RedisTarget {
 pub enum RedisPassword {
     /// From the URL's user info.
     Inline(Secret),
-    /// `shared_cache.redis_password_file`, read at start-up.
+    /// `shared_cache.redis_password_file`, read at start-up and again for each new
+    /// connection.
     File(PathBuf),
 }
 

@@ -1,20 +1,25 @@
 //! The HTTPS client for every call to JTL: rustls with the webpki roots plus
 //! `jtl.ca_file`, HTTP/1.1 and HTTP/2, pooled connections, `jtl.timeout_ms` on every call.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
 use crate::background::{SpawnOn, run_on};
-use crate::tls::{TlsSetupError, client_tls_config};
+use crate::tls::{TlsRoots, TlsSetupError};
 
 /// Token and JWKS responses larger than this are errors (SPEC §6).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -126,7 +131,43 @@ pub struct Response {
     pub body: Bytes,
 }
 
-pub type HttpsClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>;
+pub type HttpsClient<B = Full<Bytes>> = Client<RootsConnector, B>;
+
+/// hyper-rustls's connector made anew for each new connection from the configuration
+/// [`TlsRoots`] holds then, so a changed `jtl.ca_file` is taken up by the next
+/// connection; connections in the pool keep theirs. Plain `http://` connects over TCP.
+#[derive(Clone)]
+pub struct RootsConnector {
+    tcp: HttpConnector,
+    roots: Arc<TlsRoots>,
+    /// The protocols offered by ALPN.
+    alpn: Vec<Vec<u8>>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for RootsConnector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        tower_service::Service::<http::Uri>::poll_ready(&mut self.tcp, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, destination: http::Uri) -> Self::Future {
+        let config = if destination.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            let mut config = rustls::ClientConfig::clone(&self.roots.config());
+            config.alpn_protocols = self.alpn.clone();
+            Arc::new(config)
+        } else {
+            // Not used for plain http: the file is not looked at.
+            self.roots.current()
+        };
+        let mut connector = HttpsConnector::from((self.tcp.clone(), config));
+        tower_service::Service::<http::Uri>::call(&mut connector, destination)
+    }
+}
 
 /// A pooled client over rustls (plain http too): `nodelay`, a connect timeout, and idle
 /// connections closed after `idle_timeout` (the pool timer is what makes that happen).
@@ -134,7 +175,7 @@ pub type HttpsClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>
 /// `runtime` when given, else on the runtime of the call that opens the connection (what
 /// an ingress worker's own upstream pool wants).
 pub fn pooled_client<B>(
-    tls: rustls::ClientConfig,
+    roots: Arc<TlsRoots>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     http2: bool,
@@ -148,14 +189,12 @@ where
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(connect_timeout));
-    let schemes = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let connector = if http2 {
-        schemes.enable_all_versions().wrap_connector(tcp)
+    let alpn = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
-        schemes.enable_http1().wrap_connector(tcp)
+        Vec::new()
     };
+    let connector = RootsConnector { tcp, roots, alpn };
     let mut builder = match runtime {
         Some(runtime) => Client::builder(SpawnOn(runtime)),
         None => Client::builder(TokioExecutor::new()),
@@ -190,13 +229,28 @@ impl JtlHttp {
         ca_file: Option<&Path>,
         runtime: Handle,
     ) -> Result<Self, TlsSetupError> {
-        let tls = client_tls_config(ca_file)?;
-        let client = pooled_client(tls, timeout, POOL_IDLE_TIMEOUT, true, Some(runtime.clone()));
-        Ok(JtlHttp {
+        Ok(JtlHttp::with_roots(
+            timeout,
+            TlsRoots::new(ca_file)?,
+            runtime,
+        ))
+    }
+
+    /// As [`JtlHttp::on_runtime`], new connections trusting what `roots` holds then (the
+    /// server shares one [`TlsRoots`] among JTL, egress and `rediss://`).
+    pub fn with_roots(timeout: Duration, roots: Arc<TlsRoots>, runtime: Handle) -> Self {
+        let client = pooled_client(
+            roots,
+            timeout,
+            POOL_IDLE_TIMEOUT,
+            true,
+            Some(runtime.clone()),
+        );
+        JtlHttp {
             client,
             timeout,
             runtime,
-        })
+        }
     }
 
     /// The pooled client, for callers that stream (egress).

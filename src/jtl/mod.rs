@@ -64,7 +64,20 @@ impl Jtl {
         shared: Option<crate::shared_cache::SharedTokenStore>,
         runtime: tokio::runtime::Handle,
     ) -> Result<Jtl, JtlSetupError> {
-        let http = JtlHttp::on_runtime(config.jtl.timeout, config.jtl.ca_file.as_deref(), runtime)?;
+        let roots = crate::tls::TlsRoots::new(config.jtl.ca_file.as_deref())?;
+        Jtl::from_config_with_roots(config, clock, shared, roots, runtime)
+    }
+
+    /// As [`Jtl::from_config_with_shared_store`], new connections to JTL trusting what
+    /// `roots` holds then (the server shares one with egress and `rediss://`).
+    pub fn from_config_with_roots(
+        config: &Config,
+        clock: Clock,
+        shared: Option<crate::shared_cache::SharedTokenStore>,
+        roots: std::sync::Arc<crate::tls::TlsRoots>,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Jtl, JtlSetupError> {
+        let http = JtlHttp::with_roots(config.jtl.timeout, roots, runtime);
         let tokens =
             AccessTokens::with_shared_store(&config.jtl, http.clone(), clock.clone(), shared)?;
         let key_sets = config

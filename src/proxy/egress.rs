@@ -80,7 +80,7 @@ enum RequestBody {
 }
 
 impl Egress {
-    /// `connect_timeout` is `jtl.timeout_ms`; `tls` carries the webpki roots and
+    /// `connect_timeout` is `jtl.timeout_ms`; `roots` carries the webpki roots and
     /// `jtl.ca_file`. JTL's API must send its response headers within
     /// `egress.request_timeout_ms` (else 504); the body may then stream for as long as it
     /// takes.
@@ -89,7 +89,7 @@ impl Egress {
         api_base_url: &Url,
         connect_timeout: Duration,
         body_read_timeout: Duration,
-        tls: rustls::ClientConfig,
+        roots: Arc<crate::tls::TlsRoots>,
         jtl: &Jtl,
         metrics: Arc<Metrics>,
     ) -> Egress {
@@ -98,7 +98,7 @@ impl Egress {
                 api_base_url,
                 connect_timeout,
                 settings.request_timeout,
-                tls,
+                roots,
             ),
             tokens: jtl.tokens.clone(),
             exchange: jtl.exchange.clone(),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::pool::{Http1Pool, Unreachable};
 use super::{ProxyBody, streamed_body};
 use crate::jtl::http::{HttpsClient, innermost_cause, pooled_client};
+use crate::tls::TlsRoots;
 
 /// Pooled connections idle longer than this are closed. Node's default keep-alive
 /// timeout is 5 s; reusing a connection the backend already closed fails the request.
@@ -73,7 +74,7 @@ impl Upstream {
             ))
         } else {
             Transport::Tls(Box::new(pooled_client(
-                tls,
+                TlsRoots::fixed(tls),
                 connect_timeout,
                 POOL_IDLE_TIMEOUT,
                 false,
@@ -84,17 +85,17 @@ impl Upstream {
         Upstream::with_transport(url, &authority, transport, request_timeout)
     }
 
-    /// JTL's API (egress): always hyper-util's pooled rustls client, `tls` carrying the
-    /// webpki roots plus `jtl.ca_file`, HTTP/2 offered by ALPN. Plain `http://` goes
-    /// through the same client (the emulator).
+    /// JTL's API (egress): always hyper-util's pooled rustls client, `roots` carrying the
+    /// webpki roots plus `jtl.ca_file` (new connections take up a changed file), HTTP/2
+    /// offered by ALPN. Plain `http://` goes through the same client (the emulator).
     pub fn jtl_api(
         url: &Url,
         connect_timeout: Duration,
         response_timeout: Duration,
-        tls: rustls::ClientConfig,
+        roots: Arc<TlsRoots>,
     ) -> Upstream {
         let transport = Transport::Tls(Box::new(pooled_client(
-            tls,
+            roots,
             connect_timeout,
             JTL_POOL_IDLE_TIMEOUT,
             true,

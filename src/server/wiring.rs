@@ -38,9 +38,24 @@ impl Server {
         // driven there even when an ingress worker's request is the first to need one,
         // so that no background I/O lives on (and dies with) an ingress worker.
         let main_runtime = tokio::runtime::Handle::current();
+        // One holder of `jtl.ca_file`'s roots for JTL, egress and `rediss://`: a changed
+        // file is read (and logged) once, and every new connection after uses it.
+        let jtl_roots = crate::tls::TlsRoots::new(config.jtl.ca_file.as_deref())
+            .map_err(jtl::JtlSetupError::Http)?;
         // With `[shared_cache]`, the replicas share one access token through Redis.
-        let shared = SharedTokenStore::from_config(&config, clock.clone(), main_runtime.clone())?;
-        let jtl = Jtl::from_config_with_shared_store(&config, clock.clone(), shared, main_runtime)?;
+        let shared = SharedTokenStore::from_config(
+            &config,
+            Arc::clone(&jtl_roots),
+            clock.clone(),
+            main_runtime.clone(),
+        )?;
+        let jtl = Jtl::from_config_with_roots(
+            &config,
+            clock.clone(),
+            shared,
+            Arc::clone(&jtl_roots),
+            main_runtime,
+        )?;
         // Ports first: a port that is taken fails the start before a store is opened.
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -77,12 +92,11 @@ impl Server {
         // Spans leave through a client like JTL's (its roots, its deadline), on this runtime.
         let traces = match &config.tracing.otlp_endpoint {
             Some(_) => {
-                let client = jtl::JtlHttp::on_runtime(
+                let client = jtl::JtlHttp::with_roots(
                     config.jtl.timeout,
-                    config.jtl.ca_file.as_deref(),
+                    Arc::clone(&jtl_roots),
                     tokio::runtime::Handle::current(),
-                )
-                .map_err(jtl::JtlSetupError::Http)?;
+                );
                 Tracing::start(&config.tracing, OtlpClient(client), &metrics)?
             }
             None => Tracing::propagate_only(config.tracing.sample_ratio),
@@ -126,14 +140,12 @@ impl Server {
             )
             .with_traces(traces.clone()),
         );
-        let egress_tls = crate::tls::client_tls_config(config.jtl.ca_file.as_deref())
-            .map_err(jtl::JtlSetupError::Http)?;
         let egress = Egress::new(
             &config.egress,
             &config.jtl.api_base_url,
             config.jtl.timeout,
             config.server.header_read_timeout,
-            egress_tls,
+            jtl_roots,
             &jtl,
             Arc::clone(&metrics),
         )

@@ -20,9 +20,10 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio_rustls::TlsConnector;
 
+use super::password::Login;
 use crate::background::run_on;
 use crate::config::RedisTarget;
-use crate::secrets::Secret;
+use crate::tls::TlsRoots;
 
 /// Why a Redis call failed; the text never holds the password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,27 +44,30 @@ pub enum RedisFailure {
 
 pub struct Connection {
     target: RedisTarget,
+    /// Without the password: that is read for each new connection.
     info: RedisConnectionInfo,
-    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    login: Login,
+    /// For `rediss://`: each new connection takes the configuration the roots hold then.
+    tls: Option<(Arc<TlsRoots>, rustls::pki_types::ServerName<'static>)>,
     current: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Where connections are opened and driven.
     runtime: Handle,
 }
 
 impl Connection {
-    /// Nothing is opened yet. `password` is the URL's or the password file's; connections
-    /// will be opened and driven on `runtime`.
+    /// Nothing is opened yet. `login` gives the URL's or the password file's password;
+    /// connections will be opened and driven on `runtime`.
     pub fn new(
         target: RedisTarget,
-        password: Option<Secret>,
-        tls: Option<rustls::ClientConfig>,
+        login: Login,
+        tls: Option<Arc<TlsRoots>>,
         runtime: Handle,
     ) -> Result<Connection, String> {
         let tls = match tls {
-            Some(config) if target.tls => {
+            Some(roots) if target.tls => {
                 let name = rustls::pki_types::ServerName::try_from(target.host.clone())
                     .map_err(|_| format!("{:?} is not a valid TLS server name", target.host))?;
-                Some((TlsConnector::from(Arc::new(config)), name))
+                Some((roots, name))
             }
             None if target.tls => return Err("rediss:// needs a TLS configuration".into()),
             _ => None,
@@ -74,12 +78,10 @@ impl Connection {
         if let Some(username) = &target.username {
             info = info.set_username(username);
         }
-        if let Some(password) = password {
-            info = info.set_password(password.expose());
-        }
         Ok(Connection {
             target,
             info,
+            login,
             tls,
             current: tokio::sync::Mutex::new(None),
             runtime,
@@ -140,12 +142,15 @@ impl Connection {
     /// runtime's reactor and the driver task spawned there.
     async fn connect(&self) -> Result<MultiplexedConnection, RedisFailure> {
         let address = self.address();
-        let opening = open(
-            self.target.clone(),
-            self.info.clone(),
-            self.tls.clone(),
-            self.runtime.clone(),
-        );
+        let mut info = self.info.clone();
+        if let Some(password) = self.login.password() {
+            info = info.set_password(password.expose());
+        }
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|(roots, name)| (TlsConnector::from(roots.config()), name.clone()));
+        let opening = open(self.target.clone(), info, tls, self.runtime.clone());
         run_on(&self.runtime, opening).await.unwrap_or_else(|| {
             Err(RedisFailure::Connect {
                 address,
@@ -243,8 +248,8 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let connection =
-            Connection::new(target, None, None, main.handle().clone()).expect("connection");
+        let connection = Connection::new(target, Login::Fixed(None), None, main.handle().clone())
+            .expect("connection");
         let client_id = || redis::cmd("CLIENT").arg("ID").clone();
         let timeout = Duration::from_secs(5);
         let worker = tokio::runtime::Builder::new_current_thread()

@@ -23,10 +23,11 @@
 //! JTL request failed), which the next poll takes over.
 
 pub mod connection;
+mod password;
 pub mod seal;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -35,9 +36,11 @@ pub use connection::RedisFailure;
 pub use seal::{Entry, SealingKey, digest_key, entry_key, lock_key};
 
 use crate::clock::{Clock, duration_ms};
-use crate::config::{Config, RedisPassword, RedisTarget};
+use crate::config::{Config, RedisTarget};
 use crate::secrets::Secret;
+use crate::tls::TlsRoots;
 use connection::Connection;
+use password::Login;
 
 /// How often a replica waiting for another's token looks again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -210,25 +213,19 @@ pub fn read_password_file(path: &std::path::Path) -> Result<Secret, SharedCacheS
 impl SharedTokenStore {
     /// The store `[shared_cache]` asks for; `None` when `redis_url` is empty. Reads the
     /// password file; connects to nothing yet. `rediss://` trusts what JTL's connections
-    /// trust: the webpki roots and `jtl.ca_file`.
+    /// trust: `roots`, the webpki roots and `jtl.ca_file`.
     /// The connection to Redis is opened and driven on `runtime` (the server's main
     /// runtime), whichever runtime the first call comes from.
     pub fn from_config(
         config: &Config,
+        roots: Arc<TlsRoots>,
         clock: Clock,
         runtime: tokio::runtime::Handle,
     ) -> Result<Option<Self>, SharedCacheSetupError> {
         let Some(target) = &config.shared_cache.redis else {
             return Ok(None);
         };
-        let tls = if target.tls {
-            Some(
-                crate::tls::client_tls_config(config.jtl.ca_file.as_deref())
-                    .map_err(|e| SharedCacheSetupError::Tls(e.to_string()))?,
-            )
-        } else {
-            None
-        };
+        let tls = target.tls.then_some(roots);
         SharedTokenStore::new(
             target,
             &config.shared_cache.key_prefix,
@@ -243,7 +240,7 @@ impl SharedTokenStore {
         .map(Some)
     }
 
-    /// Nothing is connected yet: the first [`SharedTokenStore::acquire`] does. `tls` is
+    /// Nothing is connected yet: the first [`SharedTokenStore::acquire`] does. `tls` holds
     /// the configuration of JTL's connections, used for `rediss://`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -253,17 +250,13 @@ impl SharedTokenStore {
         client_id: &str,
         scope: Option<&str>,
         timeout: Duration,
-        tls: Option<rustls::ClientConfig>,
+        tls: Option<Arc<TlsRoots>>,
         clock: Clock,
         runtime: tokio::runtime::Handle,
     ) -> Result<SharedTokenStore, SharedCacheSetupError> {
-        // Read once, here, at start (never on a request's path): a blocking read is fine.
-        let password = match &target.password {
-            Some(RedisPassword::Inline(secret)) => Some(secret.clone()),
-            Some(RedisPassword::File(path)) => Some(read_password_file(path)?),
-            None => None,
-        };
-        let connection = Connection::new(target.clone(), password, tls, runtime)
+        // Read here at start (never on a request's path; again at each new connection).
+        let login = Login::of(target.password.as_ref())?;
+        let connection = Connection::new(target.clone(), login, tls, runtime)
             .map_err(SharedCacheSetupError::Target)?;
         let key = entry_key(key_prefix, token_url, client_id, scope);
         Ok(SharedTokenStore {
