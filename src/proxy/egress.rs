@@ -156,10 +156,11 @@ impl Egress {
                     tenant.as_deref(),
                     self.exchange.enabled(),
                 ) {
-                    Ok(acting) => {
-                        span.scope(self.forward(request, tenant.as_deref(), acting))
-                            .await
+                    // Boxed in an exported request only, as on the ingress.
+                    Ok(acting) if span.is_exported() => {
+                        Box::pin(span.scope(self.forward(request, tenant.as_deref(), acting))).await
                     }
+                    Ok(acting) => self.forward(request, tenant.as_deref(), acting).await,
                     Err(reason) => (
                         error_response(ErrorCode::InvalidRequest, reason),
                         "invalid_request",

@@ -163,7 +163,13 @@ impl Ingress {
             reason,
             from_backend,
             route,
-        } = span.scope(self.route(request, peer)).await;
+        } = if span.is_exported() {
+            // Boxed: the span's context, attached at every poll, only for exported
+            // requests; the others' futures stay as small as without tracing.
+            Box::pin(span.scope(self.route(request, peer))).await
+        } else {
+            self.route(request, peer).await
+        };
 
         // The sidecar's own answers (401, 502...) carry the request id of their log line,
         // so a client's report can be matched with it; the backend's pass unchanged.

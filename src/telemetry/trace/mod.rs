@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
-use http::{HeaderMap, HeaderName, Method};
+use http::header::Entry;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
@@ -108,21 +109,46 @@ impl Tracing {
 
     /// Starts the span of a request (`listener`: "ingress" or "egress") under the
     /// caller's `traceparent`, and puts the sidecar's own in its place in `headers`, so
-    /// the next hop (the backend, JTL's API) continues the trace. A request without a
-    /// valid `traceparent` starts a trace, and any `tracestate` it sent goes with it.
+    /// the next hop (the backend, JTL's API) continues the trace. A request with an
+    /// invalid `traceparent` starts a trace, and any `tracestate` it sent goes with it.
+    /// One lookup of the header name both reads and replaces it.
     pub fn request(
         &self,
         headers: &mut HeaderMap,
         listener: &'static str,
         method: &Method,
     ) -> RequestSpan {
-        let parent = match headers.get_all(&TRACEPARENT).iter().collect::<Parents>() {
-            Parents::One(parent) => Some(parent),
-            Parents::None => None,
+        let entry = headers.entry(TRACEPARENT);
+        let (sent, parent) = match &entry {
+            Entry::Occupied(values) => (true, one_valid(values.iter())),
+            Entry::Vacant(_) => (false, None),
         };
-        if parent.is_none() {
+        let (value, cx) = self.next_hop(parent, listener, method);
+        match entry {
+            Entry::Occupied(mut values) => {
+                values.insert(value);
+            }
+            Entry::Vacant(place) => {
+                place.insert(value);
+            }
+        }
+        // A `tracestate` belongs to the `traceparent` it came with (W3C): not to the
+        // trace started in place of an invalid one. Without any `traceparent`, a lone
+        // `tracestate` is the caller's error and is left as it came (no second lookup
+        // on every request).
+        if sent && parent.is_none() {
             headers.remove(&TRACESTATE);
         }
+        RequestSpan { cx }
+    }
+
+    /// The sidecar's `traceparent` for the next hop and, with export, the span's context.
+    fn next_hop(
+        &self,
+        parent: Option<Parent>,
+        listener: &'static str,
+        method: &Method,
+    ) -> (HeaderValue, Option<Context>) {
         let (trace_id, span_id, sampled, cx) = match &self.exporter {
             None => {
                 let trace_id = parent.map_or_else(random_trace_id, |p| p.trace_id);
@@ -156,8 +182,7 @@ impl Tracing {
                 )
             }
         };
-        headers.insert(TRACEPARENT, context::format(trace_id, span_id, sampled));
-        RequestSpan { cx }
+        (context::format(trace_id, span_id, sampled), cx)
     }
 }
 
@@ -170,8 +195,14 @@ pub struct RequestSpan {
 }
 
 impl RequestSpan {
+    /// Whether this request's span is exported (then its handling runs in
+    /// [`Self::scope`]; a request that is not pays nothing for it).
+    pub fn is_exported(&self) -> bool {
+        self.cx.is_some()
+    }
+
     /// Runs `future` (the request's handling) with this span current, so what it waits
-    /// for ([`child`]) becomes a child span. With export off the future runs as it is.
+    /// for ([`child`]) becomes a child span.
     pub fn scope<F: Future>(&self, future: F) -> InSpan<F> {
         InSpan {
             future,
@@ -290,22 +321,12 @@ impl ChildSpan {
     }
 }
 
-/// How many `traceparent` headers a request had that count: one valid one, or none
-/// (absent, invalid, or more than one).
-enum Parents {
-    None,
-    One(Parent),
-}
-
-impl<'a> FromIterator<&'a http::HeaderValue> for Parents {
-    fn from_iter<I: IntoIterator<Item = &'a http::HeaderValue>>(values: I) -> Parents {
-        let mut values = values.into_iter();
-        match (values.next(), values.next()) {
-            (Some(value), None) => {
-                context::parse(value.as_bytes()).map_or(Parents::None, Parents::One)
-            }
-            _ => Parents::None,
-        }
+/// The parent a request's `traceparent` values name: the one value, if valid; none for
+/// an invalid one or for more than one.
+fn one_valid<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Option<Parent> {
+    match (values.next(), values.next()) {
+        (Some(value), None) => context::parse(value.as_bytes()),
+        _ => None,
     }
 }
 
