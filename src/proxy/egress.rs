@@ -42,7 +42,7 @@ use crate::config::EgressConfig;
 use crate::jtl::exchange::{ExchangeError, ExchangeKey, ExchangedToken, TokenExchange};
 use crate::jtl::http::CallError;
 use crate::jtl::{AccessToken, AccessTokens, Jtl};
-use crate::telemetry::trace::{self, Tracing};
+use crate::telemetry::trace::{self, RequestSpan, Tracing};
 use crate::telemetry::{Listener, Metrics};
 
 /// JTL's tenant header; passed on as the caller sent it, once it is known to be a UUID.
@@ -130,9 +130,7 @@ impl Egress {
         let method = request.method().clone();
         let uri = request.uri().clone();
         let request_id = ensure_request_id(request.headers_mut());
-        let span = self
-            .traces
-            .request(request.headers_mut(), "egress", &method);
+        let span = self.traces.request(request.headers(), "egress", &method);
         let tenant_id = tenant_id(request.headers());
 
         // Only programs on this machine: a browser (`Origin`, `Sec-Fetch-*`, or DNS
@@ -158,9 +156,18 @@ impl Egress {
                 ) {
                     // Boxed in an exported request only, as on the ingress.
                     Ok(acting) if span.is_exported() => {
-                        Box::pin(span.scope(self.forward(request, tenant.as_deref(), acting))).await
+                        Box::pin(span.scope(self.forward(
+                            request,
+                            tenant.as_deref(),
+                            acting,
+                            &span,
+                        )))
+                        .await
                     }
-                    Ok(acting) => self.forward(request, tenant.as_deref(), acting).await,
+                    Ok(acting) => {
+                        self.forward(request, tenant.as_deref(), acting, &span)
+                            .await
+                    }
                     Err(reason) => (
                         error_response(ErrorCode::InvalidRequest, reason),
                         "invalid_request",
@@ -197,6 +204,7 @@ impl Egress {
         request: Request<Incoming>,
         tenant: Option<&str>,
         acting: Option<ExchangeKey>,
+        span: &RequestSpan,
     ) -> (Response<ProxyBody>, &'static str) {
         let (parts, body) = request.into_parts();
         let uri = match self.upstream.uri_for(parts.uri.path_and_query()) {
@@ -205,6 +213,7 @@ impl Egress {
         };
         let mut headers = parts.headers;
         remove_hop_by_hop(&mut headers);
+        span.pass_on(&mut headers);
         // Every caller credential goes; the token is set per attempt. `Host` is left to
         // the client, which takes it from the API's URL (`:authority` over HTTP/2).
         headers.remove(AUTHORIZATION);

@@ -27,7 +27,7 @@ use crate::config::Flow;
 use crate::config::IngressConfig;
 use crate::jose::Session;
 use crate::jtl::AccessTokens;
-use crate::telemetry::trace::{self, Tracing};
+use crate::telemetry::trace::{self, RequestSpan, Tracing};
 use crate::telemetry::{Listener, Metrics};
 use crate::tenants::{ConnectTenant, TenantRecorder};
 use crate::verify::TokenVerifier;
@@ -147,9 +147,7 @@ impl Ingress {
         // Cloning a Uri shares its bytes; the path is only formatted if the line is logged.
         let uri = request.uri().clone();
         let request_id = ensure_request_id(request.headers_mut());
-        let span = self
-            .traces
-            .request(request.headers_mut(), "ingress", &method);
+        let span = self.traces.request(request.headers(), "ingress", &method);
         let cors_origin = if self.settings.cors_allowed_origins.is_empty() {
             None
         } else {
@@ -166,9 +164,9 @@ impl Ingress {
         } = if span.is_exported() {
             // Boxed: the span's context, attached at every poll, only for exported
             // requests; the others' futures stay as small as without tracing.
-            Box::pin(span.scope(self.route(request, peer))).await
+            Box::pin(span.scope(self.route(request, peer, &span))).await
         } else {
-            self.route(request, peer).await
+            self.route(request, peer, &span).await
         };
 
         // The sidecar's own answers (401, 502...) carry the request id of their log line,
@@ -208,7 +206,7 @@ impl Ingress {
     /// Admits the request (or answers it), then forwards it from one await point: the
     /// compiler gives each await of the forward future room of its own, and hyper keeps
     /// that room for every connection (see [`Self::admit`]).
-    async fn route(&self, request: Request<Incoming>, peer: Peer) -> Handled {
+    async fn route(&self, request: Request<Incoming>, peer: Peer, span: &RequestSpan) -> Handled {
         let (request, admitted) = match self.admit(request).await {
             Admission::Forward(request, admitted) => (request, admitted),
             Admission::Answered(answered) => return answered,
@@ -221,7 +219,7 @@ impl Ingress {
             access_token: admitted.access_token,
         });
         let mut handled = self
-            .forward(request, peer, verified)
+            .forward(request, peer, verified, span)
             .await
             .with_outcome(admitted.outcome);
         handled.route = match admitted.outcome {
@@ -358,6 +356,7 @@ impl Ingress {
         mut request: Request<Incoming>,
         peer: Peer,
         verified: Option<Verified<'_>>,
+        span: &RequestSpan,
     ) -> Handled {
         // Only a verified HTTP/1.1 GET WebSocket handshake is relayed as an upgrade: a
         // tunnel outlives the one request that was checked, so it is never opened by a
@@ -385,6 +384,7 @@ impl Ingress {
         }
         let trusted = is_trusted(&self.settings.trusted_proxies, peer.addr.ip());
         set_forwarding_headers(&mut headers, &parts.uri, &peer, trusted);
+        span.pass_on(&mut headers);
         if websocket {
             restore_websocket_upgrade(&mut headers);
         }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
-use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
@@ -108,38 +107,34 @@ impl Tracing {
     }
 
     /// Starts the span of a request (`listener`: "ingress" or "egress") under the
-    /// caller's `traceparent`, and puts the sidecar's own in its place in `headers`, so
-    /// the next hop (the backend, JTL's API) continues the trace. A request with an
-    /// invalid `traceparent` starts a trace, and any `tracestate` it sent goes with it.
-    /// One lookup of the header name both reads and replaces it.
+    /// caller's `traceparent`, and makes the `traceparent` the next hop (the backend,
+    /// JTL's API) gets: the same trace with the sidecar's span as parent
+    /// ([`RequestSpan::pass_on`]). A request without a valid `traceparent` starts a
+    /// trace. Only reads `headers`: the sidecar's own `traceparent` is set when the
+    /// request is sent, after the passes over its headers, which so have one less to
+    /// look at.
     pub fn request(
         &self,
-        headers: &mut HeaderMap,
+        headers: &HeaderMap,
         listener: &'static str,
         method: &Method,
     ) -> RequestSpan {
-        let entry = headers.entry(TRACEPARENT);
-        let (sent, parent) = match &entry {
-            Entry::Occupied(values) => (true, one_valid(values.iter())),
-            Entry::Vacant(_) => (false, None),
+        let mut values = headers.get_all(&TRACEPARENT).iter();
+        let first = values.next();
+        let sent = first.is_some();
+        let parent = match (first, values.next()) {
+            (Some(value), None) => context::parse(value.as_bytes()),
+            _ => None,
         };
-        let (value, cx) = self.next_hop(parent, listener, method);
-        match entry {
-            Entry::Occupied(mut values) => {
-                values.insert(value);
-            }
-            Entry::Vacant(place) => {
-                place.insert(value);
-            }
+        let (next_hop, cx) = self.next_hop(parent, listener, method);
+        RequestSpan {
+            cx,
+            next_hop,
+            // A `tracestate` belongs to the `traceparent` it came with (W3C), not to the
+            // trace started in place of a refused one. Without any `traceparent`, a lone
+            // `tracestate` is the caller's error and is left as it came.
+            drop_tracestate: sent && parent.is_none(),
         }
-        // A `tracestate` belongs to the `traceparent` it came with (W3C): not to the
-        // trace started in place of an invalid one. Without any `traceparent`, a lone
-        // `tracestate` is the caller's error and is left as it came (no second lookup
-        // on every request).
-        if sent && parent.is_none() {
-            headers.remove(&TRACESTATE);
-        }
-        RequestSpan { cx }
     }
 
     /// The sidecar's `traceparent` for the next hop and, with export, the span's context.
@@ -189,12 +184,24 @@ impl Tracing {
 /// The tracer of the request being served, in its context for [`child`].
 struct ActiveTracer(SdkTracer);
 
-/// A request's span (exported, or nothing with export off).
+/// A request's span (exported, or nothing with export off) and the `traceparent` its
+/// next hop gets.
 pub struct RequestSpan {
     cx: Option<Context>,
+    next_hop: HeaderValue,
+    drop_tracestate: bool,
 }
 
 impl RequestSpan {
+    /// Sets the sidecar's `traceparent` on the request to the next hop, in place of the
+    /// caller's (and drops a `tracestate` that came with a refused one).
+    pub fn pass_on(&self, headers: &mut HeaderMap) {
+        headers.insert(TRACEPARENT, self.next_hop.clone());
+        if self.drop_tracestate {
+            headers.remove(&TRACESTATE);
+        }
+    }
+
     /// Whether this request's span is exported (then its handling runs in
     /// [`Self::scope`]; a request that is not pays nothing for it).
     pub fn is_exported(&self) -> bool {
@@ -318,15 +325,6 @@ impl ChildSpan {
         if status >= 500 {
             self.fail("server error");
         }
-    }
-}
-
-/// The parent a request's `traceparent` values name: the one value, if valid; none for
-/// an invalid one or for more than one.
-fn one_valid<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Option<Parent> {
-    match (values.next(), values.next()) {
-        (Some(value), None) => context::parse(value.as_bytes()),
-        _ => None,
     }
 }
 
