@@ -71,21 +71,32 @@ pub fn parse(value: &[u8]) -> Option<Parent> {
 
 /// The `traceparent` that makes `span_id` the parent of the next hop.
 pub fn format(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'-'; 55];
     text[0] = b'0';
     text[1] = b'0';
-    let mut put = |at: usize, bytes: &[u8]| {
-        for (index, byte) in bytes.iter().enumerate() {
-            text[at + 2 * index] = HEX[usize::from(byte >> 4)];
-            text[at + 2 * index + 1] = HEX[usize::from(byte & 0xf)];
-        }
-    };
-    put(3, &trace_id.to_bytes());
-    put(36, &span_id.to_bytes());
-    put(53, &[u8::from(sampled)]);
+    hex_into(&mut text[3..35], &trace_id.to_bytes());
+    hex_into(&mut text[36..52], &span_id.to_bytes());
+    hex_into(&mut text[53..55], &[u8::from(sampled)]);
     // Only hex digits and dashes: always a valid header value.
     HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Each byte as two lowercase hex digits (one table lookup per byte: this runs for
+/// every request).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0u8; 2]; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            pairs[byte] = [HEX[byte >> 4], HEX[byte & 0xf]];
+            byte += 1;
+        }
+        pairs
+    };
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(*byte)]);
+    }
 }
 
 /// The same decision as the SDK's trace-id ratio sampler, so a trace is sampled or not

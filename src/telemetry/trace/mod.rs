@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, Method};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
@@ -137,13 +137,14 @@ impl Tracing {
         }
     }
 
-    /// The sidecar's `traceparent` for the next hop and, with export, the span's context.
+    /// The ids of the sidecar's `traceparent` for the next hop and, with export, the
+    /// span's context.
     fn next_hop(
         &self,
         parent: Option<Parent>,
         listener: &'static str,
         method: &Method,
-    ) -> (HeaderValue, Option<Context>) {
+    ) -> (Parent, Option<Context>) {
         let (trace_id, span_id, sampled, cx) = match &self.exporter {
             None => {
                 let trace_id = parent.map_or_else(random_trace_id, |p| p.trace_id);
@@ -177,7 +178,12 @@ impl Tracing {
                 )
             }
         };
-        (context::format(trace_id, span_id, sampled), cx)
+        let next_hop = Parent {
+            trace_id,
+            span_id,
+            sampled,
+        };
+        (next_hop, cx)
     }
 }
 
@@ -188,7 +194,9 @@ struct ActiveTracer(SdkTracer);
 /// next hop gets.
 pub struct RequestSpan {
     cx: Option<Context>,
-    next_hop: HeaderValue,
+    /// The next hop's parent: this span. Its header is written when the request is
+    /// sent, not cloned (a clone of a fresh header value allocates).
+    next_hop: Parent,
     drop_tracestate: bool,
 }
 
@@ -196,7 +204,12 @@ impl RequestSpan {
     /// Sets the sidecar's `traceparent` on the request to the next hop, in place of the
     /// caller's (and drops a `tracestate` that came with a refused one).
     pub fn pass_on(&self, headers: &mut HeaderMap) {
-        headers.insert(TRACEPARENT, self.next_hop.clone());
+        let Parent {
+            trace_id,
+            span_id,
+            sampled,
+        } = self.next_hop;
+        headers.insert(TRACEPARENT, context::format(trace_id, span_id, sampled));
         if self.drop_tracestate {
             headers.remove(&TRACESTATE);
         }
@@ -328,9 +341,12 @@ impl ChildSpan {
     }
 }
 
+// Ids from fastrand (wyrand, one state per thread): unique enough for traces, which
+// need no secrecy, and a few instructions where the thread's ChaCha generator costs a
+// hundred on every request.
 fn random_trace_id() -> opentelemetry::trace::TraceId {
     loop {
-        let id: u128 = rand::random();
+        let id = fastrand::u128(..);
         if id != 0 {
             return opentelemetry::trace::TraceId::from(id);
         }
@@ -339,7 +355,7 @@ fn random_trace_id() -> opentelemetry::trace::TraceId {
 
 fn random_span_id() -> opentelemetry::trace::SpanId {
     loop {
-        let id: u64 = rand::random();
+        let id = fastrand::u64(..);
         if id != 0 {
             return opentelemetry::trace::SpanId::from(id);
         }
