@@ -21,7 +21,7 @@ use crate::proxy::ingress::Ingress;
 use crate::proxy::rate_limits::RateLimits;
 use crate::shared_cache::SharedTokenStore;
 use crate::telemetry::Metrics;
-use crate::telemetry::trace::Tracing;
+use crate::telemetry::trace::{TraceSetupError, Tracing};
 use crate::tenants::{ConnectTenant, TenantRecorder, TenantRecords, TenantStore};
 use crate::verify::TokenVerifier;
 
@@ -89,15 +89,13 @@ impl Server {
         let tenant_records = TenantRecords::registered(&metrics);
         let connection_counts = ConnectionCounts::registered(&metrics);
         let upstream_tls = crate::tls::client_tls_config(None).map_err(jtl::JtlSetupError::Http)?;
-        // Spans leave through a client like JTL's (its roots, its deadline), on this runtime.
+        // Spans leave through a client like JTL's (its roots, its deadline), on a runtime
+        // of its own (see jtl::otlp_client).
         let traces = match &config.tracing.otlp_endpoint {
             Some(_) => {
-                let client = jtl::JtlHttp::with_roots(
-                    config.jtl.timeout,
-                    Arc::clone(&jtl_roots),
-                    tokio::runtime::Handle::current(),
-                );
-                Tracing::start(&config.tracing, OtlpClient(client), &metrics)?
+                let client = OtlpClient::start(config.jtl.timeout, Arc::clone(&jtl_roots))
+                    .map_err(|e| TraceSetupError::new(format!("its runtime: {e}")))?;
+                Tracing::start(&config.tracing, client, &metrics)?
             }
             None => Tracing::propagate_only(config.tracing.sample_ratio),
         };

@@ -32,6 +32,12 @@ const QUEUE_SPANS: usize = 4096;
 #[error("tracing.otlp_endpoint: the exporter could not be set up: {0}")]
 pub struct TraceSetupError(String);
 
+impl TraceSetupError {
+    pub fn new(reason: impl Into<String>) -> TraceSetupError {
+        TraceSetupError(reason.into())
+    }
+}
+
 /// What became of the exports, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ExportCounts {
