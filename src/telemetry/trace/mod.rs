@@ -51,7 +51,6 @@ pub struct Tracing {
 struct Exporting {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    counts: Arc<ExportCounts>,
 }
 
 impl Tracing {
@@ -75,14 +74,13 @@ impl Tracing {
         };
         let counts = Arc::new(ExportCounts::default());
         let provider = export::provider(config, endpoint, client, Arc::clone(&counts))?;
-        metrics.register(export::ExportCollector(Arc::clone(&counts)));
+        metrics.register(export::ExportCollector(counts));
         EXPORTING.store(true, Ordering::Relaxed);
         Ok(Tracing {
             sample_ratio: config.sample_ratio,
             exporter: Some(Exporting {
                 tracer: provider.tracer("jtl-auth-sidecar"),
                 provider,
-                counts,
             }),
         })
     }
@@ -90,11 +88,6 @@ impl Tracing {
     /// Whether spans are exported.
     pub fn exports(&self) -> bool {
         self.exporter.is_some()
-    }
-
-    /// The export counts (for tests and `check`); `None` without an endpoint.
-    pub fn export_counts(&self) -> Option<&ExportCounts> {
-        self.exporter.as_ref().map(|e| &*e.counts)
     }
 
     /// Exports what is queued and stops the exporter (at shutdown). Blocks until done
