@@ -484,10 +484,13 @@ impl TokenVerifier {
         let rejected = |error| VerifyError::Rejected(error, Some(kind));
         let keys = &verifier.keys;
         let arrived = keys.fetches_started();
+        // Read before the set is looked at: a fetch that lands in between then makes the
+        // wait below return at once. Read after, it would name the new set as stale, and
+        // the wait would be for the fetch after it (a full refetch interval).
+        let stale = keys.generation();
         let mut loaded = match keys.usable() {
             Some(loaded) => loaded,
             None => {
-                let stale = keys.generation();
                 // Boxed: a fetch is rare, and inlined it would enlarge every request's
                 // future (see proxy::ingress).
                 Box::pin(keys.newer_than(stale, arrived))
